@@ -1,0 +1,298 @@
+//! Load balancing: choose one endpoint index among `0..n`, given which are eligible.
+//!
+//! Four algorithms, one per file, behind [`BalancerKind`] (an enum, so a pick is a `match`, not a
+//! virtual call): [`RoundRobin`], [`SmoothWeighted`] (exact canary ratios), [`LeastRequest`]
+//! (power of two choices over the caller's in-flight counts) and [`Maglev`] (consistent hashing
+//! on a key the caller hashed with [`crate::hash`]). [`WeightedSplit`] splits a route across
+//! groups.
+//!
+//! Eligibility is the caller's predicate: healthy per the latest health snapshot, not ejected,
+//! and — on a retry — not already tried ([`BalancerKind::pick_retry`]). Every algorithm falls
+//! back deterministically when its first choice is ineligible and returns `None` only when no
+//! endpoint is eligible.
+
+mod least_request;
+mod maglev;
+mod round_robin;
+mod smooth_weighted;
+
+use std::fmt;
+
+pub use least_request::LeastRequest;
+pub use maglev::{DEFAULT_TABLE_SIZE, Maglev, MaglevError, is_prime};
+pub use round_robin::RoundRobin;
+pub use smooth_weighted::{SmoothWeighted, WeightedSplit};
+
+/// The default endpoint weight.
+pub const DEFAULT_WEIGHT: u32 = 1;
+
+/// One endpoint as the balancer sees it: a stable id (e.g. `"10.0.0.7:8080"`, used by Maglev so
+/// the table follows ids, not positions) and a weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointSpec<'a> {
+    pub id: &'a str,
+    pub weight: u32,
+}
+
+impl<'a> EndpointSpec<'a> {
+    pub fn new(id: &'a str, weight: u32) -> Self {
+        EndpointSpec { id, weight }
+    }
+}
+
+/// What a consistent-hash balancer hashes. The proxy extracts and hashes it; a request without
+/// the header or cookie is balanced round robin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Header(Box<str>),
+    Cookie(Box<str>),
+}
+
+/// The balancing algorithm of an upstream group (the config crate maps TOML onto this).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Algorithm {
+    RoundRobin,
+    /// Smooth weighted round robin over the endpoint weights.
+    Weighted,
+    /// Power of two choices over in-flight requests.
+    LeastRequest,
+    /// Maglev consistent hashing; `table_size` must be prime (default [`DEFAULT_TABLE_SIZE`]).
+    ConsistentHash {
+        key: HashKey,
+        table_size: u32,
+    },
+}
+
+/// Why a balancer could not be built.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BalanceError {
+    Maglev(MaglevError),
+}
+
+impl fmt::Display for BalanceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BalanceError::Maglev(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for BalanceError {}
+
+/// Per-request inputs some algorithms need.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PickHint<'a> {
+    /// The hashed consistent-hash key, if the request carried one.
+    pub key: Option<u64>,
+    /// In-flight requests per endpoint, for least request.
+    pub in_flight: &'a [u32],
+}
+
+/// A group's balancer, statically dispatched.
+#[derive(Debug, Clone)]
+pub enum BalancerKind {
+    RoundRobin(RoundRobin, usize),
+    Weighted(SmoothWeighted),
+    LeastRequest(LeastRequest, usize),
+    /// The round robin serves requests without a key.
+    Maglev(Maglev, RoundRobin),
+}
+
+impl BalancerKind {
+    /// Build for `endpoints`; `seed` differs per shard so shards don't move in lockstep.
+    /// Rebuild (with the same seed) whenever the endpoint set changes.
+    pub fn new(
+        algorithm: &Algorithm,
+        endpoints: &[EndpointSpec<'_>],
+        seed: u64,
+    ) -> Result<Self, BalanceError> {
+        let n = endpoints.len();
+        let start = if n == 0 {
+            0
+        } else {
+            (seed % n as u64) as usize
+        };
+        Ok(match algorithm {
+            Algorithm::RoundRobin => BalancerKind::RoundRobin(RoundRobin::starting_at(start), n),
+            Algorithm::Weighted => {
+                BalancerKind::Weighted(SmoothWeighted::new(endpoints.iter().map(|e| e.weight)))
+            }
+            Algorithm::LeastRequest => BalancerKind::LeastRequest(LeastRequest::new(seed), n),
+            Algorithm::ConsistentHash { table_size, .. } => BalancerKind::Maglev(
+                Maglev::build(endpoints, *table_size).map_err(BalanceError::Maglev)?,
+                RoundRobin::starting_at(start),
+            ),
+        })
+    }
+
+    /// Number of endpoints.
+    pub fn len(&self) -> usize {
+        match self {
+            BalancerKind::RoundRobin(_, n) | BalancerKind::LeastRequest(_, n) => *n,
+            BalancerKind::Weighted(w) => w.len(),
+            BalancerKind::Maglev(m, _) => m.len(),
+        }
+    }
+
+    /// True when the group has no endpoints.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Choose an eligible endpoint, or `None` if none is.
+    #[inline]
+    pub fn pick(&mut self, hint: &PickHint<'_>, eligible: impl Fn(usize) -> bool) -> Option<usize> {
+        match self {
+            BalancerKind::RoundRobin(rr, n) => rr.pick(*n, eligible),
+            BalancerKind::Weighted(w) => w.pick(eligible),
+            BalancerKind::LeastRequest(lr, n) => lr.pick(*n, hint.in_flight, eligible),
+            BalancerKind::Maglev(m, rr) => match hint.key {
+                Some(key) => m.pick(key, eligible),
+                None => rr.pick(m.len(), eligible),
+            },
+        }
+    }
+
+    /// Choose for a retry: an eligible endpoint not yet `tried`, else (a group of one, or all
+    /// tried) an eligible one that was.
+    pub fn pick_retry(
+        &mut self,
+        hint: &PickHint<'_>,
+        eligible: impl Fn(usize) -> bool,
+        tried: impl Fn(usize) -> bool,
+    ) -> Option<usize> {
+        self.pick(hint, |i| eligible(i) && !tried(i))
+            .or_else(|| self.pick(hint, eligible))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn specs(weights: &[u32]) -> Vec<(String, u32)> {
+        weights
+            .iter()
+            .enumerate()
+            .map(|(i, &w)| (format!("10.0.0.{i}:80"), w))
+            .collect()
+    }
+
+    fn kind(algorithm: Algorithm, weights: &[u32], seed: u64) -> BalancerKind {
+        let owned = specs(weights);
+        let eps: Vec<EndpointSpec<'_>> = owned
+            .iter()
+            .map(|(id, w)| EndpointSpec::new(id, *w))
+            .collect();
+        BalancerKind::new(&algorithm, &eps, seed).unwrap()
+    }
+
+    fn every_algorithm() -> Vec<Algorithm> {
+        vec![
+            Algorithm::RoundRobin,
+            Algorithm::Weighted,
+            Algorithm::LeastRequest,
+            Algorithm::ConsistentHash {
+                key: HashKey::ClientIp,
+                table_size: 251,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_kind_respects_eligibility_and_returns_none_when_nothing_is() {
+        for algorithm in every_algorithm() {
+            let mut b = kind(algorithm.clone(), &[1, 1, 1, 1], 5);
+            assert_eq!(b.len(), 4);
+            for k in 0..200u64 {
+                let hint = PickHint {
+                    key: Some(k.wrapping_mul(0x9e37_79b9)),
+                    in_flight: &[0; 4],
+                };
+                let got = b.pick(&hint, |i| i % 2 == 1);
+                assert!(matches!(got, Some(1 | 3)), "{algorithm:?}: {got:?}");
+                assert_eq!(b.pick(&hint, |_| false), None, "{algorithm:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn empty_group_picks_nothing() {
+        for algorithm in every_algorithm() {
+            let mut b = kind(algorithm.clone(), &[], 0);
+            assert!(b.is_empty());
+            assert_eq!(
+                b.pick(
+                    &PickHint {
+                        key: Some(1),
+                        in_flight: &[]
+                    },
+                    |_| true
+                ),
+                None
+            );
+        }
+    }
+
+    #[test]
+    fn retry_avoids_the_tried_endpoint_unless_it_is_the_only_one() {
+        for algorithm in every_algorithm() {
+            let mut b = kind(algorithm.clone(), &[1, 1, 1], 1);
+            for k in 0..100u64 {
+                let hint = PickHint {
+                    key: Some(k),
+                    in_flight: &[0; 3],
+                };
+                let first = b.pick(&hint, |_| true).unwrap();
+                let again = b.pick_retry(&hint, |_| true, |i| i == first).unwrap();
+                assert_ne!(again, first, "{algorithm:?}");
+                let only = b.pick_retry(&hint, |i| i == first, |i| i == first);
+                assert_eq!(
+                    only,
+                    Some(first),
+                    "{algorithm:?}: falls back to the tried one"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn consistent_hash_is_sticky_and_keyless_requests_rotate() {
+        let algorithm = Algorithm::ConsistentHash {
+            key: HashKey::Cookie("sid".into()),
+            table_size: 251,
+        };
+        let mut b = kind(algorithm, &[1, 1, 1], 0);
+        let hint = PickHint {
+            key: Some(12_345),
+            in_flight: &[],
+        };
+        let first = b.pick(&hint, |_| true);
+        assert!((0..50).all(|_| b.pick(&hint, |_| true) == first));
+        let keyless = PickHint::default();
+        let rotation: Vec<_> = (0..3)
+            .map(|_| b.pick(&keyless, |_| true).unwrap())
+            .collect();
+        assert_eq!(rotation, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn shards_with_different_seeds_start_round_robin_at_different_endpoints() {
+        let mut a = kind(Algorithm::RoundRobin, &[1, 1, 1], 0);
+        let mut b = kind(Algorithm::RoundRobin, &[1, 1, 1], 1);
+        let hint = PickHint::default();
+        assert_eq!(a.pick(&hint, |_| true), Some(0));
+        assert_eq!(b.pick(&hint, |_| true), Some(1));
+    }
+
+    #[test]
+    fn bad_table_size_is_reported_with_its_value() {
+        let algorithm = Algorithm::ConsistentHash {
+            key: HashKey::ClientIp,
+            table_size: 100,
+        };
+        let err = BalancerKind::new(&algorithm, &[EndpointSpec::new("a", 1)], 0).unwrap_err();
+        assert_eq!(err.to_string(), "maglev table size 100 is not prime");
+    }
+}
