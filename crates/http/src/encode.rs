@@ -1,0 +1,332 @@
+//! Writing the heads that leave the proxy: the request to the upstream and
+//! the response to the client. Each field is copied as received unless it is
+//! hop-by-hop, named by `Connection`, or one the proxy owns.
+
+use crate::header::{ConnectionTokens, is_hop_by_hop};
+use crate::request::{BodyFraming, Request, Version};
+use crate::response::{Response, ResponseFraming};
+
+/// What the proxy adds to a forwarded request.
+#[derive(Debug, Clone, Copy)]
+pub struct ForwardContext<'a> {
+    /// The client's address as text, appended to `X-Forwarded-For`.
+    pub client_ip: &'a [u8],
+    /// `http` or `https`, sent as `X-Forwarded-Proto`.
+    pub proto: &'a [u8],
+    /// The path to send instead of the request's own (after normalisation).
+    pub path: Option<&'a [u8]>,
+    /// Host to send when the client sent none (HTTP/1.0): the upstream's address.
+    pub fallback_host: &'a [u8],
+}
+
+fn put(out: &mut Vec<u8>, parts: &[&[u8]]) {
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+}
+
+/// Whether the encoder drops or rewrites this request field itself.
+fn owned_request_field(name: &[u8]) -> bool {
+    const OWNED: [&[u8]; 6] = [
+        b"host",
+        b"content-length",
+        b"x-forwarded-for",
+        b"x-forwarded-proto",
+        b"x-forwarded-host",
+        b"expect",
+    ];
+    OWNED.iter().any(|o| name.eq_ignore_ascii_case(o))
+}
+
+fn dropped(name: &[u8], connection: &ConnectionTokens<'_>) -> bool {
+    is_hop_by_hop(name) || connection.names(name)
+}
+
+/// Appends the head to send upstream for `req` to `out`.
+pub fn encode_request_head(req: &Request<'_, '_>, ctx: &ForwardContext<'_>, out: &mut Vec<u8>) {
+    let path = ctx.path.unwrap_or(req.path);
+    put(out, &[req.method.as_bytes(), b" ", path, b" HTTP/1.1\r\n"]);
+    let host = if req.host.is_empty() {
+        ctx.fallback_host
+    } else {
+        req.host
+    };
+    put(out, &[b"Host: ", host, b"\r\n"]);
+
+    let mut xff_started = false;
+    for h in req.headers {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
+            if !xff_started {
+                out.extend_from_slice(b"X-Forwarded-For: ");
+                xff_started = true;
+            } else {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(h.value);
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // Validated by the parser: the body is forwarded chunked as received.
+            put(out, &[h.name.as_bytes(), b": ", h.value, b"\r\n"]);
+            continue;
+        }
+        if owned_request_field(name) || dropped(name, &req.connection) {
+            continue;
+        }
+        put(out, &[name, b": ", h.value, b"\r\n"]);
+    }
+    if xff_started {
+        put(out, &[b", ", ctx.client_ip, b"\r\n"]);
+    } else {
+        put(out, &[b"X-Forwarded-For: ", ctx.client_ip, b"\r\n"]);
+    }
+    put(out, &[b"X-Forwarded-Proto: ", ctx.proto, b"\r\n"]);
+    if !req.host.is_empty() {
+        put(out, &[b"X-Forwarded-Host: ", req.host, b"\r\n"]);
+    }
+    if let BodyFraming::Length(n) = req.info.body {
+        let mut digits = itoa_buf();
+        put(
+            out,
+            &[b"Content-Length: ", fmt_u64(n, &mut digits), b"\r\n"],
+        );
+    }
+    if req.info.upgrade {
+        put(
+            out,
+            &[b"Connection: upgrade\r\nUpgrade: ", req.upgrade, b"\r\n"],
+        );
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the client side of a response is framed.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseEncodeOptions {
+    /// The client's HTTP version.
+    pub client_version: Version,
+    /// The proxy closes the client connection after this response.
+    pub close: bool,
+    /// The body is chunked upstream but is sent de-chunked (HTTP/1.0 client).
+    pub dechunk: bool,
+    /// This is a `101` the client asked for; keep `Upgrade`.
+    pub upgrade: bool,
+}
+
+/// Appends the head to send to the client for `res` to `out`.
+pub fn encode_response_head(
+    res: &Response<'_, '_>,
+    opts: &ResponseEncodeOptions,
+    out: &mut Vec<u8>,
+) {
+    let mut digits = itoa_buf();
+    let status = fmt_u64(u64::from(res.info.status), &mut digits);
+    put(out, &[b"HTTP/1.1 ", status, b" ", res.reason, b"\r\n"]);
+    let rewrite_length = matches!(res.info.framing, ResponseFraming::Length(_));
+    let mut upgrade_value: &[u8] = b"";
+    for h in res.headers {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            if !opts.dechunk && res.info.framing == ResponseFraming::Chunked {
+                put(out, &[name, b": ", h.value, b"\r\n"]);
+            }
+            continue;
+        }
+        if name.eq_ignore_ascii_case(b"upgrade") {
+            upgrade_value = h.value;
+            continue;
+        }
+        if rewrite_length && name.eq_ignore_ascii_case(b"content-length") {
+            continue;
+        }
+        if dropped(name, &res.connection) {
+            continue;
+        }
+        put(out, &[name, b": ", h.value, b"\r\n"]);
+    }
+    if let ResponseFraming::Length(n) = res.info.framing {
+        let mut d = itoa_buf();
+        put(out, &[b"Content-Length: ", fmt_u64(n, &mut d), b"\r\n"]);
+    }
+    if opts.upgrade {
+        put(
+            out,
+            &[b"Connection: upgrade\r\nUpgrade: ", upgrade_value, b"\r\n"],
+        );
+    } else if opts.close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if opts.client_version == Version::Http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+pub(crate) fn itoa_buf() -> [u8; 20] {
+    [0; 20]
+}
+
+/// Formats `n` in decimal into `buf` without allocating.
+pub(crate) fn fmt_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Limits, Method, empty_headers, parse_request, parse_response};
+
+    fn forward(raw: &[u8]) -> String {
+        let mut h = empty_headers();
+        let req = parse_request(raw, &mut h, &Limits::default())
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        let ctx = ForwardContext {
+            client_ip: b"10.0.0.9",
+            proto: b"http",
+            path: None,
+            fallback_host: b"127.0.0.1:9000",
+        };
+        encode_request_head(&req, &ctx, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn request_drops_hop_by_hop_and_connection_named() {
+        let got = forward(
+            b"GET /a?b HTTP/1.1\r\nHost: ex.com\r\nConnection: keep-alive, X-Secret\r\n\
+              Keep-Alive: 5\r\nX-Secret: 1\r\nTE: trailers\r\nTrailer: X\r\n\
+              Proxy-Connection: x\r\nUpgrade: websocket\r\nAccept: */*\r\n\r\n",
+        );
+        assert_eq!(
+            got,
+            "GET /a?b HTTP/1.1\r\nHost: ex.com\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.9\r\n\
+             X-Forwarded-Proto: http\r\nX-Forwarded-Host: ex.com\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn request_appends_to_forwarded_for_and_overwrites_proto() {
+        let got = forward(
+            b"POST / HTTP/1.1\r\nHost: ex.com\r\nX-Forwarded-For: 1.1.1.1\r\n\
+              X-Forwarded-For: 2.2.2.2\r\nX-Forwarded-Proto: https\r\nContent-Length: 3\r\n\r\n",
+        );
+        assert_eq!(
+            got,
+            "POST / HTTP/1.1\r\nHost: ex.com\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.0.0.9\r\n\
+             X-Forwarded-Proto: http\r\nX-Forwarded-Host: ex.com\r\nContent-Length: 3\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn request_absolute_form_replaces_host() {
+        let got = forward(b"GET http://Other.example:8080/x HTTP/1.1\r\nHost: ex.com\r\n\r\n");
+        assert!(
+            got.starts_with("GET /x HTTP/1.1\r\nHost: Other.example:8080\r\n"),
+            "{got}"
+        );
+    }
+
+    #[test]
+    fn request_keeps_upgrade_when_upgrading() {
+        let got = forward(
+            b"GET /ws HTTP/1.1\r\nHost: ex.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+        );
+        assert!(
+            got.ends_with("Connection: upgrade\r\nUpgrade: websocket\r\n\r\n"),
+            "{got}"
+        );
+    }
+
+    #[test]
+    fn request_http10_without_host_gets_fallback() {
+        let got = forward(b"GET / HTTP/1.0\r\n\r\n");
+        assert!(
+            got.starts_with("GET / HTTP/1.1\r\nHost: 127.0.0.1:9000\r\n"),
+            "{got}"
+        );
+    }
+
+    #[test]
+    fn request_chunked_keeps_transfer_encoding() {
+        let got = forward(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert!(got.contains("Transfer-Encoding: chunked\r\n"), "{got}");
+    }
+
+    fn respond(raw: &[u8], opts: ResponseEncodeOptions) -> String {
+        let mut h = empty_headers();
+        let res = parse_response(raw, &mut h, Method::Get, 8192)
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        encode_response_head(&res, &opts, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    const KEEP: ResponseEncodeOptions = ResponseEncodeOptions {
+        client_version: Version::Http11,
+        close: false,
+        dechunk: false,
+        upgrade: false,
+    };
+
+    #[test]
+    fn response_strips_hop_by_hop() {
+        let got = respond(
+            b"HTTP/1.1 200 OK\r\nConnection: keep-alive, X-Internal\r\nKeep-Alive: timeout=5\r\n\
+              X-Internal: 1\r\nContent-Length: 2\r\nContent-Length: 2\r\nX-Ok: y\r\n\r\n",
+            KEEP,
+        );
+        assert_eq!(
+            got,
+            "HTTP/1.1 200 OK\r\nX-Ok: y\r\nContent-Length: 2\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn response_close_and_dechunk() {
+        let got = respond(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            ResponseEncodeOptions {
+                client_version: Version::Http10,
+                close: true,
+                dechunk: true,
+                upgrade: false,
+            },
+        );
+        assert_eq!(got, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");
+    }
+
+    #[test]
+    fn response_http10_keep_alive() {
+        let got = respond(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+            ResponseEncodeOptions {
+                client_version: Version::Http10,
+                ..KEEP
+            },
+        );
+        assert_eq!(
+            got,
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn fmt_u64_edges() {
+        for n in [0u64, 7, 10, 12345, u64::MAX] {
+            let mut b = itoa_buf();
+            assert_eq!(fmt_u64(n, &mut b), n.to_string().as_bytes());
+        }
+    }
+}
