@@ -36,5 +36,6 @@ mod window;
 
 pub use balance::{Algorithm, BalanceError, BalancerKind, EndpointSpec, PickHint, WeightedSplit};
 
+pub use breaker::{Breaker, BreakerConfig, BreakerState, Rejected, Ticket, Verdict};
 pub use endpoint_set::EndpointSet;
 pub use outcome::Outcome;
