@@ -1,0 +1,229 @@
+//! Path normalisation: the one canonical form the router matches on.
+//!
+//! A request target in origin form (`/path?query`) is normalised like this:
+//!
+//! 1. It must start with `/`; otherwise [`PathError::NotOriginForm`].
+//! 2. Bytes below 0x21, DEL (0x7F) and `#` are rejected ([`PathError::InvalidByte`]).
+//! 3. Percent-encodings must be `%` and two hex digits ([`PathError::BadPercentEncoding`]).
+//!    Those of unreserved characters (`A-Z a-z 0-9 - . _ ~`) are decoded (`/%61dmin` is
+//!    `/admin`); the others stay encoded with upper-case hex digits (`%2f` becomes `%2F`). So an
+//!    encoded `/` never splits a segment and never matches a literal `/` in a route.
+//! 4. Runs of `/` are merged (`//admin` is `/admin`); a trailing `/` is kept and significant.
+//! 5. Dot segments are resolved as in RFC 3986 §5.2.4, after step 3, so `%2e%2e` counts:
+//!    `/public/../admin` is `/admin`, `/a/.` is `/a/`. A `..` that would climb above the root
+//!    is rejected ([`PathError::AboveRoot`]) rather than silently clamped.
+//! 6. The query (from the first `?`) is kept byte for byte and is not part of matching.
+//!
+//! The proxy routes on the normalised path and, when it was rewritten, forwards the rewritten
+//! target upstream, so the upstream sees exactly what was routed on. Not handled (the upstream
+//! must agree with the above): `\` as a separator, `;` path parameters, double encoding
+//! (`%252e` stays `%252e`), non-ASCII bytes (passed through).
+
+use std::fmt;
+
+/// Why a request target cannot be routed. The proxy answers 400.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PathError {
+    /// The target does not start with `/` (absolute form, `*`, empty).
+    NotOriginForm,
+    /// A control byte, space, DEL or `#` at this offset.
+    InvalidByte(usize),
+    /// A `%` at this offset is not followed by two hex digits.
+    BadPercentEncoding(usize),
+    /// A `..` segment would climb above the root.
+    AboveRoot,
+}
+
+impl fmt::Display for PathError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PathError::NotOriginForm => f.write_str("request target does not start with '/'"),
+            PathError::InvalidByte(at) => write!(f, "invalid byte in path at offset {at}"),
+            PathError::BadPercentEncoding(at) => {
+                write!(f, "bad percent-encoding in path at offset {at}")
+            }
+            PathError::AboveRoot => f.write_str("path climbs above the root with '..'"),
+        }
+    }
+}
+
+impl std::error::Error for PathError {}
+
+/// What [`normalize_path`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Normalized {
+    /// The target was already normal; the output buffer was not touched.
+    Unchanged,
+    /// The normal form (path and query) was written to the output buffer.
+    Rewritten,
+}
+
+/// Normalises a request target (path and optional query) as described in the module docs.
+///
+/// When the target is already normal — the common case — this is one pass over the bytes and
+/// returns [`Normalized::Unchanged`] without touching `out`. Otherwise `out` is cleared and
+/// receives the normal target (query included); reuse it across requests to avoid allocation.
+pub fn normalize_path(raw: &[u8], out: &mut Vec<u8>) -> Result<Normalized, PathError> {
+    let (path, query) = split_query(raw);
+    if check_normal(path)? {
+        return Ok(Normalized::Unchanged);
+    }
+    out.clear();
+    rewrite(path, out)?;
+    if let Some(q) = query {
+        out.push(b'?');
+        out.extend_from_slice(q);
+    }
+    Ok(Normalized::Rewritten)
+}
+
+/// Splits a target at its first `?`: the path, and the query without the `?`.
+#[inline]
+pub fn split_query(target: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match target.iter().position(|&b| b == b'?') {
+        Some(i) => (&target[..i], Some(&target[i + 1..])),
+        None => (target, None),
+    }
+}
+
+/// Whether a path (no query) is already in normal form.
+pub fn is_normal(path: &[u8]) -> bool {
+    matches!(check_normal(path), Ok(true))
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn is_invalid(b: u8) -> bool {
+    b <= b' ' || b == 0x7F || b == b'#'
+}
+
+/// Decodes the `%XX` at `at`; the byte and whether the spelling is already normal
+/// (kept encoded with upper-case hex).
+#[inline]
+fn percent(path: &[u8], at: usize) -> Result<(u8, bool), PathError> {
+    let (h, l) = match (path.get(at + 1), path.get(at + 2)) {
+        (Some(&h), Some(&l)) => (h, l),
+        _ => return Err(PathError::BadPercentEncoding(at)),
+    };
+    match (hex(h), hex(l)) {
+        (Some(hv), Some(lv)) => {
+            let byte = hv << 4 | lv;
+            let upper = !h.is_ascii_lowercase() && !l.is_ascii_lowercase();
+            Ok((byte, upper && !is_unreserved(byte)))
+        }
+        _ => Err(PathError::BadPercentEncoding(at)),
+    }
+}
+
+/// One pass: `Ok(true)` if normal, `Ok(false)` if it needs rewriting, `Err` if invalid.
+fn check_normal(path: &[u8]) -> Result<bool, PathError> {
+    if path.first() != Some(&b'/') {
+        return Err(PathError::NotOriginForm);
+    }
+    let mut normal = true;
+    let mut i = 0;
+    while i < path.len() {
+        let b = path[i];
+        if b == b'/' {
+            // What follows a '/' must not be another '/', nor a "." or ".." segment.
+            match (path.get(i + 1), path.get(i + 2), path.get(i + 3)) {
+                (Some(b'/'), _, _) => normal = false,
+                (Some(b'.'), None | Some(b'/'), _) => normal = false,
+                (Some(b'.'), Some(b'.'), None | Some(b'/')) => normal = false,
+                _ => {}
+            }
+            i += 1;
+        } else if b == b'%' {
+            let (_, ok) = percent(path, i)?;
+            normal &= ok;
+            i += 3;
+        } else if is_invalid(b) {
+            return Err(PathError::InvalidByte(i));
+        } else {
+            i += 1;
+        }
+    }
+    Ok(normal)
+}
+
+/// Writes the normal form of `path` (which starts with '/') into `out`.
+fn rewrite(path: &[u8], out: &mut Vec<u8>) -> Result<(), PathError> {
+    out.push(b'/');
+    let mut last_was_segment;
+    let mut start = 1;
+    loop {
+        let end = path[start..]
+            .iter()
+            .position(|&b| b == b'/')
+            .map_or(path.len(), |p| start + p);
+        let seg_start = out.len();
+        decode_segment(path, start, end, out)?;
+        let seg = &out[seg_start..];
+        last_was_segment = false;
+        if seg.is_empty() || seg == b"." {
+            out.truncate(seg_start);
+        } else if seg == b".." {
+            out.truncate(seg_start);
+            if out.len() == 1 {
+                return Err(PathError::AboveRoot);
+            }
+            // Drop the '/' ending the previous segment, then the segment itself.
+            out.pop();
+            let cut = out.iter().rposition(|&b| b == b'/').map_or(1, |p| p + 1);
+            out.truncate(cut);
+        } else {
+            out.push(b'/');
+            last_was_segment = true;
+        }
+        if end == path.len() {
+            break;
+        }
+        start = end + 1;
+    }
+    if last_was_segment {
+        out.pop();
+    }
+    Ok(())
+}
+
+fn decode_segment(
+    path: &[u8],
+    start: usize,
+    end: usize,
+    out: &mut Vec<u8>,
+) -> Result<(), PathError> {
+    let mut i = start;
+    while i < end {
+        let b = path[i];
+        if b == b'%' {
+            let (byte, _) = percent(path, i)?;
+            if is_unreserved(byte) {
+                out.push(byte);
+            } else {
+                out.extend_from_slice(&[b'%', upper_hex(byte >> 4), upper_hex(byte & 15)]);
+            }
+            i += 3;
+        } else if is_invalid(b) {
+            return Err(PathError::InvalidByte(i));
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    Ok(())
+}
+
+fn upper_hex(v: u8) -> u8 {
+    b"0123456789ABCDEF"[v as usize]
+}
