@@ -1,0 +1,38 @@
+//! Named defaults for every knob. Each is what a setting is when the file
+//! leaves it out; `configs/example.toml` lists them all.
+
+use std::time::Duration;
+
+/// Listen backlog (`listeners[].backlog`).
+pub const BACKLOG: u32 = 4096;
+/// Time to establish an upstream connection (`timeouts.connect`).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Time for a client to send a complete request head (`timeouts.request_header`);
+/// the slowloris defence.
+pub const REQUEST_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time for the upstream to send a complete response head, and the longest
+/// gap between two reads of its body (`timeouts.upstream_response`).
+pub const UPSTREAM_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long an idle keep-alive client connection is kept (`timeouts.idle`).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest gap between two reads of a request body (`timeouts.client_body`).
+pub const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for a write to a client or upstream to progress (`timeouts.send`).
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest request line (`limits.max_request_line`); 414 beyond.
+pub const MAX_REQUEST_LINE: u64 = 8 * 1024;
+/// Largest request head (`limits.max_head`); 431 beyond.
+pub const MAX_HEAD: u64 = 16 * 1024;
+/// Most request header fields (`limits.max_headers`); 431 beyond.
+pub const MAX_HEADERS: u32 = 100;
+/// Largest request body (`limits.max_body`); `0` means no limit; 413 beyond.
+pub const MAX_BODY: u64 = 0;
+/// Size of each I/O buffer a shard lends to a request (`limits.buffer_size`).
+pub const BUFFER_SIZE: u64 = 16 * 1024;
+/// Idle upstream connections kept per endpoint per shard (`pool.max_idle_per_endpoint`).
+pub const POOL_MAX_IDLE: u32 = 64;
+/// How long an idle upstream connection is kept (`pool.idle_timeout`).
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Requests sent on one upstream connection before it is retired
+/// (`pool.max_requests_per_connection`).
+pub const POOL_MAX_REQUESTS: u32 = 1000;

@@ -1,0 +1,55 @@
+//! Shardgate's configuration.
+//!
+//! Two layers, as in the rest of the project: [`raw`] holds the serde types
+//! that mirror the TOML file (unknown keys are errors), and [`validate`] turns
+//! them into the typed [`Config`] model, collecting *every* problem with the
+//! path of the field at fault (`routes[2].upstream: unknown upstream "billing"`).
+//! Defaults are named constants in [`defaults`]. This crate does no I/O
+//! beyond reading the file it is pointed at, and knows nothing of sockets.
+
+pub mod defaults;
+mod error;
+mod model;
+pub mod raw;
+mod units;
+mod validate;
+
+pub use error::{ConfigError, ConfigErrors};
+pub use model::{
+    Config, Driver, Limits, Listener, PathMatch, PoolSettings, Route, Timeouts, Upstream,
+    UpstreamId, Workers,
+};
+pub use units::{parse_duration, parse_size};
+
+use std::path::Path;
+
+/// Parses and validates a configuration from TOML text.
+pub fn from_toml(text: &str) -> Result<Config, ConfigErrors> {
+    let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
+        ConfigErrors::single(ConfigError::new(
+            e.span()
+                .map(|s| line_col(text, s.start))
+                .unwrap_or_default(),
+            e.message().to_string(),
+        ))
+    })?;
+    validate::validate(raw)
+}
+
+/// Reads, parses and validates the configuration file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors::single(ConfigError::new(
+            path.display().to_string(),
+            format!("cannot read the file: {e}"),
+        ))
+    })?;
+    from_toml(&text)
+}
+
+fn line_col(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    format!("line {line}, column {col}")
+}

@@ -1,0 +1,120 @@
+//! The validated, typed configuration the proxy runs on.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+/// A whole, validated configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub workers: Workers,
+    pub driver: Driver,
+    pub listeners: Vec<Listener>,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub pool: PoolSettings,
+    pub upstreams: Vec<Upstream>,
+    pub routes: Vec<Route>,
+}
+
+/// How many shards to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    /// One per available core.
+    Auto,
+    Count(NonZeroUsize),
+}
+
+impl Workers {
+    /// The number of shards on this machine.
+    pub fn resolve(self) -> usize {
+        match self {
+            Workers::Auto => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            Workers::Count(n) => n.get(),
+        }
+    }
+}
+
+/// Which monoio driver the shards use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// io_uring when the kernel allows it, else epoll (logged).
+    Auto,
+    /// io_uring, or fail to start.
+    Uring,
+    /// epoll.
+    Legacy,
+}
+
+impl Driver {
+    pub fn parse(text: &str) -> Option<Driver> {
+        match text {
+            "auto" => Some(Driver::Auto),
+            "uring" | "io_uring" => Some(Driver::Uring),
+            "legacy" | "epoll" => Some(Driver::Legacy),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub address: SocketAddr,
+    pub backlog: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub request_header: Duration,
+    pub upstream_response: Duration,
+    pub idle: Duration,
+    pub client_body: Duration,
+    pub send: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_request_line: usize,
+    pub max_head: usize,
+    pub max_headers: usize,
+    /// `None`: no limit.
+    pub max_body: Option<u64>,
+    pub buffer_size: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub max_idle_per_endpoint: usize,
+    pub idle_timeout: Duration,
+    pub max_requests_per_connection: u32,
+}
+
+/// Index of an upstream group in [`Config::upstreams`].
+pub type UpstreamId = usize;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub name: String,
+    pub endpoints: Vec<SocketAddr>,
+}
+
+/// How a route matches paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// A full pattern.
+    Exact(String),
+    /// A prefix at segment boundaries.
+    Prefix(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub name: String,
+    /// Lower-cased hosts (`*.example.com` wildcards allowed); empty: any host.
+    pub hosts: Vec<String>,
+    /// Upper-case method names; empty: any method.
+    pub methods: Vec<String>,
+    pub path: PathMatch,
+    pub upstream: UpstreamId,
+}

@@ -1,0 +1,98 @@
+//! The TOML file as written: serde types, unknown keys refused. Nothing here
+//! is checked beyond its TOML type; see `validate` for the rules.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `"auto"` or a number of shards.
+    pub workers: Option<RawWorkers>,
+    /// `"auto"`, `"uring"` or `"legacy"`.
+    pub driver: Option<String>,
+    #[serde(default)]
+    pub listeners: Vec<RawListener>,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub pool: RawPool,
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, RawUpstream>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawWorkers {
+    Count(i64),
+    Word(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    pub address: String,
+    pub backlog: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    pub connect: Option<String>,
+    pub request_header: Option<String>,
+    pub upstream_response: Option<String>,
+    pub idle: Option<String>,
+    pub client_body: Option<String>,
+    pub send: Option<String>,
+}
+
+/// A size: a number of bytes or a string with a unit.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(i64),
+    Text(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_request_line: Option<RawSize>,
+    pub max_head: Option<RawSize>,
+    pub max_headers: Option<i64>,
+    pub max_body: Option<RawSize>,
+    pub buffer_size: Option<RawSize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub max_idle_per_endpoint: Option<i64>,
+    pub idle_timeout: Option<String>,
+    pub max_requests_per_connection: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub endpoints: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// A full path pattern (`/users/:id`, `/static/*rest`).
+    pub path: Option<String>,
+    /// A path prefix matched at segment boundaries (`/api`).
+    pub prefix: Option<String>,
+    pub upstream: String,
+}

@@ -1,0 +1,88 @@
+//! Durations (`250ms`, `10s`, `5m`, `1h`) and sizes (`512`, `16KiB`, `10MB`).
+
+use std::time::Duration;
+
+/// Parses a duration: a whole number followed by `ms`, `s`, `m` or `h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid duration {text:?}: expected e.g. \"250ms\", \"10s\", \"5m\"")
+    })?;
+    let d = match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.saturating_mul(60)),
+        "h" => Duration::from_secs(n.saturating_mul(3600)),
+        "" => return Err(format!("duration {text:?} needs a unit (ms, s, m or h)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {text:?} (use ms, s, m or h)"
+            ));
+        }
+    };
+    Ok(d)
+}
+
+/// Parses a size: a whole number of bytes, optionally with a unit
+/// (`KiB`, `MiB`, `GiB` are powers of 1024; `KB`, `MB`, `GB` powers of 1000).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {text:?}: expected e.g. 16384, \"16KiB\", \"10MB\""))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => return Err(format!("unknown size unit {other:?} in {text:?}")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {text:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let ok = [
+            ("250ms", Duration::from_millis(250)),
+            ("10s", Duration::from_secs(10)),
+            ("5m", Duration::from_secs(300)),
+            ("1h", Duration::from_secs(3600)),
+            (" 3s ", Duration::from_secs(3)),
+        ];
+        for (t, d) in ok {
+            assert_eq!(parse_duration(t), Ok(d), "{t}");
+        }
+        for bad in ["", "10", "s", "1.5s", "-1s", "10 parsecs", "10d"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        let ok = [
+            ("512", 512),
+            ("16KiB", 16384),
+            ("1MiB", 1 << 20),
+            ("10MB", 10_000_000),
+            ("1GiB", 1 << 30),
+        ];
+        for (t, n) in ok {
+            assert_eq!(parse_size(t), Ok(n), "{t}");
+        }
+        for bad in ["", "KiB", "1.5MiB", "10 apples", "99999999999999999999GiB"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+}

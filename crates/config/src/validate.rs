@@ -1,0 +1,370 @@
+//! Raw → model: every rule, every error collected with its field path.
+
+use crate::defaults as d;
+use crate::error::{ConfigError, ConfigErrors};
+use crate::model::*;
+use crate::raw::*;
+use crate::units::{parse_duration, parse_size};
+use std::collections::HashSet;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, msg: impl Into<String>) {
+        self.0.push(ConfigError::new(path, msg));
+    }
+
+    fn duration(&mut self, path: &str, v: Option<&String>, default: Duration) -> Duration {
+        match v.map(|s| parse_duration(s)) {
+            None => default,
+            Some(Ok(d)) if d.is_zero() => {
+                self.push(path, "must be greater than zero");
+                default
+            }
+            Some(Ok(d)) => d,
+            Some(Err(e)) => {
+                self.push(path, e);
+                default
+            }
+        }
+    }
+
+    fn size(&mut self, path: &str, v: Option<&RawSize>, default: u64) -> u64 {
+        match v {
+            None => default,
+            Some(RawSize::Bytes(n)) if *n >= 0 => *n as u64,
+            Some(RawSize::Bytes(n)) => {
+                self.push(path, format!("must not be negative (got {n})"));
+                default
+            }
+            Some(RawSize::Text(t)) => parse_size(t).unwrap_or_else(|e| {
+                self.push(path, e);
+                default
+            }),
+        }
+    }
+
+    fn int_in(&mut self, path: &str, v: Option<i64>, default: u64, min: u64, max: u64) -> u64 {
+        match v {
+            None => default,
+            Some(n) if n >= 0 && (min..=max).contains(&(n as u64)) => n as u64,
+            Some(n) => {
+                self.push(path, format!("must be between {min} and {max} (got {n})"));
+                default
+            }
+        }
+    }
+}
+
+pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
+    let mut e = Errors(Vec::new());
+
+    let workers = match raw.workers {
+        None => Workers::Auto,
+        Some(RawWorkers::Word(w)) if w == "auto" => Workers::Auto,
+        Some(RawWorkers::Word(w)) => {
+            e.push(
+                "workers",
+                format!("expected \"auto\" or a number, got {w:?}"),
+            );
+            Workers::Auto
+        }
+        Some(RawWorkers::Count(n)) => match usize::try_from(n).ok().and_then(NonZeroUsize::new) {
+            Some(n) if n.get() <= 1024 => Workers::Count(n),
+            _ => {
+                e.push("workers", format!("must be between 1 and 1024 (got {n})"));
+                Workers::Auto
+            }
+        },
+    };
+
+    let driver = match raw.driver.as_deref() {
+        None => Driver::Auto,
+        Some(t) => Driver::parse(t).unwrap_or_else(|| {
+            e.push(
+                "driver",
+                format!("expected \"auto\", \"uring\" or \"legacy\", got {t:?}"),
+            );
+            Driver::Auto
+        }),
+    };
+
+    let mut listeners = Vec::new();
+    if raw.listeners.is_empty() {
+        e.push("listeners", "at least one listener is required");
+    }
+    let mut seen_addrs = HashSet::new();
+    for (i, l) in raw.listeners.iter().enumerate() {
+        let path = format!("listeners[{i}]");
+        let backlog = e.int_in(
+            &format!("{path}.backlog"),
+            l.backlog,
+            u64::from(d::BACKLOG),
+            1,
+            65535,
+        ) as u32;
+        match l.address.parse::<SocketAddr>() {
+            Ok(address) => {
+                if !seen_addrs.insert(address) {
+                    e.push(
+                        format!("{path}.address"),
+                        format!("{address} is listed twice"),
+                    );
+                }
+                listeners.push(Listener { address, backlog });
+            }
+            Err(_) => e.push(
+                format!("{path}.address"),
+                format!("{:?} is not an IP:port address", l.address),
+            ),
+        }
+    }
+
+    let t = &raw.timeouts;
+    let timeouts = Timeouts {
+        connect: e.duration("timeouts.connect", t.connect.as_ref(), d::CONNECT_TIMEOUT),
+        request_header: e.duration(
+            "timeouts.request_header",
+            t.request_header.as_ref(),
+            d::REQUEST_HEADER_TIMEOUT,
+        ),
+        upstream_response: e.duration(
+            "timeouts.upstream_response",
+            t.upstream_response.as_ref(),
+            d::UPSTREAM_RESPONSE_TIMEOUT,
+        ),
+        idle: e.duration("timeouts.idle", t.idle.as_ref(), d::IDLE_TIMEOUT),
+        client_body: e.duration(
+            "timeouts.client_body",
+            t.client_body.as_ref(),
+            d::CLIENT_BODY_TIMEOUT,
+        ),
+        send: e.duration("timeouts.send", t.send.as_ref(), d::SEND_TIMEOUT),
+    };
+
+    let l = &raw.limits;
+    let max_request_line = e.size(
+        "limits.max_request_line",
+        l.max_request_line.as_ref(),
+        d::MAX_REQUEST_LINE,
+    );
+    let max_head = e.size("limits.max_head", l.max_head.as_ref(), d::MAX_HEAD);
+    let buffer_size = e.size("limits.buffer_size", l.buffer_size.as_ref(), d::BUFFER_SIZE);
+    let max_body = e.size("limits.max_body", l.max_body.as_ref(), d::MAX_BODY);
+    let max_headers = e.int_in(
+        "limits.max_headers",
+        l.max_headers,
+        u64::from(d::MAX_HEADERS),
+        1,
+        128,
+    );
+    if !(1024..=64 * 1024 * 1024).contains(&buffer_size) {
+        e.push(
+            "limits.buffer_size",
+            format!("must be between 1KiB and 64MiB (got {buffer_size})"),
+        );
+    }
+    if max_head < 64 {
+        e.push(
+            "limits.max_head",
+            format!("must be at least 64 bytes (got {max_head})"),
+        );
+    }
+    if max_head > buffer_size {
+        e.push(
+            "limits.max_head",
+            format!("{max_head} is larger than limits.buffer_size ({buffer_size}): a head must fit in one buffer"),
+        );
+    }
+    if max_request_line == 0 || max_request_line > max_head {
+        e.push(
+            "limits.max_request_line",
+            format!("must be between 1 and limits.max_head ({max_head}) (got {max_request_line})"),
+        );
+    }
+    let limits = Limits {
+        max_request_line: max_request_line as usize,
+        max_head: max_head as usize,
+        max_headers: max_headers as usize,
+        max_body: (max_body > 0).then_some(max_body),
+        buffer_size: buffer_size as usize,
+    };
+
+    let p = &raw.pool;
+    let pool = PoolSettings {
+        max_idle_per_endpoint: e.int_in(
+            "pool.max_idle_per_endpoint",
+            p.max_idle_per_endpoint,
+            u64::from(d::POOL_MAX_IDLE),
+            0,
+            100_000,
+        ) as usize,
+        idle_timeout: e.duration(
+            "pool.idle_timeout",
+            p.idle_timeout.as_ref(),
+            d::POOL_IDLE_TIMEOUT,
+        ),
+        max_requests_per_connection: e.int_in(
+            "pool.max_requests_per_connection",
+            p.max_requests_per_connection,
+            u64::from(d::POOL_MAX_REQUESTS),
+            1,
+            u64::from(u32::MAX),
+        ) as u32,
+    };
+
+    let mut upstreams = Vec::new();
+    for (name, u) in &raw.upstreams {
+        let path = format!("upstreams.{name}");
+        if !valid_name(name) {
+            e.push(
+                &path,
+                format!("name {name:?} may only use letters, digits, '-', '_' and '.'"),
+            );
+        }
+        if u.endpoints.is_empty() {
+            e.push(
+                format!("{path}.endpoints"),
+                "at least one endpoint is required",
+            );
+        }
+        let mut endpoints = Vec::new();
+        for (j, ep) in u.endpoints.iter().enumerate() {
+            match resolve(ep) {
+                Ok(a) => endpoints.push(a),
+                Err(m) => e.push(format!("{path}.endpoints[{j}]"), m),
+            }
+        }
+        upstreams.push(Upstream {
+            name: name.clone(),
+            endpoints,
+        });
+    }
+
+    let mut routes = Vec::new();
+    let mut names = HashSet::new();
+    for (i, r) in raw.routes.iter().enumerate() {
+        let path = format!("routes[{i}]");
+        let name = r.name.clone().unwrap_or_else(|| format!("route-{i}"));
+        if !names.insert(name.clone()) {
+            e.push(
+                format!("{path}.name"),
+                format!("route name {name:?} is used twice"),
+            );
+        }
+        let upstream = match upstreams.iter().position(|u| u.name == r.upstream) {
+            Some(id) => id,
+            None => {
+                e.push(
+                    format!("{path}.upstream"),
+                    format!("unknown upstream {:?}", r.upstream),
+                );
+                0
+            }
+        };
+        let path_match = match (&r.path, &r.prefix) {
+            (Some(p), None) => PathMatch::Exact(p.clone()),
+            (None, Some(p)) => PathMatch::Prefix(p.clone()),
+            (Some(_), Some(_)) => {
+                e.push(&path, "give either `path` or `prefix`, not both");
+                PathMatch::Prefix("/".into())
+            }
+            (None, None) => {
+                e.push(&path, "a route needs `path` or `prefix`");
+                PathMatch::Prefix("/".into())
+            }
+        };
+        let (PathMatch::Exact(p) | PathMatch::Prefix(p)) = &path_match;
+        if !p.starts_with('/') {
+            let field = if matches!(path_match, PathMatch::Exact(_)) {
+                "path"
+            } else {
+                "prefix"
+            };
+            e.push(
+                format!("{path}.{field}"),
+                format!("{p:?} must start with '/'"),
+            );
+        }
+        let mut hosts = Vec::new();
+        for (j, h) in r.hosts.iter().enumerate() {
+            let h = h.to_ascii_lowercase();
+            let bare = h.strip_prefix("*.").unwrap_or(&h);
+            if bare.is_empty()
+                || !bare
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+            {
+                e.push(
+                    format!("{path}.hosts[{j}]"),
+                    format!("{h:?} is not a host name or *.suffix wildcard"),
+                );
+            }
+            hosts.push(h);
+        }
+        let mut methods = Vec::new();
+        for (j, m) in r.methods.iter().enumerate() {
+            if m.is_empty()
+                || !m
+                    .bytes()
+                    .all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_')
+            {
+                e.push(
+                    format!("{path}.methods[{j}]"),
+                    format!("{m:?} is not a method name"),
+                );
+            }
+            methods.push(m.to_ascii_uppercase());
+        }
+        routes.push(Route {
+            name,
+            hosts,
+            methods,
+            path: path_match,
+            upstream,
+        });
+    }
+
+    if e.0.is_empty() {
+        Ok(Config {
+            workers,
+            driver,
+            listeners,
+            timeouts,
+            limits,
+            pool,
+            upstreams,
+            routes,
+        })
+    } else {
+        Err(ConfigErrors(e.0))
+    }
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// An endpoint is `IP:port`, or `host:port` resolved now (off the request path).
+fn resolve(ep: &str) -> Result<SocketAddr, String> {
+    if let Ok(a) = ep.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    if !ep.contains(':') {
+        return Err(format!("{ep:?} needs a port (host:port)"));
+    }
+    match ep.to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .next()
+            .ok_or_else(|| format!("{ep:?} resolved to no address")),
+        Err(err) => Err(format!("cannot resolve {ep:?}: {err}")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,158 @@
+use crate::{Driver, PathMatch, Workers, from_toml};
+use std::time::Duration;
+
+const MINIMAL: &str = r#"
+[[listeners]]
+address = "127.0.0.1:8080"
+
+[upstreams.app]
+endpoints = ["127.0.0.1:9000"]
+
+[[routes]]
+prefix = "/"
+upstream = "app"
+"#;
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let c = from_toml(MINIMAL).unwrap();
+    assert_eq!(c.workers, Workers::Auto);
+    assert_eq!(c.driver, Driver::Auto);
+    assert_eq!(
+        c.timeouts.request_header,
+        crate::defaults::REQUEST_HEADER_TIMEOUT
+    );
+    assert_eq!(c.limits.max_body, None);
+    assert_eq!(c.routes[0].name, "route-0");
+    assert_eq!(c.routes[0].path, PathMatch::Prefix("/".into()));
+}
+
+#[test]
+fn full_config_parses() {
+    let c = from_toml(
+        r#"
+workers = 2
+driver = "legacy"
+[[listeners]]
+address = "0.0.0.0:80"
+backlog = 128
+[timeouts]
+connect = "250ms"
+idle = "2m"
+[limits]
+max_body = "10MiB"
+buffer_size = "32KiB"
+max_headers = 50
+[pool]
+max_idle_per_endpoint = 8
+idle_timeout = "5s"
+[upstreams.api]
+endpoints = ["127.0.0.1:9000", "[::1]:9001", "localhost:9002"]
+[[routes]]
+name = "users"
+hosts = ["API.example.com", "*.example.org"]
+methods = ["get", "POST"]
+path = "/users/:id"
+upstream = "api"
+"#,
+    )
+    .unwrap();
+    assert_eq!(c.workers.resolve(), 2);
+    assert_eq!(c.driver, Driver::Legacy);
+    assert_eq!(c.listeners[0].backlog, 128);
+    assert_eq!(c.timeouts.connect, Duration::from_millis(250));
+    assert_eq!(c.timeouts.idle, Duration::from_secs(120));
+    assert_eq!(c.limits.max_body, Some(10 << 20));
+    assert_eq!(c.limits.buffer_size, 32 << 10);
+    assert_eq!(c.upstreams[0].endpoints.len(), 3);
+    assert_eq!(c.routes[0].hosts, ["api.example.com", "*.example.org"]);
+    assert_eq!(c.routes[0].methods, ["GET", "POST"]);
+}
+
+/// Each broken config must report an error at exactly the named path.
+#[test]
+fn errors_name_the_field() {
+    let cases: &[(&str, &str)] = &[
+        ("workers = 0", "workers"),
+        ("workers = \"many\"", "workers"),
+        ("driver = \"kqueue\"", "driver"),
+        ("[timeouts]\nconnect = \"5\"", "timeouts.connect"),
+        ("[timeouts]\nidle = \"0s\"", "timeouts.idle"),
+        ("[limits]\nmax_body = \"ten\"", "limits.max_body"),
+        ("[limits]\nmax_headers = 500", "limits.max_headers"),
+        ("[limits]\nmax_head = \"1MiB\"", "limits.max_head"),
+        ("[limits]\nbuffer_size = 10", "limits.buffer_size"),
+        (
+            "[pool]\nmax_requests_per_connection = 0",
+            "pool.max_requests_per_connection",
+        ),
+    ];
+    for (extra, path) in cases {
+        let text = format!("{extra}\n{MINIMAL}");
+        let errs = from_toml(&text).expect_err(extra);
+        assert!(
+            errs.0.iter().any(|e| e.path == *path),
+            "{extra}: got {errs}"
+        );
+    }
+}
+
+#[test]
+fn all_errors_are_reported_at_once() {
+    let text = r#"
+[[listeners]]
+address = "nowhere"
+[upstreams.app]
+endpoints = ["127.0.0.1"]
+[[routes]]
+prefix = "api"
+upstream = "billing"
+[[routes]]
+upstream = "app"
+"#;
+    let errs = from_toml(text).unwrap_err();
+    let paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
+    for want in [
+        "listeners[0].address",
+        "upstreams.app.endpoints[0]",
+        "routes[0].prefix",
+        "routes[0].upstream",
+        "routes[1]",
+    ] {
+        assert!(paths.contains(&want), "missing {want} in {errs}");
+    }
+    let msg = errs.to_string();
+    assert!(
+        msg.contains(r#"routes[0].upstream: unknown upstream "billing""#),
+        "{msg}"
+    );
+}
+
+#[test]
+fn unknown_keys_are_errors_with_position() {
+    let text = format!("{MINIMAL}\n[timeouts]\nconect = \"1s\"\n");
+    let errs = from_toml(&text).unwrap_err();
+    let msg = errs.to_string();
+    assert!(msg.contains("conect"), "{msg}");
+    assert!(msg.contains("line "), "{msg}");
+}
+
+#[test]
+fn missing_listener_and_duplicate_route_names() {
+    let text = r#"
+[upstreams.app]
+endpoints = ["127.0.0.1:1"]
+[[routes]]
+name = "a"
+prefix = "/"
+upstream = "app"
+[[routes]]
+name = "a"
+prefix = "/x"
+upstream = "app"
+"#;
+    let errs = from_toml(text).unwrap_err();
+    let paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
+    assert!(paths.contains(&"listeners"), "{errs}");
+    assert!(paths.contains(&"routes[1].name"), "{errs}");
+}
