@@ -150,10 +150,10 @@ impl<T> Router<T> {
             // Leftmost dot first: the longest suffix wins. A dot at 0 would leave an empty
             // label before the suffix.
             for i in 1..host.len() {
-                if host[i] == b'.' {
-                    if let Some(s) = self.wildcard_hosts.get(&host[i + 1..]) {
-                        return s;
-                    }
+                if host[i] == b'.'
+                    && let Some(s) = self.wildcard_hosts.get(&host[i + 1..])
+                {
+                    return s;
                 }
             }
         }

@@ -234,10 +234,10 @@ impl PathTrie {
                 None
             };
         };
-        if let Some(i) = node.first.iter().position(|&f| f == b) {
-            if let Some(r) = self.visit(node.children[i], pos, w) {
-                return Some(r);
-            }
+        if let Some(i) = node.first.iter().position(|&f| f == b)
+            && let Some(r) = self.visit(node.children[i], pos, w)
+        {
+            return Some(r);
         }
         if node.param != NONE {
             let seg_end = path[pos..]

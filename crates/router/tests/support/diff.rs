@@ -2,6 +2,9 @@
 //! idea of conflicts, then compare many lookups. Used by `tests/differential.rs` and the fuzz
 //! target; expects `reference` and `generate` modules beside it.
 
+// Each test crate that includes this module uses only part of it.
+#![allow(dead_code)]
+
 use shardgate_router::{BuildError, Lookup, RouteSpec, RouterBuilder, is_normal};
 
 use super::generate::{self, Source};

@@ -2,6 +2,9 @@
 //! that routes collide, overlap and conflict often. Driven by any [`Source`]: a seeded PRNG in
 //! `cargo test`, the fuzzer's bytes in `fuzz/`.
 
+// Each test crate that includes this module uses only part of it.
+#![allow(dead_code)]
+
 use shardgate_router::{Method, RouteSpec};
 
 /// A stream of choices.

@@ -2,6 +2,9 @@
 //! it scans every route, splits strings, allocates freely. Differential tests and the fuzz
 //! target compare the real router with it. Shared by `tests/`, `fuzz/` (via `#[path]`).
 
+// Each test crate that includes this module uses only part of it.
+#![allow(dead_code)]
+
 use shardgate_router::{PatternKind, RouteSpec};
 
 /// What the reference decides.
@@ -61,10 +64,9 @@ fn select_scope(routes: &[RouteSpec], raw_host: &[u8]) -> String {
     for k in &keys {
         if let Some(suffix) = k.strip_prefix('*') {
             let dotted = format!(".{suffix}");
-            if host.ends_with(&dotted) && host.len() > dotted.len() {
-                if best.as_ref().is_none_or(|b| b.len() < k.len()) {
-                    best = Some(k.clone());
-                }
+            let longer = best.as_ref().is_none_or(|b| b.len() < k.len());
+            if host.ends_with(&dotted) && host.len() > dotted.len() && longer {
+                best = Some(k.clone());
             }
         }
     }
@@ -76,8 +78,11 @@ fn select_scope(routes: &[RouteSpec], raw_host: &[u8]) -> String {
 /// first, after every exact route.
 type Rank = (u8, Vec<i64>);
 
+/// Captured `(name, value)` pairs.
+type Captures = Vec<(String, Vec<u8>)>;
+
 /// Whether `r`'s pattern matches `path`, with its rank and captures.
-fn match_path(r: &RouteSpec, path: &[u8]) -> Option<(Rank, Vec<(String, Vec<u8>)>)> {
+fn match_path(r: &RouteSpec, path: &[u8]) -> Option<(Rank, Captures)> {
     let path = String::from_utf8_lossy(path).to_string();
     match r.kind {
         PatternKind::Prefix => {
@@ -132,7 +137,7 @@ pub fn lookup(routes: &[RouteSpec], host: &[u8], method: &[u8], path: &[u8]) -> 
         .iter()
         .filter(|r| route_keys(r).contains(&scope))
         .collect();
-    let mut best: Option<(Rank, &RouteSpec, Vec<(String, Vec<u8>)>)> = None;
+    let mut best: Option<(Rank, &RouteSpec, Captures)> = None;
     let mut allow: Vec<String> = Vec::new();
     for r in in_scope {
         let Some((rank, params)) = match_path(r, path) else {
