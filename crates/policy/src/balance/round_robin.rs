@@ -42,7 +42,9 @@ mod tests {
 
     #[test]
     fn cycles_in_order_and_skips_ineligible() {
-        let cases: &[(&str, usize, &[usize], &[Option<usize>])] = &[
+        // (name, group size, ineligible, picks)
+        type Case<'a> = (&'a str, usize, &'a [usize], &'a [Option<usize>]);
+        let cases: &[Case<'_>] = &[
             ("all up", 3, &[], &[Some(0), Some(1), Some(2), Some(0)]),
             (
                 "middle down",
