@@ -20,6 +20,30 @@
 //! **Endpoints are indices.** A group's endpoints are `0..n` in the order the caller keeps them;
 //! eligibility (healthy, not ejected, not already tried) is a predicate `Fn(usize) -> bool`
 //! composed by the caller, so the balancers stay ignorant of why an endpoint is out.
+//!
+//! ```
+//! use std::time::Instant;
+//! use shardgate_policy::balance::{Algorithm, BalancerKind, EndpointSpec, PickHint};
+//! use shardgate_policy::health::HealthSnapshot;
+//! use shardgate_policy::outlier::{OutlierConfig, OutlierDetector};
+//! use shardgate_policy::retry::RetryState;
+//!
+//! let now = Instant::now();
+//! let eps = [EndpointSpec::new("10.0.0.1:80", 7), EndpointSpec::new("10.0.0.2:80", 3)];
+//! let mut balancer = BalancerKind::new(&Algorithm::Weighted, &eps, /* shard seed */ 0).unwrap();
+//! let health = HealthSnapshot::default(); // the shard's copy of the prober's latest
+//! let outlier = OutlierDetector::new(OutlierConfig::default(), eps.len());
+//! let mut retry = RetryState::new(now, b"GET", true);
+//!
+//! let eligible = |i: usize| health.is_up(i) && !outlier.is_ejected(i, now);
+//! let first = balancer.pick(&PickHint::default(), eligible).unwrap();
+//! retry.record_attempt(first);
+//! let second = balancer.pick_retry(&PickHint::default(), eligible, |i| retry.tried(i));
+//! assert_eq!((first, second), (0, Some(1)));
+//! ```
+//!
+//! Rate limiting and authentication (token buckets, API keys, JWT) belong in this crate too;
+//! they arrive with their own issues.
 
 pub mod balance;
 pub mod breaker;
