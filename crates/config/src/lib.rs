@@ -36,6 +36,11 @@ pub fn from_toml(text: &str) -> Result<Config, ConfigErrors> {
     validate::validate(raw)
 }
 
+/// Validates a configuration built in code (the CLI's one-line proxy).
+pub fn from_raw(raw: raw::RawConfig) -> Result<Config, ConfigErrors> {
+    validate::validate(raw)
+}
+
 /// Reads, parses and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {

@@ -1,0 +1,271 @@
+//! Phase 4: the response, from the upstream's head to the client's last
+//! byte. [`plan_response`] decides the framing on both sides and writes the
+//! client's head; [`relay`] streams the body, one read and one write at a
+//! time; [`switch_protocols`] hands a `101` over to the tunnel.
+
+use crate::error::{ErrorKind, ProxyError};
+use crate::io::{IoFail, read_more, write_from, write_range};
+use crate::pipeline::{Bufs, Client, Next};
+use crate::shard::Shard;
+use crate::snapshot::Snapshot;
+use crate::upstream::Exchanged;
+use shardgate_http::{
+    ChunkedDecoder, RequestInfo, ResponseEncodeOptions, ResponseError, ResponseFraming, Version,
+    empty_headers, encode_response_head, parse_response,
+};
+use std::mem::take;
+use std::time::Instant;
+
+/// What is left of the response body after the first write.
+pub(crate) enum BodyLeft {
+    Done,
+    Length(u64),
+    Chunked(ChunkedDecoder),
+    UntilClose,
+}
+
+/// How a response travels back.
+pub(crate) struct ResponsePlan {
+    pub status: u16,
+    pub body: BodyLeft,
+    /// Chunked upstream, plain (close-delimited) to an HTTP/1.0 client.
+    pub dechunk: bool,
+    /// The upstream connection may be pooled once the body is through.
+    pub upstream_reusable: bool,
+    /// The client connection stays open after this response.
+    pub client_keep_alive: bool,
+}
+
+pub(crate) struct Outcome {
+    pub upstream_reusable: bool,
+    pub client_keep_alive: bool,
+}
+
+const BROKEN: Outcome = Outcome {
+    upstream_reusable: false,
+    client_keep_alive: false,
+};
+
+/// Parses the response head in `u` and writes the client's head, followed
+/// by the body bytes that came with it, into `w`. `Ok(None)`: incomplete.
+pub(crate) fn plan_response(
+    snap: &Snapshot,
+    b: &mut Bufs,
+    req: RequestInfo,
+) -> Result<Option<ResponsePlan>, ProxyError> {
+    loop {
+        let mut headers = empty_headers();
+        let res = match parse_response(&b.u, &mut headers, req.method, snap.limits.max_head) {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(ProxyError::new(ErrorKind::BadResponse(e))),
+        };
+        let info = res.info;
+        if (100..200).contains(&info.status) && info.status != 101 {
+            // Interim responses are not passed on: the gateway answers
+            // `Expect: 100-continue` itself.
+            b.u.drain(..info.head_len);
+            if b.u.is_empty() {
+                return Ok(None);
+            }
+            continue;
+        }
+        let upgrade = info.status == 101;
+        if upgrade && !req.upgrade {
+            return Err(ProxyError::new(ErrorKind::BadResponse(
+                ResponseError::UnexpectedUpgrade,
+            )));
+        }
+        let dechunk = info.framing == ResponseFraming::Chunked && req.version == Version::Http10;
+        let client_keep_alive =
+            req.keep_alive && !upgrade && !dechunk && info.framing != ResponseFraming::UntilClose;
+        let opts = ResponseEncodeOptions {
+            client_version: req.version,
+            close: !client_keep_alive,
+            dechunk,
+            upgrade,
+        };
+        b.w.clear();
+        encode_response_head(&res, &opts, &mut b.w);
+
+        let head_len = info.head_len;
+        let avail = &b.u[head_len..];
+        let mut extra = false;
+        let (consumed, body) = match info.framing {
+            _ if upgrade => (avail.len(), BodyLeft::Done),
+            ResponseFraming::None => {
+                extra = !avail.is_empty();
+                (0, BodyLeft::Done)
+            }
+            ResponseFraming::Length(len) => {
+                let n = len.min(avail.len() as u64);
+                extra = (avail.len() as u64) > len;
+                let left = if n == len {
+                    BodyLeft::Done
+                } else {
+                    BodyLeft::Length(len - n)
+                };
+                (n as usize, left)
+            }
+            ResponseFraming::Chunked => {
+                let mut d = ChunkedDecoder::new(snap.limits.max_head, None);
+                let p = if dechunk {
+                    let (u, w) = (&b.u, &mut b.w);
+                    d.feed(avail, |r| {
+                        w.extend_from_slice(&u[head_len + r.start..head_len + r.end])
+                    })
+                } else {
+                    d.feed(avail, |_| {})
+                }
+                .map_err(|e| ProxyError::new(ErrorKind::BadResponseBody(e)))?;
+                extra = p.done && p.consumed < avail.len();
+                (
+                    p.consumed,
+                    if p.done {
+                        BodyLeft::Done
+                    } else {
+                        BodyLeft::Chunked(d)
+                    },
+                )
+            }
+            ResponseFraming::UntilClose => (avail.len(), BodyLeft::UntilClose),
+        };
+        if !dechunk {
+            b.w.extend_from_slice(&b.u[head_len..head_len + consumed]);
+        }
+        b.u.clear();
+        return Ok(Some(ResponsePlan {
+            status: info.status,
+            body,
+            dechunk,
+            upstream_reusable: info.reusable && !extra,
+            client_keep_alive,
+        }));
+    }
+}
+
+/// Streams the response to the client. An upstream that fails mid-body
+/// leaves the client with a visibly cut response: the connection closes.
+pub(crate) async fn relay(
+    shard: &Shard,
+    snap: &Snapshot,
+    client: &mut Client,
+    b: &mut Bufs,
+    ex: &mut Exchanged,
+    _req: RequestInfo,
+) -> Outcome {
+    let plan = &mut ex.response;
+    let up = &mut ex.conn.stream;
+    let deadline = Instant::now() + snap.timeouts.send;
+    let (r, w) = write_from(&mut client.stream, take(&mut b.w), 0, deadline).await;
+    b.w = w;
+    if r.is_err() {
+        return BROKEN;
+    }
+    let mut reusable = plan.upstream_reusable;
+    loop {
+        if matches!(plan.body, BodyLeft::Done) {
+            break;
+        }
+        b.u.clear();
+        let deadline = Instant::now() + snap.timeouts.upstream_response;
+        let (r, u) = read_more(up, take(&mut b.u), deadline).await;
+        b.u = u;
+        let n = match r {
+            Ok(0) if matches!(plan.body, BodyLeft::UntilClose) => break,
+            Ok(0) | Err(_) => {
+                shard.log_limited(|| {
+                    format!(
+                        "upstream {} ended the response early; cutting the client off",
+                        snap.endpoints[ex.conn.endpoint]
+                    )
+                });
+                return BROKEN;
+            }
+            Ok(n) => n,
+        };
+        let (from, to) = match &mut plan.body {
+            BodyLeft::Done => break,
+            BodyLeft::UntilClose => (0, n),
+            BodyLeft::Length(left) => {
+                let take_n = (*left).min(n as u64);
+                reusable &= take_n == n as u64;
+                *left -= take_n;
+                if *left == 0 {
+                    plan.body = BodyLeft::Done;
+                }
+                (0, take_n as usize)
+            }
+            BodyLeft::Chunked(d) => {
+                let fed = if plan.dechunk {
+                    b.w.clear();
+                    let (u, w) = (&b.u, &mut b.w);
+                    d.feed(u, |r| w.extend_from_slice(&u[r]))
+                } else {
+                    d.feed(&b.u, |_| {})
+                };
+                let Ok(p) = fed else {
+                    shard.log_limited(|| "upstream sent a malformed chunked body".to_string());
+                    return BROKEN;
+                };
+                reusable &= !(p.done && p.consumed < n);
+                if p.done {
+                    plan.body = BodyLeft::Done;
+                }
+                if plan.dechunk {
+                    (usize::MAX, 0)
+                } else {
+                    (0, p.consumed)
+                }
+            }
+        };
+        let deadline = Instant::now() + snap.timeouts.send;
+        let r = if from == usize::MAX {
+            let (r, w) = write_from(&mut client.stream, take(&mut b.w), 0, deadline).await;
+            b.w = w;
+            r
+        } else {
+            let (r, u) = write_range(&mut client.stream, take(&mut b.u), from, to, deadline).await;
+            b.u = u;
+            r
+        };
+        if let Err(e) = r {
+            if matches!(e, IoFail::Timeout) {
+                log::debug!("client {} stopped reading", client.ip);
+            }
+            return BROKEN;
+        }
+    }
+    Outcome {
+        upstream_reusable: reusable,
+        client_keep_alive: plan.client_keep_alive,
+    }
+}
+
+/// Sends the `101` (and any bytes the upstream sent after it) to the client
+/// and any bytes the client sent after its request to the upstream; the
+/// connection then becomes a tunnel.
+pub(crate) async fn switch_protocols(
+    shard: &Shard,
+    snap: &Snapshot,
+    client: &mut Client,
+    b: &mut Bufs,
+    mut ex: Exchanged,
+) -> Next {
+    shard.stats.record_status(101);
+    let deadline = Instant::now() + snap.timeouts.send;
+    let (r, w) = write_from(&mut client.stream, take(&mut b.w), 0, deadline).await;
+    b.w = w;
+    if r.is_err() {
+        return Next::Close;
+    }
+    if !b.c.is_empty() {
+        let (r, c) = write_from(&mut ex.conn.stream, take(&mut b.c), 0, deadline).await;
+        b.c = c;
+        b.c.clear();
+        if r.is_err() {
+            return Next::Close;
+        }
+    }
+    Next::Upgrade(ex.conn.stream)
+}

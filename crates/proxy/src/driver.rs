@@ -1,0 +1,82 @@
+//! Choosing and starting monoio's driver: io_uring by default, epoll
+//! ("legacy") when io_uring cannot be used.
+
+use shardgate_config::Driver;
+use std::future::Future;
+use std::io;
+
+/// The driver a gateway actually runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverChoice {
+    Uring,
+    Legacy,
+}
+
+impl DriverChoice {
+    pub fn name(self) -> &'static str {
+        match self {
+            DriverChoice::Uring => "io_uring",
+            DriverChoice::Legacy => "legacy (epoll)",
+        }
+    }
+}
+
+/// Why io_uring is unusable, if it is.
+fn uring_unavailable() -> Option<String> {
+    if let Ok(v) = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled")
+        && v.trim() != "0"
+    {
+        return Some(format!("kernel.io_uring_disabled = {}", v.trim()));
+    }
+    if !monoio::utils::detect_uring() {
+        return Some("io_uring_setup is not permitted or not supported".into());
+    }
+    None
+}
+
+/// Resolves the configured driver against what this machine allows.
+/// `Auto` falls back to epoll with one log line; an explicit `Uring` that
+/// cannot work is an error.
+pub fn resolve_driver(d: Driver) -> Result<DriverChoice, String> {
+    match d {
+        Driver::Legacy => Ok(DriverChoice::Legacy),
+        Driver::Uring => match uring_unavailable() {
+            None => Ok(DriverChoice::Uring),
+            Some(why) => Err(format!(
+                "driver \"uring\" requested but io_uring is unavailable: {why}"
+            )),
+        },
+        Driver::Auto => match uring_unavailable() {
+            None => Ok(DriverChoice::Uring),
+            Some(why) => {
+                log::warn!("io_uring unavailable ({why}); using the legacy (epoll) driver");
+                Ok(DriverChoice::Legacy)
+            }
+        },
+    }
+}
+
+/// Submission queue depth for io_uring shards.
+const URING_ENTRIES: u32 = 4096;
+
+/// Runs `make()`'s future to completion on a new runtime of this thread.
+pub(crate) fn block_on<F: Future>(
+    choice: DriverChoice,
+    make: impl FnOnce() -> F,
+) -> io::Result<F::Output> {
+    match choice {
+        DriverChoice::Uring => {
+            let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .with_entries(URING_ENTRIES)
+                .enable_timer()
+                .build()?;
+            Ok(rt.block_on(make()))
+        }
+        DriverChoice::Legacy => {
+            let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .enable_timer()
+                .build()?;
+            Ok(rt.block_on(make()))
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! One error story for the data path: what failed, on which side, whether
+//! the request may be retried, and (in exactly one place) the status the
+//! client sees.
+
+use shardgate_http::{ChunkedError, ParseError, ResponseError};
+use std::fmt;
+
+/// Which side of the proxy a failure came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Client,
+    Upstream,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorKind {
+    /// The request head broke a rule.
+    BadRequest(ParseError),
+    /// The chunked request body broke a rule.
+    BadRequestBody(ChunkedError),
+    /// The client was too slow sending its head.
+    ClientHeadTimeout,
+    /// The client was too slow sending its body, or stopped reading.
+    ClientTimeout,
+    /// The client went away (reset, EOF mid-request).
+    ClientGone,
+    /// The upstream refused or could not be reached.
+    ConnectFailed,
+    /// Connecting to the upstream took too long.
+    ConnectTimeout,
+    /// The upstream took too long to answer or stopped sending.
+    UpstreamTimeout,
+    /// The upstream closed or reset before a full response head.
+    UpstreamClosed,
+    /// The upstream's response broke a rule.
+    BadResponse(ResponseError),
+    /// The upstream's chunked body broke a rule.
+    BadResponseBody(ChunkedError),
+}
+
+/// A failure on the request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProxyError {
+    pub kind: ErrorKind,
+    /// Retrying on another connection cannot repeat an effect upstream
+    /// (nothing reached it, or what did is known to be unprocessed).
+    pub retry_safe: bool,
+}
+
+impl ProxyError {
+    pub(crate) fn new(kind: ErrorKind) -> Self {
+        ProxyError {
+            kind,
+            retry_safe: false,
+        }
+    }
+
+    pub(crate) fn side(&self) -> Side {
+        match self.kind {
+            ErrorKind::BadRequest(_)
+            | ErrorKind::BadRequestBody(_)
+            | ErrorKind::ClientHeadTimeout
+            | ErrorKind::ClientTimeout
+            | ErrorKind::ClientGone => Side::Client,
+            _ => Side::Upstream,
+        }
+    }
+
+    /// The status the client receives, or `None` when no response can or
+    /// should be written (the client is gone or stopped reading).
+    pub(crate) fn status(&self) -> Option<u16> {
+        Some(match self.kind {
+            ErrorKind::BadRequest(p) => p.status(),
+            ErrorKind::BadRequestBody(ChunkedError::BodyTooLarge) => 413,
+            ErrorKind::BadRequestBody(_) => 400,
+            ErrorKind::ClientHeadTimeout => 408,
+            ErrorKind::ClientTimeout | ErrorKind::ClientGone => return None,
+            ErrorKind::ConnectFailed
+            | ErrorKind::UpstreamClosed
+            | ErrorKind::BadResponse(_)
+            | ErrorKind::BadResponseBody(_) => 502,
+            ErrorKind::ConnectTimeout | ErrorKind::UpstreamTimeout => 504,
+        })
+    }
+}
+
+impl fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            ErrorKind::BadRequest(p) => write!(f, "bad request: {p}"),
+            ErrorKind::BadRequestBody(c) => write!(f, "bad request body: {c}"),
+            ErrorKind::ClientHeadTimeout => f.write_str("client sent no complete head in time"),
+            ErrorKind::ClientTimeout => f.write_str("client too slow"),
+            ErrorKind::ClientGone => f.write_str("client closed the connection"),
+            ErrorKind::ConnectFailed => f.write_str("upstream connect failed"),
+            ErrorKind::ConnectTimeout => f.write_str("upstream connect timed out"),
+            ErrorKind::UpstreamTimeout => f.write_str("upstream response timed out"),
+            ErrorKind::UpstreamClosed => f.write_str("upstream closed before responding"),
+            ErrorKind::BadResponse(r) => write!(f, "{r}"),
+            ErrorKind::BadResponseBody(c) => write!(f, "bad upstream body: {c}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        use ErrorKind::*;
+        let cases = [
+            (BadRequest(ParseError::HeadTooLarge), Some(431)),
+            (BadRequest(ParseError::RequestLineTooLong), Some(414)),
+            (BadRequestBody(ChunkedError::BadSize), Some(400)),
+            (BadRequestBody(ChunkedError::BodyTooLarge), Some(413)),
+            (ClientHeadTimeout, Some(408)),
+            (ClientGone, None),
+            (ConnectFailed, Some(502)),
+            (ConnectTimeout, Some(504)),
+            (UpstreamTimeout, Some(504)),
+            (UpstreamClosed, Some(502)),
+            (BadResponse(ResponseError::Ambiguous), Some(502)),
+        ];
+        for (kind, status) in cases {
+            assert_eq!(ProxyError::new(kind).status(), status, "{kind:?}");
+        }
+        assert_eq!(ProxyError::new(ClientHeadTimeout).side(), Side::Client);
+        assert_eq!(ProxyError::new(ConnectFailed).side(), Side::Upstream);
+    }
+}

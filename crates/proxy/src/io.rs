@@ -1,0 +1,77 @@
+//! Owned-buffer I/O with deadlines. monoio takes a buffer for the length of
+//! an operation and hands it back; when a deadline cuts an operation short
+//! the buffer stays with the kernel until it completes, so these helpers
+//! return an empty `Vec` in its place (the buffer pool refills itself).
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use std::time::Instant;
+
+#[derive(Debug)]
+pub(crate) enum IoFail {
+    Timeout,
+    Io,
+}
+
+/// Reads whatever is available into the spare capacity of `buf` (after its
+/// length), waiting until `deadline`. `Ok(0)` is end of stream.
+pub(crate) async fn read_more(
+    stream: &mut TcpStream,
+    buf: Vec<u8>,
+    deadline: Instant,
+) -> (Result<usize, IoFail>, Vec<u8>) {
+    let start = buf.len();
+    let cap = buf.capacity();
+    debug_assert!(start < cap, "read_more needs spare capacity");
+    let slice = buf.slice_mut(start..cap);
+    match monoio::time::timeout_at(deadline.into(), stream.read(slice)).await {
+        Ok((Ok(n), slice)) => (Ok(n), slice.into_inner()),
+        Ok((Err(_), slice)) => (Err(IoFail::Io), slice.into_inner()),
+        Err(_) => (Err(IoFail::Timeout), Vec::new()),
+    }
+}
+
+/// Writes `buf[from..]` in full before `deadline`.
+pub(crate) async fn write_from(
+    stream: &mut TcpStream,
+    buf: Vec<u8>,
+    from: usize,
+    deadline: Instant,
+) -> (Result<(), IoFail>, Vec<u8>) {
+    let end = buf.len();
+    write_range(stream, buf, from, end, deadline).await
+}
+
+/// Writes `buf[from..end]` in full before `deadline`.
+pub(crate) async fn write_range(
+    stream: &mut TcpStream,
+    buf: Vec<u8>,
+    from: usize,
+    end: usize,
+    deadline: Instant,
+) -> (Result<(), IoFail>, Vec<u8>) {
+    use monoio::buf::IoBuf;
+    if from >= end {
+        return (Ok(()), buf);
+    }
+    let slice = buf.slice(from..end);
+    match monoio::time::timeout_at(deadline.into(), stream.write_all(slice)).await {
+        Ok((Ok(_), slice)) => (Ok(()), slice.into_inner()),
+        Ok((Err(_), slice)) => (Err(IoFail::Io), slice.into_inner()),
+        Err(_) => (Err(IoFail::Timeout), Vec::new()),
+    }
+}
+
+/// Writes a static message in full before `deadline`.
+pub(crate) async fn write_static(
+    stream: &mut TcpStream,
+    msg: &'static [u8],
+    deadline: Instant,
+) -> Result<(), IoFail> {
+    match monoio::time::timeout_at(deadline.into(), stream.write_all(msg)).await {
+        Ok((Ok(_), _)) => Ok(()),
+        Ok((Err(_), _)) => Err(IoFail::Io),
+        Err(_) => Err(IoFail::Timeout),
+    }
+}

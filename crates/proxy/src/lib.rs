@@ -1,0 +1,32 @@
+//! Shardgate's data path: the only crate that does I/O.
+//!
+//! A [`Gateway`] runs one *shard* per worker: a named OS thread pinned to a
+//! core, with its own monoio runtime (io_uring, or epoll when io_uring is not
+//! available), its own `SO_REUSEPORT` listeners, routing table, upstream
+//! connection pools, buffers and counters. From accept to the last byte of
+//! the response a request stays on its shard and touches no lock.
+//!
+//! The request path reads top to bottom in [`pipeline`]: route, pick an
+//! endpoint, forward the head and stream the body, read the response head,
+//! stream the response back. The wire rules live in `shardgate-http`.
+
+mod buffers;
+mod conn;
+mod downstream;
+mod driver;
+mod error;
+mod io;
+mod listener;
+mod pipeline;
+mod pool;
+mod route;
+mod shard;
+mod snapshot;
+mod stats;
+mod supervisor;
+mod tunnel;
+mod upstream;
+
+pub use driver::{DriverChoice, resolve_driver};
+pub use stats::StatsSnapshot;
+pub use supervisor::{Gateway, GatewayError, GatewayOptions, StopHandle};

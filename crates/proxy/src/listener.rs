@@ -1,0 +1,80 @@
+//! Listening sockets (one per shard per address, `SO_REUSEPORT`) and the
+//! accept loop.
+
+use crate::conn;
+use crate::shard::Shard;
+use monoio::net::TcpListener;
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Binds a non-blocking listening socket with `SO_REUSEPORT`, so every shard
+/// can bind the same address and the kernel spreads connections over them.
+pub(crate) fn bind(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_tcp_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(socket.into())
+}
+
+/// Accept errors that mean "out of a resource": back off instead of spinning.
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}
+
+/// Accepts connections until the listener fails for good, spawning a task
+/// per connection. When file descriptors (or memory) run out, the loop
+/// sleeps with growing back-off (existing connections keep being served)
+/// and logs at most once per interval.
+pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    const BACKOFF_MIN: Duration = Duration::from_millis(5);
+    const BACKOFF_MAX: Duration = Duration::from_millis(500);
+    const LOG_EVERY: Duration = Duration::from_secs(5);
+    let mut backoff = BACKOFF_MIN;
+    let mut last_log: Option<Instant> = None;
+    let mut held_back = 0u64;
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                backoff = BACKOFF_MIN;
+                shard.stats.accepted.incr();
+                let _ = stream.set_nodelay(true);
+                monoio::spawn(conn::serve(shard.clone(), stream, peer));
+            }
+            Err(e) if is_resource_exhaustion(&e) => {
+                shard.stats.accept_errors.incr();
+                let now = Instant::now();
+                if last_log.is_none_or(|t| now.duration_since(t) >= LOG_EVERY) {
+                    log::error!(
+                        "shard {}: accept failed: {e}; backing off (existing connections are \
+                         still served; {held_back} more failures since the last message)",
+                        shard.id
+                    );
+                    last_log = Some(now);
+                    held_back = 0;
+                } else {
+                    held_back += 1;
+                }
+                monoio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+            Err(e) => {
+                // ECONNABORTED and friends: that one connection is gone.
+                shard.stats.accept_errors.incr();
+                log::debug!("shard {}: accept: {e}", shard.id);
+            }
+        }
+    }
+}

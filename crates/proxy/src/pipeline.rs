@@ -1,0 +1,347 @@
+//! The request path, phase by phase. [`handle`] is the whole story of one
+//! request on a client connection; each phase below it is a function here or
+//! in a sibling module:
+//!
+//! 1. [`read_head`]: read until the head is complete (request-header timeout).
+//! 2. [`prepare`]: parse and validate it, route it, pick an endpoint, and
+//!    write the head to forward (hop-by-hop removed, `X-Forwarded-*` added).
+//! 3. [`upstream::exchange`]: check out or connect an upstream connection,
+//!    send the head and body, read the response head (one retry when a pooled
+//!    connection turns out dead, or a connect fails).
+//! 4. [`downstream::relay`]: rewrite the response head and stream the
+//!    response body back.
+//! 5. Give the upstream connection back to the pool and decide whether the
+//!    client connection lives on.
+
+use crate::downstream;
+use crate::error::{ErrorKind, ProxyError, Side};
+use crate::io::{IoFail, read_more, write_from};
+use crate::route::RouteLookup;
+use crate::shard::Shard;
+use crate::snapshot::{EndpointId, Snapshot};
+use crate::upstream::{self, UpConn};
+use monoio::net::TcpStream;
+use shardgate_http::{
+    BodyFraming, ForwardContext, RequestInfo, Target, canned_response, empty_headers,
+    encode_request_head, parse_request,
+};
+use std::mem::take;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+/// The client side of a connection.
+pub(crate) struct Client {
+    pub stream: TcpStream,
+    pub ip: IpText,
+}
+
+/// What the connection does after a request.
+pub(crate) enum Next {
+    /// Serve the next request; the buffer holds bytes already read.
+    KeepAlive(Vec<u8>),
+    Close,
+    /// The upstream switched protocols: tunnel bytes both ways.
+    Upgrade(TcpStream),
+}
+
+/// The buffers one request borrows from the shard: `c` holds bytes read
+/// from the client, `u` bytes read from the upstream, `w` heads being written.
+pub(crate) struct Bufs {
+    pub c: Vec<u8>,
+    pub u: Vec<u8>,
+    pub w: Vec<u8>,
+}
+
+/// What to do with a parsed request.
+pub(crate) enum Plan {
+    /// `w` holds a complete response from the gateway itself.
+    Respond {
+        status: u16,
+        close: bool,
+        head_len: usize,
+    },
+    Forward(Forward),
+}
+
+/// A request on its way upstream; `w` holds the head to send.
+#[derive(Clone, Copy)]
+pub(crate) struct Forward {
+    pub info: RequestInfo,
+    pub group: usize,
+    pub endpoint: EndpointId,
+}
+
+/// Serves one request whose first bytes may already be in `c`.
+pub(crate) async fn handle(shard: &Shard, client: &mut Client, c: Vec<u8>) -> Next {
+    let snap = shard.snapshot.clone();
+    let mut bufs = Bufs {
+        c,
+        u: Vec::new(),
+        w: shard.buffers.take(),
+    };
+    let next = run(shard, &snap, client, &mut bufs).await;
+    shard.buffers.give(take(&mut bufs.u));
+    shard.buffers.give(take(&mut bufs.w));
+    match next {
+        Next::KeepAlive(_) => Next::KeepAlive(take(&mut bufs.c)),
+        other => {
+            shard.buffers.give(take(&mut bufs.c));
+            other
+        }
+    }
+}
+
+async fn run(shard: &Shard, snap: &Rc<Snapshot>, client: &mut Client, b: &mut Bufs) -> Next {
+    // 1 + 2: the head, validated and routed.
+    let plan = match read_head(snap, client, b).await {
+        Ok(Some(plan)) => plan,
+        Ok(None) => return Next::Close,
+        Err(e) => return respond_error(shard, snap, client, b, e, false).await,
+    };
+    shard.stats.requests.incr();
+    let fwd = match plan {
+        Plan::Respond {
+            status,
+            close,
+            head_len,
+        } => {
+            shard.stats.record_status(status);
+            let deadline = Instant::now() + snap.timeouts.send;
+            let (r, w) = write_from(&mut client.stream, take(&mut b.w), 0, deadline).await;
+            b.w = w;
+            if r.is_err() || close {
+                if r.is_ok() {
+                    linger(shard, client).await;
+                }
+                return Next::Close;
+            }
+            b.c.drain(..head_len);
+            return Next::KeepAlive(Vec::new());
+        }
+        Plan::Forward(f) => f,
+    };
+
+    // 3: upstream exchange.
+    if b.u.capacity() == 0 {
+        b.u = shard.buffers.take();
+    }
+    let mut ex = match upstream::exchange(shard, snap, client, b, fwd).await {
+        Ok(ex) => ex,
+        Err((e, body_done)) => {
+            let keep = body_done && fwd.info.keep_alive;
+            return respond_error(shard, snap, client, b, e, keep).await;
+        }
+    };
+
+    // 4: the response, streamed back.
+    if ex.response.status == 101 {
+        return downstream::switch_protocols(shard, snap, client, b, ex).await;
+    }
+    let outcome = downstream::relay(shard, snap, client, b, &mut ex, fwd.info).await;
+    shard.stats.record_status(ex.response.status);
+
+    // 5: pool the upstream connection, keep or close the client.
+    if outcome.upstream_reusable {
+        release(shard, snap, ex.conn);
+    }
+    if outcome.client_keep_alive {
+        Next::KeepAlive(Vec::new())
+    } else {
+        Next::Close
+    }
+}
+
+/// Phase 1: reads until [`prepare`] has a complete head to act on.
+/// `Ok(None)`: the client closed before sending anything.
+async fn read_head(
+    snap: &Snapshot,
+    client: &mut Client,
+    b: &mut Bufs,
+) -> Result<Option<Plan>, ProxyError> {
+    let deadline = Instant::now() + snap.timeouts.request_header;
+    loop {
+        if !b.c.is_empty() {
+            if let Some(plan) = prepare(snap, &client.ip, b)? {
+                return Ok(Some(plan));
+            }
+            if b.c.len() == b.c.capacity() {
+                return Err(ProxyError::new(ErrorKind::BadRequest(
+                    shardgate_http::ParseError::HeadTooLarge,
+                )));
+            }
+        }
+        let (r, c) = read_more(&mut client.stream, take(&mut b.c), deadline).await;
+        b.c = c;
+        match r {
+            Ok(0) if b.c.is_empty() => return Ok(None),
+            Ok(0) => return Err(ProxyError::new(ErrorKind::ClientGone)),
+            Ok(_) => {}
+            Err(IoFail::Timeout) => return Err(ProxyError::new(ErrorKind::ClientHeadTimeout)),
+            Err(IoFail::Io) => return Err(ProxyError::new(ErrorKind::ClientGone)),
+        }
+    }
+}
+
+/// Phase 2: parse, validate, route, and write the outgoing head into `w`
+/// (or a complete response when the gateway answers itself).
+/// `Ok(None)`: the head is not complete yet.
+fn prepare(snap: &Snapshot, ip: &IpText, b: &mut Bufs) -> Result<Option<Plan>, ProxyError> {
+    let mut headers = empty_headers();
+    let req = match parse_request(&b.c, &mut headers, &snap.http_limits) {
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(None),
+        Err(e) => return Err(ProxyError::new(ErrorKind::BadRequest(e))),
+    };
+    let info = req.info;
+    let has_body = info.body != BodyFraming::None;
+    let head_only = info.method == shardgate_http::Method::Head;
+    let respond = |status: u16, extra: &[(&str, &[u8])], w: &mut Vec<u8>| {
+        let close = !info.keep_alive || has_body;
+        canned_response(status, close, head_only, extra, w);
+        Ok(Some(Plan::Respond {
+            status,
+            close,
+            head_len: info.head_len,
+        }))
+    };
+    if info.target == Target::Asterisk {
+        return respond(
+            200,
+            &[("Allow", b"GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH")],
+            &mut b.w,
+        );
+    }
+    let route = match snap
+        .routes
+        .lookup(req.host, req.method.as_bytes(), req.path)
+    {
+        RouteLookup::Found(r) => r,
+        RouteLookup::MethodNotAllowed(allow) => {
+            return respond(405, &[("Allow", allow.as_bytes())], &mut b.w);
+        }
+        RouteLookup::NotFound => return respond(404, &[], &mut b.w),
+    };
+    let group = snap.route_group[route];
+    let endpoint = snap.groups[group].pick(None);
+    let ctx = ForwardContext {
+        client_ip: ip.as_bytes(),
+        proto: b"http",
+        path: None,
+        fallback_host: snap.endpoint_hosts[endpoint].as_bytes(),
+    };
+    encode_request_head(&req, &ctx, &mut b.w);
+    Ok(Some(Plan::Forward(Forward {
+        info,
+        group,
+        endpoint,
+    })))
+}
+
+/// Answers a failed request with its canned status, if the client can still
+/// take one. `keep`: the request was fully read and the client may go on.
+pub(crate) async fn respond_error(
+    shard: &Shard,
+    snap: &Snapshot,
+    client: &mut Client,
+    b: &mut Bufs,
+    e: ProxyError,
+    keep: bool,
+) -> Next {
+    let Some(status) = e.status() else {
+        return Next::Close;
+    };
+    match e.side() {
+        Side::Client => log::debug!("shard {}: {} from {}: {status}", shard.id, e, client.ip),
+        Side::Upstream => shard.log_limited(|| format!("{e}: answering {status}")),
+    }
+    shard.stats.record_status(status);
+    let keep = keep && e.side() == Side::Upstream;
+    b.w.clear();
+    if b.w.capacity() == 0 {
+        b.w = shard.buffers.take();
+    }
+    canned_response(status, !keep, false, &[], &mut b.w);
+    let deadline = Instant::now() + snap.timeouts.send;
+    let (r, w) = write_from(&mut client.stream, take(&mut b.w), 0, deadline).await;
+    b.w = w;
+    if r.is_err() {
+        return Next::Close;
+    }
+    if keep {
+        return Next::KeepAlive(Vec::new());
+    }
+    linger(shard, client).await;
+    Next::Close
+}
+
+/// Before closing on a client that may still be sending (an unread body),
+/// stop writing and drain what it sends for a short while, so the kernel
+/// does not answer its data with a reset that destroys our response.
+async fn linger(shard: &Shard, client: &mut Client) {
+    use monoio::io::AsyncWriteRent;
+    const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+    const LINGER_BYTES: usize = 1 << 20;
+    let _ = client.stream.shutdown().await;
+    let deadline = Instant::now() + LINGER;
+    let mut buf = shard.buffers.take();
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        buf.clear();
+        let (r, b) = read_more(&mut client.stream, buf, deadline).await;
+        buf = b;
+        match r {
+            Ok(n) if n > 0 => drained += n,
+            _ => break,
+        }
+    }
+    shard.buffers.give(buf);
+}
+
+/// Phase 5: a finished upstream connection goes back to its pool unless it
+/// has served its share of requests.
+fn release(shard: &Shard, snap: &Snapshot, conn: UpConn) {
+    let requests = conn.requests + 1;
+    if requests < snap.pool.max_requests_per_connection {
+        shard.pools.checkin(
+            conn.endpoint,
+            conn.stream,
+            requests,
+            snap.pool.max_idle_per_endpoint,
+        );
+    }
+}
+
+/// The client's IP address as text, formatted once per connection.
+pub(crate) struct IpText {
+    buf: [u8; 45],
+    len: u8,
+}
+
+impl IpText {
+    pub(crate) fn new(ip: IpAddr) -> IpText {
+        use std::io::Write;
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 => v4,
+        };
+        let mut buf = [0u8; 45];
+        let mut cursor = &mut buf[..];
+        let _ = write!(cursor, "{ip}");
+        let len = 45 - cursor.len();
+        IpText {
+            buf,
+            len: len as u8,
+        }
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
+    }
+}
+
+impl std::fmt::Display for IpText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(std::str::from_utf8(self.as_bytes()).unwrap_or("?"))
+    }
+}

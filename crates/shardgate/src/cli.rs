@@ -1,0 +1,344 @@
+//! Command-line parsing (hand-written: a handful of flags).
+
+use shardgate_config::raw::{RawConfig, RawListener, RawRoute, RawUpstream, RawWorkers};
+use shardgate_config::{Config, ConfigError, ConfigErrors, Driver, Workers};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+
+pub const USAGE: &str = "\
+Shardgate: a shard-per-core HTTP edge proxy and API gateway.
+
+USAGE:
+  shardgate                         run the demo: the gateway on 127.0.0.1:8080
+                                    with the built-in configs/default.toml and two
+                                    demo upstreams on 127.0.0.1:9001 and :9002
+  shardgate run -c FILE [--workers N] [--driver uring|legacy|auto]
+                                    run with a configuration file
+  shardgate check -c FILE           validate a configuration file (exit 1 on errors)
+  shardgate proxy --listen ADDR --to ADDR[,ADDR...] [OPTIONS]
+                                    a reverse proxy with no configuration file
+      --workers N                   shards (default: one per core)
+      --driver uring|legacy|auto    I/O driver (default: auto)
+      --header-timeout DUR          client request head timeout (default 10s)
+      --upstream-timeout DUR        upstream response timeout (default 60s)
+      --connect-timeout DUR         upstream connect timeout (default 3s)
+      --idle-timeout DUR            idle keep-alive timeout (default 60s)
+      --max-body SIZE               request body limit, e.g. 10MiB (default: none)
+  shardgate doctor [--connections N]
+                                    can this machine hold N connections? (default 10000)
+  shardgate --help | --version
+
+Durations: 250ms, 10s, 5m, 1h. Logging: SHARDGATE_LOG=error|warn|info|debug.";
+
+pub enum Command {
+    Help,
+    Version,
+    Demo,
+    Check {
+        config: PathBuf,
+    },
+    Run {
+        config: PathBuf,
+        overrides: Overrides,
+    },
+    Proxy(ProxyArgs),
+    Doctor {
+        connections: u64,
+    },
+}
+
+/// `run` flags that override the file.
+#[derive(Default)]
+pub struct Overrides {
+    workers: Option<Workers>,
+    driver: Option<Driver>,
+}
+
+impl Overrides {
+    pub fn apply(&self, c: &mut Config) {
+        if let Some(w) = self.workers {
+            c.workers = w;
+        }
+        if let Some(d) = self.driver {
+            c.driver = d;
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct ProxyArgs {
+    listen: Option<String>,
+    to: Vec<String>,
+    workers: Option<String>,
+    driver: Option<String>,
+    header_timeout: Option<String>,
+    upstream_timeout: Option<String>,
+    connect_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_body: Option<String>,
+}
+
+impl ProxyArgs {
+    /// The one-line proxy as a configuration, validated like a file; errors
+    /// name the flag at fault.
+    pub fn to_config(&self) -> Result<Config, ConfigErrors> {
+        let mut missing = Vec::new();
+        if self.listen.is_none() {
+            missing.push(ConfigError::new("--listen", "is required"));
+        }
+        if self.to.is_empty() {
+            missing.push(ConfigError::new("--to", "is required"));
+        }
+        if !missing.is_empty() {
+            return Err(ConfigErrors(missing));
+        }
+        let mut raw = RawConfig {
+            workers: self.workers.as_ref().map(|w| match w.parse::<i64>() {
+                Ok(n) => RawWorkers::Count(n),
+                Err(_) => RawWorkers::Word(w.clone()),
+            }),
+            driver: self.driver.clone(),
+            ..RawConfig::default()
+        };
+        raw.listeners.push(RawListener {
+            address: self.listen.clone().unwrap_or_default(),
+            backlog: None,
+        });
+        raw.timeouts.request_header = self.header_timeout.clone();
+        raw.timeouts.upstream_response = self.upstream_timeout.clone();
+        raw.timeouts.connect = self.connect_timeout.clone();
+        raw.timeouts.idle = self.idle_timeout.clone();
+        raw.limits.max_body = self
+            .max_body
+            .clone()
+            .map(shardgate_config::raw::RawSize::Text);
+        raw.upstreams.insert(
+            "backend".into(),
+            RawUpstream {
+                endpoints: self.to.clone(),
+            },
+        );
+        raw.routes.push(RawRoute {
+            name: Some("all".into()),
+            hosts: Vec::new(),
+            methods: Vec::new(),
+            path: None,
+            prefix: Some("/".into()),
+            upstream: "backend".into(),
+        });
+        shardgate_config::from_raw(raw).map_err(|ConfigErrors(errs)| {
+            ConfigErrors(
+                errs.into_iter()
+                    .map(|e| ConfigError::new(flag_for(&e.path), e.message))
+                    .collect(),
+            )
+        })
+    }
+}
+
+/// The flag behind a configuration path, for the one-line proxy's errors.
+fn flag_for(path: &str) -> String {
+    let flag = match path {
+        "workers" => "--workers",
+        "driver" => "--driver",
+        "timeouts.request_header" => "--header-timeout",
+        "timeouts.upstream_response" => "--upstream-timeout",
+        "timeouts.connect" => "--connect-timeout",
+        "timeouts.idle" => "--idle-timeout",
+        "limits.max_body" => "--max-body",
+        p if p.starts_with("listeners") => "--listen",
+        p if p.starts_with("upstreams") => "--to",
+        p => p,
+    };
+    flag.to_string()
+}
+
+pub fn parse(args: &[String]) -> Result<Command, String> {
+    let Some(first) = args.first() else {
+        return Ok(Command::Demo);
+    };
+    let rest = &args[1..];
+    match first.as_str() {
+        "-h" | "--help" | "help" => Ok(Command::Help),
+        "-V" | "--version" => Ok(Command::Version),
+        "check" => {
+            let mut config = None;
+            flags(rest, |flag, value| match flag {
+                "-c" | "--config" => {
+                    config = Some(PathBuf::from(value()?));
+                    Ok(())
+                }
+                _ => Err(format!("unknown option {flag} for check")),
+            })?;
+            Ok(Command::Check {
+                config: config.ok_or("check needs -c FILE")?,
+            })
+        }
+        "run" => {
+            let mut config = None;
+            let mut overrides = Overrides::default();
+            flags(rest, |flag, value| {
+                match flag {
+                    "-c" | "--config" => config = Some(PathBuf::from(value()?)),
+                    "--workers" => {
+                        let v = value()?;
+                        overrides.workers = Some(if v == "auto" {
+                            Workers::Auto
+                        } else {
+                            Workers::Count(v.parse::<NonZeroUsize>().map_err(|_| {
+                                format!("--workers: expected a number or auto, got {v:?}")
+                            })?)
+                        });
+                    }
+                    "--driver" => {
+                        let v = value()?;
+                        overrides.driver = Some(Driver::parse(&v).ok_or(format!(
+                            "--driver: expected uring, legacy or auto, got {v:?}"
+                        ))?);
+                    }
+                    _ => return Err(format!("unknown option {flag} for run")),
+                }
+                Ok(())
+            })?;
+            Ok(Command::Run {
+                config: config.ok_or("run needs -c FILE")?,
+                overrides,
+            })
+        }
+        "proxy" => {
+            let mut p = ProxyArgs::default();
+            flags(rest, |flag, value| {
+                let slot = match flag {
+                    "--listen" => &mut p.listen,
+                    "--to" => {
+                        p.to.extend(
+                            value()?
+                                .split(',')
+                                .filter(|s| !s.is_empty())
+                                .map(str::to_string),
+                        );
+                        return Ok(());
+                    }
+                    "--workers" => &mut p.workers,
+                    "--driver" => &mut p.driver,
+                    "--header-timeout" => &mut p.header_timeout,
+                    "--upstream-timeout" => &mut p.upstream_timeout,
+                    "--connect-timeout" => &mut p.connect_timeout,
+                    "--idle-timeout" => &mut p.idle_timeout,
+                    "--max-body" => &mut p.max_body,
+                    _ => return Err(format!("unknown option {flag} for proxy")),
+                };
+                *slot = Some(value()?);
+                Ok(())
+            })?;
+            Ok(Command::Proxy(p))
+        }
+        "doctor" => {
+            let mut connections = 10_000;
+            flags(rest, |flag, value| match flag {
+                "--connections" | "-n" => {
+                    let v = value()?;
+                    connections = v
+                        .parse()
+                        .map_err(|_| format!("--connections: expected a number, got {v:?}"))?;
+                    Ok(())
+                }
+                _ => Err(format!("unknown option {flag} for doctor")),
+            })?;
+            Ok(Command::Doctor { connections })
+        }
+        other => Err(format!("unknown command {other:?}")),
+    }
+}
+
+/// Walks `--flag value` and `--flag=value` pairs.
+fn flags(
+    args: &[String],
+    mut on: impl FnMut(&str, &mut dyn FnMut() -> Result<String, String>) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        let (flag, inline) = match arg.split_once('=') {
+            Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+            _ => (arg.clone(), None),
+        };
+        if !flag.starts_with('-') {
+            return Err(format!("unexpected argument {arg:?}"));
+        }
+        let mut used_next = false;
+        let mut value = || -> Result<String, String> {
+            if let Some(v) = &inline {
+                return Ok(v.clone());
+            }
+            used_next = true;
+            args.get(i + 1)
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value"))
+        };
+        on(&flag, &mut value)?;
+        i += if used_next { 2 } else { 1 };
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    #[test]
+    fn proxy_flags_become_a_config() {
+        let Ok(Command::Proxy(p)) = parse(&args(
+            "proxy --listen 127.0.0.1:0 --to 127.0.0.1:1,127.0.0.1:2 --workers 1 --header-timeout 5s --upstream-timeout=4s",
+        )) else {
+            panic!("not a proxy command");
+        };
+        let c = p.to_config().unwrap();
+        assert_eq!(c.upstreams[0].endpoints.len(), 2);
+        assert_eq!(c.timeouts.request_header, std::time::Duration::from_secs(5));
+        assert_eq!(
+            c.timeouts.upstream_response,
+            std::time::Duration::from_secs(4)
+        );
+        assert_eq!(c.workers.resolve(), 1);
+    }
+
+    #[test]
+    fn proxy_errors_name_flags() {
+        let Ok(Command::Proxy(p)) =
+            parse(&args("proxy --listen nowhere --to x --header-timeout 5"))
+        else {
+            panic!("not a proxy command");
+        };
+        let errs = p.to_config().unwrap_err().to_string();
+        for flag in ["--listen", "--to", "--header-timeout"] {
+            assert!(errs.contains(flag), "{flag} missing in {errs}");
+        }
+        let Ok(Command::Proxy(p)) = parse(&args("proxy")) else {
+            panic!("not a proxy command");
+        };
+        let errs = p.to_config().unwrap_err().to_string();
+        assert!(
+            errs.contains("--listen: is required") && errs.contains("--to: is required"),
+            "{errs}"
+        );
+    }
+
+    #[test]
+    fn bad_usage() {
+        assert!(parse(&args("frobnicate")).is_err());
+        assert!(parse(&args("run")).is_err());
+        assert!(parse(&args("run -c")).is_err());
+        assert!(parse(&args("run -c x --driver kqueue")).is_err());
+        assert!(parse(&args("doctor --connections many")).is_err());
+        assert!(matches!(parse(&[]), Ok(Command::Demo)));
+        assert!(matches!(
+            parse(&args("doctor -n 5")),
+            Ok(Command::Doctor { connections: 5 })
+        ));
+    }
+}
