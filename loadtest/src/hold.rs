@@ -215,7 +215,7 @@ async fn worker_main(plan: Plan) -> WorkerResult {
     ctx.hold_end.set(Some(end));
     monoio::time::sleep_until(monoio::time::Instant::from_std(end)).await;
     // Figures at the end of the hold; the held connections close when the runtime drops.
-    let r = WorkerResult {
+    WorkerResult {
         established: ctx.established.get(),
         alive: ctx.alive.get(),
         heartbeats: ctx.heartbeats.get(),
@@ -226,8 +226,7 @@ async fn worker_main(plan: Plan) -> WorkerResult {
         first_latency: ctx.first_latency.borrow().clone(),
         heartbeat_latency: ctx.heartbeat_latency.borrow().clone(),
         connect_phase,
-    };
-    r
+    }
 }
 
 /// Every figure of a hold run.

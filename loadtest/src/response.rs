@@ -12,11 +12,11 @@ pub const MAX_HEADERS: usize = 64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameError {
     /// The head is not valid HTTP/1.x.
-    BadHead,
+    Head,
     /// `Content-Length` missing a number, repeated with different values, or with chunked.
-    BadLength,
+    Length,
     /// A chunk size line or chunk terminator is malformed.
-    BadChunk,
+    ChunkSyntax,
 }
 
 /// What one call to [`ResponseReader::advance`] achieved.
@@ -142,7 +142,7 @@ fn feed_chunked(state: &mut Chunk, input: &[u8]) -> Result<BodyStep, FrameError>
                 (None, b';' | b' ' | b'\t') if digits > 0 => Chunk::Extension { size },
                 (None, b'\r') if digits > 0 => Chunk::SizeLf { size },
                 (None, b'\n') if digits > 0 => after_size_line(size),
-                _ => return Err(FrameError::BadChunk),
+                _ => return Err(FrameError::ChunkSyntax),
             },
             Chunk::Extension { size } => match b {
                 b'\r' => Chunk::SizeLf { size },
@@ -164,7 +164,7 @@ fn feed_chunked(state: &mut Chunk, input: &[u8]) -> Result<BodyStep, FrameError>
                 }
                 Chunk::Trailer { line_start: true }
             }
-            _ => return Err(FrameError::BadChunk),
+            _ => return Err(FrameError::ChunkSyntax),
         };
     }
     Ok(BodyStep::More)
@@ -177,10 +177,10 @@ pub fn body_from_headers(headers: &[httparse::Header<'_>]) -> Result<Option<Body
     let mut chunked = false;
     for h in headers {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let text = std::str::from_utf8(h.value).map_err(|_| FrameError::BadLength)?;
-            let n: u64 = text.trim().parse().map_err(|_| FrameError::BadLength)?;
+            let text = std::str::from_utf8(h.value).map_err(|_| FrameError::Length)?;
+            let n: u64 = text.trim().parse().map_err(|_| FrameError::Length)?;
             if length.is_some_and(|prev| prev != n) {
-                return Err(FrameError::BadLength);
+                return Err(FrameError::Length);
             }
             length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
@@ -190,7 +190,7 @@ pub fn body_from_headers(headers: &[httparse::Header<'_>]) -> Result<Option<Body
         }
     }
     match (chunked, length) {
-        (true, Some(_)) => Err(FrameError::BadLength),
+        (true, Some(_)) => Err(FrameError::Length),
         (true, None) => Ok(Some(Body::Chunked(Chunk::Size { size: 0, digits: 0 }))),
         (false, Some(n)) => Ok(Some(Body::Length(n))),
         (false, None) => Ok(None),
@@ -286,9 +286,9 @@ impl ResponseReader {
         let len = match resp.parse(buf) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) => return Ok(None),
-            Err(_) => return Err(FrameError::BadHead),
+            Err(_) => return Err(FrameError::Head),
         };
-        let status = resp.code.ok_or(FrameError::BadHead)?;
+        let status = resp.code.ok_or(FrameError::Head)?;
         let version = resp.version.unwrap_or(1);
         if (100..200).contains(&status) && status != 101 {
             return Ok(Some(len));
@@ -369,7 +369,8 @@ mod tests {
 
     #[test]
     fn framing_cases() {
-        let cases: &[(&str, &[u8], &[(u16, bool)])] = &[
+        type Case<'a> = (&'a str, &'a [u8], &'a [(u16, bool)]);
+        let cases: &[Case<'_>] = &[
             (
                 "content-length",
                 b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
@@ -436,36 +437,36 @@ mod tests {
     #[test]
     fn malformed_inputs() {
         let cases: &[(&str, &[u8], FrameError)] = &[
-            ("garbage", b"NOPE\r\n\r\n", FrameError::BadHead),
+            ("garbage", b"NOPE\r\n\r\n", FrameError::Head),
             (
                 "bad length",
                 b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
-                FrameError::BadLength,
+                FrameError::Length,
             ),
             (
                 "conflicting lengths",
                 b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-                FrameError::BadLength,
+                FrameError::Length,
             ),
             (
                 "chunked and length",
                 b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
-                FrameError::BadLength,
+                FrameError::Length,
             ),
             (
                 "bad chunk size",
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-                FrameError::BadChunk,
+                FrameError::ChunkSyntax,
             ),
             (
                 "missing chunk terminator",
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n",
-                FrameError::BadChunk,
+                FrameError::ChunkSyntax,
             ),
             (
                 "chunk size overflow",
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n11111111111111111\r\n",
-                FrameError::BadChunk,
+                FrameError::ChunkSyntax,
             ),
         ];
         for (name, input, want) in cases {

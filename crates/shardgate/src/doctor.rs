@@ -91,7 +91,13 @@ fn finding(
 }
 
 fn unreadable(check: &'static str, need: String) -> Finding {
-    finding(check, Status::Warn, "unknown (not readable)".into(), need, None)
+    finding(
+        check,
+        Status::Warn,
+        "unknown (not readable)".into(),
+        need,
+        None,
+    )
 }
 
 /// File descriptors Shardgate needs for `connections` client connections.
@@ -184,7 +190,11 @@ pub fn findings(r: &Readings, connections: u64) -> Vec<Finding> {
         ),
         Some(v) => finding(
             "open files system-wide (fs.file-max)",
-            if v < sys_fds { Status::Warn } else { Status::Ok },
+            if v < sys_fds {
+                Status::Warn
+            } else {
+                Status::Ok
+            },
             v.to_string(),
             format!("{sys_fds} (Shardgate's {fds}, twice over for the rest of the machine)"),
             (v < sys_fds).then(|| format!("sysctl -w fs.file-max={sys_fds}")),
@@ -318,11 +328,8 @@ fn uring_findings(r: &Readings) -> Vec<Finding> {
         _ if memcg => finding(
             check,
             Status::Ok,
-            r.memlock
-                .map_or("unknown".into(), |(s, _)| limit(s)),
-            format!(
-                "not charged on kernel {k_major}.{k_minor}+ (rings count against the cgroup)"
-            ),
+            r.memlock.map_or("unknown".into(), |(s, _)| limit(s)),
+            format!("not charged on kernel {k_major}.{k_minor}+ (rings count against the cgroup)"),
             None,
         ),
         None => unreadable(check, mib(need_bytes)),
@@ -366,14 +373,21 @@ pub fn render(connections: u64, findings: &[Finding]) -> (String, Status) {
             let _ = writeln!(s, "        fix:  {fix}");
         }
     }
-    let short = findings.iter().filter(|f| f.status == Status::Short).count();
+    let short = findings
+        .iter()
+        .filter(|f| f.status == Status::Short)
+        .count();
     let warn = findings.iter().filter(|f| f.status == Status::Warn).count();
     let _ = writeln!(
         s,
         "\n{short} short, {warn} warnings. scripts/sysctl-tune.sh show lists the kernel settings \
          a high-connection proxy wants."
     );
-    let worst = findings.iter().map(|f| f.status).max().unwrap_or(Status::Ok);
+    let worst = findings
+        .iter()
+        .map(|f| f.status)
+        .max()
+        .unwrap_or(Status::Ok);
     (s, worst)
 }
 
@@ -535,7 +549,10 @@ mod tests {
             ..typical()
         };
         let f = findings(&r, 10_000);
-        assert_eq!(by_check(&f, "per-process file ceiling").status, Status::Short);
+        assert_eq!(
+            by_check(&f, "per-process file ceiling").status,
+            Status::Short
+        );
         assert_eq!(by_check(&f, "memory").status, Status::Short);
     }
 
