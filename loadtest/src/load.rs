@@ -103,14 +103,14 @@ impl WorkerCtx {
         n
     }
 
-    /// Counts one response.
+    /// Counts one response; open-loop runs add (service time, send lag).
     #[inline]
     pub fn response(
         &self,
         measured: bool,
         status: u16,
         latency: Duration,
-        service: Option<Duration>,
+        open_loop: Option<(Duration, Duration)>,
         done: Instant,
     ) {
         let c = self.completed.get() + 1;
@@ -124,8 +124,13 @@ impl WorkerCtx {
         s.requests += 1;
         s.status.add(status);
         record(&mut s.latency, latency);
-        if let (Some(h), Some(d)) = (&mut s.service, service) {
-            record(h, d);
+        if let Some((service, lag)) = open_loop {
+            if let Some(h) = &mut s.service {
+                record(h, service);
+            }
+            if let Some(h) = &mut s.lag {
+                record(h, lag);
+            }
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::client::{self, Conn};
 use crate::closed_loop::CONNECT_BACKOFF;
 use crate::load::WorkerCtx;
-use crate::schedule::{Schedule, latency, latency_origin};
+use crate::schedule::{Schedule, latency, latency_origin, wake_time};
 use crate::stats::ErrorKind;
 
 /// Drives one connection slot on its schedule until the run stops.
@@ -54,8 +54,9 @@ async fn requests(
         if planned >= ctx.deadline || ctx.stopped(Instant::now()) {
             return true;
         }
-        if Instant::now() < planned {
-            monoio::time::sleep_until(monoio::time::Instant::from_std(planned)).await;
+        let wake = wake_time(planned);
+        if Instant::now() < wake {
+            monoio::time::sleep_until(monoio::time::Instant::from_std(wake)).await;
         }
         let measured = planned >= ctx.measure_start;
         if ctx.take(1, measured) == 0 {
@@ -75,7 +76,7 @@ async fn requests(
                     measured,
                     resp.status,
                     latency(origin, done),
-                    Some(done - sent),
+                    Some((done - sent, sent.saturating_duration_since(planned))),
                     done,
                 );
                 if !resp.keep_alive {

@@ -32,6 +32,9 @@ pub struct LoadReport {
     pub latency: LatencySummary,
     /// Open loop only: from the actual write, without coordinated-omission correction.
     pub service_latency: Option<LatencySummary>,
+    /// Open loop only: how late requests were written after their scheduled time (the
+    /// harness's own timer and scheduling delays, plus waiting behind slow responses).
+    pub send_lag: Option<LatencySummary>,
     /// `(percentile, µs)` points of the latency curve.
     pub latency_curve: Vec<(f64, f64)>,
     pub service_curve: Option<Vec<(f64, f64)>>,
@@ -73,6 +76,7 @@ impl LoadReport {
             connects: stats.connects,
             latency: LatencySummary::of(&stats.latency),
             service_latency: stats.service.as_ref().map(LatencySummary::of),
+            send_lag: stats.lag.as_ref().map(LatencySummary::of),
             latency_curve: percentile_curve(&stats.latency),
             service_curve: stats.service.as_ref().map(percentile_curve),
             errors: stats.errors,
@@ -148,6 +152,14 @@ pub fn print_load(r: &LoadReport) {
     if let Some(s) = &r.service_latency {
         println!("{}", latency_line("service", s));
         println!("  (* from the scheduled send time; service: from the actual write)");
+    }
+    if let Some(l) = &r.send_lag {
+        println!(
+            "  send lag   p50 {}  p99 {}  max {}  (write time after schedule)",
+            fmt_us(l.p50_us),
+            fmt_us(l.p99_us),
+            fmt_us(l.max_us)
+        );
     }
     println!("  errors     {}", errors_line(&r.errors));
     if r.non_2xx > 0 {

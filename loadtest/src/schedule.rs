@@ -9,11 +9,25 @@
 //! correction). The one delay not charged is the timer's own lateness on an idle connection
 //! (monoio's timer ticks in milliseconds), up to [`TIMER_SLACK`]; any lateness beyond that is
 //! the harness falling behind and is charged like the server's.
+//!
+//! monoio rounds a sleep up to the next millisecond tick and the wait up to a whole
+//! millisecond again, so a sleep ends 0-2 ms after its deadline. A connection therefore
+//! sleeps until [`wake_time`], [`TIMER_EARLY`] before its scheduled time, and sends when it
+//! wakes: sends land within about a millisecond either side of the schedule instead of always
+//! late, and an early send is timed from the moment it was written.
 
 use std::time::{Duration, Instant};
 
 /// Lateness of a timer wake-up that is not counted as latency on an idle connection.
 pub const TIMER_SLACK: Duration = Duration::from_millis(2);
+
+/// How much earlier than its scheduled time a connection asks the timer to wake it.
+pub const TIMER_EARLY: Duration = Duration::from_millis(1);
+
+/// When to wake for a request scheduled at `planned`.
+pub fn wake_time(planned: Instant) -> Instant {
+    planned.checked_sub(TIMER_EARLY).unwrap_or(planned)
+}
 
 /// The send times of one connection in an open-loop run.
 #[derive(Debug, Clone)]
@@ -151,6 +165,16 @@ mod tests {
         let t0 = Instant::now();
         let planned = t0 + ms(10);
         let sent = t0 + ms(9);
+        assert_eq!(latency_origin(planned, sent, t0), sent);
+    }
+
+    #[test]
+    fn wakes_one_timer_tick_early() {
+        let t0 = Instant::now();
+        assert_eq!(wake_time(t0 + ms(10)), t0 + ms(9));
+        // Woken 0.4 ms early: timed from the write, the schedule is not touched.
+        let planned = t0 + ms(10);
+        let sent = planned - Duration::from_micros(400);
         assert_eq!(latency_origin(planned, sent, t0), sent);
     }
 

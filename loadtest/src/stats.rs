@@ -123,6 +123,8 @@ pub struct LoadStats {
     pub latency: Histogram<u64>,
     /// Open loop only: from the actual send to the response (no correction).
     pub service: Option<Histogram<u64>>,
+    /// Open loop only: how late each request was written after its scheduled time.
+    pub lag: Option<Histogram<u64>>,
     pub requests: u64,
     pub bytes_read: u64,
     pub connects: u64,
@@ -135,6 +137,7 @@ impl LoadStats {
         LoadStats {
             latency: new_histogram(),
             service: open_loop.then(new_histogram),
+            lag: open_loop.then(new_histogram),
             requests: 0,
             bytes_read: 0,
             connects: 0,
@@ -146,6 +149,9 @@ impl LoadStats {
     pub fn merge(&mut self, o: &LoadStats) {
         self.latency.add(&o.latency).expect("same histogram bounds");
         if let (Some(a), Some(b)) = (&mut self.service, &o.service) {
+            a.add(b).expect("same histogram bounds");
+        }
+        if let (Some(a), Some(b)) = (&mut self.lag, &o.lag) {
             a.add(b).expect("same histogram bounds");
         }
         self.requests += o.requests;
