@@ -53,22 +53,11 @@ pub fn encode_request_head(req: &Request<'_, '_>, ctx: &ForwardContext<'_>, out:
     };
     put(out, &[b"Host: ", host, b"\r\n"]);
 
-    let mut xff_started = false;
     for h in req.headers {
         let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"x-forwarded-for") {
-            if !xff_started {
-                out.extend_from_slice(b"X-Forwarded-For: ");
-                xff_started = true;
-            } else {
-                out.extend_from_slice(b", ");
-            }
-            out.extend_from_slice(h.value);
-            continue;
-        }
         if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // Validated by the parser: the body is forwarded chunked as received.
-            put(out, &[h.name.as_bytes(), b": ", h.value, b"\r\n"]);
+            put(out, &[name, b": ", h.value, b"\r\n"]);
             continue;
         }
         if owned_request_field(name) || dropped(name, &req.connection) {
@@ -76,11 +65,14 @@ pub fn encode_request_head(req: &Request<'_, '_>, ctx: &ForwardContext<'_>, out:
         }
         put(out, &[name, b": ", h.value, b"\r\n"]);
     }
-    if xff_started {
-        put(out, &[b", ", ctx.client_ip, b"\r\n"]);
-    } else {
-        put(out, &[b"X-Forwarded-For: ", ctx.client_ip, b"\r\n"]);
+    // Every incoming X-Forwarded-For value, in order, then the client.
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    for h in req.headers {
+        if h.name.as_bytes().eq_ignore_ascii_case(b"x-forwarded-for") {
+            put(out, &[h.value, b", "]);
+        }
     }
+    put(out, &[ctx.client_ip, b"\r\n"]);
     put(out, &[b"X-Forwarded-Proto: ", ctx.proto, b"\r\n"]);
     if !req.host.is_empty() {
         put(out, &[b"X-Forwarded-Host: ", req.host, b"\r\n"]);

@@ -19,9 +19,11 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr)
     let mut carried = Vec::new();
     loop {
         let buf = if carried.is_empty() {
-            // Idle: no buffer is held while waiting.
+            // Idle: no buffer is held while waiting. Not "relaxed": on the
+            // epoll driver a relaxed wait trusts readiness left over from the
+            // last read and would pin a buffer on an idle connection.
             let idle = shard.snapshot.timeouts.idle;
-            match monoio::time::timeout(idle, client.stream.readable(true)).await {
+            match monoio::time::timeout(idle, client.stream.readable(false)).await {
                 Ok(Ok(())) => shard.buffers.take(),
                 _ => break,
             }

@@ -171,12 +171,15 @@ async fn read_head(
                 )));
             }
         }
+        let started = !b.c.is_empty();
         let (r, c) = read_more(&mut client.stream, take(&mut b.c), deadline).await;
         b.c = c;
         match r {
-            Ok(0) if b.c.is_empty() => return Ok(None),
+            Ok(0) if !started => return Ok(None),
             Ok(0) => return Err(ProxyError::new(ErrorKind::ClientGone)),
             Ok(_) => {}
+            // Nothing at all arrived: an idle connection, closed quietly.
+            Err(IoFail::Timeout) if !started => return Ok(None),
             Err(IoFail::Timeout) => return Err(ProxyError::new(ErrorKind::ClientHeadTimeout)),
             Err(IoFail::Io) => return Err(ProxyError::new(ErrorKind::ClientGone)),
         }
