@@ -9,7 +9,8 @@ use crate::method::{
 };
 use crate::pattern::{Piece, parse_exact, parse_prefix};
 use crate::router::{Route, Router};
-use crate::trie::{NONE, PathTrie};
+use crate::table::NONE;
+use crate::trie::PathTrie;
 
 /// How a route's path pattern matches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,7 +118,7 @@ impl<T> RouterBuilder<T> {
         let mut default_scope = NONE;
         for (key, trie) in self.scopes {
             let index = scopes.len() as u32;
-            scopes.push(trie);
+            scopes.push(trie.freeze());
             match key {
                 HostKey::Exact(h) => exact.push((h, index)),
                 HostKey::Wildcard(h) => wildcard.push((h, index)),

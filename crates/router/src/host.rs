@@ -69,29 +69,97 @@ pub(crate) fn parse_host(host: &str) -> Result<HostKey, String> {
     })
 }
 
-/// The host part of a raw `Host` header value: port and one trailing dot removed.
-#[inline]
-pub(crate) fn request_host(raw: &[u8]) -> &[u8] {
-    let host = if raw.first() == Some(&b'[') {
-        match raw.iter().position(|&b| b == b']') {
-            Some(i) => &raw[..=i],
-            None => raw,
+use crate::table::word_at as load;
+
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// The host part of a raw `Host` value (port and one trailing dot removed, case kept) and its
+/// [`hash`], found in one pass eight bytes at a time: this runs on every request.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RequestHost<'a> {
+    pub(crate) host: &'a [u8],
+    pub(crate) hash: u64,
+}
+
+impl<'a> RequestHost<'a> {
+    #[inline]
+    pub(crate) fn new(raw: &'a [u8]) -> RequestHost<'a> {
+        // A bracketed IPv6 literal ends at ']' (kept); anything else at ':' (dropped).
+        let (stop, keep) = if raw.first() == Some(&b'[') {
+            (b']', 1)
+        } else {
+            (b':', 0)
+        };
+        let mut h = SEED;
+        let mut len = raw.len();
+        let mut i = 0;
+        while i < raw.len() {
+            let w = load(raw, i);
+            let hit = has_byte(w, stop);
+            if hit != 0 {
+                let n = ((hit.trailing_zeros() / 8) as usize + keep).min(raw.len() - i);
+                if n > 0 {
+                    h = mix(h, lower(w & low_bytes(n)));
+                }
+                len = i + n;
+                break;
+            }
+            h = mix(h, lower(w));
+            i += 8;
         }
+        match raw[..len].strip_suffix(b".") {
+            Some(host) => RequestHost {
+                host,
+                hash: hash(host),
+            },
+            None => RequestHost {
+                host: &raw[..len],
+                hash: finish(h, len),
+            },
+        }
+    }
+}
+
+/// The host part of a raw `Host` value; see [`RequestHost`].
+#[cfg(test)]
+fn request_host(raw: &[u8]) -> &[u8] {
+    RequestHost::new(raw).host
+}
+
+/// Mask of the `n` (at most 8) low bytes of a word.
+#[inline(always)]
+fn low_bytes(n: usize) -> u64 {
+    if n >= 8 {
+        u64::MAX
     } else {
-        match raw.iter().position(|&b| b == b':') {
-            Some(i) => &raw[..i],
-            None => raw,
-        }
-    };
-    host.strip_suffix(b".").unwrap_or(host)
+        (1u64 << (8 * n)) - 1
+    }
+}
+
+/// High bit set in the lowest byte of `w` equal to `b` (bytes above it may be wrong).
+#[inline(always)]
+fn has_byte(w: u64, b: u8) -> u64 {
+    let y = w ^ (LO * b as u64);
+    y.wrapping_sub(LO) & !y & HI
+}
+
+/// ASCII lower-case of eight bytes at once; other bytes unchanged.
+#[inline(always)]
+fn lower(w: u64) -> u64 {
+    let seven = w & !HI;
+    let ge_a = seven + LO * (0x80 - b'A' as u64);
+    let gt_z = seven + LO * (0x80 - b'Z' as u64 - 1);
+    let upper = ge_a & !gt_z & !w & HI;
+    w | (upper >> 2)
 }
 
 /// An immutable map from lower-case host names to scope indices, probed with any-case keys
-/// without allocating: the hash folds ASCII case, equality ignores it.
+/// without allocating: hashing and comparing lower-case the probe eight bytes at a time.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct HostMap {
-    /// Open addressing, power-of-two size; `u32::MAX` marks an empty slot.
-    slots: Box<[u32]>,
+    /// Open addressing, power-of-two size: `(hash, key index)`, `EMPTY` index when free.
+    slots: Box<[(u64, u32)]>,
     keys: Vec<(Box<[u8]>, u32)>,
 }
 
@@ -103,17 +171,18 @@ impl HostMap {
             return HostMap::default();
         }
         let size = (entries.len() * 2).next_power_of_two();
-        let mut slots = vec![EMPTY; size].into_boxed_slice();
+        let mut slots = vec![(0, EMPTY); size].into_boxed_slice();
         let keys: Vec<(Box<[u8]>, u32)> = entries
             .into_iter()
             .map(|(k, v)| (k.into_boxed_bytes(), v))
             .collect();
         for (i, (k, _)) in keys.iter().enumerate() {
-            let mut s = fold_hash(k) as usize & (size - 1);
-            while slots[s] != EMPTY {
+            let h = hash(k);
+            let mut s = h as usize & (size - 1);
+            while slots[s].1 != EMPTY {
                 s = (s + 1) & (size - 1);
             }
-            slots[s] = i as u32;
+            slots[s] = (h, i as u32);
         }
         HostMap { slots, keys }
     }
@@ -122,47 +191,73 @@ impl HostMap {
         self.keys.is_empty()
     }
 
+    /// The value for a host of any case.
     #[inline]
     pub(crate) fn get(&self, host: &[u8]) -> Option<u32> {
+        self.get_hashed(host, hash(host))
+    }
+
+    /// [`HostMap::get`] with the host's [`hash`] already known.
+    #[inline]
+    pub(crate) fn get_hashed(&self, host: &[u8], h: u64) -> Option<u32> {
         if self.keys.is_empty() {
             return None;
         }
         let mask = self.slots.len() - 1;
-        let mut s = fold_hash(host) as usize & mask;
+        let mut s = h as usize & mask;
         loop {
-            let i = self.slots[s];
+            let (slot_hash, i) = self.slots[s];
             if i == EMPTY {
                 return None;
             }
-            let (key, value) = &self.keys[i as usize];
-            if key.eq_ignore_ascii_case(host) {
-                return Some(*value);
+            if slot_hash == h {
+                let (key, value) = &self.keys[i as usize];
+                if key.len() == host.len() && same_lower(key, host) {
+                    return Some(*value);
+                }
             }
             s = (s + 1) & mask;
         }
     }
 }
 
-/// A hash that ignores ASCII case: every byte has its 0x20 bit set before mixing (this also
-/// folds some non-letters together, which only costs a rare extra probe).
-#[inline]
-fn fold_hash(s: &[u8]) -> u64 {
-    const K: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut h = (s.len() as u64).wrapping_mul(K);
-    let mut chunks = s.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
-        h = (h ^ (w | 0x2020_2020_2020_2020))
-            .wrapping_mul(K)
-            .rotate_left(31);
-    }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut buf = [0u8; 8];
-        buf[..rest.len()].copy_from_slice(rest);
-        h = (h ^ (u64::from_le_bytes(buf) | 0x2020_2020_2020_2020)).wrapping_mul(K);
-    }
+const SEED: u64 = 0x243F_6A88_85A3_08D3;
+const K: u64 = 0x9E37_79B9_7F4A_7C15;
+
+#[inline(always)]
+fn mix(h: u64, w: u64) -> u64 {
+    (h ^ w).wrapping_mul(K).rotate_left(31)
+}
+
+#[inline(always)]
+fn finish(h: u64, len: usize) -> u64 {
+    let h = (h ^ len as u64).wrapping_mul(K);
     h ^ (h >> 29)
+}
+
+/// A multiplicative hash over the lower-cased eight-byte words of `s`.
+#[inline]
+pub(crate) fn hash(s: &[u8]) -> u64 {
+    let mut h = SEED;
+    let mut i = 0;
+    while i < s.len() {
+        h = mix(h, lower(load(s, i)));
+        i += 8;
+    }
+    finish(h, s.len())
+}
+
+/// Whether `probe`, lower-cased, equals `key` (lower-case, same length).
+#[inline]
+fn same_lower(key: &[u8], probe: &[u8]) -> bool {
+    let mut i = 0;
+    while i < key.len() {
+        if load(key, i) != lower(load(probe, i)) {
+            return false;
+        }
+        i += 8;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -204,6 +299,15 @@ mod tests {
             ("api.example.com", "api.example.com"),
             ("api.example.com:8080", "api.example.com"),
             ("API.example.com.", "API.example.com"),
+            ("WWW.EXAMPLE-1.ORG:80", "WWW.EXAMPLE-1.ORG"),
+            (
+                "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q",
+                "a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q",
+            ),
+            ("exactly8:1", "exactly8"),
+            ("exactly8", "exactly8"),
+            (":8080", ""),
+            (".", ""),
             ("api.example.com.:443", "api.example.com"),
             ("[::1]:8080", "[::1]"),
             ("[::1]", "[::1]"),
@@ -211,6 +315,64 @@ mod tests {
         ];
         for (raw, want) in cases {
             assert_eq!(request_host(raw.as_bytes()), want.as_bytes(), "{raw}");
+        }
+    }
+
+    #[test]
+    fn lower_changes_only_ascii_capitals() {
+        for b in 0..=255u8 {
+            let w = u64::from_le_bytes([b, b'A', b, b'z', b, b'@', b'[', b]);
+            let want = u64::from_le_bytes([
+                b.to_ascii_lowercase(),
+                b'a',
+                b.to_ascii_lowercase(),
+                b'z',
+                b.to_ascii_lowercase(),
+                b'@',
+                b'[',
+                b.to_ascii_lowercase(),
+            ]);
+            assert_eq!(lower(w), want, "byte {b:#x}");
+        }
+    }
+
+    #[test]
+    fn load_pads_with_zeros_at_any_offset() {
+        let s = b"0123456789abc";
+        for len in 0..=s.len() {
+            for i in 0..len {
+                let mut want = [0u8; 8];
+                let n = (len - i).min(8);
+                want[..n].copy_from_slice(&s[i..i + n]);
+                assert_eq!(
+                    load(&s[..len], i),
+                    u64::from_le_bytes(want),
+                    "len {len} at {i}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn one_pass_hash_equals_hash_of_the_cut_host() {
+        for raw in [
+            "a.com",
+            "A.Com:80",
+            "exactly8",
+            "exactly8:1",
+            "api.github.com",
+            "[::1]:8080",
+            "x.",
+            "x.:1",
+            "",
+        ] {
+            let h = RequestHost::new(raw.as_bytes());
+            assert_eq!(h.hash, hash(h.host), "{raw}");
+            assert_eq!(
+                h.hash,
+                hash(h.host.to_ascii_lowercase().as_slice()),
+                "{raw}"
+            );
         }
     }
 
@@ -234,7 +396,15 @@ mod tests {
             assert_eq!(map.get(n.as_bytes()), Some(i as u32));
             assert_eq!(map.get(n.to_ascii_uppercase().as_bytes()), Some(i as u32));
         }
-        for miss in ["c.com", "a.co", "", "api.example.com.", "A.COM\0"] {
+        for miss in [
+            "c.com",
+            "a.co",
+            "",
+            "api.example.com.",
+            "a.com\0",
+            "A.COM\0",
+            "a.com\x01",
+        ] {
             assert_eq!(map.get(miss.as_bytes()), None, "{miss}");
         }
         assert_eq!(HostMap::default().get(b"a.com"), None);

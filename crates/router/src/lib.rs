@@ -47,6 +47,7 @@ mod method;
 mod normalize;
 mod pattern;
 mod router;
+mod table;
 mod trie;
 
 pub use builder::{PatternKind, RouteSpec, RouterBuilder};

@@ -1,8 +1,8 @@
 //! The built, immutable table and its lookup.
 
-use crate::host::{HostMap, request_host};
+use crate::host::{HostMap, RequestHost};
 use crate::method::{AllowMethods, request_bit};
-use crate::trie::{NONE, PathTrie, Spans, Walk};
+use crate::table::{NONE, PathTable, Spans, Walk};
 
 #[derive(Clone, Debug)]
 pub(crate) struct Route<T> {
@@ -17,7 +17,7 @@ pub(crate) struct Route<T> {
 #[derive(Clone, Debug)]
 pub struct Router<T> {
     pub(crate) routes: Vec<Route<T>>,
-    pub(crate) scopes: Vec<PathTrie>,
+    pub(crate) scopes: Vec<PathTable>,
     pub(crate) exact_hosts: HostMap,
     pub(crate) wildcard_hosts: HostMap,
     pub(crate) default_scope: u32,
@@ -142,8 +142,8 @@ impl<T> Router<T> {
         if self.exact_hosts.is_empty() && self.wildcard_hosts.is_empty() {
             return self.default_scope;
         }
-        let host = request_host(raw);
-        if let Some(s) = self.exact_hosts.get(host) {
+        let RequestHost { host, hash } = RequestHost::new(raw);
+        if let Some(s) = self.exact_hosts.get_hashed(host, hash) {
             return s;
         }
         if !self.wildcard_hosts.is_empty() {

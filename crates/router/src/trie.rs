@@ -1,24 +1,16 @@
-//! The per-host path table: a compressed radix trie over path bytes.
+//! The per-host path table while it is built: a compressed radix trie over path bytes, frozen
+//! into a [`PathTable`] for lookups.
 //!
 //! Static edges carry byte labels and are indexed by their first byte; a parameter is a child
 //! node with an empty label that consumes one whole segment; a catch-all and the end of a
 //! pattern are leaves hanging off a node. Prefix routes are leaves too: they are static, so they
 //! sit on the purely static spine of the trie, which the walk always explores first.
 //!
-//! The walk is a depth-first search in priority order — static child, then parameter, then
-//! catch-all — and stops at the first leaf that accepts the method. Each node is entered at
-//! most once per lookup (a node fixes how many bytes and segments came before it), so a lookup
-//! is bounded by the size of the trie even when it backtracks. Leaves hold a method bitset
-//! (the union of their routes') so rejecting a method is one `AND`.
+//! Conflicts are found here: two routes conflict exactly when they land on the same leaf with
+//! overlapping method sets.
 
-use smallvec::SmallVec;
-
-use crate::pattern::{MAX_PARAMS, Piece};
-
-pub(crate) const NONE: u32 = u32::MAX;
-
-/// Parameter captures of one lookup: byte spans into the path.
-pub(crate) type Spans = SmallVec<[(u32, u32); MAX_PARAMS]>;
+use crate::pattern::Piece;
+use crate::table::{FrozenLeaf, FrozenNode, NONE, PathTable, word_at};
 
 #[derive(Clone, Debug)]
 struct Node {
@@ -64,30 +56,6 @@ pub(crate) enum Slot {
     Exact(u32),
     CatchAll(u32),
     Prefix(u32),
-}
-
-/// State of one lookup.
-pub(crate) struct Walk<'p> {
-    path: &'p [u8],
-    bit: u64,
-    pub(crate) spans: Spans,
-    /// Union of the methods of every route whose path matched.
-    pub(crate) allow: u64,
-    /// Longest prefix route so far that accepts the method.
-    pub(crate) prefix_route: u32,
-}
-
-impl<'p> Walk<'p> {
-    #[inline]
-    pub(crate) fn new(path: &'p [u8], bit: u64) -> Walk<'p> {
-        Walk {
-            path,
-            bit,
-            spans: Spans::new(),
-            allow: 0,
-            prefix_route: NONE,
-        }
-    }
 }
 
 #[derive(Clone, Debug)]
@@ -209,78 +177,67 @@ impl PathTrie {
         node
     }
 
-    /// Runs a lookup; the route that matched path and method, if any. On `None`, `walk.allow`
-    /// and `walk.prefix_route` tell the rest.
-    #[inline]
-    pub(crate) fn find(&self, walk: &mut Walk<'_>) -> Option<u32> {
-        self.visit(0, 0, walk)
-    }
-
-    fn visit(&self, n: u32, pos: usize, w: &mut Walk<'_>) -> Option<u32> {
-        let node = &self.nodes[n as usize];
-        let path = w.path;
-        let end = pos + node.label.len();
-        if path.get(pos..end) != Some(&node.label[..]) {
-            return None;
-        }
-        let pos = end;
-        if node.prefix != NONE && path.get(pos).is_none_or(|&b| b == b'/') {
-            self.prefix_candidate(node.prefix, w);
-        }
-        let Some(&b) = path.get(pos) else {
-            return if node.exact != NONE {
-                self.leaf_route(node.exact, w)
-            } else {
-                None
-            };
-        };
-        if let Some(i) = node.first.iter().position(|&f| f == b)
-            && let Some(r) = self.visit(node.children[i], pos, w)
-        {
-            return Some(r);
-        }
-        if node.param != NONE {
-            let seg_end = path[pos..]
+    /// The lookup form of this trie.
+    pub(crate) fn freeze(&self) -> PathTable {
+        let mut t = PathTable::default();
+        // Breadth-first, so each node's static children get consecutive ids.
+        let mut ids = vec![NONE; self.nodes.len()];
+        let mut order = vec![0u32];
+        ids[0] = 0;
+        let mut i = 0;
+        while i < order.len() {
+            let node = &self.nodes[order[i] as usize];
+            for &c in node
+                .children
                 .iter()
-                .position(|&b| b == b'/')
-                .map_or(path.len(), |e| pos + e);
-            if seg_end > pos {
-                w.spans.push((pos as u32, seg_end as u32));
-                if let Some(r) = self.visit(node.param, seg_end, w) {
-                    return Some(r);
-                }
-                w.spans.pop();
+                .chain(std::iter::once(&node.param).filter(|&&p| p != NONE))
+            {
+                ids[c as usize] = order.len() as u32;
+                order.push(c);
             }
+            i += 1;
         }
-        if node.catch_all != NONE {
-            w.spans.push((pos as u32, path.len() as u32));
-            if let Some(r) = self.leaf_route(node.catch_all, w) {
-                return Some(r);
-            }
-            w.spans.pop();
+        for &old in &order {
+            let node = &self.nodes[old as usize];
+            let label = t.bytes.len() as u32;
+            t.bytes.extend_from_slice(&node.label);
+            t.firsts.push(node.label.first().copied().unwrap_or(0));
+            let head_len = node.label.len().min(8);
+            t.nodes.push(FrozenNode {
+                head: word_at(&node.label, 0) & low_bytes(head_len),
+                head_mask: low_bytes(head_len),
+                label,
+                label_len: node.label.len() as u32,
+                kids: node.children.first().map_or(0, |&c| ids[c as usize]),
+                kids_len: node.children.len() as u32,
+                param: if node.param == NONE {
+                    NONE
+                } else {
+                    ids[node.param as usize]
+                },
+                exact: node.exact,
+                catch_all: node.catch_all,
+                prefix: node.prefix,
+            });
         }
-        None
+        for leaf in &self.leaves {
+            t.leaves.push(FrozenLeaf {
+                mask: leaf.mask,
+                first_route: leaf.routes[0].1,
+                more: t.more.len() as u32,
+                more_len: leaf.routes.len() as u32 - 1,
+            });
+            t.more.extend_from_slice(&leaf.routes[1..]);
+        }
+        t
     }
+}
 
-    #[inline]
-    fn leaf_route(&self, leaf: u32, w: &mut Walk<'_>) -> Option<u32> {
-        let leaf = &self.leaves[leaf as usize];
-        if leaf.mask & w.bit == 0 {
-            w.allow |= leaf.mask;
-            return None;
-        }
-        leaf.routes
-            .iter()
-            .find(|(m, _)| m & w.bit != 0)
-            .map(|&(_, r)| r)
-    }
-
-    /// Prefix leaves are met in order of increasing length, so a later hit replaces an
-    /// earlier one.
-    #[inline]
-    fn prefix_candidate(&self, leaf: u32, w: &mut Walk<'_>) {
-        if let Some(r) = self.leaf_route(leaf, w) {
-            w.prefix_route = r;
-        }
+/// Mask of the `n` (at most 8) low bytes of a word.
+fn low_bytes(n: usize) -> u64 {
+    if n >= 8 {
+        u64::MAX
+    } else {
+        (1u64 << (8 * n)) - 1
     }
 }

@@ -1,0 +1,237 @@
+//! The frozen per-host path table and the lookup walk over it.
+//!
+//! Nodes sit in one array, each node's static children at consecutive indices, labels in one
+//! byte array: a node is 32 bytes and a lookup touches no other allocation.
+//!
+//! The walk is a depth-first search in priority order — static child, then parameter, then
+//! catch-all — and stops at the first leaf that accepts the method. Each node is entered at
+//! most once per lookup (a node fixes how many bytes and segments came before it), so a lookup
+//! is bounded by the size of the table even when it backtracks. Leaves hold a method bitset
+//! (the union of their routes') so rejecting a method is one `AND`.
+
+use smallvec::SmallVec;
+
+use crate::pattern::MAX_PARAMS;
+
+pub(crate) const NONE: u32 = u32::MAX;
+
+/// Parameter captures of one lookup: byte spans into the path.
+pub(crate) type Spans = SmallVec<[(u32, u32); MAX_PARAMS]>;
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FrozenNode {
+    /// The label's first (up to) eight bytes, little-endian, and the mask of those bytes:
+    /// most labels are compared with one load.
+    pub(crate) head: u64,
+    pub(crate) head_mask: u64,
+    /// Offset of the label in `PathTable::bytes`.
+    pub(crate) label: u32,
+    pub(crate) label_len: u32,
+    /// Index of the first static child; they are consecutive.
+    pub(crate) kids: u32,
+    pub(crate) kids_len: u32,
+    /// Parameter child node, or `NONE`.
+    pub(crate) param: u32,
+    /// Leaves (indices into `PathTable::leaves`), or `NONE`.
+    pub(crate) exact: u32,
+    pub(crate) catch_all: u32,
+    pub(crate) prefix: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct FrozenLeaf {
+    /// Union of the routes' methods.
+    pub(crate) mask: u64,
+    /// The first route; usually the only one.
+    pub(crate) first_route: u32,
+    /// Further `(mask, route)` pairs in `PathTable::more`.
+    pub(crate) more: u32,
+    pub(crate) more_len: u32,
+}
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PathTable {
+    pub(crate) nodes: Vec<FrozenNode>,
+    /// First byte of each node's label (0 for parameter nodes), for child dispatch.
+    pub(crate) firsts: Vec<u8>,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) leaves: Vec<FrozenLeaf>,
+    pub(crate) more: Vec<(u64, u32)>,
+}
+
+/// State of one lookup.
+pub(crate) struct Walk<'p> {
+    path: &'p [u8],
+    bit: u64,
+    pub(crate) spans: Spans,
+    /// Union of the methods of every route whose path matched.
+    pub(crate) allow: u64,
+    /// Longest prefix route so far that accepts the method.
+    pub(crate) prefix_route: u32,
+}
+
+impl<'p> Walk<'p> {
+    #[inline]
+    pub(crate) fn new(path: &'p [u8], bit: u64) -> Walk<'p> {
+        Walk {
+            path,
+            bit,
+            spans: Spans::new(),
+            allow: 0,
+            prefix_route: NONE,
+        }
+    }
+}
+
+impl PathTable {
+    /// Runs a lookup; the route that matched path and method, if any. On `None`, `walk.allow`
+    /// and `walk.prefix_route` tell the rest.
+    #[inline]
+    pub(crate) fn find(&self, walk: &mut Walk<'_>) -> Option<u32> {
+        self.visit(0, 0, walk)
+    }
+
+    /// Visits node `n` entered at `pos`. The last alternative at each node is taken in the
+    /// loop; only when a node offers another one to come back to (a parameter or catch-all
+    /// after a static child, a catch-all after a parameter) does the walk recurse.
+    fn visit(&self, mut n: u32, mut pos: usize, w: &mut Walk<'_>) -> Option<u32> {
+        let path = w.path;
+        loop {
+            let node = &self.nodes[n as usize];
+            let len = node.label_len as usize;
+            if len > 0 {
+                let end = pos + len;
+                if end > path.len() || word_at(path, pos) & node.head_mask != node.head {
+                    return None;
+                }
+                if len > 8 {
+                    let rest = &self.bytes[node.label as usize + 8..][..len - 8];
+                    if !same_bytes(&path[pos + 8..end], rest) {
+                        return None;
+                    }
+                }
+                pos = end;
+            }
+            if node.prefix != NONE && path.get(pos).is_none_or(|&b| b == b'/') {
+                self.prefix_candidate(node.prefix, w);
+            }
+            let Some(&b) = path.get(pos) else {
+                return if node.exact != NONE {
+                    self.leaf_route(node.exact, w)
+                } else {
+                    None
+                };
+            };
+            let kids = &self.firsts[node.kids as usize..][..node.kids_len as usize];
+            let child = kids
+                .iter()
+                .position(|&f| f == b)
+                .map(|i| node.kids + i as u32);
+            // A parameter takes a non-empty segment.
+            let param = node.param != NONE && b != b'/';
+            if !param && node.catch_all == NONE {
+                n = child?;
+                continue;
+            }
+            if let Some(c) = child {
+                let saved = w.spans.len();
+                if let Some(r) = self.visit(c, pos, w) {
+                    return Some(r);
+                }
+                w.spans.truncate(saved);
+            }
+            if param {
+                let seg_end = path[pos..]
+                    .iter()
+                    .position(|&b| b == b'/')
+                    .map_or(path.len(), |e| pos + e);
+                w.spans.push((pos as u32, seg_end as u32));
+                if node.catch_all == NONE {
+                    n = node.param;
+                    pos = seg_end;
+                    continue;
+                }
+                let saved = w.spans.len() - 1;
+                if let Some(r) = self.visit(node.param, seg_end, w) {
+                    return Some(r);
+                }
+                w.spans.truncate(saved);
+            }
+            w.spans.push((pos as u32, path.len() as u32));
+            let r = self.leaf_route(node.catch_all, w);
+            if r.is_none() {
+                w.spans.pop();
+            }
+            return r;
+        }
+    }
+
+    #[inline]
+    fn leaf_route(&self, leaf: u32, w: &mut Walk<'_>) -> Option<u32> {
+        let leaf = &self.leaves[leaf as usize];
+        if leaf.mask & w.bit == 0 {
+            w.allow |= leaf.mask;
+            return None;
+        }
+        if leaf.more_len == 0 {
+            return Some(leaf.first_route);
+        }
+        let more = &self.more[leaf.more as usize..][..leaf.more_len as usize];
+        // The first route is the one whose mask is not in `more`: check the others first.
+        match more.iter().find(|(m, _)| m & w.bit != 0) {
+            Some(&(_, r)) => Some(r),
+            None => Some(leaf.first_route),
+        }
+    }
+
+    /// Prefix leaves are met in order of increasing length, so a later hit replaces an
+    /// earlier one.
+    #[inline]
+    fn prefix_candidate(&self, leaf: u32, w: &mut Walk<'_>) {
+        if let Some(r) = self.leaf_route(leaf, w) {
+            w.prefix_route = r;
+        }
+    }
+}
+
+/// Eight bytes of `s` from `i` (`i < s.len()`), zero-padded past the end, little-endian.
+#[inline(always)]
+pub(crate) fn word_at(s: &[u8], i: usize) -> u64 {
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+    if let Some(b) = s.get(i..i + 8) {
+        return word(b);
+    }
+    let rest = s.len() - i;
+    if s.len() >= 8 {
+        // The last eight bytes, shifted so the wanted ones come first.
+        word(&s[s.len() - 8..]) >> (8 * (8 - rest))
+    } else {
+        s[i..]
+            .iter()
+            .enumerate()
+            .fold(0, |w, (k, &b)| w | (b as u64) << (8 * k))
+    }
+}
+
+/// Equality of two equally long, usually short, slices, inline: labels are a few bytes, and
+/// a call into the C library's `memcmp` per trie node measured slower than this loop.
+#[inline(always)]
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    debug_assert_eq!(a.len(), b.len());
+    let mut i = 0;
+    while i + 8 <= a.len() {
+        let x = u64::from_ne_bytes(a[i..i + 8].try_into().expect("8 bytes"));
+        let y = u64::from_ne_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        if x != y {
+            return false;
+        }
+        i += 8;
+    }
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
