@@ -17,6 +17,9 @@ struct Entry {
     id: usize,
 }
 
+/// Captures of one match: byte ranges into the path.
+pub type Spans = SmallVec<[(usize, usize); 8]>;
+
 pub struct Linear {
     entries: Vec<Entry>,
 }
@@ -55,12 +58,7 @@ impl Linear {
         Linear { entries }
     }
 
-    pub fn lookup(
-        &self,
-        host: &[u8],
-        method: &[u8],
-        path: &[u8],
-    ) -> Option<(usize, SmallVec<[(usize, usize); 8]>)> {
+    pub fn lookup(&self, host: &[u8], method: &[u8], path: &[u8]) -> Option<(usize, Spans)> {
         let host = match host.iter().position(|&b| b == b':') {
             Some(i) => &host[..i],
             None => host,
