@@ -16,7 +16,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::cli::{Driver, HoldOpts};
-use crate::client::{self, Conn};
+use crate::client::{self, Conn, ConnectOpts};
 use crate::report::{self, fmt_us};
 use crate::stats::{
     ErrorCounts, ErrorKind, LatencySummary, Progress, StatusCounts, new_histogram, record,
@@ -127,9 +127,15 @@ async fn connector(ctx: Rc<Ctx>) {
         }
         ctx.next_slot.set(i + 1);
         let slot = ctx.plan.slots[i];
-        let source = ctx.plan.sources.map(|s| source_for(slot, s));
         let p = &ctx.plan;
-        let stream = match client::connect(p.addr, source, p.blocking_sockets, p.timeout).await {
+        let opts = ConnectOpts {
+            // With one source the kernel picks it (and reuses ports per destination).
+            source: p.sources.filter(|&s| s > 1).map(|s| source_for(slot, s)),
+            blocking: p.blocking_sockets,
+            reset_on_close: true,
+            timeout: p.timeout,
+        };
+        let stream = match client::connect(p.addr, opts).await {
             Ok(s) => s,
             Err(k) => {
                 ctx.connect_errors.borrow_mut().add(k);

@@ -80,6 +80,16 @@ impl WorkerCtx {
         }
     }
 
+    /// How this worker's connections are opened.
+    pub fn connect_opts(&self) -> crate::client::ConnectOpts {
+        crate::client::ConnectOpts {
+            source: None,
+            blocking: self.blocking_sockets,
+            reset_on_close: false,
+            timeout: self.timeout,
+        }
+    }
+
     /// True once the deadline passed or the request budget ran out.
     pub fn stopped(&self, now: Instant) -> bool {
         if now >= self.deadline {

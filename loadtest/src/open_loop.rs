@@ -17,8 +17,7 @@ pub async fn connection(ctx: Rc<WorkerCtx>, slot: u64) {
     let mut req = ctx.request.clone();
     let mut buf = Vec::new();
     while !ctx.stopped(Instant::now()) {
-        let stream = match client::connect(ctx.addr, None, ctx.blocking_sockets, ctx.timeout).await
-        {
+        let stream = match client::connect(ctx.addr, ctx.connect_opts()).await {
             Ok(s) => s,
             Err(kind) => {
                 ctx.error(kind);
