@@ -23,7 +23,12 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr)
             // epoll driver a relaxed wait trusts readiness left over from the
             // last read and would pin a buffer on an idle connection.
             let idle = shard.snapshot.timeouts.idle;
-            match monoio::time::timeout(idle, client.stream.readable(false)).await {
+            let deadline = std::time::Instant::now() + idle;
+            match shard
+                .timers
+                .within(deadline, client.stream.readable(false))
+                .await
+            {
                 Ok(Ok(())) => shard.buffers.take(),
                 _ => break,
             }

@@ -157,7 +157,14 @@ pub(crate) async fn relay(
     let plan = &mut ex.response;
     let up = &mut ex.conn.stream;
     let deadline = Instant::now() + snap.timeouts.send;
-    let (r, w) = write_from(&mut client.stream, take(&mut b.w), 0, deadline).await;
+    let (r, w) = write_from(
+        &shard.timers,
+        &mut client.stream,
+        take(&mut b.w),
+        0,
+        deadline,
+    )
+    .await;
     b.w = w;
     if r.is_err() {
         return BROKEN;
@@ -169,7 +176,7 @@ pub(crate) async fn relay(
         }
         b.u.clear();
         let deadline = Instant::now() + snap.timeouts.upstream_response;
-        let (r, u) = read_more(up, take(&mut b.u), deadline).await;
+        let (r, u) = read_more(&shard.timers, up, take(&mut b.u), deadline).await;
         b.u = u;
         let n = match r {
             Ok(0) if matches!(plan.body, BodyLeft::UntilClose) => break,
@@ -221,11 +228,26 @@ pub(crate) async fn relay(
         };
         let deadline = Instant::now() + snap.timeouts.send;
         let r = if from == usize::MAX {
-            let (r, w) = write_from(&mut client.stream, take(&mut b.w), 0, deadline).await;
+            let (r, w) = write_from(
+                &shard.timers,
+                &mut client.stream,
+                take(&mut b.w),
+                0,
+                deadline,
+            )
+            .await;
             b.w = w;
             r
         } else {
-            let (r, u) = write_range(&mut client.stream, take(&mut b.u), from, to, deadline).await;
+            let (r, u) = write_range(
+                &shard.timers,
+                &mut client.stream,
+                take(&mut b.u),
+                from,
+                to,
+                deadline,
+            )
+            .await;
             b.u = u;
             r
         };
@@ -254,13 +276,27 @@ pub(crate) async fn switch_protocols(
 ) -> Next {
     shard.stats.record_status(101);
     let deadline = Instant::now() + snap.timeouts.send;
-    let (r, w) = write_from(&mut client.stream, take(&mut b.w), 0, deadline).await;
+    let (r, w) = write_from(
+        &shard.timers,
+        &mut client.stream,
+        take(&mut b.w),
+        0,
+        deadline,
+    )
+    .await;
     b.w = w;
     if r.is_err() {
         return Next::Close;
     }
     if !b.c.is_empty() {
-        let (r, c) = write_from(&mut ex.conn.stream, take(&mut b.c), 0, deadline).await;
+        let (r, c) = write_from(
+            &shard.timers,
+            &mut ex.conn.stream,
+            take(&mut b.c),
+            0,
+            deadline,
+        )
+        .await;
         b.c = c;
         b.c.clear();
         if r.is_err() {

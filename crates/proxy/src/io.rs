@@ -1,8 +1,9 @@
-//! Owned-buffer I/O with deadlines. monoio takes a buffer for the length of
+//! Owned-buffer I/O with deadlines (see `timer`). monoio takes a buffer for the length of
 //! an operation and hands it back; when a deadline cuts an operation short
 //! the buffer stays with the kernel until it completes, so these helpers
 //! return an empty `Vec` in its place (the buffer pool refills itself).
 
+use crate::timer::Timers;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
@@ -17,6 +18,7 @@ pub(crate) enum IoFail {
 /// Reads whatever is available into the spare capacity of `buf` (after its
 /// length), waiting until `deadline`. `Ok(0)` is end of stream.
 pub(crate) async fn read_more(
+    t: &Timers,
     stream: &mut TcpStream,
     buf: Vec<u8>,
     deadline: Instant,
@@ -25,7 +27,7 @@ pub(crate) async fn read_more(
     let cap = buf.capacity();
     debug_assert!(start < cap, "read_more needs spare capacity");
     let slice = buf.slice_mut(start..cap);
-    match monoio::time::timeout_at(deadline.into(), stream.read(slice)).await {
+    match t.within(deadline, stream.read(slice)).await {
         Ok((Ok(n), slice)) => (Ok(n), slice.into_inner()),
         Ok((Err(_), slice)) => (Err(IoFail::Io), slice.into_inner()),
         Err(_) => (Err(IoFail::Timeout), Vec::new()),
@@ -34,17 +36,19 @@ pub(crate) async fn read_more(
 
 /// Writes `buf[from..]` in full before `deadline`.
 pub(crate) async fn write_from(
+    t: &Timers,
     stream: &mut TcpStream,
     buf: Vec<u8>,
     from: usize,
     deadline: Instant,
 ) -> (Result<(), IoFail>, Vec<u8>) {
     let end = buf.len();
-    write_range(stream, buf, from, end, deadline).await
+    write_range(t, stream, buf, from, end, deadline).await
 }
 
 /// Writes `buf[from..end]` in full before `deadline`.
 pub(crate) async fn write_range(
+    t: &Timers,
     stream: &mut TcpStream,
     buf: Vec<u8>,
     from: usize,
@@ -56,7 +60,7 @@ pub(crate) async fn write_range(
         return (Ok(()), buf);
     }
     let slice = buf.slice(from..end);
-    match monoio::time::timeout_at(deadline.into(), stream.write_all(slice)).await {
+    match t.within(deadline, stream.write_all(slice)).await {
         Ok((Ok(_), slice)) => (Ok(()), slice.into_inner()),
         Ok((Err(_), slice)) => (Err(IoFail::Io), slice.into_inner()),
         Err(_) => (Err(IoFail::Timeout), Vec::new()),
@@ -65,11 +69,12 @@ pub(crate) async fn write_range(
 
 /// Writes a static message in full before `deadline`.
 pub(crate) async fn write_static(
+    t: &Timers,
     stream: &mut TcpStream,
     msg: &'static [u8],
     deadline: Instant,
 ) -> Result<(), IoFail> {
-    match monoio::time::timeout_at(deadline.into(), stream.write_all(msg)).await {
+    match t.within(deadline, stream.write_all(msg)).await {
         Ok((Ok(_), _)) => Ok(()),
         Ok((Err(_), _)) => Err(IoFail::Io),
         Err(_) => Err(IoFail::Timeout),

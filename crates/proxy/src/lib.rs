@@ -24,6 +24,7 @@ mod shard;
 mod snapshot;
 mod stats;
 mod supervisor;
+mod timer;
 mod tunnel;
 mod upstream;
 

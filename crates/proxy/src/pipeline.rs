@@ -94,7 +94,7 @@ pub(crate) async fn handle(shard: &Shard, client: &mut Client, c: Vec<u8>) -> Ne
 
 async fn run(shard: &Shard, snap: &Rc<Snapshot>, client: &mut Client, b: &mut Bufs) -> Next {
     // 1 + 2: the head, validated and routed.
-    let plan = match read_head(snap, client, b).await {
+    let plan = match read_head(shard, snap, client, b).await {
         Ok(Some(plan)) => plan,
         Ok(None) => return Next::Close,
         Err(e) => return respond_error(shard, snap, client, b, e, false).await,
@@ -108,7 +108,14 @@ async fn run(shard: &Shard, snap: &Rc<Snapshot>, client: &mut Client, b: &mut Bu
         } => {
             shard.stats.record_status(status);
             let deadline = Instant::now() + snap.timeouts.send;
-            let (r, w) = write_from(&mut client.stream, take(&mut b.w), 0, deadline).await;
+            let (r, w) = write_from(
+                &shard.timers,
+                &mut client.stream,
+                take(&mut b.w),
+                0,
+                deadline,
+            )
+            .await;
             b.w = w;
             if r.is_err() || close {
                 if r.is_ok() {
@@ -155,6 +162,7 @@ async fn run(shard: &Shard, snap: &Rc<Snapshot>, client: &mut Client, b: &mut Bu
 /// Phase 1: reads until [`prepare`] has a complete head to act on.
 /// `Ok(None)`: the client closed before sending anything.
 async fn read_head(
+    shard: &Shard,
     snap: &Snapshot,
     client: &mut Client,
     b: &mut Bufs,
@@ -172,7 +180,7 @@ async fn read_head(
             }
         }
         let started = !b.c.is_empty();
-        let (r, c) = read_more(&mut client.stream, take(&mut b.c), deadline).await;
+        let (r, c) = read_more(&shard.timers, &mut client.stream, take(&mut b.c), deadline).await;
         b.c = c;
         match r {
             Ok(0) if !started => return Ok(None),
@@ -266,7 +274,14 @@ pub(crate) async fn respond_error(
     }
     canned_response(status, !keep, false, &[], &mut b.w);
     let deadline = Instant::now() + snap.timeouts.send;
-    let (r, w) = write_from(&mut client.stream, take(&mut b.w), 0, deadline).await;
+    let (r, w) = write_from(
+        &shard.timers,
+        &mut client.stream,
+        take(&mut b.w),
+        0,
+        deadline,
+    )
+    .await;
     b.w = w;
     if r.is_err() {
         return Next::Close;
@@ -291,7 +306,7 @@ async fn linger(shard: &Shard, client: &mut Client) {
     let mut drained = 0;
     while drained < LINGER_BYTES {
         buf.clear();
-        let (r, b) = read_more(&mut client.stream, buf, deadline).await;
+        let (r, b) = read_more(&shard.timers, &mut client.stream, buf, deadline).await;
         buf = b;
         match r {
             Ok(n) if n > 0 => drained += n,

@@ -5,10 +5,15 @@ use crate::buffers::BufferPool;
 use crate::pool::Pools;
 use crate::snapshot::Snapshot;
 use crate::stats::ShardStats;
+use crate::timer::Timers;
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Free buffers a shard keeps for the next requests; beyond this, buffers
+/// freed after a burst go back to the allocator.
+const KEEP_BUFFERS: usize = 64;
 
 pub(crate) struct Shard {
     pub id: usize,
@@ -16,12 +21,13 @@ pub(crate) struct Shard {
     pub buffers: BufferPool,
     pub pools: Pools,
     pub stats: Arc<ShardStats>,
+    pub timers: Timers,
     log_limiter: LogLimiter,
 }
 
 impl Shard {
     pub(crate) fn new(id: usize, snapshot: Snapshot, stats: Arc<ShardStats>) -> Shard {
-        let buffers = BufferPool::new(snapshot.limits.buffer_size, 1024);
+        let buffers = BufferPool::new(snapshot.limits.buffer_size, KEEP_BUFFERS);
         let pools = Pools::new(snapshot.endpoints.len());
         Shard {
             id,
@@ -29,6 +35,7 @@ impl Shard {
             buffers,
             pools,
             stats,
+            timers: Timers::new(),
             log_limiter: LogLimiter::new(),
         }
     }

@@ -6,6 +6,7 @@ use crate::listener;
 use crate::shard::Shard;
 use crate::snapshot::Snapshot;
 use crate::stats::{ShardStats, StatsSnapshot};
+use crate::timer::TICK;
 use shardgate_config::Config;
 use std::fmt;
 use std::io;
@@ -15,10 +16,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
 
-/// How often a shard looks at its control flag and sweeps its pools.
-const TICK: Duration = Duration::from_millis(100);
+/// How often a shard looks at its control flag.
+const CONTROL_EVERY: u64 = 10;
+/// How often a shard sweeps its idle upstream connections, in ticks.
+const SWEEP_EVERY: u64 = 100;
 
 /// Why a gateway could not start.
 #[derive(Debug)]
@@ -256,11 +258,16 @@ async fn shard_main(
     }
     let _ = ready.send(Ok(()));
     drop(ready);
+    // The shard's clock: advances the deadline wheel every tick.
     let mut ticks = 0u64;
-    while !stop.load(Ordering::Acquire) {
+    loop {
         monoio::time::sleep(TICK).await;
+        shard.timers.advance(std::time::Instant::now());
         ticks += 1;
-        if ticks.is_multiple_of(10) {
+        if ticks.is_multiple_of(CONTROL_EVERY) && stop.load(Ordering::Acquire) {
+            break;
+        }
+        if ticks.is_multiple_of(SWEEP_EVERY) {
             shard.pools.sweep(shard.snapshot.pool.idle_timeout);
         }
     }

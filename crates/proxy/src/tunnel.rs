@@ -16,10 +16,15 @@ pub(crate) async fn run(shard: &Shard, mut client: TcpStream, mut up: TcpStream)
     let mut client_open = true;
     let mut up_open = true;
     while client_open || up_open {
-        let from_client = monoio::select! {
-            r = client.readable(true), if client_open => match r { Ok(()) => true, Err(_) => return },
-            r = up.readable(true), if up_open => match r { Ok(()) => false, Err(_) => return },
-            _ = monoio::time::sleep(idle) => return,
+        let ready = async {
+            monoio::select! {
+                r = client.readable(false), if client_open => r.map(|()| true),
+                r = up.readable(false), if up_open => r.map(|()| false),
+            }
+        };
+        let from_client = match shard.timers.within(Instant::now() + idle, ready).await {
+            Ok(Ok(side)) => side,
+            _ => return,
         };
         let (src, dst) = if from_client {
             (&mut client, &mut up)
@@ -28,7 +33,7 @@ pub(crate) async fn run(shard: &Shard, mut client: TcpStream, mut up: TcpStream)
         };
         let mut buf = shard.buffers.take();
         let deadline = Instant::now() + idle;
-        let (r, b) = read_more(src, take(&mut buf), deadline).await;
+        let (r, b) = read_more(&shard.timers, src, take(&mut buf), deadline).await;
         buf = b;
         match r {
             Ok(0) => {
@@ -40,7 +45,7 @@ pub(crate) async fn run(shard: &Shard, mut client: TcpStream, mut up: TcpStream)
                 }
             }
             Ok(_) => {
-                let (w, b) = write_from(dst, buf, 0, Instant::now() + send).await;
+                let (w, b) = write_from(&shard.timers, dst, buf, 0, Instant::now() + send).await;
                 buf = b;
                 if w.is_err() {
                     return;

@@ -72,7 +72,7 @@ pub(crate) async fn exchange(
         let may_retry = !retried && reused && replayable && idempotent;
 
         let deadline = Instant::now() + snap.timeouts.send;
-        let (r, w) = write_from(&mut conn.stream, take(&mut b.w), 0, deadline).await;
+        let (r, w) = write_from(&shard.timers, &mut conn.stream, take(&mut b.w), 0, deadline).await;
         b.w = w;
         match r {
             Ok(()) => {}
@@ -94,6 +94,7 @@ pub(crate) async fn exchange(
             if fwd.info.expect_continue {
                 let deadline = Instant::now() + snap.timeouts.send;
                 write_static(
+                    &shard.timers,
                     &mut client.stream,
                     b"HTTP/1.1 100 Continue\r\n\r\n",
                     deadline,
@@ -101,12 +102,12 @@ pub(crate) async fn exchange(
                 .await
                 .map_err(|_| (ProxyError::new(ErrorKind::ClientGone), false))?;
             }
-            stream_body(snap, client, &mut conn, b, &mut body)
+            stream_body(shard, snap, client, &mut conn, b, &mut body)
                 .await
                 .map_err(|e| (e, false))?;
         }
 
-        match read_response_head(snap, &mut conn, b, fwd).await {
+        match read_response_head(shard, snap, &mut conn, b, fwd).await {
             Ok(response) => return Ok(Exchanged { conn, response }),
             Err(e) if may_retry && e.retry_safe => {
                 log::debug!(
@@ -163,6 +164,7 @@ fn first_body_part(snap: &Snapshot, b: &mut Bufs, fwd: Forward) -> Result<BodyLe
 /// Streams the rest of the request body from the client to the upstream,
 /// one read and one write at a time (back-pressure both ways).
 async fn stream_body(
+    shard: &Shard,
     snap: &Snapshot,
     client: &mut Client,
     conn: &mut UpConn,
@@ -175,7 +177,8 @@ async fn stream_body(
         }
         if b.c.is_empty() {
             let deadline = Instant::now() + snap.timeouts.client_body;
-            let (r, c) = read_more(&mut client.stream, take(&mut b.c), deadline).await;
+            let (r, c) =
+                read_more(&shard.timers, &mut client.stream, take(&mut b.c), deadline).await;
             b.c = c;
             match r {
                 Ok(0) | Err(IoFail::Io) => return Err(ProxyError::new(ErrorKind::ClientGone)),
@@ -204,7 +207,15 @@ async fn stream_body(
             }
         };
         let deadline = Instant::now() + snap.timeouts.send;
-        let (r, c) = write_range(&mut conn.stream, take(&mut b.c), 0, n, deadline).await;
+        let (r, c) = write_range(
+            &shard.timers,
+            &mut conn.stream,
+            take(&mut b.c),
+            0,
+            n,
+            deadline,
+        )
+        .await;
         b.c = c;
         match r {
             Ok(()) => {}
@@ -218,6 +229,7 @@ async fn stream_body(
 /// Reads until the response head is complete and planned (see
 /// [`downstream::plan_response`]). Interim 1xx responses are skipped.
 async fn read_response_head(
+    shard: &Shard,
     snap: &Snapshot,
     conn: &mut UpConn,
     b: &mut Bufs,
@@ -237,7 +249,7 @@ async fn read_response_head(
                 )));
             }
         }
-        let (r, u) = read_more(&mut conn.stream, take(&mut b.u), deadline).await;
+        let (r, u) = read_more(&shard.timers, &mut conn.stream, take(&mut b.u), deadline).await;
         b.u = u;
         match r {
             Ok(0) | Err(IoFail::Io) => {
@@ -271,7 +283,8 @@ async fn checkout_or_connect(
     shard.stats.upstream_connects.incr();
     let addr = snap.endpoints[endpoint];
     let connect = TcpStream::connect_addr(addr);
-    match monoio::time::timeout(snap.timeouts.connect, connect).await {
+    let deadline = Instant::now() + snap.timeouts.connect;
+    match shard.timers.within(deadline, connect).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
             let conn = UpConn {

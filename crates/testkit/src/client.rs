@@ -72,7 +72,13 @@ impl RawClient {
             return false;
         }
         let mut chunk = [0u8; 64 * 1024];
-        match self.stream.read(&mut chunk) {
+        let read = loop {
+            match self.stream.read(&mut chunk) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                r => break r,
+            }
+        };
+        match read {
             Ok(0) => {
                 self.eof = true;
                 false

@@ -2,7 +2,7 @@
 //! record every request exactly as it arrived and answer from a script.
 
 use shardgate_http::{BodyFraming, ChunkedDecoder, Limits, empty_headers, parse_request};
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -166,7 +166,7 @@ fn serve(mut stream: TcpStream, id: usize, recorded: &Mutex<Vec<Recorded>>, hand
                     return;
                 }
             }
-            match stream.read(&mut chunk) {
+            match read_retrying(&mut stream, &mut chunk) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
             }
@@ -208,7 +208,7 @@ fn serve(mut stream: TcpStream, id: usize, recorded: &Mutex<Vec<Recorded>>, hand
             Script::Close => return,
             Script::Hang => {
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
-                while matches!(stream.read(&mut chunk), Ok(n) if n > 0) {}
+                while matches!(read_retrying(&mut stream, &mut chunk), Ok(n) if n > 0) {}
                 return;
             }
             Script::Echo(bytes) => {
@@ -218,7 +218,7 @@ fn serve(mut stream: TcpStream, id: usize, recorded: &Mutex<Vec<Recorded>>, hand
                     return;
                 }
                 loop {
-                    match stream.read(&mut chunk) {
+                    match read_retrying(&mut stream, &mut chunk) {
                         Ok(0) | Err(_) => {
                             let _ = stream.shutdown(Shutdown::Write);
                             return;
@@ -257,7 +257,7 @@ fn read_body(
         BodyFraming::Length(n) => {
             while (body.len() as u64) < n {
                 if buf.is_empty() {
-                    let got = stream.read(chunk).ok().filter(|&g| g > 0)?;
+                    let got = read_retrying(stream, chunk).ok().filter(|&g| g > 0)?;
                     buf.extend_from_slice(&chunk[..got]);
                 }
                 let take = (n - body.len() as u64).min(buf.len() as u64) as usize;
@@ -274,10 +274,20 @@ fn read_body(
                 if p.done {
                     break;
                 }
-                let got = stream.read(chunk).ok().filter(|&g| g > 0)?;
+                let got = read_retrying(stream, chunk).ok().filter(|&g| g > 0)?;
                 buf.extend_from_slice(&chunk[..got]);
             }
         }
     }
     Some(body)
+}
+
+/// `read`, retrying when a signal interrupts it.
+fn read_retrying(stream: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
 }
