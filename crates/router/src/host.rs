@@ -84,7 +84,8 @@ pub(crate) struct RequestHost<'a> {
 
 impl<'a> RequestHost<'a> {
     #[inline]
-    pub(crate) fn new(raw: &'a [u8]) -> RequestHost<'a> {
+    /// With `hashed` false the hash is left 0 (for a [`HostMap::is_small`] map).
+    pub(crate) fn new(raw: &'a [u8], hashed: bool) -> RequestHost<'a> {
         // A bracketed IPv6 literal ends at ']' (kept); anything else at ':' (dropped).
         let (stop, keep) = if raw.first() == Some(&b'[') {
             (b']', 1)
@@ -99,13 +100,15 @@ impl<'a> RequestHost<'a> {
             let hit = has_byte(w, stop);
             if hit != 0 {
                 let n = ((hit.trailing_zeros() / 8) as usize + keep).min(raw.len() - i);
-                if n > 0 {
+                if n > 0 && hashed {
                     h = mix(h, lower(w & low_bytes(n)));
                 }
                 len = i + n;
                 break;
             }
-            h = mix(h, lower(w));
+            if hashed {
+                h = mix(h, lower(w));
+            }
             i += 8;
         }
         match raw[..len].strip_suffix(b".") {
@@ -124,7 +127,9 @@ impl<'a> RequestHost<'a> {
 /// The host part of a raw `Host` value; see [`RequestHost`].
 #[cfg(test)]
 fn request_host(raw: &[u8]) -> &[u8] {
-    RequestHost::new(raw).host
+    let host = RequestHost::new(raw, false).host;
+    assert_eq!(host, RequestHost::new(raw, true).host);
+    host
 }
 
 /// Mask of the `n` (at most 8) low bytes of a word.
@@ -165,6 +170,9 @@ pub(crate) struct HostMap {
 
 const EMPTY: u32 = u32::MAX;
 
+/// Maps with at most this many keys are scanned, not hashed.
+const SMALL: usize = 4;
+
 impl HostMap {
     pub(crate) fn new(entries: Vec<(Box<str>, u32)>) -> HostMap {
         if entries.is_empty() {
@@ -191,17 +199,28 @@ impl HostMap {
         self.keys.is_empty()
     }
 
+    /// Few enough keys that comparing each beats hashing the probe.
+    #[inline]
+    pub(crate) fn is_small(&self) -> bool {
+        self.keys.len() <= SMALL
+    }
+
     /// The value for a host of any case.
     #[inline]
     pub(crate) fn get(&self, host: &[u8]) -> Option<u32> {
-        self.get_hashed(host, hash(host))
+        self.get_hashed(host, if self.is_small() { 0 } else { hash(host) })
     }
 
-    /// [`HostMap::get`] with the host's [`hash`] already known.
+    /// [`HostMap::get`] with the host's [`hash`] already known (any value if the map
+    /// [`is_small`](HostMap::is_small)).
     #[inline]
     pub(crate) fn get_hashed(&self, host: &[u8], h: u64) -> Option<u32> {
-        if self.keys.is_empty() {
-            return None;
+        if self.is_small() {
+            return self
+                .keys
+                .iter()
+                .find(|(k, _)| k.len() == host.len() && same_lower(k, host))
+                .map(|(_, v)| *v);
         }
         let mask = self.slots.len() - 1;
         let mut s = h as usize & mask;
@@ -366,7 +385,7 @@ mod tests {
             "x.:1",
             "",
         ] {
-            let h = RequestHost::new(raw.as_bytes());
+            let h = RequestHost::new(raw.as_bytes(), true);
             assert_eq!(h.hash, hash(h.host), "{raw}");
             assert_eq!(
                 h.hash,
@@ -392,6 +411,7 @@ mod tests {
                 .map(|(i, n)| ((*n).into(), i as u32))
                 .collect(),
         );
+        assert!(!map.is_small());
         for (i, n) in names.iter().enumerate() {
             assert_eq!(map.get(n.as_bytes()), Some(i as u32));
             assert_eq!(map.get(n.to_ascii_uppercase().as_bytes()), Some(i as u32));
@@ -408,5 +428,9 @@ mod tests {
             assert_eq!(map.get(miss.as_bytes()), None, "{miss}");
         }
         assert_eq!(HostMap::default().get(b"a.com"), None);
+        let small = HostMap::new(vec![("a.com".into(), 7)]);
+        assert!(small.is_small());
+        assert_eq!(small.get(b"A.com"), Some(7));
+        assert_eq!(small.get(b"b.com"), None);
     }
 }

@@ -142,7 +142,7 @@ impl<T> Router<T> {
         if self.exact_hosts.is_empty() && self.wildcard_hosts.is_empty() {
             return self.default_scope;
         }
-        let RequestHost { host, hash } = RequestHost::new(raw);
+        let RequestHost { host, hash } = RequestHost::new(raw, !self.exact_hosts.is_small());
         if let Some(s) = self.exact_hosts.get_hashed(host, hash) {
             return s;
         }

@@ -51,6 +51,10 @@ pub(crate) struct FrozenLeaf {
 
 #[derive(Clone, Debug, Default)]
 pub(crate) struct PathTable {
+    /// Where lookups start: the root, or its only child when the root offers nothing else
+    /// (the usual case: every pattern starts with '/'). The root's label is empty, so either
+    /// is entered at byte 0.
+    pub(crate) start: u32,
     pub(crate) nodes: Vec<FrozenNode>,
     /// First byte of each node's label (0 for parameter nodes), for child dispatch.
     pub(crate) firsts: Vec<u8>,
@@ -88,7 +92,7 @@ impl PathTable {
     /// and `walk.prefix_route` tell the rest.
     #[inline]
     pub(crate) fn find(&self, walk: &mut Walk<'_>) -> Option<u32> {
-        self.visit(0, 0, walk)
+        self.visit(self.start, 0, walk)
     }
 
     /// Visits node `n` entered at `pos`. The last alternative at each node is taken in the
@@ -141,10 +145,7 @@ impl PathTable {
                 w.spans.truncate(saved);
             }
             if param {
-                let seg_end = path[pos..]
-                    .iter()
-                    .position(|&b| b == b'/')
-                    .map_or(path.len(), |e| pos + e);
+                let seg_end = segment_end(path, pos);
                 w.spans.push((pos as u32, seg_end as u32));
                 if node.catch_all == NONE {
                     n = node.param;
@@ -192,6 +193,24 @@ impl PathTable {
             w.prefix_route = r;
         }
     }
+}
+
+/// The index of the first '/' at or after `pos` (`pos < path.len()`), or the path's length;
+/// eight bytes at a time.
+#[inline(always)]
+fn segment_end(path: &[u8], mut pos: usize) -> usize {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const SLASHES: u64 = LO * b'/' as u64;
+    while pos < path.len() {
+        let w = word_at(path, pos) ^ SLASHES;
+        // High bit of the lowest zero byte of `w` (padding past the end is never a '/').
+        let hit = w.wrapping_sub(LO) & !w & (LO << 7);
+        if hit != 0 {
+            return pos + (hit.trailing_zeros() / 8) as usize;
+        }
+        pos += 8;
+    }
+    path.len()
 }
 
 /// Eight bytes of `s` from `i` (`i < s.len()`), zero-padded past the end, little-endian.

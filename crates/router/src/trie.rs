@@ -220,6 +220,14 @@ impl PathTrie {
                 prefix: node.prefix,
             });
         }
+        let root = &self.nodes[0];
+        if root.children.len() == 1
+            && root.param == NONE
+            && root.catch_all == NONE
+            && root.prefix == NONE
+        {
+            t.start = ids[root.children[0] as usize];
+        }
         for leaf in &self.leaves {
             t.leaves.push(FrozenLeaf {
                 mask: leaf.mask,
