@@ -245,14 +245,6 @@ fn main() {
             }
             sum
         };
-        if std::env::var("ONLY_OURS").is_ok() {
-            let mut n = 0;
-            for _ in 0..200000 {
-                n += run_ours();
-            }
-            println!("{n}");
-            return;
-        }
         let m = measure(
             reqs.len(),
             &mut [&mut run_ours, &mut run_linear, &mut run_matchit],
