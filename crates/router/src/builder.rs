@@ -31,7 +31,7 @@ pub struct RouteSpec {
     pub hosts: Vec<String>,
     /// Methods the route takes; `None` for any method.
     pub methods: Option<Vec<Method>>,
-    /// The path pattern (see [`crate::pattern`] docs on the crate root).
+    /// The path pattern (syntax in the crate docs).
     pub pattern: String,
     pub kind: PatternKind,
 }

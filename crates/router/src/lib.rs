@@ -18,7 +18,7 @@
 //! resolved after decoding, climbing above `/` rejected, the query kept verbatim. The proxy
 //! routes on the normal form and forwards it upstream when it was rewritten.
 //!
-//! **Hosts** (see [`host`](crate::host) rules): case-insensitive, port and a trailing dot
+//! **Hosts**: case-insensitive, port and a trailing dot
 //! ignored; an exact host beats a wildcard, a longer wildcard beats a shorter one,
 //! `*.example.com` matches `a.example.com` and `a.b.example.com` but not `example.com`; routes
 //! without hosts form the default scope. Once a scope is chosen there is no fall-through to
