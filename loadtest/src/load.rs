@@ -205,6 +205,7 @@ pub fn run(opts: LoadOpts) -> Result<i32, String> {
     let request = single.repeat(opts.pipeline as usize);
     let threads = opts.threads.min(opts.connections as usize).max(1);
     let driver = rt::resolve_driver(opts.driver);
+    let cpu_before = crate::stats::process_cpu().unwrap_or_default();
     let start = Instant::now() + Duration::from_millis(20);
     let measure_start = start + opts.warmup;
     let deadline = measure_start + opts.duration;
@@ -260,6 +261,10 @@ pub fn run(opts: LoadOpts) -> Result<i32, String> {
         .saturating_duration_since(measure_start)
         .min(opts.duration)
         .max(Duration::from_millis(1));
+    let cpu = crate::stats::process_cpu()
+        .unwrap_or_default()
+        .saturating_sub(cpu_before);
+    let completed: u64 = cells.iter().map(|c| Progress::get(&c.completed)).sum();
     let summary = report::LoadReport::new(
         &opts,
         &target,
@@ -267,6 +272,7 @@ pub fn run(opts: LoadOpts) -> Result<i32, String> {
         threads,
         &total,
         elapsed,
+        (cpu, completed),
     );
     report::print_load(&summary);
     if let Some(path) = &opts.json {

@@ -40,6 +40,10 @@ pub struct LoadReport {
     pub service_curve: Option<Vec<(f64, f64)>>,
     pub errors: ErrorCounts,
     pub errors_total: u64,
+    /// The harness's own CPU time (user + system) for the whole run, warm-up included.
+    pub harness_cpu_s: f64,
+    /// `harness_cpu_s` per response completed (warm-up included), in µs.
+    pub harness_cpu_us_per_request: f64,
     pub non_2xx: u64,
     pub status: BTreeMap<String, u64>,
 }
@@ -52,6 +56,7 @@ impl LoadReport {
         threads: usize,
         stats: &LoadStats,
         elapsed: Duration,
+        cpu: (Duration, u64),
     ) -> Self {
         let secs = elapsed.as_secs_f64();
         LoadReport {
@@ -81,6 +86,8 @@ impl LoadReport {
             service_curve: stats.service.as_ref().map(percentile_curve),
             errors: stats.errors,
             errors_total: stats.errors.total(),
+            harness_cpu_s: cpu.0.as_secs_f64(),
+            harness_cpu_us_per_request: cpu.0.as_secs_f64() * 1e6 / cpu.1.max(1) as f64,
             non_2xx: stats.status.non_2xx(),
             status: stats
                 .status
@@ -162,6 +169,10 @@ pub fn print_load(r: &LoadReport) {
         );
     }
     println!("  errors     {}", errors_line(&r.errors));
+    println!(
+        "  harness    {:.2}s CPU, {:.2}us per request",
+        r.harness_cpu_s, r.harness_cpu_us_per_request
+    );
     if r.non_2xx > 0 {
         let by: Vec<String> = r
             .status
