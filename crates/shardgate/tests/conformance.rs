@@ -60,3 +60,5 @@ mod pooling;
 mod request_cases;
 #[path = "conformance/response_cases.rs"]
 mod response_cases;
+#[path = "conformance/timing.rs"]
+mod timing;
