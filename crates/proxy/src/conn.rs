@@ -1,14 +1,23 @@
 //! A client connection's life: wait (holding no buffer) until the client
 //! sends something, serve requests until one of them closes the connection,
 //! tunnel if the protocol switches.
+//!
+//! An idle connection costs what its task's future holds while it waits, so
+//! that state is kept small: the request future (large: it spans the whole
+//! pipeline) lives in a heap slot borrowed from the shard for the length of
+//! one request and reused by the next, never inline in this task.
 
 use crate::pipeline::{self, Client, IpText, Next};
 use crate::shard::Shard;
 use crate::tunnel;
 use monoio::net::TcpStream;
+use std::any::Any;
+use std::future::Future;
 use std::mem::take;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::Poll;
 
 pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     shard.stats.open_connections.incr();
@@ -35,7 +44,15 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr)
         } else {
             take(&mut carried)
         };
-        match pipeline::handle(&shard, &mut client, buf).await {
+        // Built straight into its slot: the request future never becomes
+        // part of this task's state.
+        let mut slot = take_slot(&shard);
+        slot.as_mut()
+            .set(Some(pipeline::handle(shard.clone(), client, buf)));
+        let (back, next) = run_in_slot(&mut slot).await;
+        give_slot(&shard, slot);
+        client = back;
+        match next {
             Next::KeepAlive(rest) => {
                 if rest.is_empty() {
                     shard.buffers.give(rest);
@@ -45,11 +62,86 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr)
             }
             Next::Close => break,
             Next::Upgrade(up) => {
-                tunnel::run(&shard, client.stream, up).await;
+                // Rare and long-lived: boxed so it does not widen this task.
+                Box::pin(tunnel::run(shard.clone(), client.stream, up)).await;
                 shard.stats.open_connections.decr();
                 return;
             }
         }
     }
     shard.stats.open_connections.decr();
+}
+
+/// Spare request-future slots a shard keeps.
+const KEEP_SLOTS: usize = 256;
+
+type Slot<F> = Pin<Box<Option<F>>>;
+
+/// An empty slot from the shard's free list (allocated when it is empty).
+fn take_slot<F: 'static>(shard: &Shard) -> Slot<F> {
+    with_slots(shard, |list: &mut Vec<Slot<F>>| list.pop()).unwrap_or_else(|| Box::pin(None))
+}
+
+/// Polls the future in `slot` to completion and empties the slot.
+async fn run_in_slot<F: Future>(slot: &mut Slot<F>) -> F::Output {
+    let out = std::future::poll_fn(|cx| match slot.as_mut().as_pin_mut() {
+        Some(f) => f.poll(cx),
+        None => Poll::Pending,
+    })
+    .await;
+    slot.as_mut().set(None);
+    out
+}
+
+/// Returns an empty slot to the shard's free list.
+fn give_slot<F: 'static>(shard: &Shard, slot: Slot<F>) {
+    with_slots(shard, |list: &mut Vec<Slot<F>>| {
+        if list.len() < KEEP_SLOTS {
+            list.push(slot);
+        }
+    });
+}
+
+/// The shard's free list of slots for futures of type `F` (one type in
+/// practice: the request future). Type-erased so the shard need not name it.
+fn with_slots<F: 'static, R>(shard: &Shard, f: impl FnOnce(&mut Vec<Slot<F>>) -> R) -> R {
+    let mut any = shard.future_slots.borrow_mut();
+    let list = any.get_or_insert_with(|| Box::new(Vec::<Slot<F>>::new()) as Box<dyn Any>);
+    match list.downcast_mut::<Vec<Slot<F>>>() {
+        Some(list) => f(list),
+        None => f(&mut Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::Snapshot;
+    use crate::stats::ShardStats;
+
+    /// An idle connection costs its task's future: keep it small. This is
+    /// the state every idle keep-alive connection pins.
+    #[test]
+    fn connection_future_is_small() {
+        let config = shardgate_config::from_toml(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstreams.u]\nendpoints = [\"127.0.0.1:1\"]\n\
+             [[routes]]\nprefix = \"/\"\nupstream = \"u\"\n",
+        )
+        .unwrap();
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        let size = rt.block_on(async move {
+            let shard = Rc::new(Shard::new(0, Snapshot::build(&config), Default::default()));
+            let _: &ShardStats = &shard.stats;
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let stream = monoio::net::TcpStream::connect(addr).await.unwrap();
+            let fut = serve(shard, stream, addr);
+            std::mem::size_of_val(&fut)
+        });
+        println!("connection future: {size} bytes");
+        assert!(size <= 512, "connection future grew to {size} bytes");
+    }
 }

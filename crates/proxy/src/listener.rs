@@ -51,11 +51,7 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
                 backoff = BACKOFF_MIN;
                 shard.stats.accepted.incr();
                 let _ = stream.set_nodelay(true);
-                let fut = conn::serve(shard.clone(), stream, peer);
-                if shard.stats.accepted.get() == 1 {
-                    eprintln!("FUTSIZE {}", std::mem::size_of_val(&fut));
-                }
-                monoio::spawn(fut);
+                monoio::spawn(conn::serve(shard.clone(), stream, peer));
             }
             Err(e) if is_resource_exhaustion(&e) => {
                 shard.stats.accept_errors.incr();

@@ -72,8 +72,15 @@ pub(crate) struct Forward {
     pub endpoint: EndpointId,
 }
 
-/// Serves one request whose first bytes may already be in `c`.
-pub(crate) async fn handle(shard: &Shard, client: &mut Client, c: Vec<u8>) -> Next {
+/// Serves one request whose first bytes may already be in `c`. Owns its
+/// arguments (and hands the client back) so the connection can keep this
+/// future in a reused heap slot instead of inline in its own task.
+pub(crate) async fn handle(shard: Rc<Shard>, mut client: Client, c: Vec<u8>) -> (Client, Next) {
+    let next = handle_inner(&shard, &mut client, c).await;
+    (client, next)
+}
+
+async fn handle_inner(shard: &Shard, client: &mut Client, c: Vec<u8>) -> Next {
     let snap = shard.snapshot.clone();
     let mut bufs = Bufs {
         c,

@@ -6,7 +6,8 @@ use crate::pool::Pools;
 use crate::snapshot::Snapshot;
 use crate::stats::ShardStats;
 use crate::timer::Timers;
-use std::cell::Cell;
+use std::any::Any;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +23,8 @@ pub(crate) struct Shard {
     pub pools: Pools,
     pub stats: Arc<ShardStats>,
     pub timers: Timers,
+    /// Reused heap slots for request futures (see `conn`).
+    pub future_slots: RefCell<Option<Box<dyn Any>>>,
     log_limiter: LogLimiter,
 }
 
@@ -36,6 +39,7 @@ impl Shard {
             pools,
             stats,
             timers: Timers::new(),
+            future_slots: RefCell::new(None),
             log_limiter: LogLimiter::new(),
         }
     }

@@ -11,6 +11,7 @@
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -61,7 +62,9 @@ impl Timers {
         }
     }
 
-    fn register(&self, deadline: Instant) -> Deadline<'_> {
+    /// Registers `deadline`; returns its slot key and epoch, which the
+    /// caller must pass to [`Timers::release`] exactly once.
+    fn register(&self, deadline: Instant) -> (u32, u32) {
         let mut w = self.wheel.borrow_mut();
         let since = deadline.saturating_duration_since(w.origin);
         let tick = since.as_nanos().div_ceil(TICK.as_nanos()) as u64;
@@ -91,12 +94,7 @@ impl Timers {
         slot.bucket = bucket;
         slot.pos = pos;
         slot.deadline = deadline;
-        let epoch = slot.epoch;
-        Deadline {
-            timers: self,
-            key,
-            epoch,
-        }
+        (key, slot.epoch)
     }
 
     fn remove_from_bucket(w: &mut Wheel, key: u32) {
@@ -191,24 +189,15 @@ impl Timers {
         }
     }
 
-    /// Runs `fut` until it completes or `deadline` passes.
-    pub(crate) async fn within<F: Future>(
-        &self,
-        deadline: Instant,
-        fut: F,
-    ) -> Result<F::Output, Elapsed> {
-        let mut fut = std::pin::pin!(fut);
-        let d = self.register(deadline);
-        std::future::poll_fn(move |cx| {
-            if let Poll::Ready(v) = fut.as_mut().poll(cx) {
-                return Poll::Ready(Ok(v));
-            }
-            if d.timers.poll_fired(d.key, d.epoch, cx) {
-                return Poll::Ready(Err(Elapsed));
-            }
-            Poll::Pending
-        })
-        .await
+    /// Runs `fut` until it completes or `deadline` passes. The deadline is
+    /// registered only if `fut` does not finish on its first poll.
+    pub(crate) fn within<F: Future>(&self, deadline: Instant, fut: F) -> Within<'_, F> {
+        Within {
+            fut,
+            timers: self,
+            deadline,
+            registered: None,
+        }
     }
 
     #[cfg(test)]
@@ -218,16 +207,46 @@ impl Timers {
     }
 }
 
-/// A registered deadline; released when dropped.
-struct Deadline<'t> {
-    timers: &'t Timers,
-    key: u32,
-    epoch: u32,
+pin_project_lite::pin_project! {
+    /// The future returned by [`Timers::within`].
+    pub(crate) struct Within<'t, F> {
+        #[pin]
+        fut: F,
+        timers: &'t Timers,
+        deadline: Instant,
+        registered: Option<(u32, u32)>,
+    }
+
+    impl<'t, F> PinnedDrop for Within<'t, F> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some((key, epoch)) = this.registered.take() {
+                this.timers.release(key, epoch);
+            }
+        }
+    }
 }
 
-impl Drop for Deadline<'_> {
-    fn drop(&mut self) {
-        self.timers.release(self.key, self.epoch);
+impl<F: Future> Future for Within<'_, F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(v) = this.fut.poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        let (key, epoch) = match *this.registered {
+            Some(r) => r,
+            None => {
+                let r = this.timers.register(*this.deadline);
+                *this.registered = Some(r);
+                r
+            }
+        };
+        if this.timers.poll_fired(key, epoch, cx) {
+            return Poll::Ready(Err(Elapsed));
+        }
+        Poll::Pending
     }
 }
 
@@ -237,6 +256,30 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::task::Wake;
+
+    /// A registered deadline; released when dropped.
+    struct Deadline<'t> {
+        timers: &'t Timers,
+        key: u32,
+        epoch: u32,
+    }
+
+    impl Drop for Deadline<'_> {
+        fn drop(&mut self) {
+            self.timers.release(self.key, self.epoch);
+        }
+    }
+
+    impl Timers {
+        fn deadline(&self, at: Instant) -> Deadline<'_> {
+            let (key, epoch) = self.register(at);
+            Deadline {
+                timers: self,
+                key,
+                epoch,
+            }
+        }
+    }
 
     struct Count(AtomicUsize);
     impl Wake for Count {
@@ -252,9 +295,9 @@ mod tests {
         let count = Arc::new(Count(AtomicUsize::new(0)));
         let waker = Waker::from(count.clone());
         let mut cx = Context::from_waker(&waker);
-        let a = t.register(start + Duration::from_millis(25));
-        let b = t.register(start + Duration::from_secs(30));
-        let c = t.register(start + Duration::from_millis(15));
+        let a = t.deadline(start + Duration::from_millis(25));
+        let b = t.deadline(start + Duration::from_secs(30));
+        let c = t.deadline(start + Duration::from_millis(15));
         assert!(!t.poll_fired(a.key, a.epoch, &mut cx));
         assert!(!t.poll_fired(b.key, b.epoch, &mut cx));
         assert!(!t.poll_fired(c.key, c.epoch, &mut cx));
@@ -274,7 +317,7 @@ mod tests {
         assert_eq!(t.live(), 0, "dropping a deadline removes it at once");
         drop((a, c));
         // Slots are reused.
-        let d = t.register(start + Duration::from_secs(1));
+        let d = t.deadline(start + Duration::from_secs(1));
         assert!(d.key < 3);
     }
 
@@ -283,7 +326,7 @@ mod tests {
         let t = Timers::new();
         let start = Instant::now();
         let ds: Vec<_> = (0..100)
-            .map(|_| t.register(start + Duration::from_millis(5)))
+            .map(|_| t.deadline(start + Duration::from_millis(5)))
             .collect();
         let waker = Waker::from(Arc::new(Count(AtomicUsize::new(0))));
         let mut cx = Context::from_waker(&waker);

@@ -8,9 +8,10 @@ use crate::shard::Shard;
 use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 use std::mem::take;
+use std::rc::Rc;
 use std::time::Instant;
 
-pub(crate) async fn run(shard: &Shard, mut client: TcpStream, mut up: TcpStream) {
+pub(crate) async fn run(shard: Rc<Shard>, mut client: TcpStream, mut up: TcpStream) {
     let idle = shard.snapshot.timeouts.idle;
     let send = shard.snapshot.timeouts.send;
     let mut client_open = true;
