@@ -72,6 +72,7 @@ fn run_json(name: &str, args: &[&str]) -> Value {
         String::from_utf8_lossy(&out.stdout)
     );
     let text = std::fs::read_to_string(&path).expect("json written");
+    let _ = std::fs::remove_file(&path);
     serde_json::from_str(&text).expect("valid json")
 }
 
@@ -280,6 +281,7 @@ fn hold_keeps_connections_alive_with_heartbeats() {
     assert!(u(&r, "heartbeats") > 0, "{r}");
     assert!(r["heartbeat_latency"]["p99_us"].as_f64().unwrap() > 0.0);
     assert!(ready.exists());
+    let _ = std::fs::remove_file(&ready);
 }
 
 /// A std-only server that answers one request per connection, then closes it.
@@ -361,6 +363,7 @@ fn plot_and_help() {
     );
     assert_eq!(u(&r, "requests"), 500);
     let text = std::fs::read_to_string(&svg).expect("svg written");
+    let _ = std::fs::remove_file(&svg);
     assert!(
         text.starts_with("<svg") && text.contains("percentile"),
         "{}",
