@@ -119,6 +119,12 @@ pub fn run(opts: UpstreamOpts) -> Result<i32, String> {
         .ok_or_else(|| format!("--listen {:?}: no address", opts.listen))?;
     let driver = rt::resolve_driver(opts.driver);
     let blocking = driver == Driver::Uring;
+    if addr.port() != 0 {
+        // SO_REUSEPORT would let us share a port with a stray instance and silently split the
+        // load with it: a plain bind first proves the port is free.
+        std::net::TcpListener::bind(addr)
+            .map_err(|e| format!("cannot listen on {addr}: {e} (another instance running?)"))?;
+    }
     let first = bind(addr, blocking).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let bound = first.local_addr().map_err(|e| e.to_string())?;
     let mut listeners = vec![first];
