@@ -120,7 +120,14 @@ pub fn encode_response_head(
     for h in res.headers {
         let name = h.name.as_bytes();
         if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            if !opts.dechunk && res.info.framing == ResponseFraming::Chunked {
+            // Kept when the body travels as received: chunked to a 1.1 client,
+            // or close-delimited with other codings still applied.
+            let passed_as_is = match res.info.framing {
+                ResponseFraming::Chunked => !opts.dechunk,
+                ResponseFraming::UntilClose => true,
+                _ => false,
+            };
+            if passed_as_is {
                 put(out, &[name, b": ", h.value, b"\r\n"]);
             }
             continue;

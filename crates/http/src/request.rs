@@ -235,9 +235,10 @@ pub fn parse_request<'h, 'b>(
 
     let host = match (host, authority) {
         (Some(h), _) if !valid_authority(h) => return Err(ParseError::BadHost),
+        // RFC 9112 §3.2: every HTTP/1.1 request carries Host, absolute-form too.
+        (None, _) if version == Version::Http11 => return Err(ParseError::BadHost),
         (_, Some(a)) => a,
         (Some(h), None) => h,
-        (None, None) if version == Version::Http11 => return Err(ParseError::BadHost),
         (None, None) => b"",
     };
 
@@ -332,9 +333,18 @@ fn map_httparse_error(e: httparse::Error, buf: &[u8], limits: &Limits) -> ParseE
     }
 }
 
+/// A well-formed request line (`METHOD SP target SP HTTP/x.y`) whose version
+/// is one we do not speak earns 505; anything else malformed earns 400.
 fn looks_like_other_version(buf: &[u8]) -> bool {
     let line = &buf[..memchr::memchr(b'\n', buf).unwrap_or(buf.len())];
-    memchr::memmem::find(line, b" HTTP/").is_some()
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(_), Some(_), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    version.starts_with(b"HTTP/")
 }
 
 fn has_obs_fold(buf: &[u8]) -> bool {

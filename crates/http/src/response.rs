@@ -108,6 +108,8 @@ pub fn parse_response<'h, 'b>(
     } else {
         match (te, content_length) {
             (Some(_), Some(_)) => return Err(ResponseError::Ambiguous),
+            // RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 is faulty framing.
+            (Some(_), None) if version == Version::Http10 => return Err(ResponseError::Malformed),
             (Some(TeVerdict::Chunked), None) if version == Version::Http11 => {
                 ResponseFraming::Chunked
             }

@@ -62,7 +62,8 @@ reject! {
     lowercase_method_ok_but_space: b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n" => BadRequestLine;
     no_version: b"GET /\r\nHost: a\r\n\r\n" => BadRequestLine;
     relative_target: b"GET a/b HTTP/1.1\r\nHost: a\r\n\r\n" => BadRequestLine;
-    target_with_space: b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n" => UnsupportedVersion;
+    target_with_space: b"GET /a b HTTP/1.1\r\nHost: a\r\n\r\n" => BadRequestLine;
+    absolute_form_without_host: b"GET http://a/ HTTP/1.1\r\nX-A: b\r\n\r\n" => BadHost;
     http2_version: b"GET / HTTP/2.0\r\nHost: a\r\n\r\n" => UnsupportedVersion;
     http09_version: b"GET / HTTP/0.9\r\nHost: a\r\n\r\n" => UnsupportedVersion;
     bad_method_byte: b"G(T / HTTP/1.1\r\nHost: a\r\n\r\n" => BadRequestLine;
