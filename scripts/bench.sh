@@ -137,13 +137,16 @@ rss_kib() {
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# Waits for port $1 to be served by process $3; on failure shows that process's log $2.
 wait_port() {
     local _
     for _ in $(seq 100); do
         port_busy "$1" && return 0
+        kill -0 "$3" 2>/dev/null || break
         sleep 0.1
     done
-    die "nothing listens on port $1 after 10 s"
+    [[ -n ${2:-} && -s $2 ]] && tail -n 20 "$2" >&2
+    die "nothing listens on port $1 (process $3 exited or took over 10 s)"
 }
 
 # First number after "key": in a JSON object path like latency.p50_us (pretty-printed input).
@@ -164,7 +167,7 @@ start_upstream() {
     "${LOAD_CPU[@]}" "$LOADTEST" upstream --listen "127.0.0.1:$UP_PORT" --threads 1 \
         >"$WORK/upstream.log" 2>&1 &
     PIDS+=($!)
-    wait_port "$UP_PORT"
+    wait_port "$UP_PORT" "$WORK/upstream.log" "${PIDS[-1]}"
 }
 
 write_nginx_conf() {
@@ -229,7 +232,7 @@ start_proxy() {
     esac
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
-    wait_port "$port"
+    wait_port "$port" "$WORK/$name.log" "$PROXY_PID"
     # It must really proxy: a few requests, all 200.
     "$LOADTEST" -c 2 -t 1 -n 20 -d 5s -w 0 --no-progress --json "$WORK/smoke.json" \
         "http://127.0.0.1:$port/" >/dev/null
