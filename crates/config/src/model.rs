@@ -118,3 +118,25 @@ pub struct Route {
     pub path: PathMatch,
     pub upstream: UpstreamId,
 }
+
+impl Route {
+    /// The route as the router takes it.
+    pub fn router_spec(&self) -> shardgate_router::RouteSpec {
+        let (pattern, kind) = match &self.path {
+            PathMatch::Exact(p) => (p.clone(), shardgate_router::PatternKind::Exact),
+            PathMatch::Prefix(p) => (p.clone(), shardgate_router::PatternKind::Prefix),
+        };
+        shardgate_router::RouteSpec {
+            name: self.name.clone(),
+            hosts: self.hosts.clone(),
+            methods: (!self.methods.is_empty()).then(|| {
+                self.methods
+                    .iter()
+                    .filter_map(|m| shardgate_router::Method::parse(m))
+                    .collect()
+            }),
+            pattern,
+            kind,
+        }
+    }
+}

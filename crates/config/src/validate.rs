@@ -328,6 +328,24 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         });
     }
 
+    // The routing table itself: malformed patterns, conflicts between
+    // routes (each error names both), all reported against the route.
+    if e.0.is_empty() {
+        let mut builder = shardgate_router::RouterBuilder::new();
+        for (i, r) in routes.iter().enumerate() {
+            if let Err(err) = builder.insert(r.router_spec(), i) {
+                e.push(format!("routes[{i}]"), err.to_string());
+            }
+        }
+        if e.0.is_empty()
+            && let Err(errs) = builder.build()
+        {
+            for err in errs {
+                e.push("routes", err.to_string());
+            }
+        }
+    }
+
     if e.0.is_empty() {
         Ok(Config {
             workers,

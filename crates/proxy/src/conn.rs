@@ -133,7 +133,11 @@ mod tests {
             .build()
             .unwrap();
         let size = rt.block_on(async move {
-            let shard = Rc::new(Shard::new(0, Snapshot::build(&config), Default::default()));
+            let shard = Rc::new(Shard::new(
+                0,
+                Snapshot::build(&config).unwrap(),
+                Default::default(),
+            ));
             let _: &ShardStats = &shard.stats;
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();

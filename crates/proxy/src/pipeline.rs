@@ -16,15 +16,17 @@
 use crate::downstream;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::io::{IoFail, read_more, write_from};
-use crate::route::RouteLookup;
 use crate::shard::Shard;
 use crate::snapshot::{EndpointId, Snapshot};
 use crate::upstream::{self, UpConn};
 use monoio::net::TcpStream;
+use shardgate_http::ParseError;
 use shardgate_http::{
     BodyFraming, ForwardContext, RequestInfo, Target, canned_response, empty_headers,
     encode_request_head, parse_request,
 };
+use shardgate_router::Lookup;
+use std::io::Write;
 use std::mem::take;
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -177,7 +179,7 @@ async fn read_head(
     let deadline = Instant::now() + snap.timeouts.request_header;
     loop {
         if !b.c.is_empty() {
-            if let Some(plan) = prepare(snap, &client.ip, b)? {
+            if let Some(plan) = prepare(shard, snap, &client.ip, b)? {
                 return Ok(Some(plan));
             }
             if b.c.len() == b.c.capacity() {
@@ -204,7 +206,12 @@ async fn read_head(
 /// Phase 2: parse, validate, route, and write the outgoing head into `w`
 /// (or a complete response when the gateway answers itself).
 /// `Ok(None)`: the head is not complete yet.
-fn prepare(snap: &Snapshot, ip: &IpText, b: &mut Bufs) -> Result<Option<Plan>, ProxyError> {
+fn prepare(
+    shard: &Shard,
+    snap: &Snapshot,
+    ip: &IpText,
+    b: &mut Bufs,
+) -> Result<Option<Plan>, ProxyError> {
     let mut headers = empty_headers();
     let req = match parse_request(&b.c, &mut headers, &snap.http_limits) {
         Ok(Some(r)) => r,
@@ -230,22 +237,40 @@ fn prepare(snap: &Snapshot, ip: &IpText, b: &mut Bufs) -> Result<Option<Plan>, P
             &mut b.w,
         );
     }
-    let route = match snap
-        .routes
-        .lookup(req.host, req.method.as_bytes(), req.path)
-    {
-        RouteLookup::Found(r) => r,
-        RouteLookup::MethodNotAllowed(allow) => {
-            return respond(405, &[("Allow", allow.as_bytes())], &mut b.w);
+    // Route on the normal form of the path, and forward that same form, so
+    // the upstream sees exactly what was routed (`/%61dmin`, `/a/../admin`
+    // and `//admin` all become `/admin`).
+    let mut scratch = shard.path_scratch.borrow_mut();
+    scratch.clear();
+    let target: &[u8] = match shardgate_router::normalize_path(req.path, &mut scratch) {
+        Ok(shardgate_router::Normalized::Unchanged) => req.path,
+        Ok(shardgate_router::Normalized::Rewritten) => &scratch,
+        Err(_) => {
+            return Err(ProxyError::new(ErrorKind::BadRequest(
+                ParseError::BadRequestLine,
+            )));
         }
-        RouteLookup::NotFound => return respond(404, &[], &mut b.w),
+    };
+    let (path, _query) = shardgate_router::split_query(target);
+    let route = match snap.routes.lookup(req.host, req.method.as_bytes(), path) {
+        Lookup::Found(m) => *m.value,
+        Lookup::MethodNotAllowed(allow) => {
+            let mut text = [0u8; 256];
+            let len = {
+                let mut cursor = &mut text[..];
+                let _ = write!(cursor, "{allow}");
+                256 - cursor.len()
+            };
+            return respond(405, &[("Allow", &text[..len])], &mut b.w);
+        }
+        Lookup::NotFound => return respond(404, &[], &mut b.w),
     };
     let group = snap.route_group[route];
     let endpoint = snap.groups[group].pick(None);
     let ctx = ForwardContext {
         client_ip: ip.as_bytes(),
         proto: b"http",
-        path: None,
+        path: (target.as_ptr() != req.path.as_ptr()).then_some(target),
         fallback_host: snap.endpoint_hosts[endpoint].as_bytes(),
     };
     encode_request_head(&req, &ctx, &mut b.w);

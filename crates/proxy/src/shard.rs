@@ -25,6 +25,8 @@ pub(crate) struct Shard {
     pub timers: Timers,
     /// Reused heap slots for request futures (see `conn`).
     pub future_slots: RefCell<Option<Box<dyn Any>>>,
+    /// Where a request path is normalised when it is not already normal.
+    pub path_scratch: RefCell<Vec<u8>>,
     log_limiter: LogLimiter,
 }
 
@@ -40,6 +42,7 @@ impl Shard {
             stats,
             timers: Timers::new(),
             future_slots: RefCell::new(None),
+            path_scratch: RefCell::new(Vec::with_capacity(1024)),
             log_limiter: LogLimiter::new(),
         }
     }

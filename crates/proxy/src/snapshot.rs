@@ -2,8 +2,9 @@
 //! groups with their round-robin cursors, limits and timeouts. Each shard
 //! builds its own from the shared, immutable `Config`.
 
-use crate::route::RouteTable;
+use crate::route::{self, RouteId};
 use shardgate_config::{Config, Limits, PoolSettings, Timeouts};
+use shardgate_router::Router;
 use std::cell::Cell;
 use std::net::SocketAddr;
 
@@ -32,7 +33,7 @@ impl Group {
 }
 
 pub(crate) struct Snapshot {
-    pub routes: RouteTable,
+    pub routes: Router<RouteId>,
     /// Upstream group of each route.
     pub route_group: Vec<usize>,
     pub groups: Vec<Group>,
@@ -46,7 +47,7 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    pub(crate) fn build(config: &Config) -> Snapshot {
+    pub(crate) fn build(config: &Config) -> Result<Snapshot, String> {
         let mut endpoints = Vec::new();
         let groups = config
             .upstreams
@@ -64,8 +65,8 @@ impl Snapshot {
             })
             .collect();
         let l = config.limits;
-        Snapshot {
-            routes: RouteTable::build(&config.routes),
+        Ok(Snapshot {
+            routes: route::build(&config.routes)?,
             route_group: config.routes.iter().map(|r| r.upstream).collect(),
             groups,
             endpoint_hosts: endpoints.iter().map(|a| a.to_string()).collect(),
@@ -79,6 +80,6 @@ impl Snapshot {
             },
             timeouts: config.timeouts,
             pool: config.pool,
-        }
+        })
     }
 }

@@ -244,7 +244,14 @@ async fn shard_main(
     stats: Arc<ShardStats>,
     ready: Ready,
 ) {
-    let shard = Rc::new(Shard::new(id, Snapshot::build(&config), stats));
+    let snapshot = match Snapshot::build(&config) {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = ready.send(Err((id, format!("cannot build the routing table: {e}"))));
+            return;
+        }
+    };
+    let shard = Rc::new(Shard::new(id, snapshot, stats));
     for socket in sockets {
         match monoio::net::TcpListener::from_std(socket) {
             Ok(l) => {

@@ -156,3 +156,23 @@ upstream = "app"
     assert!(paths.contains(&"listeners"), "{errs}");
     assert!(paths.contains(&"routes[1].name"), "{errs}");
 }
+
+#[test]
+fn conflicting_routes_are_named() {
+    let text = format!(
+        "{MINIMAL}\n[[routes]]\nname = \"users-a\"\npath = \"/users/:id\"\nupstream = \"app\"\n\
+         [[routes]]\nname = \"users-b\"\npath = \"/users/:uid\"\nupstream = \"app\"\n"
+    );
+    let errs = from_toml(&text).unwrap_err().to_string();
+    assert!(
+        errs.contains("users-a") && errs.contains("users-b"),
+        "{errs}"
+    );
+}
+
+#[test]
+fn malformed_patterns_are_errors() {
+    let text = format!("{MINIMAL}\n[[routes]]\npath = \"/a/*rest/b\"\nupstream = \"app\"\n");
+    let errs = from_toml(&text).unwrap_err();
+    assert!(errs.0.iter().any(|e| e.path == "routes[1]"), "{errs}");
+}

@@ -270,7 +270,7 @@ impl Client {
             return Ok(false);
         }
         let mut chunk = [0u8; 16 * 1024];
-        match self.stream.read(&mut chunk) {
+        match read_retrying(&mut self.stream, &mut chunk) {
             Ok(0) => {
                 self.closed = true;
                 Ok(false)
@@ -408,4 +408,14 @@ pub fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     let start = Instant::now();
     let out = f();
     (out, start.elapsed())
+}
+
+/// `read`, retried when a signal interrupts it (EINTR is not an answer).
+pub fn read_retrying(stream: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match stream.read(buf) {
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            r => return r,
+        }
+    }
 }

@@ -2,13 +2,13 @@
 //! connection) and every request it could frame, and answers with whatever a handler writes,
 //! so a case can send malformed or ambiguous responses.
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::harness::{IO_TIMEOUT, bind_listener};
+use crate::harness::{IO_TIMEOUT, bind_listener, read_retrying};
 use crate::wire::{self, Framed, Request, show};
 
 #[derive(Default)]
@@ -166,7 +166,7 @@ impl UpConn {
     /// Reads once; records the bytes. `false` on close, error or timeout.
     fn fill(&mut self) -> bool {
         let mut chunk = [0u8; 16 * 1024];
-        match self.stream.read(&mut chunk) {
+        match read_retrying(&mut self.stream, &mut chunk) {
             Ok(0) | Err(_) => false,
             Ok(n) => {
                 self.buf.extend_from_slice(&chunk[..n]);
@@ -248,7 +248,7 @@ impl UpConn {
     pub fn wait_eof(&mut self) -> bool {
         let mut chunk = [0u8; 4096];
         loop {
-            match self.stream.read(&mut chunk) {
+            match read_retrying(&mut self.stream, &mut chunk) {
                 Ok(0) => return true,
                 Ok(n) => self.shared.lock().conns[self.idx].extend_from_slice(&chunk[..n]),
                 Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
