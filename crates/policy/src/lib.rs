@@ -49,13 +49,16 @@ pub mod balance;
 pub mod breaker;
 pub mod dns;
 pub mod endpoint_set;
+pub mod global_rate;
 pub mod hash;
 pub mod health;
+pub mod lru;
 pub mod outcome;
 pub mod outlier;
 pub mod pool_limit;
 pub mod retry;
 pub mod retry_budget;
+pub mod token_bucket;
 mod window;
 
 pub use balance::{Algorithm, BalanceError, BalancerKind, EndpointSpec, PickHint, WeightedSplit};
