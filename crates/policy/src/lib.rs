@@ -45,6 +45,7 @@
 //! Rate limiting and authentication (token buckets, API keys, JWT) belong in this crate too;
 //! they arrive with their own issues.
 
+pub mod api_key;
 pub mod balance;
 pub mod breaker;
 pub mod dns;
