@@ -166,6 +166,10 @@ pub(crate) struct HostMap {
     /// Open addressing, power-of-two size: `(hash, key index)`, `EMPTY` index when free.
     slots: Box<[(u64, u32)]>,
     keys: Vec<(Box<[u8]>, u32)>,
+    /// Each key's bytes as eight-byte words (zero-padded), when the map is small and no key
+    /// is a bracketed IPv6 literal: then [`HostMap::get_raw`] compares raw `Host` values
+    /// against them directly. Empty otherwise.
+    plain: Vec<Box<[u64]>>,
 }
 
 const EMPTY: u32 = u32::MAX;
@@ -192,7 +196,48 @@ impl HostMap {
             }
             slots[s] = (h, i as u32);
         }
-        HostMap { slots, keys }
+        let plain = if keys.len() <= SMALL && keys.iter().all(|(k, _)| k.first() != Some(&b'[')) {
+            keys.iter()
+                .map(|(k, _)| (0..k.len()).step_by(8).map(|i| load(k, i)).collect())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        HostMap { slots, keys, plain }
+    }
+
+    /// Whether [`HostMap::get_raw`] answers for this map: it is empty, or small with plain
+    /// names only.
+    #[inline]
+    pub(crate) fn is_plain(&self) -> bool {
+        self.plain.len() == self.keys.len()
+    }
+
+    /// The value for a raw `Host` value (any case, optional `:port`, one optional trailing
+    /// dot) of an [`is_plain`](HostMap::is_plain) map, read straight from the raw bytes: a
+    /// key without ':' or '[' equals the request's host exactly when the raw value starts with
+    /// it (ignoring case) and continues with nothing, `.`, `:…` or `.:…`.
+    #[inline]
+    pub(crate) fn get_raw(&self, raw: &[u8]) -> Option<u32> {
+        debug_assert!(self.is_plain());
+        for ((key, value), words) in self.keys.iter().zip(&self.plain) {
+            let len = key.len();
+            if raw.len() < len {
+                continue;
+            }
+            let mut same = true;
+            for (k, &word) in words.iter().enumerate() {
+                let i = 8 * k;
+                if lower(load(raw, i)) & low_bytes(len - i) != word {
+                    same = false;
+                    break;
+                }
+            }
+            if same && matches!(&raw[len..], [] | [b'.'] | [b':', ..] | [b'.', b':', ..]) {
+                return Some(*value);
+            }
+        }
+        None
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -393,6 +438,47 @@ mod tests {
                 "{raw}"
             );
         }
+    }
+
+    #[test]
+    fn raw_lookup_equals_lookup_of_the_cut_host() {
+        let map = HostMap::new(vec![
+            ("a.com".into(), 0),
+            ("exactly8".into(), 1),
+            ("api.github.com".into(), 2),
+            ("sixteen-bytes.io".into(), 3),
+        ]);
+        assert!(map.is_plain());
+        for raw in [
+            "a.com",
+            "A.COM",
+            "a.com.",
+            "a.com:80",
+            "a.com.:80",
+            "a.com..",
+            "a.com.x",
+            "a.comx",
+            "a.co",
+            "b.a.com",
+            "exactly8",
+            "EXACTLY8:1",
+            "exactly80",
+            "api.github.com",
+            "API.GitHub.com.:443",
+            "api.github.co",
+            "api.github.com\0",
+            "sixteen-bytes.io",
+            "sixteen-bytes.io:1",
+            "sixteen-bytes.i",
+            "[::1]",
+            "",
+            ":80",
+        ] {
+            let h = RequestHost::new(raw.as_bytes(), false).host;
+            assert_eq!(map.get_raw(raw.as_bytes()), map.get(h), "{raw}");
+        }
+        assert!(HostMap::default().is_plain());
+        assert!(!HostMap::new(vec![("[::1]".into(), 0)]).is_plain());
     }
 
     #[test]

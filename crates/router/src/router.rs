@@ -142,10 +142,22 @@ impl<T> Router<T> {
         if self.exact_hosts.is_empty() && self.wildcard_hosts.is_empty() {
             return self.default_scope;
         }
-        let RequestHost { host, hash } = RequestHost::new(raw, !self.exact_hosts.is_small());
-        if let Some(s) = self.exact_hosts.get_hashed(host, hash) {
-            return s;
-        }
+        let exact = &self.exact_hosts;
+        let host = if exact.is_plain() {
+            if let Some(s) = exact.get_raw(raw) {
+                return s;
+            }
+            if self.wildcard_hosts.is_empty() {
+                return self.default_scope;
+            }
+            RequestHost::new(raw, false).host
+        } else {
+            let RequestHost { host, hash } = RequestHost::new(raw, !exact.is_small());
+            if let Some(s) = exact.get_hashed(host, hash) {
+                return s;
+            }
+            host
+        };
         if !self.wildcard_hosts.is_empty() {
             // Leftmost dot first: the longest suffix wins. A dot at 0 would leave an empty
             // label before the suffix.

@@ -29,7 +29,10 @@ pub(crate) struct FrozenNode {
     pub(crate) label_len: u32,
     /// Index of the first static child; they are consecutive.
     pub(crate) kids: u32,
-    pub(crate) kids_len: u32,
+    /// At most 256: the children's first bytes differ.
+    pub(crate) kids_len: u16,
+    /// No parameter child, catch-all or prefix leaf: the walk only follows static children.
+    pub(crate) only_static: bool,
     /// Parameter child node, or `NONE`.
     pub(crate) param: u32,
     /// Leaves (indices into `PathTable::leaves`), or `NONE`.
@@ -56,7 +59,8 @@ pub(crate) struct PathTable {
     /// is entered at byte 0.
     pub(crate) start: u32,
     pub(crate) nodes: Vec<FrozenNode>,
-    /// First byte of each node's label (0 for parameter nodes), for child dispatch.
+    /// First byte of each node's label (0 for parameter nodes), for child dispatch; followed
+    /// by eight zero bytes so that any node's children can be loaded eight at a time.
     pub(crate) firsts: Vec<u8>,
     pub(crate) bytes: Vec<u8>,
     pub(crate) leaves: Vec<FrozenLeaf>,
@@ -116,6 +120,17 @@ impl PathTable {
                 }
                 pos = end;
             }
+            if node.only_static {
+                let Some(&b) = path.get(pos) else {
+                    return if node.exact != NONE {
+                        self.leaf_route(node.exact, w)
+                    } else {
+                        None
+                    };
+                };
+                n = self.child(node, b)?;
+                continue;
+            }
             if node.prefix != NONE && path.get(pos).is_none_or(|&b| b == b'/') {
                 self.prefix_candidate(node.prefix, w);
             }
@@ -126,11 +141,7 @@ impl PathTable {
                     None
                 };
             };
-            let kids = &self.firsts[node.kids as usize..][..node.kids_len as usize];
-            let child = kids
-                .iter()
-                .position(|&f| f == b)
-                .map(|i| node.kids + i as u32);
+            let child = self.child(node, b);
             // A parameter takes a non-empty segment.
             let param = node.param != NONE && b != b'/';
             if !param && node.catch_all == NONE {
@@ -167,6 +178,25 @@ impl PathTable {
         }
     }
 
+    /// The static child of `node` whose label starts with `b`: the children's first bytes are
+    /// consecutive in `firsts` (padded at the end), compared eight at a time.
+    #[inline(always)]
+    fn child(&self, node: &FrozenNode, b: u8) -> Option<u32> {
+        let len = node.kids_len as usize;
+        let mut i = 0;
+        while i < len {
+            let start = node.kids as usize + i;
+            let firsts = &self.firsts[start..start + 8];
+            let hit = has_byte(u64::from_le_bytes(firsts.try_into().expect("8 bytes")), b);
+            if hit != 0 {
+                let k = i + (hit.trailing_zeros() / 8) as usize;
+                return (k < len).then_some(node.kids + k as u32);
+            }
+            i += 8;
+        }
+        None
+    }
+
     #[inline]
     fn leaf_route(&self, leaf: u32, w: &mut Walk<'_>) -> Option<u32> {
         let leaf = &self.leaves[leaf as usize];
@@ -193,6 +223,14 @@ impl PathTable {
             w.prefix_route = r;
         }
     }
+}
+
+/// High bit set in the lowest byte of `w` equal to `b` (bytes above it may be wrong).
+#[inline(always)]
+pub(crate) fn has_byte(w: u64, b: u8) -> u64 {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    let y = w ^ (LO * b as u64);
+    y.wrapping_sub(LO) & !y & (LO << 7)
 }
 
 /// The index of the first '/' at or after `pos` (`pos < path.len()`), or the path's length;

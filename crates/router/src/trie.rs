@@ -209,7 +209,8 @@ impl PathTrie {
                 label,
                 label_len: node.label.len() as u32,
                 kids: node.children.first().map_or(0, |&c| ids[c as usize]),
-                kids_len: node.children.len() as u32,
+                kids_len: node.children.len() as u16,
+                only_static: node.param == NONE && node.catch_all == NONE && node.prefix == NONE,
                 param: if node.param == NONE {
                     NONE
                 } else {
@@ -220,6 +221,7 @@ impl PathTrie {
                 prefix: node.prefix,
             });
         }
+        t.firsts.extend_from_slice(&[0; 8]);
         let root = &self.nodes[0];
         if root.children.len() == 1
             && root.param == NONE
