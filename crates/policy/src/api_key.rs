@@ -322,7 +322,8 @@ mod tests {
     #[test]
     fn check_table() {
         let a = auth();
-        let cases: &[(Option<&[u8]>, Option<&[u8]>, ApiKeyOutcome)] = &[
+        type Case<'a> = (Option<&'a [u8]>, Option<&'a [u8]>, ApiKeyOutcome<'a>);
+        let cases: &[Case] = &[
             (Some(b"alpha-secret"), None, ApiKeyOutcome::Valid("alpha")),
             (Some(b"beta secret/+"), None, ApiKeyOutcome::Valid("beta")),
             (Some(b"alpha-secreT"), None, ApiKeyOutcome::Invalid),
@@ -377,11 +378,10 @@ mod tests {
         assert_eq!(errs.len(), 5, "{errs:?}");
         assert!(errs[0].to_string().starts_with("keys[0].sha256"));
         assert!(errs[1].to_string().starts_with("keys[1].consumer"));
-        assert!(errs.iter().any(|e| *e
-            == ApiKeyError::Duplicate {
-                first: 1,
-                second: 3
-            }));
+        assert!(errs.contains(&ApiKeyError::Duplicate {
+            first: 1,
+            second: 3
+        }));
     }
 
     #[test]

@@ -53,6 +53,7 @@ pub mod endpoint_set;
 pub mod global_rate;
 pub mod hash;
 pub mod health;
+pub mod jwt;
 pub mod lru;
 pub mod outcome;
 pub mod outlier;

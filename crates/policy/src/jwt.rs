@@ -1,0 +1,580 @@
+//! JWT (JWS compact form) verification for bearer tokens: signature with a configured key,
+//! then the registered claims with the wall clock passed in.
+//!
+//! **Keys** come inline (an HMAC secret, or a PEM public key) or from a JWKS document (the
+//! caller reads the file and passes its text). Each key carries an **allow-list of algorithms**,
+//! all of one family; the token's `alg` is only ever used to pick among those, never trusted on
+//! its own: `none` does not parse, an `alg` outside the key's list (an HS256 token presented to
+//! an RSA key, the classic confusion) is refused before any cryptography runs. A token with a
+//! `kid` is checked against the keys with that `kid` (and keys configured without one); a token
+//! without one against every key whose list has its `alg`.
+//!
+//! **Claims**: `exp` (required unless configured otherwise) and `nbf` with a leeway for clock
+//! skew, `iss` and `aud` against configured sets, other required claims by name. Chosen claims
+//! are rendered as header values to forward upstream (strings as they are, numbers and booleans
+//! in JSON form; a value with CR, LF or NUL fails the token rather than being forwarded).
+//!
+//! Signatures are checked by the `jsonwebtoken` crate on its RustCrypto backend (pure Rust:
+//! HMAC-SHA2, RSA PKCS#1 v1.5 and PSS, ECDSA P-256/P-384, Ed25519). Every failure is a
+//! [`JwtError`] that maps to 401 with a `WWW-Authenticate: Bearer` challenge (RFC 6750).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, PublicKeyUse};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+use serde_json::{Map, Value};
+
+/// Default allowance for clock skew on `exp` and `nbf`.
+pub const DEFAULT_LEEWAY: Duration = Duration::from_secs(30);
+/// Longest token accepted (bytes), before any decoding.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// Where a key's material comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyMaterial {
+    /// An HMAC shared secret (raw bytes).
+    Secret(Vec<u8>),
+    /// A PEM public key (RSA, EC or Ed25519; the algorithms say which).
+    Pem(String),
+    /// A JWKS document (`{"keys": [...]}`); each key's `kid` and `alg` come from it.
+    Jwks(String),
+}
+
+/// One configured key (or key set).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySpec {
+    /// The `kid` tokens name it by (inline keys); JWKS keys carry their own.
+    pub kid: Option<String>,
+    /// Allowed algorithms, by JOSE name (`HS256`, `RS256`, `ES256`, `EdDSA`, ...). For JWKS
+    /// this filters the set; empty means whatever each JWK declares (or its curve implies).
+    pub algorithms: Vec<String>,
+    pub material: KeyMaterial,
+}
+
+/// The filter's configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtConfig {
+    pub keys: Vec<KeySpec>,
+    /// Accepted `iss` values; empty accepts any (or none).
+    pub issuers: Vec<String>,
+    /// Accepted `aud` values (a token's `aud` may be one string or a list); empty skips the
+    /// check.
+    pub audiences: Vec<String>,
+    pub leeway: Duration,
+    /// Refuse tokens without `exp`.
+    pub require_exp: bool,
+    /// Claims that must be present (any value).
+    pub required_claims: Vec<String>,
+    /// `(claim, header)`: top-level claims to forward upstream.
+    pub forward_claims: Vec<(String, String)>,
+    /// Realm in the challenge.
+    pub realm: String,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            keys: Vec::new(),
+            issuers: Vec::new(),
+            audiences: Vec::new(),
+            leeway: DEFAULT_LEEWAY,
+            require_exp: true,
+            required_claims: Vec::new(),
+            forward_claims: Vec::new(),
+            realm: "shardgate".into(),
+        }
+    }
+}
+
+/// A configuration problem, with its field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for JwtConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+impl std::error::Error for JwtConfigError {}
+
+/// Why a request's token was refused. Every variant is a 401.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtError {
+    /// No bearer token in the request.
+    Missing,
+    /// Not three base64url parts with a JSON header we understand (this includes `alg: none`).
+    Malformed,
+    /// The `kid` names no configured key.
+    UnknownKey,
+    /// The `alg` is not allowed for the key(s) it could be checked with.
+    AlgorithmNotAllowed(Algorithm),
+    BadSignature,
+    /// The claims are not a JSON object, or a registered claim has the wrong type.
+    BadClaims(&'static str),
+    Expired,
+    NotYetValid,
+    WrongIssuer,
+    WrongAudience,
+    MissingClaim(String),
+    /// A claim to forward holds CR, LF or NUL.
+    UnsafeClaimValue(String),
+}
+
+impl JwtError {
+    /// Always 401.
+    pub fn status(&self) -> u16 {
+        401
+    }
+
+    /// The `error_description`: short, fixed text (never echoes the token).
+    pub fn description(&self) -> String {
+        match self {
+            JwtError::Missing => "no bearer token".into(),
+            JwtError::Malformed => "malformed token".into(),
+            JwtError::UnknownKey => "unknown signing key".into(),
+            JwtError::AlgorithmNotAllowed(a) => format!("algorithm {a:?} not allowed"),
+            JwtError::BadSignature => "invalid signature".into(),
+            JwtError::BadClaims(c) => format!("invalid {c} claim"),
+            JwtError::Expired => "token expired".into(),
+            JwtError::NotYetValid => "token not yet valid".into(),
+            JwtError::WrongIssuer => "issuer not accepted".into(),
+            JwtError::WrongAudience => "audience not accepted".into(),
+            JwtError::MissingClaim(c) => format!("missing {} claim", sanitize(c)),
+            JwtError::UnsafeClaimValue(c) => format!("claim {} not forwardable", sanitize(c)),
+        }
+    }
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_graphic() && *c != '"' && *c != '\\')
+        .take(64)
+        .collect()
+}
+
+impl fmt::Display for JwtError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.description())
+    }
+}
+
+impl std::error::Error for JwtError {}
+
+#[derive(Debug, Clone)]
+struct Key {
+    kid: Option<Box<str>>,
+    algorithms: Vec<Algorithm>,
+    validation: Validation,
+    key: DecodingKey,
+}
+
+/// A token that passed: its claims, and the header values to forward (in config order).
+#[derive(Debug, Clone)]
+pub struct Verified<'a> {
+    pub claims: Map<String, Value>,
+    pub forward: Vec<(&'a str, String)>,
+}
+
+/// The runtime verifier built from a [`JwtConfig`].
+#[derive(Debug, Clone)]
+pub struct JwtVerifier {
+    keys: Vec<Key>,
+    issuers: Vec<Box<str>>,
+    audiences: Vec<Box<str>>,
+    leeway: u64,
+    require_exp: bool,
+    required: Vec<Box<str>>,
+    forward: Vec<(Box<str>, Box<str>)>,
+    realm: Box<str>,
+}
+
+fn cfg_err(field: impl Into<String>, message: impl fmt::Display) -> JwtConfigError {
+    JwtConfigError {
+        field: field.into(),
+        message: message.to_string(),
+    }
+}
+
+fn parse_algs(field: &str, names: &[String]) -> Result<Vec<Algorithm>, JwtConfigError> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            Algorithm::from_str(n).map_err(|_| {
+                cfg_err(
+                    format!("{field}.algorithms[{i}]"),
+                    format!("unknown algorithm {n:?}"),
+                )
+            })
+        })
+        .collect()
+}
+
+fn family_name(f: AlgorithmFamily) -> &'static str {
+    match f {
+        AlgorithmFamily::Hmac => "HMAC",
+        AlgorithmFamily::Rsa => "RSA",
+        AlgorithmFamily::Ec => "EC",
+        AlgorithmFamily::Ed => "EdDSA",
+    }
+}
+
+fn make_key(kid: Option<&str>, algorithms: Vec<Algorithm>, key: DecodingKey) -> Key {
+    let mut validation = Validation::new(algorithms[0]);
+    validation.algorithms = algorithms.clone();
+    // Claims are checked here, with the clock passed in; the crate checks the signature only.
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    Key {
+        kid: kid.map(Into::into),
+        algorithms,
+        validation,
+        key,
+    }
+}
+
+fn inline_key(field: &str, spec: &KeySpec) -> Result<Key, JwtConfigError> {
+    let algs = parse_algs(field, &spec.algorithms)?;
+    let Some(first) = algs.first() else {
+        return Err(cfg_err(
+            format!("{field}.algorithms"),
+            "an inline key needs at least one algorithm",
+        ));
+    };
+    let family = first.family();
+    if let Some(other) = algs.iter().find(|a| a.family() != family) {
+        return Err(cfg_err(
+            format!("{field}.algorithms"),
+            format!("{first:?} and {other:?} need different kinds of key"),
+        ));
+    }
+    let key = match (&spec.material, family) {
+        (KeyMaterial::Secret(s), AlgorithmFamily::Hmac) if s.len() >= 32 => {
+            DecodingKey::from_secret(s)
+        }
+        (KeyMaterial::Secret(_), AlgorithmFamily::Hmac) => {
+            return Err(cfg_err(
+                format!("{field}.secret"),
+                "an HMAC secret must be at least 32 bytes",
+            ));
+        }
+        (KeyMaterial::Pem(pem), fam) if fam != AlgorithmFamily::Hmac => {
+            let b = pem.as_bytes();
+            let parsed = match fam {
+                AlgorithmFamily::Rsa => DecodingKey::from_rsa_pem(b),
+                AlgorithmFamily::Ec => DecodingKey::from_ec_pem(b),
+                _ => DecodingKey::from_ed_pem(b),
+            };
+            parsed.map_err(|e| {
+                cfg_err(
+                    format!("{field}.pem"),
+                    format!("not a {} public key: {e}", family_name(fam)),
+                )
+            })?
+        }
+        (KeyMaterial::Jwks(_), _) => unreachable!("handled by the caller"),
+        (_, fam) => {
+            return Err(cfg_err(
+                format!("{field}.algorithms"),
+                format!("{first:?} needs {} key material", family_name(fam)),
+            ));
+        }
+    };
+    Ok(make_key(spec.kid.as_deref(), algs, key))
+}
+
+fn jwks_keys(field: &str, spec: &KeySpec, json: &str) -> Result<Vec<Key>, JwtConfigError> {
+    let filter = parse_algs(field, &spec.algorithms)?;
+    let set: JwkSet = serde_json::from_str(json)
+        .map_err(|e| cfg_err(format!("{field}.jwks"), format!("not a JWKS document: {e}")))?;
+    let mut keys = Vec::new();
+    for (i, jwk) in set.keys.iter().enumerate() {
+        if jwk.common.public_key_use == Some(PublicKeyUse::Encryption) {
+            continue;
+        }
+        let declared = match jwk.common.key_algorithm {
+            // An `alg` we cannot verify with (an encryption algorithm): not a signing key.
+            Some(a) => match Algorithm::from_str(&a.to_string()) {
+                Ok(a) => Some(a),
+                Err(_) => continue,
+            },
+            None => None,
+        };
+        let implied: &[Algorithm] = match &jwk.algorithm {
+            AlgorithmParameters::RSA(_) => &[Algorithm::RS256],
+            AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P256 => {
+                &[Algorithm::ES256]
+            }
+            AlgorithmParameters::EllipticCurve(p) if p.curve == EllipticCurve::P384 => {
+                &[Algorithm::ES384]
+            }
+            AlgorithmParameters::OctetKeyPair(p) if p.curve == EllipticCurve::Ed25519 => {
+                &[Algorithm::EdDSA]
+            }
+            AlgorithmParameters::OctetKey(_) => &[Algorithm::HS256],
+            _ => &[],
+        };
+        let mut algs: Vec<Algorithm> = match declared {
+            Some(a) => vec![a],
+            None if filter.is_empty() => implied.to_vec(),
+            // No `alg` in the JWK: the configured list decides, within the key's family.
+            None => implied
+                .first()
+                .map(|a| {
+                    filter
+                        .iter()
+                        .copied()
+                        .filter(|f| f.family() == a.family())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        if !filter.is_empty() {
+            algs.retain(|a| filter.contains(a));
+        }
+        if algs.is_empty() {
+            continue;
+        }
+        let key = DecodingKey::from_jwk(jwk)
+            .map_err(|e| cfg_err(format!("{field}.jwks.keys[{i}]"), e))?;
+        if key.family() != algs[0].family() {
+            return Err(cfg_err(
+                format!("{field}.jwks.keys[{i}]"),
+                format!("alg {:?} does not fit the key type", algs[0]),
+            ));
+        }
+        keys.push(make_key(jwk.common.key_id.as_deref(), algs, key));
+    }
+    if keys.is_empty() {
+        return Err(cfg_err(
+            format!("{field}.jwks"),
+            "no usable signing key (supported: RSA, EC P-256/P-384, Ed25519, HMAC)",
+        ));
+    }
+    Ok(keys)
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+impl JwtVerifier {
+    /// Validate the whole configuration, reporting every problem.
+    pub fn new(cfg: &JwtConfig) -> Result<JwtVerifier, Vec<JwtConfigError>> {
+        let mut errors = Vec::new();
+        let mut keys = Vec::new();
+        if cfg.keys.is_empty() {
+            errors.push(cfg_err("keys", "at least one key is required"));
+        }
+        for (i, spec) in cfg.keys.iter().enumerate() {
+            let field = format!("keys[{i}]");
+            let built = match &spec.material {
+                KeyMaterial::Jwks(json) => jwks_keys(&field, spec, json),
+                _ => inline_key(&field, spec).map(|k| vec![k]),
+            };
+            match built {
+                Ok(k) => keys.extend(k),
+                Err(e) => errors.push(e),
+            }
+        }
+        for (i, (claim, header)) in cfg.forward_claims.iter().enumerate() {
+            if claim.is_empty() {
+                errors.push(cfg_err(format!("forward_claims[{i}].claim"), "empty"));
+            }
+            if !is_token(header) {
+                errors.push(cfg_err(
+                    format!("forward_claims[{i}].header"),
+                    format!("{header:?} is not a header name"),
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let boxed = |v: &[String]| v.iter().map(|s| s.as_str().into()).collect();
+        Ok(JwtVerifier {
+            keys,
+            issuers: boxed(&cfg.issuers),
+            audiences: boxed(&cfg.audiences),
+            leeway: cfg.leeway.as_secs(),
+            require_exp: cfg.require_exp,
+            required: boxed(&cfg.required_claims),
+            forward: cfg
+                .forward_claims
+                .iter()
+                .map(|(c, h)| (c.as_str().into(), h.to_ascii_lowercase().into()))
+                .collect(),
+            realm: sanitize(&cfg.realm).into(),
+        })
+    }
+
+    /// Keys loaded (a JWKS counts each usable key).
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The `WWW-Authenticate` value for a refusal (RFC 6750: no error code when no token came).
+    pub fn challenge(&self, err: &JwtError) -> String {
+        match err {
+            JwtError::Missing => format!("Bearer realm=\"{}\"", self.realm),
+            e => format!(
+                "Bearer realm=\"{}\", error=\"invalid_token\", error_description=\"{}\"",
+                self.realm,
+                e.description()
+            ),
+        }
+    }
+
+    /// Verify the token from an `Authorization` header value (`Bearer <token>`), if any.
+    pub fn verify_authorization(
+        &self,
+        authorization: Option<&[u8]>,
+        now: SystemTime,
+    ) -> Result<Verified<'_>, JwtError> {
+        let token = authorization
+            .and_then(bearer_token)
+            .ok_or(JwtError::Missing)?;
+        self.verify(token, now)
+    }
+
+    /// Verify a compact JWS token at wall-clock time `now`.
+    pub fn verify(&self, token: &[u8], now: SystemTime) -> Result<Verified<'_>, JwtError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(JwtError::Malformed);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
+        let alg = header.alg;
+        let by_kid = |k: &&Key| match (&header.kid, &k.kid) {
+            (Some(want), Some(have)) => **have == **want,
+            _ => true,
+        };
+        let mut candidates = self.keys.iter().filter(by_kid).peekable();
+        if candidates.peek().is_none() {
+            return Err(JwtError::UnknownKey);
+        }
+        let mut allowed = candidates
+            .filter(|k| k.algorithms.contains(&alg))
+            .peekable();
+        if allowed.peek().is_none() {
+            return Err(JwtError::AlgorithmNotAllowed(alg));
+        }
+        let mut claims = None;
+        for key in allowed {
+            match jsonwebtoken::decode::<Value>(token, &key.key, &key.validation) {
+                Ok(data) => {
+                    claims = Some(data.claims);
+                    break;
+                }
+                Err(e) => match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::InvalidSignature
+                    | jsonwebtoken::errors::ErrorKind::InvalidEcdsaKey
+                    | jsonwebtoken::errors::ErrorKind::InvalidEddsaKey
+                    | jsonwebtoken::errors::ErrorKind::InvalidRsaKey(_) => continue,
+                    jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => {
+                        return Err(JwtError::AlgorithmNotAllowed(alg));
+                    }
+                    _ => return Err(JwtError::Malformed),
+                },
+            }
+        }
+        let Some(Value::Object(claims)) = claims else {
+            return Err(if claims.is_some() {
+                JwtError::BadClaims("payload")
+            } else {
+                JwtError::BadSignature
+            });
+        };
+        self.check_claims(&claims, now)?;
+        let mut forward = Vec::with_capacity(self.forward.len());
+        for (claim, header) in &self.forward {
+            let Some(v) = claims.get(&**claim) else {
+                continue;
+            };
+            let rendered = match v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                Value::Bool(b) => b.to_string(),
+                _ => continue,
+            };
+            if rendered.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                return Err(JwtError::UnsafeClaimValue(claim.to_string()));
+            }
+            forward.push((&**header, rendered));
+        }
+        Ok(Verified { claims, forward })
+    }
+
+    fn check_claims(&self, c: &Map<String, Value>, now: SystemTime) -> Result<(), JwtError> {
+        let now = now
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let leeway = self.leeway as f64;
+        let numeric = |name: &'static str| -> Result<Option<f64>, JwtError> {
+            match c.get(name) {
+                None => Ok(None),
+                Some(Value::Number(n)) => n.as_f64().map(Some).ok_or(JwtError::BadClaims(name)),
+                Some(_) => Err(JwtError::BadClaims(name)),
+            }
+        };
+        match numeric("exp")? {
+            None if self.require_exp => return Err(JwtError::MissingClaim("exp".into())),
+            Some(exp) if now >= exp + leeway => return Err(JwtError::Expired),
+            _ => {}
+        }
+        if let Some(nbf) = numeric("nbf")?
+            && now + leeway < nbf
+        {
+            return Err(JwtError::NotYetValid);
+        }
+        if !self.issuers.is_empty() {
+            match c.get("iss") {
+                Some(Value::String(iss)) if self.issuers.iter().any(|i| **i == **iss) => {}
+                Some(Value::String(_)) | None => return Err(JwtError::WrongIssuer),
+                Some(_) => return Err(JwtError::BadClaims("iss")),
+            }
+        }
+        if !self.audiences.is_empty() {
+            let accepted = |a: &Value| {
+                a.as_str()
+                    .is_some_and(|a| self.audiences.iter().any(|x| **x == *a))
+            };
+            let ok = match c.get("aud") {
+                Some(v @ Value::String(_)) => accepted(v),
+                Some(Value::Array(list)) => list.iter().any(accepted),
+                Some(_) => return Err(JwtError::BadClaims("aud")),
+                None => false,
+            };
+            if !ok {
+                return Err(JwtError::WrongAudience);
+            }
+        }
+        if let Some(missing) = self.required.iter().find(|r| !c.contains_key(&***r)) {
+            return Err(JwtError::MissingClaim(missing.to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// The token in an `Authorization: Bearer <token>` value (scheme case-insensitive).
+pub fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let scheme = value.get(..7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let token = value[7..].trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+#[path = "jwt/tests.rs"]
+mod tests;
