@@ -32,7 +32,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr)
             // epoll driver a relaxed wait trusts readiness left over from the
             // last read and would pin a buffer on an idle connection.
             let idle = shard.snapshot.timeouts.idle;
-            let deadline = std::time::Instant::now() + idle;
+            let deadline = shard.timers.now() + idle;
             match shard
                 .timers
                 .within(deadline, client.stream.readable(false))

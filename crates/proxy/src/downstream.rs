@@ -14,7 +14,6 @@ use shardgate_http::{
     empty_headers, encode_response_head, parse_response,
 };
 use std::mem::take;
-use std::time::Instant;
 
 /// What is left of the response body after the first write.
 pub(crate) enum BodyLeft {
@@ -156,7 +155,7 @@ pub(crate) async fn relay(
 ) -> Outcome {
     let plan = &mut ex.response;
     let up = &mut ex.conn.stream;
-    let deadline = Instant::now() + snap.timeouts.send;
+    let deadline = shard.timers.now() + snap.timeouts.send;
     let (r, w) = write_from(
         &shard.timers,
         &mut client.stream,
@@ -175,7 +174,7 @@ pub(crate) async fn relay(
             break;
         }
         b.u.clear();
-        let deadline = Instant::now() + snap.timeouts.upstream_response;
+        let deadline = shard.timers.now() + snap.timeouts.upstream_response;
         let (r, u) = read_more(&shard.timers, up, take(&mut b.u), deadline).await;
         b.u = u;
         let n = match r {
@@ -226,7 +225,7 @@ pub(crate) async fn relay(
                 }
             }
         };
-        let deadline = Instant::now() + snap.timeouts.send;
+        let deadline = shard.timers.now() + snap.timeouts.send;
         let r = if from == usize::MAX {
             let (r, w) = write_from(
                 &shard.timers,
@@ -275,7 +274,7 @@ pub(crate) async fn switch_protocols(
     mut ex: Exchanged,
 ) -> Next {
     shard.stats.record_status(101);
-    let deadline = Instant::now() + snap.timeouts.send;
+    let deadline = shard.timers.now() + snap.timeouts.send;
     let (r, w) = write_from(
         &shard.timers,
         &mut client.stream,

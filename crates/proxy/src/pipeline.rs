@@ -30,7 +30,6 @@ use std::io::Write;
 use std::mem::take;
 use std::net::IpAddr;
 use std::rc::Rc;
-use std::time::Instant;
 
 /// The client side of a connection.
 pub(crate) struct Client {
@@ -116,7 +115,7 @@ async fn run(shard: &Shard, snap: &Rc<Snapshot>, client: &mut Client, b: &mut Bu
             head_len,
         } => {
             shard.stats.record_status(status);
-            let deadline = Instant::now() + snap.timeouts.send;
+            let deadline = shard.timers.now() + snap.timeouts.send;
             let (r, w) = write_from(
                 &shard.timers,
                 &mut client.stream,
@@ -176,7 +175,7 @@ async fn read_head(
     client: &mut Client,
     b: &mut Bufs,
 ) -> Result<Option<Plan>, ProxyError> {
-    let deadline = Instant::now() + snap.timeouts.request_header;
+    let deadline = shard.timers.now() + snap.timeouts.request_header;
     loop {
         if !b.c.is_empty() {
             if let Some(plan) = prepare(shard, snap, &client.ip, b)? {
@@ -305,7 +304,7 @@ pub(crate) async fn respond_error(
         b.w = shard.buffers.take();
     }
     canned_response(status, !keep, false, &[], &mut b.w);
-    let deadline = Instant::now() + snap.timeouts.send;
+    let deadline = shard.timers.now() + snap.timeouts.send;
     let (r, w) = write_from(
         &shard.timers,
         &mut client.stream,
@@ -333,7 +332,7 @@ async fn linger(shard: &Shard, client: &mut Client) {
     const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
     const LINGER_BYTES: usize = 1 << 20;
     let _ = client.stream.shutdown().await;
-    let deadline = Instant::now() + LINGER;
+    let deadline = shard.timers.now() + LINGER;
     let mut buf = shard.buffers.take();
     let mut drained = 0;
     while drained < LINGER_BYTES {
@@ -358,6 +357,7 @@ fn release(shard: &Shard, snap: &Snapshot, conn: UpConn) {
             conn.stream,
             requests,
             snap.pool.max_idle_per_endpoint,
+            shard.timers.now(),
         );
     }
 }

@@ -29,10 +29,14 @@ impl Pools {
     }
 
     /// The freshest idle connection to `ep` that is still within `idle_timeout`.
-    pub(crate) fn checkout(&self, ep: EndpointId, idle_timeout: Duration) -> Option<Pooled> {
+    pub(crate) fn checkout(
+        &self,
+        ep: EndpointId,
+        idle_timeout: Duration,
+        now: Instant,
+    ) -> Option<Pooled> {
         let mut idle = self.idle.borrow_mut();
         let stack = idle.get_mut(ep)?;
-        let now = Instant::now();
         while let Some(c) = stack.pop() {
             if now.duration_since(c.idle_since) < idle_timeout {
                 return Some(c);
@@ -50,6 +54,7 @@ impl Pools {
         stream: TcpStream,
         requests: u32,
         max_idle: usize,
+        now: Instant,
     ) {
         let mut idle = self.idle.borrow_mut();
         let Some(stack) = idle.get_mut(ep) else {
@@ -65,7 +70,7 @@ impl Pools {
         stack.push(Pooled {
             stream,
             requests,
-            idle_since: Instant::now(),
+            idle_since: now,
         });
     }
 

@@ -9,7 +9,7 @@
 //! One task per shard advances the wheel every [`TICK`]; deadlines fire up
 //! to one tick late, which is fine for timeouts measured in seconds.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -43,6 +43,9 @@ struct Wheel {
 /// A shard's deadlines. Not `Send`: one per shard.
 pub(crate) struct Timers {
     wheel: RefCell<Wheel>,
+    /// The time at the last tick: deadlines are computed from it instead of
+    /// reading the clock several times per request.
+    now: Cell<Instant>,
 }
 
 /// The deadline passed before the operation finished.
@@ -52,6 +55,7 @@ pub(crate) struct Elapsed;
 impl Timers {
     pub(crate) fn new() -> Timers {
         Timers {
+            now: Cell::new(Instant::now()),
             wheel: RefCell::new(Wheel {
                 slots: Vec::with_capacity(1024),
                 free: Vec::with_capacity(1024),
@@ -137,8 +141,15 @@ impl Timers {
         false
     }
 
+    /// The time of the last tick (at most one [`TICK`] behind the clock
+    /// while the shard runs).
+    pub(crate) fn now(&self) -> Instant {
+        self.now.get()
+    }
+
     /// Fires every deadline that has passed by `now`.
     pub(crate) fn advance(&self, now: Instant) {
+        self.now.set(now);
         let mut wakers: [Option<Waker>; 32] = Default::default();
         loop {
             let mut n = 0;

@@ -9,7 +9,6 @@ use monoio::io::AsyncWriteRent;
 use monoio::net::TcpStream;
 use std::mem::take;
 use std::rc::Rc;
-use std::time::Instant;
 
 pub(crate) async fn run(shard: Rc<Shard>, mut client: TcpStream, mut up: TcpStream) {
     let idle = shard.snapshot.timeouts.idle;
@@ -23,7 +22,7 @@ pub(crate) async fn run(shard: Rc<Shard>, mut client: TcpStream, mut up: TcpStre
                 r = up.readable(false), if up_open => r.map(|()| false),
             }
         };
-        let from_client = match shard.timers.within(Instant::now() + idle, ready).await {
+        let from_client = match shard.timers.within(shard.timers.now() + idle, ready).await {
             Ok(Ok(side)) => side,
             _ => return,
         };
@@ -33,7 +32,7 @@ pub(crate) async fn run(shard: Rc<Shard>, mut client: TcpStream, mut up: TcpStre
             (&mut up, &mut client)
         };
         let mut buf = shard.buffers.take();
-        let deadline = Instant::now() + idle;
+        let deadline = shard.timers.now() + idle;
         let (r, b) = read_more(&shard.timers, src, take(&mut buf), deadline).await;
         buf = b;
         match r {
@@ -46,7 +45,8 @@ pub(crate) async fn run(shard: Rc<Shard>, mut client: TcpStream, mut up: TcpStre
                 }
             }
             Ok(_) => {
-                let (w, b) = write_from(&shard.timers, dst, buf, 0, Instant::now() + send).await;
+                let (w, b) =
+                    write_from(&shard.timers, dst, buf, 0, shard.timers.now() + send).await;
                 buf = b;
                 if w.is_err() {
                     return;

@@ -13,7 +13,6 @@ use crate::snapshot::{EndpointId, Snapshot};
 use monoio::net::TcpStream;
 use shardgate_http::{BodyFraming, ChunkedDecoder};
 use std::mem::take;
-use std::time::Instant;
 
 /// An upstream connection in use.
 pub(crate) struct UpConn {
@@ -71,7 +70,7 @@ pub(crate) async fn exchange(
         };
         let may_retry = !retried && reused && replayable && idempotent;
 
-        let deadline = Instant::now() + snap.timeouts.send;
+        let deadline = shard.timers.now() + snap.timeouts.send;
         let (r, w) = write_from(&shard.timers, &mut conn.stream, take(&mut b.w), 0, deadline).await;
         b.w = w;
         match r {
@@ -92,7 +91,7 @@ pub(crate) async fn exchange(
 
         if !matches!(body, BodyLeft::Done) {
             if fwd.info.expect_continue {
-                let deadline = Instant::now() + snap.timeouts.send;
+                let deadline = shard.timers.now() + snap.timeouts.send;
                 write_static(
                     &shard.timers,
                     &mut client.stream,
@@ -176,7 +175,7 @@ async fn stream_body(
             return Ok(());
         }
         if b.c.is_empty() {
-            let deadline = Instant::now() + snap.timeouts.client_body;
+            let deadline = shard.timers.now() + snap.timeouts.client_body;
             let (r, c) =
                 read_more(&shard.timers, &mut client.stream, take(&mut b.c), deadline).await;
             b.c = c;
@@ -206,7 +205,7 @@ async fn stream_body(
                 p.consumed
             }
         };
-        let deadline = Instant::now() + snap.timeouts.send;
+        let deadline = shard.timers.now() + snap.timeouts.send;
         let (r, c) = write_range(
             &shard.timers,
             &mut conn.stream,
@@ -236,7 +235,7 @@ async fn read_response_head(
     fwd: Forward,
 ) -> Result<ResponsePlan, ProxyError> {
     b.u.clear();
-    let deadline = Instant::now() + snap.timeouts.upstream_response;
+    let deadline = shard.timers.now() + snap.timeouts.upstream_response;
     let mut received = false;
     loop {
         if !b.u.is_empty() {
@@ -271,7 +270,11 @@ async fn checkout_or_connect(
     endpoint: EndpointId,
     fresh: bool,
 ) -> Result<(UpConn, bool), ProxyError> {
-    if !fresh && let Some(p) = shard.pools.checkout(endpoint, snap.pool.idle_timeout) {
+    if !fresh
+        && let Some(p) = shard
+            .pools
+            .checkout(endpoint, snap.pool.idle_timeout, shard.timers.now())
+    {
         shard.stats.upstream_reuses.incr();
         let conn = UpConn {
             stream: p.stream,
@@ -283,7 +286,7 @@ async fn checkout_or_connect(
     shard.stats.upstream_connects.incr();
     let addr = snap.endpoints[endpoint];
     let connect = TcpStream::connect_addr(addr);
-    let deadline = Instant::now() + snap.timeouts.connect;
+    let deadline = shard.timers.now() + snap.timeouts.connect;
     match shard.timers.within(deadline, connect).await {
         Ok(Ok(stream)) => {
             let _ = stream.set_nodelay(true);
