@@ -166,10 +166,10 @@ pub(crate) struct HostMap {
     /// Open addressing, power-of-two size: `(hash, key index)`, `EMPTY` index when free.
     slots: Box<[(u64, u32)]>,
     keys: Vec<(Box<[u8]>, u32)>,
-    /// Each key's bytes as eight-byte words (zero-padded), when the map is small and no key
+    /// Each key's bytes as eight-byte words (zero-padded) with the mask of their bytes, when the map is small and no key
     /// is a bracketed IPv6 literal: then [`HostMap::get_raw`] compares raw `Host` values
     /// against them directly. Empty otherwise.
-    plain: Vec<Box<[u64]>>,
+    plain: Vec<Box<[(u64, u64)]>>,
 }
 
 const EMPTY: u32 = u32::MAX;
@@ -198,7 +198,12 @@ impl HostMap {
         }
         let plain = if keys.len() <= SMALL && keys.iter().all(|(k, _)| k.first() != Some(&b'[')) {
             keys.iter()
-                .map(|(k, _)| (0..k.len()).step_by(8).map(|i| load(k, i)).collect())
+                .map(|(k, _)| {
+                    (0..k.len())
+                        .step_by(8)
+                        .map(|i| (load(k, i), low_bytes(k.len() - i)))
+                        .collect()
+                })
                 .collect()
         } else {
             Vec::new()
@@ -226,9 +231,10 @@ impl HostMap {
                 continue;
             }
             let mut same = true;
-            for (k, &word) in words.iter().enumerate() {
-                let i = 8 * k;
-                if lower(load(raw, i)) & low_bytes(len - i) != word {
+            for (k, &(word, mask)) in words.iter().enumerate() {
+                // Hosts usually arrive in lower case: lower-case only on a mismatch.
+                let w = load(raw, 8 * k) & mask;
+                if w != word && lower(w) != word {
                     same = false;
                     break;
                 }

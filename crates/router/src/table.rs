@@ -31,6 +31,8 @@ pub(crate) struct FrozenNode {
     pub(crate) kids: u32,
     /// At most 256: the children's first bytes differ.
     pub(crate) kids_len: u16,
+    /// First bytes of the first eight static children, little-endian, zero-padded.
+    pub(crate) kid_firsts: u64,
     /// No parameter child, catch-all or prefix leaf: the walk only follows static children.
     pub(crate) only_static: bool,
     /// Parameter child node, or `NONE`.
@@ -96,30 +98,53 @@ impl PathTable {
     /// and `walk.prefix_route` tell the rest.
     #[inline]
     pub(crate) fn find(&self, walk: &mut Walk<'_>) -> Option<u32> {
+        if self.nodes[self.start as usize].label_len == 0 {
+            // The root, when it is where lookups start.
+            return self.walk_from(self.start, 0, walk);
+        }
         self.visit(self.start, 0, walk)
     }
 
-    /// Visits node `n` entered at `pos`. The last alternative at each node is taken in the
-    /// loop; only when a node offers another one to come back to (a parameter or catch-all
-    /// after a static child, a catch-all after a parameter) does the walk recurse.
-    fn visit(&self, mut n: u32, mut pos: usize, w: &mut Walk<'_>) -> Option<u32> {
+    /// Visits static node `n` (a non-empty label) entered at `pos`: its label first, then
+    /// [`PathTable::walk_from`].
+    fn visit(&self, n: u32, pos: usize, w: &mut Walk<'_>) -> Option<u32> {
+        let pos = self.label_end(n, w.path, pos)?;
+        self.walk_from(n, pos, w)
+    }
+
+    /// Where the label of static node `n` ends when it matches `path` at `pos`.
+    #[inline(always)]
+    fn label_end(&self, n: u32, path: &[u8], pos: usize) -> Option<usize> {
+        let node = &self.nodes[n as usize];
+        let len = node.label_len as usize;
+        let rest = &path[pos..];
+        if rest.len() < len {
+            return None;
+        }
+        let head = match rest.first_chunk::<8>() {
+            Some(word) => u64::from_le_bytes(*word),
+            None => word_at(path, pos),
+        };
+        if head & node.head_mask != node.head {
+            return None;
+        }
+        if len > 8 {
+            let label = &self.bytes[node.label as usize + 8..][..len - 8];
+            if !same_bytes(&rest[8..len], label) {
+                return None;
+            }
+        }
+        Some(pos + len)
+    }
+
+    /// Continues at node `n`, whose label has matched up to `pos`. The last alternative at
+    /// each node is taken in the loop; only when a node offers another one to come back to (a
+    /// parameter or catch-all after a static child, a catch-all after a parameter) does the
+    /// walk recurse.
+    fn walk_from(&self, mut n: u32, mut pos: usize, w: &mut Walk<'_>) -> Option<u32> {
         let path = w.path;
         loop {
             let node = &self.nodes[n as usize];
-            let len = node.label_len as usize;
-            if len > 0 {
-                let end = pos + len;
-                if end > path.len() || word_at(path, pos) & node.head_mask != node.head {
-                    return None;
-                }
-                if len > 8 {
-                    let rest = &self.bytes[node.label as usize + 8..][..len - 8];
-                    if !same_bytes(&path[pos + 8..end], rest) {
-                        return None;
-                    }
-                }
-                pos = end;
-            }
             if node.only_static {
                 let Some(&b) = path.get(pos) else {
                     return if node.exact != NONE {
@@ -129,6 +154,13 @@ impl PathTable {
                     };
                 };
                 n = self.child(node, b)?;
+                // The first byte is `b`: a one-byte label (a '/' after a parameter, a split
+                // point) needs no comparison.
+                pos = if self.nodes[n as usize].label_len == 1 {
+                    pos + 1
+                } else {
+                    self.label_end(n, path, pos)?
+                };
                 continue;
             }
             if node.prefix != NONE && path.get(pos).is_none_or(|&b| b == b'/') {
@@ -146,6 +178,7 @@ impl PathTable {
             let param = node.param != NONE && b != b'/';
             if !param && node.catch_all == NONE {
                 n = child?;
+                pos = self.label_end(n, path, pos)?;
                 continue;
             }
             if let Some(c) = child {
@@ -156,6 +189,7 @@ impl PathTable {
                 w.spans.truncate(saved);
             }
             if param {
+                // Parameter nodes have empty labels.
                 let seg_end = segment_end(path, pos);
                 w.spans.push((pos as u32, seg_end as u32));
                 if node.catch_all == NONE {
@@ -164,7 +198,7 @@ impl PathTable {
                     continue;
                 }
                 let saved = w.spans.len() - 1;
-                if let Some(r) = self.visit(node.param, seg_end, w) {
+                if let Some(r) = self.walk_from(node.param, seg_end, w) {
                     return Some(r);
                 }
                 w.spans.truncate(saved);
@@ -178,12 +212,17 @@ impl PathTable {
         }
     }
 
-    /// The static child of `node` whose label starts with `b`: the children's first bytes are
-    /// consecutive in `firsts` (padded at the end), compared eight at a time.
+    /// The static child of `node` whose label starts with `b`: the first bytes of the first
+    /// eight children are held in the node, the others (rare) are consecutive in `firsts`.
     #[inline(always)]
     fn child(&self, node: &FrozenNode, b: u8) -> Option<u32> {
+        let hit = has_byte(node.kid_firsts, b);
         let len = node.kids_len as usize;
-        let mut i = 0;
+        if hit != 0 {
+            let k = (hit.trailing_zeros() / 8) as usize;
+            return (k < len).then_some(node.kids + k as u32);
+        }
+        let mut i = 8;
         while i < len {
             let start = node.kids as usize + i;
             let firsts = &self.firsts[start..start + 8];

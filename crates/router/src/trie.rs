@@ -210,6 +210,14 @@ impl PathTrie {
                 label_len: node.label.len() as u32,
                 kids: node.children.first().map_or(0, |&c| ids[c as usize]),
                 kids_len: node.children.len() as u16,
+                kid_firsts: node
+                    .children
+                    .iter()
+                    .take(8)
+                    .enumerate()
+                    .fold(0, |w, (k, &c)| {
+                        w | (self.nodes[c as usize].label[0] as u64) << (8 * k)
+                    }),
                 only_static: node.param == NONE && node.catch_all == NONE && node.prefix == NONE,
                 param: if node.param == NONE {
                     NONE

@@ -8,7 +8,7 @@
 //! Instruction counts (deterministic, unlike the timings on a shared machine): build with
 //! `cargo bench -p shardgate-router --bench compare --no-run`, then run the binary under
 //! `valgrind --tool=callgrind --toggle-collect='*count_lookups*'` with `--count <table>` as its
-//! arguments; it does `COUNT_ROUNDS` rounds of each candidate and prints the number of lookups
+//! arguments (and optionally a number of rounds, default `COUNT_ROUNDS`); it runs each candidate and prints the number of lookups
 //! per candidate to divide the inclusive counts of `count_lookups_ours` and
 //! `count_lookups_matchit` by.
 
@@ -193,27 +193,32 @@ fn measure(lookups: usize, candidates: &mut [&mut dyn FnMut() -> usize]) -> Vec<
         .collect()
 }
 
-/// Rounds of lookups per candidate in `--count` mode.
+/// Rounds of lookups per candidate in `--count` mode, unless given after the table name.
 const COUNT_ROUNDS: usize = 100;
 
 /// One candidate's lookups, `COUNT_ROUNDS` times; functions of their own so callgrind counts
 /// just these (`--toggle-collect='*count_lookups*'`) and reports each apart.
 #[inline(never)]
-fn count_lookups_ours(f: &mut dyn FnMut() -> usize) -> usize {
-    (0..COUNT_ROUNDS).map(|_| black_box(f())).sum()
+fn count_lookups_ours(rounds: usize, f: &mut dyn FnMut() -> usize) -> usize {
+    (0..rounds).map(|_| black_box(f())).sum()
 }
 
 #[inline(never)]
-fn count_lookups_matchit(f: &mut dyn FnMut() -> usize) -> usize {
-    (0..COUNT_ROUNDS).map(|_| black_box(f())).sum()
+fn count_lookups_matchit(rounds: usize, f: &mut dyn FnMut() -> usize) -> usize {
+    (0..rounds).map(|_| black_box(f())).sum()
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let count = args.iter().position(|a| a == "--count").map(|i| {
-        args.get(i + 1)
+        let table = args
+            .get(i + 1)
             .cloned()
-            .unwrap_or_else(|| "github_api".into())
+            .unwrap_or_else(|| "github_api".into());
+        let rounds = args
+            .get(i + 2)
+            .map_or(COUNT_ROUNDS, |r| r.parse().expect("rounds"));
+        (table, rounds)
     });
     println!(
         "{:<14} {:>6} {:>7} | {:>11} {:>11} {:>11}  (median ns per lookup)",
@@ -273,15 +278,11 @@ fn main() {
             }
             sum
         };
-        if let Some(table) = &count {
+        if let Some((table, rounds)) = &count {
             if table == t.name {
-                println!(
-                    "{}: {} lookups per candidate",
-                    t.name,
-                    COUNT_ROUNDS * reqs.len()
-                );
-                black_box(count_lookups_ours(&mut run_ours));
-                black_box(count_lookups_matchit(&mut run_matchit));
+                println!("{}: {} lookups per candidate", t.name, rounds * reqs.len());
+                black_box(count_lookups_ours(*rounds, &mut run_ours));
+                black_box(count_lookups_matchit(*rounds, &mut run_matchit));
             }
             continue;
         }
