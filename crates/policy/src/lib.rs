@@ -49,6 +49,7 @@ pub mod api_key;
 pub mod balance;
 pub mod breaker;
 pub mod cidr;
+pub mod cors;
 pub mod dns;
 pub mod endpoint_set;
 pub mod global_rate;
