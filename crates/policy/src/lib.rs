@@ -60,9 +60,11 @@ pub mod lru;
 pub mod outcome;
 pub mod outlier;
 pub mod pool_limit;
+pub mod request_id;
 pub mod retry;
 pub mod retry_budget;
 pub mod token_bucket;
+pub mod traceparent;
 mod window;
 
 pub use balance::{Algorithm, BalanceError, BalancerKind, EndpointSpec, PickHint, WeightedSplit};

@@ -1,0 +1,276 @@
+//! W3C Trace Context (`traceparent`, version 00): continue an incoming trace with a new span id
+//! for this hop, or start a new trace.
+//!
+//! `traceparent` is `00-<trace-id: 32 hex>-<parent-id: 16 hex>-<flags: 2 hex>`, lowercase,
+//! 55 bytes. A value is accepted when the version is two lowercase hex digits other than `ff`;
+//! for version `00` the length is exactly 55, for a later version at least 55 with a `-` after
+//! the first 55 (later versions only append fields). Ids must not be all zeros. The outgoing
+//! header is always version `00`: the same trace-id and flags, and this hop's new span id as the
+//! parent-id. When the incoming value is missing or invalid a new trace starts, and the
+//! incoming `tracestate` must be dropped ([`Hop::keep_tracestate`]); otherwise `tracestate`
+//! passes through untouched.
+
+use crate::hash::Rng;
+use crate::request_id::hex_into;
+
+/// The header names, lowercase.
+pub const TRACEPARENT: &str = "traceparent";
+pub const TRACESTATE: &str = "tracestate";
+/// Length of a version-00 value.
+pub const LEN: usize = 55;
+/// The `sampled` bit of the flags.
+pub const FLAG_SAMPLED: u8 = 0x01;
+
+/// The fields of a `traceparent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    pub parent_id: [u8; 8],
+    pub flags: u8,
+}
+
+fn lower_hex(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+fn decode<const N: usize>(hex: &[u8]) -> Option<[u8; N]> {
+    let mut out = [0u8; N];
+    for (i, pair) in hex.chunks_exact(2).enumerate() {
+        out[i] = lower_hex(pair[0])? << 4 | lower_hex(pair[1])?;
+    }
+    Some(out)
+}
+
+/// Parse an incoming `traceparent`; `None` when it is not valid.
+pub fn parse(value: &[u8]) -> Option<TraceContext> {
+    let value = value.trim_ascii();
+    if value.len() < LEN {
+        return None;
+    }
+    let version = decode::<1>(&value[..2])?[0];
+    if version == 0xff
+        || (version == 0 && value.len() != LEN)
+        || (value.len() > LEN && value[LEN] != b'-')
+    {
+        return None;
+    }
+    if value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
+        return None;
+    }
+    let trace_id = decode::<16>(&value[3..35])?;
+    let parent_id = decode::<8>(&value[36..52])?;
+    let flags = decode::<1>(&value[53..55])?[0];
+    if trace_id == [0; 16] || parent_id == [0; 8] {
+        return None;
+    }
+    Some(TraceContext {
+        trace_id,
+        parent_id,
+        flags,
+    })
+}
+
+impl TraceContext {
+    /// The version-00 header value.
+    pub fn write(&self, out: &mut [u8; LEN]) {
+        out[..3].copy_from_slice(b"00-");
+        hex_into(&self.trace_id, &mut out[3..35]);
+        out[35] = b'-';
+        hex_into(&self.parent_id, &mut out[36..52]);
+        out[52] = b'-';
+        hex_into(&[self.flags], &mut out[53..55]);
+    }
+}
+
+/// This hop's trace context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hop {
+    /// What to send upstream: same trace, this hop's span id as parent-id.
+    pub outgoing: TraceContext,
+    /// The span id of this hop (= `outgoing.parent_id`), for logs.
+    pub span_id: [u8; 8],
+    /// The caller's span, when the trace was continued.
+    pub caller_span: Option<[u8; 8]>,
+    /// Pass `tracestate` on (only when an incoming trace was continued).
+    pub keep_tracestate: bool,
+}
+
+impl Hop {
+    /// The outgoing `traceparent` value.
+    pub fn value(&self) -> [u8; LEN] {
+        let mut out = [0u8; LEN];
+        self.outgoing.write(&mut out);
+        out
+    }
+}
+
+fn nonzero<const N: usize>(rng: &mut Rng) -> [u8; N] {
+    loop {
+        let mut out = [0u8; N];
+        for chunk in out.chunks_mut(8) {
+            let bytes = rng.next_u64().to_be_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+        if out != [0; N] {
+            return out;
+        }
+    }
+}
+
+/// Continue `incoming` (if valid) with a new span id, or start a new trace whose flags say
+/// `sample_new`.
+pub fn next_hop(incoming: Option<&[u8]>, rng: &mut Rng, sample_new: bool) -> Hop {
+    let span_id = nonzero::<8>(rng);
+    match incoming.and_then(parse) {
+        Some(ctx) => Hop {
+            outgoing: TraceContext {
+                parent_id: span_id,
+                ..ctx
+            },
+            span_id,
+            caller_span: Some(ctx.parent_id),
+            keep_tracestate: true,
+        },
+        None => Hop {
+            outgoing: TraceContext {
+                trace_id: nonzero::<16>(rng),
+                parent_id: span_id,
+                flags: if sample_new { FLAG_SAMPLED } else { 0 },
+            },
+            span_id,
+            caller_span: None,
+            keep_tracestate: false,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &[u8] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn parse_table() {
+        let cases: &[(&[u8], bool)] = &[
+            (GOOD, true),
+            (
+                b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+                true,
+            ),
+            (
+                b" 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 ",
+                true,
+            ),
+            (
+                b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                true,
+            ),
+            (
+                b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-xyz",
+                true,
+            ),
+            (
+                b"01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01xyz",
+                false,
+            ),
+            (
+                b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-",
+                false,
+            ),
+            (
+                b"ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                false,
+            ),
+            (
+                b"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                false,
+            ),
+            (
+                b"00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                false,
+            ),
+            (
+                b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+                false,
+            ),
+            (
+                b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0g",
+                false,
+            ),
+            (
+                b"00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                false,
+            ),
+            (
+                b"00-4bf92f3577b34da6a3ce929d0e0e473-600f067aa0ba902b7-01",
+                false,
+            ),
+            (
+                b"0g-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+                false,
+            ),
+            (
+                b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7",
+                false,
+            ),
+            (b"", false),
+        ];
+        for (value, ok) in cases {
+            assert_eq!(
+                parse(value).is_some(),
+                *ok,
+                "{}",
+                String::from_utf8_lossy(value)
+            );
+        }
+        let ctx = parse(GOOD).unwrap();
+        assert_eq!(ctx.flags, 1);
+        assert_eq!(
+            ctx.parent_id,
+            [0x00, 0xf0, 0x67, 0xaa, 0x0b, 0xa9, 0x02, 0xb7]
+        );
+        let mut out = [0u8; LEN];
+        ctx.write(&mut out);
+        assert_eq!(&out[..], GOOD, "round trip");
+    }
+
+    #[test]
+    fn continuing_keeps_trace_and_flags_with_a_new_span() {
+        let mut rng = Rng::new(1);
+        let hop = next_hop(Some(GOOD), &mut rng, true);
+        let v = hop.value();
+        assert_eq!(&v[..36], &GOOD[..36], "same version and trace id");
+        assert_ne!(&v[36..52], &GOOD[36..52], "new parent id");
+        assert_eq!(&v[52..], b"-01");
+        assert_eq!(hop.caller_span, Some(parse(GOOD).unwrap().parent_id));
+        assert!(hop.keep_tracestate);
+        assert_eq!(parse(&v).unwrap().parent_id, hop.span_id);
+        // A later version is answered in version 00.
+        let later = b"02-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00-extra";
+        let v = next_hop(Some(later), &mut rng, true).value();
+        assert_eq!(&v[..3], b"00-");
+        assert_eq!(&v[52..], b"-00");
+    }
+
+    #[test]
+    fn invalid_or_missing_starts_a_new_trace_and_drops_tracestate() {
+        let mut rng = Rng::new(2);
+        for incoming in [None, Some(&b"garbage"[..])] {
+            for sample in [true, false] {
+                let hop = next_hop(incoming, &mut rng, sample);
+                assert!(!hop.keep_tracestate && hop.caller_span.is_none());
+                let v = hop.value();
+                let ctx = parse(&v).expect("we emit valid values");
+                assert_eq!(ctx.flags, u8::from(sample));
+            }
+        }
+        let a = next_hop(None, &mut rng, true).outgoing.trace_id;
+        let b = next_hop(None, &mut rng, true).outgoing.trace_id;
+        assert_ne!(a, b);
+    }
+}
