@@ -33,14 +33,25 @@ pub(crate) struct FrozenNode {
     pub(crate) kids_len: u16,
     /// First bytes of the first eight static children, little-endian, zero-padded.
     pub(crate) kid_firsts: u64,
-    /// No parameter child, catch-all or prefix leaf: the walk only follows static children.
-    pub(crate) only_static: bool,
+    /// Which of the walk's paths the node takes: see [`Shape`].
+    pub(crate) shape: Shape,
     /// Parameter child node, or `NONE`.
     pub(crate) param: u32,
     /// Leaves (indices into `PathTable::leaves`), or `NONE`.
     pub(crate) exact: u32,
     pub(crate) catch_all: u32,
     pub(crate) prefix: u32,
+}
+
+/// What a node offers besides an exact leaf, for the walk's fast paths.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// Static children only (or none).
+    Static,
+    /// A parameter child only: no static children, catch-all or prefix leaf.
+    Param,
+    /// Anything else.
+    Mixed,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -145,7 +156,7 @@ impl PathTable {
         let path = w.path;
         loop {
             let node = &self.nodes[n as usize];
-            if node.only_static {
+            if node.shape != Shape::Mixed {
                 let Some(&b) = path.get(pos) else {
                     return if node.exact != NONE {
                         self.leaf_route(node.exact, w)
@@ -153,14 +164,25 @@ impl PathTable {
                         None
                     };
                 };
-                n = self.child(node, b)?;
-                // The first byte is `b`: a one-byte label (a '/' after a parameter, a split
-                // point) needs no comparison.
-                pos = if self.nodes[n as usize].label_len == 1 {
-                    pos + 1
+                if node.shape == Shape::Static {
+                    n = self.child(node, b)?;
+                    // The first byte is `b`: a one-byte label (a '/' after a parameter, a
+                    // split point) needs no comparison.
+                    pos = if self.nodes[n as usize].label_len == 1 {
+                        pos + 1
+                    } else {
+                        self.label_end(n, path, pos)?
+                    };
                 } else {
-                    self.label_end(n, path, pos)?
-                };
+                    // A parameter takes a non-empty segment; parameter nodes have empty labels.
+                    if b == b'/' {
+                        return None;
+                    }
+                    let seg_end = segment_end(path, pos);
+                    w.spans.push((pos as u32, seg_end as u32));
+                    n = node.param;
+                    pos = seg_end;
+                }
                 continue;
             }
             if node.prefix != NONE && path.get(pos).is_none_or(|&b| b == b'/') {

@@ -10,7 +10,7 @@
 //! overlapping method sets.
 
 use crate::pattern::Piece;
-use crate::table::{FrozenLeaf, FrozenNode, NONE, PathTable, word_at};
+use crate::table::{FrozenLeaf, FrozenNode, NONE, PathTable, Shape, word_at};
 
 #[derive(Clone, Debug)]
 struct Node {
@@ -218,7 +218,12 @@ impl PathTrie {
                     .fold(0, |w, (k, &c)| {
                         w | (self.nodes[c as usize].label[0] as u64) << (8 * k)
                     }),
-                only_static: node.param == NONE && node.catch_all == NONE && node.prefix == NONE,
+                shape: match (node.children.is_empty(), node.param != NONE) {
+                    _ if node.catch_all != NONE || node.prefix != NONE => Shape::Mixed,
+                    (_, false) => Shape::Static,
+                    (true, true) => Shape::Param,
+                    (false, true) => Shape::Mixed,
+                },
                 param: if node.param == NONE {
                     NONE
                 } else {
