@@ -338,6 +338,7 @@ impl Cors {
 }
 
 #[cfg(test)]
+#[allow(clippy::type_complexity)] // case tables are tuples
 mod tests {
     use super::*;
 
