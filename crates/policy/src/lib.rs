@@ -42,16 +42,26 @@
 //! assert_eq!((first, second), (0, Some(1)));
 //! ```
 //!
-//! Rate limiting and authentication (token buckets, API keys, JWT) belong in this crate too;
-//! they arrive with their own issues.
+//! **Gateway filters.** The logic behind a route's filter chain lives here too, one file per
+//! filter, each with its config validation and no I/O: rate limiting with a [`token_bucket`]
+//! per key, shared gateway-wide across shards by [`global_rate`] (shard-local buckets, shares
+//! rebalanced off the request path from small per-period reports, per-shard [`lru`] bounds);
+//! authentication by [`api_key`] (SHA-256 digests, constant-time lookup) and [`jwt`] (HMAC,
+//! RSA, ECDSA and EdDSA signatures via `jsonwebtoken`'s RustCrypto backend, claims checked with
+//! the wall clock passed in); [`cidr`] allow/deny lists; [`cors`]; [`headers`] add/set/remove;
+//! [`rewrite`] for paths and redirects; [`body_limit`]; [`request_id`] and [`traceparent`]
+//! written into fixed buffers. [`filter`] is the model the proxy wires: a [`filter::FilterSpec`]
+//! per configured filter, a registry of names, and how to add a built-in.
 
 pub mod api_key;
 pub mod balance;
+pub mod body_limit;
 pub mod breaker;
 pub mod cidr;
 pub mod cors;
 pub mod dns;
 pub mod endpoint_set;
+pub mod filter;
 pub mod global_rate;
 pub mod hash;
 pub mod headers;
