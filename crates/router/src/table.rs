@@ -109,11 +109,13 @@ impl PathTable {
     /// and `walk.prefix_route` tell the rest.
     #[inline]
     pub(crate) fn find(&self, walk: &mut Walk<'_>) -> Option<u32> {
-        if self.nodes[self.start as usize].label_len == 0 {
+        let pos = if self.nodes[self.start as usize].label_len == 0 {
             // The root, when it is where lookups start.
-            return self.walk_from(self.start, 0, walk);
-        }
-        self.visit(self.start, 0, walk)
+            0
+        } else {
+            self.label_end(self.start, walk.path, 0)?
+        };
+        self.walk_from(self.start, pos, walk)
     }
 
     /// Visits static node `n` (a non-empty label) entered at `pos`: its label first, then
@@ -182,6 +184,18 @@ impl PathTable {
                     w.spans.push((pos as u32, seg_end as u32));
                     n = node.param;
                     pos = seg_end;
+                    // What follows a segment is '/', and so is the first byte of every static
+                    // child of a parameter node: when there is one such child and nothing
+                    // else, go straight to it.
+                    let p = &self.nodes[n as usize];
+                    if p.shape == Shape::Static && p.kids_len == 1 && pos < path.len() {
+                        n = p.kids;
+                        pos = if self.nodes[n as usize].label_len == 1 {
+                            pos + 1
+                        } else {
+                            self.label_end(n, path, pos)?
+                        };
+                    }
                 }
                 continue;
             }
