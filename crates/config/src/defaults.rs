@@ -36,3 +36,7 @@ pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// Requests sent on one upstream connection before it is retired
 /// (`pool.max_requests_per_connection`).
 pub const POOL_MAX_REQUESTS: u32 = 1000;
+/// How long a graceful shutdown waits for in-flight requests (`shutdown.drain_timeout`).
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes of access log a shard buffers before handing them to the writer (`access_log.buffer`).
+pub const ACCESS_LOG_BUFFER: u64 = 64 * 1024;

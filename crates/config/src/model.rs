@@ -13,8 +13,52 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub pool: PoolSettings,
+    /// The admin listener, if any.
+    pub admin: Option<SocketAddr>,
+    pub access_log: Option<AccessLog>,
+    /// How long a graceful shutdown waits for in-flight requests.
+    pub drain_timeout: Duration,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
+}
+
+/// Where and how the access log is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessLog {
+    pub path: std::path::PathBuf,
+    pub format: LogFormat,
+    /// Bytes a shard buffers before handing lines to the writer.
+    pub buffer: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// nginx-like `combined` text with the route and timings appended.
+    Text,
+}
+
+impl Config {
+    /// The settings a reload cannot change (they need a restart or a binary
+    /// upgrade), with the first field that differs.
+    pub fn restart_required(&self, new: &Config) -> Option<&'static str> {
+        if self.listeners != new.listeners {
+            Some("listeners")
+        } else if self.workers != new.workers {
+            Some("workers")
+        } else if self.driver != new.driver {
+            Some("driver")
+        } else if self.admin != new.admin {
+            Some("admin.address")
+        } else if self.limits.buffer_size != new.limits.buffer_size {
+            Some("limits.buffer_size")
+        } else if self.access_log != new.access_log {
+            Some("access_log")
+        } else {
+            None
+        }
+    }
 }
 
 /// How many shards to run.

@@ -20,6 +20,12 @@ pub struct RawConfig {
     #[serde(default)]
     pub pool: RawPool,
     #[serde(default)]
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub access_log: Option<RawAccessLog>,
+    #[serde(default)]
+    pub shutdown: RawShutdown,
+    #[serde(default)]
     pub upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
@@ -95,4 +101,24 @@ pub struct RawRoute {
     /// A path prefix matched at segment boundaries (`/api`).
     pub prefix: Option<String>,
     pub upstream: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub address: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    pub path: String,
+    pub format: Option<String>,
+    pub buffer: Option<RawSize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawShutdown {
+    pub drain_timeout: Option<String>,
 }

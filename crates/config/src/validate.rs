@@ -216,6 +216,53 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         ) as u32,
     };
 
+    let admin = raw
+        .admin
+        .as_ref()
+        .and_then(|a| match a.address.parse::<SocketAddr>() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                e.push(
+                    "admin.address",
+                    format!("{:?} is not an IP:port address", a.address),
+                );
+                None
+            }
+        });
+    let access_log = raw.access_log.as_ref().map(|l| {
+        let format = match l.format.as_deref() {
+            None | Some("json") => LogFormat::Json,
+            Some("text") => LogFormat::Text,
+            Some(f) => {
+                e.push(
+                    "access_log.format",
+                    format!("expected \"json\" or \"text\", got {f:?}"),
+                );
+                LogFormat::Json
+            }
+        };
+        if l.path.is_empty() {
+            e.push("access_log.path", "must not be empty");
+        }
+        let buffer = e.size("access_log.buffer", l.buffer.as_ref(), d::ACCESS_LOG_BUFFER);
+        if !(4096..=64 << 20).contains(&buffer) {
+            e.push(
+                "access_log.buffer",
+                format!("must be between 4KiB and 64MiB (got {buffer})"),
+            );
+        }
+        AccessLog {
+            path: l.path.clone().into(),
+            format,
+            buffer: buffer as usize,
+        }
+    });
+    let drain_timeout = e.duration(
+        "shutdown.drain_timeout",
+        raw.shutdown.drain_timeout.as_ref(),
+        d::DRAIN_TIMEOUT,
+    );
+
     let mut upstreams = Vec::new();
     for (name, u) in &raw.upstreams {
         let path = format!("upstreams.{name}");
@@ -354,6 +401,9 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             timeouts,
             limits,
             pool,
+            admin,
+            access_log,
+            drain_timeout,
             upstreams,
             routes,
         })

@@ -51,6 +51,7 @@ pub(crate) fn plan_response(
     snap: &Snapshot,
     b: &mut Bufs,
     req: RequestInfo,
+    draining: bool,
 ) -> Result<Option<ResponsePlan>, ProxyError> {
     loop {
         let mut headers = empty_headers();
@@ -76,8 +77,12 @@ pub(crate) fn plan_response(
             )));
         }
         let dechunk = info.framing == ResponseFraming::Chunked && req.version == Version::Http10;
-        let client_keep_alive =
-            req.keep_alive && !upgrade && !dechunk && info.framing != ResponseFraming::UntilClose;
+        // A draining shard tells every client it answers to go elsewhere.
+        let client_keep_alive = req.keep_alive
+            && !draining
+            && !upgrade
+            && !dechunk
+            && info.framing != ResponseFraming::UntilClose;
         let opts = ResponseEncodeOptions {
             client_version: req.version,
             close: !client_keep_alive,
@@ -183,7 +188,7 @@ pub(crate) async fn relay(
                 shard.log_limited(|| {
                     format!(
                         "upstream {} ended the response early; cutting the client off",
-                        snap.endpoints[ex.conn.endpoint]
+                        shard.pools.addr(ex.conn.endpoint)
                     )
                 });
                 return BROKEN;
@@ -274,6 +279,7 @@ pub(crate) async fn switch_protocols(
     mut ex: Exchanged,
 ) -> Next {
     shard.stats.record_status(101);
+    b.rec.status = 101;
     let deadline = shard.timers.now() + snap.timeouts.send;
     let (r, w) = write_from(
         &shard.timers,

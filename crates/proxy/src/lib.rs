@@ -10,13 +10,17 @@
 //! endpoint, forward the head and stream the body, read the response head,
 //! stream the response back. The wire rules live in `shardgate-http`.
 
+mod admin;
 mod buffers;
 mod conn;
+mod control;
 mod downstream;
+mod drain;
 mod driver;
 mod error;
 mod io;
 mod listener;
+pub mod metrics;
 mod pipeline;
 mod pool;
 mod route;
@@ -28,6 +32,7 @@ mod timer;
 mod tunnel;
 mod upstream;
 
+pub use control::{ConfigInfo, GatewayHandle, config_hash};
 pub use driver::{DriverChoice, resolve_driver};
 pub use stats::StatsSnapshot;
-pub use supervisor::{Gateway, GatewayError, GatewayOptions, StopHandle};
+pub use supervisor::{Gateway, GatewayError, GatewayOptions};

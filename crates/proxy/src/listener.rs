@@ -26,6 +26,17 @@ pub(crate) fn bind(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpLi
     Ok(socket.into())
 }
 
+/// A blocking listener (with `SO_REUSEPORT`, so an upgraded process can
+/// bind it too) for the admin server's thread.
+pub(crate) fn bind_blocking(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
+    Ok(socket.into())
+}
+
 /// Accept errors that mean "out of a resource": back off instead of spinning.
 fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(
@@ -46,7 +57,12 @@ pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     let mut last_log: Option<Instant> = None;
     let mut held_back = 0u64;
     loop {
-        match listener.accept().await {
+        let accepted = monoio::select! {
+            biased;
+            () = shard.drain.wait() => return, // the listener closes here
+            r = listener.accept() => r,
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 backoff = BACKOFF_MIN;
                 shard.stats.accepted.incr();

@@ -16,8 +16,11 @@
 use crate::downstream;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::io::{IoFail, read_more, write_from};
+use crate::metrics;
+use crate::pool::EndpointId;
+use crate::route::RouteId;
 use crate::shard::Shard;
-use crate::snapshot::{EndpointId, Snapshot};
+use crate::snapshot::Snapshot;
 use crate::upstream::{self, UpConn};
 use monoio::net::TcpStream;
 use shardgate_http::ParseError;
@@ -30,6 +33,7 @@ use std::io::Write;
 use std::mem::take;
 use std::net::IpAddr;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 /// The client side of a connection.
 pub(crate) struct Client {
@@ -46,12 +50,27 @@ pub(crate) enum Next {
     Upgrade(TcpStream),
 }
 
-/// The buffers one request borrows from the shard: `c` holds bytes read
-/// from the client, `u` bytes read from the upstream, `w` heads being written.
+/// One request's working state: the buffers it borrows from the shard
+/// (`c` holds bytes read from the client, `u` bytes read from the upstream,
+/// `w` heads being written) and the record of what it did.
 pub(crate) struct Bufs {
     pub c: Vec<u8>,
     pub u: Vec<u8>,
     pub w: Vec<u8>,
+    pub rec: Record,
+}
+
+/// What a request did, for metrics and the access log.
+pub(crate) struct Record {
+    pub started: Instant,
+    pub route: Option<RouteId>,
+    /// Index into `metrics::METHODS`.
+    pub method: usize,
+    /// The status sent; 0 when no response was sent.
+    pub status: u16,
+    pub upstream: Option<EndpointId>,
+    /// From sending the request upstream to its response head.
+    pub upstream_time: Option<Duration>,
 }
 
 /// What to do with a parsed request.
@@ -82,13 +101,28 @@ pub(crate) async fn handle(shard: Rc<Shard>, mut client: Client, c: Vec<u8>) -> 
 }
 
 async fn handle_inner(shard: &Shard, client: &mut Client, c: Vec<u8>) -> Next {
-    let snap = shard.snapshot.clone();
+    let snap = shard.snapshot();
     let mut bufs = Bufs {
         c,
         u: Vec::new(),
         w: shard.buffers.take(),
+        rec: Record {
+            started: Instant::now(),
+            route: None,
+            method: metrics::METHODS.len() - 1,
+            status: 0,
+            upstream: None,
+            upstream_time: None,
+        },
     };
     let next = run(shard, &snap, client, &mut bufs).await;
+    let rec = &bufs.rec;
+    if rec.status != 0 {
+        let m = rec
+            .route
+            .map_or(&snap.no_route_metrics, |r| &snap.route_metrics[r]);
+        m.record(rec.method, rec.status, rec.started.elapsed());
+    }
     shard.buffers.give(take(&mut bufs.u));
     shard.buffers.give(take(&mut bufs.w));
     match next {
@@ -115,6 +149,7 @@ async fn run(shard: &Shard, snap: &Rc<Snapshot>, client: &mut Client, b: &mut Bu
             head_len,
         } => {
             shard.stats.record_status(status);
+            b.rec.status = status;
             let deadline = shard.timers.now() + snap.timeouts.send;
             let (r, w) = write_from(
                 &shard.timers,
@@ -155,6 +190,7 @@ async fn run(shard: &Shard, snap: &Rc<Snapshot>, client: &mut Client, b: &mut Bu
     }
     let outcome = downstream::relay(shard, snap, client, b, &mut ex, fwd.info).await;
     shard.stats.record_status(ex.response.status);
+    b.rec.status = ex.response.status;
 
     // 5: pool the upstream connection, keep or close the client.
     if outcome.upstream_reusable {
@@ -218,10 +254,12 @@ fn prepare(
         Err(e) => return Err(ProxyError::new(ErrorKind::BadRequest(e))),
     };
     let info = req.info;
+    b.rec.method = metrics::method_index(req.method.as_bytes());
     let has_body = info.body != BodyFraming::None;
     let head_only = info.method == shardgate_http::Method::Head;
+    let draining = shard.drain.is_on();
     let respond = |status: u16, extra: &[(&str, &[u8])], w: &mut Vec<u8>| {
-        let close = !info.keep_alive || has_body;
+        let close = !info.keep_alive || has_body || draining;
         canned_response(status, close, head_only, extra, w);
         Ok(Some(Plan::Respond {
             status,
@@ -264,15 +302,18 @@ fn prepare(
         }
         Lookup::NotFound => return respond(404, &[], &mut b.w),
     };
+    b.rec.route = Some(route);
     let group = snap.route_group[route];
     let endpoint = snap.groups[group].pick(None);
-    let ctx = ForwardContext {
-        client_ip: ip.as_bytes(),
-        proto: b"http",
-        path: (target.as_ptr() != req.path.as_ptr()).then_some(target),
-        fallback_host: snap.endpoint_hosts[endpoint].as_bytes(),
-    };
-    encode_request_head(&req, &ctx, &mut b.w);
+    shard.pools.with_host(endpoint, |fallback_host| {
+        let ctx = ForwardContext {
+            client_ip: ip.as_bytes(),
+            proto: b"http",
+            path: (target.as_ptr() != req.path.as_ptr()).then_some(target),
+            fallback_host,
+        };
+        encode_request_head(&req, &ctx, &mut b.w);
+    });
     Ok(Some(Plan::Forward(Forward {
         info,
         group,
@@ -298,6 +339,7 @@ pub(crate) async fn respond_error(
         Side::Upstream => shard.log_limited(|| format!("{e}: answering {status}")),
     }
     shard.stats.record_status(status);
+    b.rec.status = status;
     let keep = keep && e.side() == Side::Upstream;
     b.w.clear();
     if b.w.capacity() == 0 {

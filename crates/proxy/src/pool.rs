@@ -3,12 +3,28 @@
 //! the least likely to have been closed by the upstream); connections idle
 //! longer than the idle timeout, or that served their share of requests,
 //! are closed.
+//!
+//! Endpoints are numbered by address once per shard and keep their number
+//! across configuration reloads, so a request that started on an older
+//! snapshot returns its connection to the right stack, pools of endpoints
+//! that survive a reload are kept, and those removed are drained.
 
 use monoio::net::TcpStream;
 use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::snapshot::EndpointId;
+/// A shard's number for an upstream address, stable across reloads.
+pub(crate) type EndpointId = usize;
+
+/// The shard's endpoints: address, the `Host` to send a 1.0 client's
+/// request with, and whether the current configuration still uses it.
+struct Endpoint {
+    addr: SocketAddr,
+    host: String,
+    live: bool,
+}
 
 pub(crate) struct Pooled {
     pub stream: TcpStream,
@@ -19,13 +35,68 @@ pub(crate) struct Pooled {
 
 pub(crate) struct Pools {
     idle: RefCell<Vec<Vec<Pooled>>>,
+    endpoints: RefCell<Vec<Endpoint>>,
+    by_addr: RefCell<HashMap<SocketAddr, EndpointId>>,
 }
 
 impl Pools {
-    pub(crate) fn new(endpoints: usize) -> Self {
+    pub(crate) fn new() -> Self {
         Pools {
-            idle: RefCell::new((0..endpoints).map(|_| Vec::new()).collect()),
+            idle: RefCell::new(Vec::new()),
+            endpoints: RefCell::new(Vec::new()),
+            by_addr: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// The number for `addr`, registering it on first sight.
+    pub(crate) fn id_for(&self, addr: SocketAddr) -> EndpointId {
+        if let Some(&id) = self.by_addr.borrow().get(&addr) {
+            self.endpoints.borrow_mut()[id].live = true;
+            return id;
+        }
+        let mut eps = self.endpoints.borrow_mut();
+        eps.push(Endpoint {
+            addr,
+            host: addr.to_string(),
+            live: true,
+        });
+        self.idle.borrow_mut().push(Vec::new());
+        let id = eps.len() - 1;
+        self.by_addr.borrow_mut().insert(addr, id);
+        id
+    }
+
+    /// Keeps only the endpoints in `keep` live; the idle connections of the
+    /// others are closed now and their busy ones when they come back.
+    pub(crate) fn retain(&self, keep: &[EndpointId]) {
+        let mut eps = self.endpoints.borrow_mut();
+        let mut idle = self.idle.borrow_mut();
+        for (id, ep) in eps.iter_mut().enumerate() {
+            ep.live = keep.contains(&id);
+            if !ep.live {
+                idle[id].clear();
+            }
+        }
+    }
+
+    pub(crate) fn addr(&self, id: EndpointId) -> SocketAddr {
+        self.endpoints.borrow()[id].addr
+    }
+
+    /// Calls `f` with the endpoint's `ip:port` text.
+    pub(crate) fn with_host<R>(&self, id: EndpointId, f: impl FnOnce(&[u8]) -> R) -> R {
+        f(self.endpoints.borrow()[id].host.as_bytes())
+    }
+
+    /// (address, idle connections) of every live endpoint.
+    pub(crate) fn idle_counts(&self) -> Vec<(SocketAddr, usize)> {
+        let eps = self.endpoints.borrow();
+        let idle = self.idle.borrow();
+        eps.iter()
+            .zip(idle.iter())
+            .filter(|(e, _)| e.live)
+            .map(|(e, i)| (e.addr, i.len()))
+            .collect()
     }
 
     /// The freshest idle connection to `ep` that is still within `idle_timeout`.
@@ -56,6 +127,9 @@ impl Pools {
         max_idle: usize,
         now: Instant,
     ) {
+        if !self.endpoints.borrow().get(ep).is_some_and(|e| e.live) {
+            return; // removed by a reload: the connection closes
+        }
         let mut idle = self.idle.borrow_mut();
         let Some(stack) = idle.get_mut(ep) else {
             return;

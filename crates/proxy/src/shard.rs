@@ -2,10 +2,13 @@
 //! `Rc`; never seen by another thread except its counters.
 
 use crate::buffers::BufferPool;
+use crate::drain::Drain;
+use crate::metrics::Registry;
 use crate::pool::Pools;
 use crate::snapshot::Snapshot;
 use crate::stats::ShardStats;
 use crate::timer::Timers;
+use shardgate_config::Config;
 use std::any::Any;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -18,11 +21,15 @@ const KEEP_BUFFERS: usize = 64;
 
 pub(crate) struct Shard {
     pub id: usize,
-    pub snapshot: Rc<Snapshot>,
+    /// The configuration requests start on; replaced at reload. A request
+    /// holds its own `Rc` and finishes on the snapshot it started with.
+    snapshot: RefCell<Rc<Snapshot>>,
     pub buffers: BufferPool,
     pub pools: Pools,
     pub stats: Arc<ShardStats>,
     pub timers: Timers,
+    pub metrics: Registry,
+    pub drain: Drain,
     /// Reused heap slots for request futures (see `conn`).
     pub future_slots: RefCell<Option<Box<dyn Any>>>,
     /// Where a request path is normalised when it is not already normal.
@@ -31,20 +38,59 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
-    pub(crate) fn new(id: usize, snapshot: Snapshot, stats: Arc<ShardStats>) -> Shard {
+    pub(crate) fn new(
+        id: usize,
+        config: &Arc<Config>,
+        stats: Arc<ShardStats>,
+    ) -> Result<Shard, String> {
+        let pools = Pools::new();
+        let metrics = Registry::default();
+        let snapshot = Snapshot::build(config, 1, &pools, &metrics)?;
         let buffers = BufferPool::new(snapshot.limits.buffer_size, KEEP_BUFFERS);
-        let pools = Pools::new(snapshot.endpoints.len());
-        Shard {
+        Ok(Shard {
             id,
-            snapshot: Rc::new(snapshot),
+            snapshot: RefCell::new(Rc::new(snapshot)),
             buffers,
             pools,
             stats,
             timers: Timers::new(),
+            metrics,
+            drain: Drain::default(),
             future_slots: RefCell::new(None),
             path_scratch: RefCell::new(Vec::with_capacity(1024)),
             log_limiter: LogLimiter::new(),
+        })
+    }
+
+    /// Copies out this shard's metrics (for the admin server).
+    pub(crate) fn collect_metrics(&self) -> crate::metrics::ShardMetrics {
+        let (routes, groups) = self.metrics.snapshot();
+        crate::metrics::ShardMetrics {
+            shard: self.id,
+            config_version: self.snapshot.borrow().version,
+            draining: self.drain.is_on(),
+            stats: self.stats.snapshot(),
+            routes,
+            groups,
+            pool_idle: self.pools.idle_counts(),
+            log_written: 0,
+            log_dropped: 0,
         }
+    }
+
+    /// The current snapshot.
+    pub(crate) fn snapshot(&self) -> Rc<Snapshot> {
+        self.snapshot.borrow().clone()
+    }
+
+    /// Builds a snapshot of `config` and makes it current: requests that
+    /// start from now on use it; pools of endpoints it no longer names are
+    /// drained.
+    pub(crate) fn install(&self, config: &Arc<Config>, version: u64) -> Result<(), String> {
+        let snap = Snapshot::build(config, version, &self.pools, &self.metrics)?;
+        self.pools.retain(&snap.endpoints);
+        *self.snapshot.borrow_mut() = Rc::new(snap);
+        Ok(())
     }
 }
 

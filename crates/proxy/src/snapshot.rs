@@ -2,14 +2,14 @@
 //! groups with their round-robin cursors, limits and timeouts. Each shard
 //! builds its own from the shared, immutable `Config`.
 
+use crate::metrics::{GroupMetrics, NO_ROUTE, Registry, RouteMetrics};
+use crate::pool::{EndpointId, Pools};
 use crate::route::{self, RouteId};
 use shardgate_config::{Config, Limits, PoolSettings, Timeouts};
 use shardgate_router::Router;
 use std::cell::Cell;
-use std::net::SocketAddr;
-
-/// Index of an endpoint in the shard's pool table.
-pub(crate) type EndpointId = usize;
+use std::rc::Rc;
+use std::sync::Arc;
 
 pub(crate) struct Group {
     pub endpoints: Vec<EndpointId>,
@@ -37,9 +37,15 @@ pub(crate) struct Snapshot {
     /// Upstream group of each route.
     pub route_group: Vec<usize>,
     pub groups: Vec<Group>,
-    pub endpoints: Vec<SocketAddr>,
-    /// `ip:port` of each endpoint, sent as Host when a 1.0 client gave none.
-    pub endpoint_hosts: Vec<String>,
+    /// Every endpoint this configuration uses.
+    pub endpoints: Vec<EndpointId>,
+    /// Its version (1 for the first, +1 per successful reload).
+    pub version: u64,
+    /// Counters of each route (by route id), of requests no route took, and
+    /// of each upstream group: shared by name across snapshots.
+    pub route_metrics: Vec<Rc<RouteMetrics>>,
+    pub no_route_metrics: Rc<RouteMetrics>,
+    pub group_metrics: Vec<Rc<GroupMetrics>>,
     pub limits: Limits,
     pub http_limits: shardgate_http::Limits,
     pub timeouts: Timeouts,
@@ -47,7 +53,13 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
-    pub(crate) fn build(config: &Config) -> Result<Snapshot, String> {
+    /// Builds the shard's view of `config`, numbering its endpoints in `pools`.
+    pub(crate) fn build(
+        config: &Arc<Config>,
+        version: u64,
+        pools: &Pools,
+        registry: &Registry,
+    ) -> Result<Snapshot, String> {
         let mut endpoints = Vec::new();
         let groups = config
             .upstreams
@@ -57,8 +69,9 @@ impl Snapshot {
                     .endpoints
                     .iter()
                     .map(|a| {
-                        endpoints.push(*a);
-                        endpoints.len() - 1
+                        let id = pools.id_for(*a);
+                        endpoints.push(id);
+                        id
                     })
                     .collect(),
                 cursor: Cell::new(0),
@@ -69,8 +82,19 @@ impl Snapshot {
             routes: route::build(&config.routes)?,
             route_group: config.routes.iter().map(|r| r.upstream).collect(),
             groups,
-            endpoint_hosts: endpoints.iter().map(|a| a.to_string()).collect(),
             endpoints,
+            version,
+            route_metrics: config
+                .routes
+                .iter()
+                .map(|r| registry.route(&r.name))
+                .collect(),
+            no_route_metrics: registry.route(NO_ROUTE),
+            group_metrics: config
+                .upstreams
+                .iter()
+                .map(|u| registry.group(&u.name))
+                .collect(),
             limits: l,
             http_limits: shardgate_http::Limits {
                 max_request_line: l.max_request_line,

@@ -19,6 +19,7 @@ pub(crate) struct ShardStats {
     pub upstream_retries: Counter,
     pub upstream_connect_errors: Counter,
     pub accept_errors: Counter,
+    pub upstream_active: Counter,
 }
 
 /// A counter written by one thread only.
@@ -67,6 +68,7 @@ impl ShardStats {
             upstream_retries: self.upstream_retries.get(),
             upstream_connect_errors: self.upstream_connect_errors.get(),
             accept_errors: self.accept_errors.get(),
+            upstream_active: self.upstream_active.get(),
         }
     }
 }
@@ -86,6 +88,7 @@ pub struct StatsSnapshot {
     pub upstream_retries: u64,
     pub upstream_connect_errors: u64,
     pub accept_errors: u64,
+    pub upstream_active: u64,
 }
 
 impl StatsSnapshot {
@@ -103,6 +106,7 @@ impl StatsSnapshot {
         self.upstream_retries += o.upstream_retries;
         self.upstream_connect_errors += o.upstream_connect_errors;
         self.accept_errors += o.accept_errors;
+        self.upstream_active += o.upstream_active;
     }
 
     /// Share of upstream requests sent on a pooled connection.

@@ -1,24 +1,24 @@
 //! Starting and stopping a gateway: bind every listener once per shard,
-//! start one pinned thread per shard with its own runtime, collect counters.
+//! start one pinned thread per shard with its own runtime, and the tick loop
+//! through which each shard takes commands (reload, metrics, drain, stop).
 
+use crate::control::{Command, ConfigInfo, GatewayHandle, Shared, State};
 use crate::driver::{self, DriverChoice};
 use crate::listener;
 use crate::shard::Shard;
-use crate::snapshot::Snapshot;
 use crate::stats::{ShardStats, StatsSnapshot};
 use crate::timer::TICK;
 use shardgate_config::Config;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
 
-/// How often a shard looks at its control flag.
-const CONTROL_EVERY: u64 = 10;
 /// How often a shard sweeps its idle upstream connections, in ticks.
 const SWEEP_EVERY: u64 = 100;
 
@@ -53,25 +53,38 @@ impl fmt::Display for GatewayError {
 impl std::error::Error for GatewayError {}
 
 /// Options that are about the process rather than the configuration.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct GatewayOptions {
     /// Pin shard `i` to core `i` (modulo the core count).
     pub pin_cores: bool,
+    /// The file the configuration came from; reloads re-read it.
+    pub config_path: Option<PathBuf>,
+    /// Fingerprint of the configuration text (see [`config_hash`]).
+    pub config_hash: u64,
+    /// What to call the source when there is no file (`command line`).
+    pub source_name: &'static str,
 }
 
 impl Default for GatewayOptions {
     fn default() -> Self {
-        GatewayOptions { pin_cores: true }
+        GatewayOptions {
+            pin_cores: true,
+            config_path: None,
+            config_hash: 0,
+            source_name: "built-in",
+        }
     }
 }
 
 /// A running gateway. Dropping it stops the shards.
 pub struct Gateway {
     addrs: Vec<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
     driver: DriverChoice,
-    stop: Arc<AtomicBool>,
+    handle: GatewayHandle,
     threads: Vec<JoinHandle<()>>,
     stats: Vec<Arc<ShardStats>>,
+    admin: Option<crate::admin::AdminServer>,
 }
 
 impl Gateway {
@@ -101,9 +114,15 @@ impl Gateway {
             }
             addrs.push(actual);
         }
+        let admin_listener = match config.admin {
+            Some(a) => Some(
+                listener::bind_blocking(a)
+                    .map_err(|source| GatewayError::Bind { address: a, source })?,
+            ),
+            None => None,
+        };
 
         let config = Arc::new(config);
-        let stop = Arc::new(AtomicBool::new(false));
         let cores = if options.pin_cores {
             core_affinity::get_core_ids().unwrap_or_default()
         } else {
@@ -112,11 +131,13 @@ impl Gateway {
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut threads = Vec::new();
         let mut stats = Vec::new();
+        let mut controls = Vec::new();
         for (id, sockets) in per_shard.into_iter().enumerate() {
             let shard_stats = Arc::new(ShardStats::default());
             stats.push(shard_stats.clone());
+            let (control_tx, control_rx) = mpsc::channel();
+            controls.push(control_tx);
             let config = config.clone();
-            let stop = stop.clone();
             let ready = ready_tx.clone();
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
             let spawned = std::thread::Builder::new()
@@ -128,7 +149,7 @@ impl Gateway {
                         log::warn!("shard {id}: could not pin to core {}", core.id);
                     }
                     let run = driver::block_on(driver, || {
-                        shard_main(id, config, sockets, stop, shard_stats, ready.clone())
+                        shard_main(id, config, sockets, control_rx, shard_stats, ready.clone())
                     });
                     if let Err(e) = run {
                         let _ = ready.send(Err((
@@ -144,28 +165,51 @@ impl Gateway {
             threads.push(spawned);
         }
         drop(ready_tx);
+        let handle = GatewayHandle(Arc::new(Shared {
+            controls,
+            state: Mutex::new(State {
+                config: config.clone(),
+                info: ConfigInfo {
+                    version: 1,
+                    hash: options.config_hash,
+                    loaded_at: SystemTime::now(),
+                    source: options.config_path.as_ref().map_or_else(
+                        || options.source_name.to_string(),
+                        |p| p.display().to_string(),
+                    ),
+                    reloads: 0,
+                    reload_failures: 0,
+                    last_error: None,
+                },
+            }),
+            path: options.config_path.clone(),
+        }));
         let mut gateway = Gateway {
             addrs,
+            admin_addr: None,
             driver,
-            stop,
+            handle: handle.clone(),
             threads,
             stats,
+            admin: None,
         };
         for _ in 0..shards {
-            match ready_rx.recv() {
-                Ok(Ok(())) => {}
-                Ok(Err((shard, message))) => {
-                    gateway.shutdown();
-                    return Err(GatewayError::Shard { shard, message });
-                }
-                Err(_) => {
-                    gateway.shutdown();
-                    return Err(GatewayError::Shard {
-                        shard: 0,
-                        message: "a shard thread exited during start-up".into(),
-                    });
-                }
+            let failed = match ready_rx.recv() {
+                Ok(Ok(())) => None,
+                Ok(Err((shard, message))) => Some(GatewayError::Shard { shard, message }),
+                Err(_) => Some(GatewayError::Shard {
+                    shard: 0,
+                    message: "a shard thread exited during start-up".into(),
+                }),
+            };
+            if let Some(e) = failed {
+                gateway.shutdown();
+                return Err(e);
             }
+        }
+        if let Some(l) = admin_listener {
+            gateway.admin_addr = l.local_addr().ok();
+            gateway.admin = Some(crate::admin::AdminServer::start(l, handle));
         }
         Ok(gateway)
     }
@@ -173,6 +217,11 @@ impl Gateway {
     /// The bound listener addresses, in configuration order.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
+    }
+
+    /// The bound admin address, when the configuration has one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The driver the shards run on.
@@ -183,6 +232,11 @@ impl Gateway {
     /// Number of shards.
     pub fn shards(&self) -> usize {
         self.stats.len()
+    }
+
+    /// A handle for reloads, metrics and drains from other threads.
+    pub fn handle(&self) -> GatewayHandle {
+        self.handle.clone()
     }
 
     /// The counters summed over all shards.
@@ -199,18 +253,27 @@ impl Gateway {
         self.stats.iter().map(|s| s.snapshot()).collect()
     }
 
-    /// Stops every shard (open connections are closed) and waits for them.
+    /// Graceful shutdown: stop accepting, let in-flight requests finish
+    /// (their responses say `Connection: close`), close idle connections,
+    /// and return once every shard has exited or `timeout` has passed.
+    pub fn drain(&mut self, timeout: Duration) {
+        self.handle.drain(timeout);
+        self.join();
+    }
+
+    /// Stops every shard now (open connections are closed) and waits.
     pub fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::Release);
+        self.handle.stop();
+        self.join();
+    }
+
+    fn join(&mut self) {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
-    }
-
-    /// Blocks until the shards exit (they do when [`Gateway::shutdown`] is
-    /// called from another handle or a shard fails).
-    pub fn stop_handle(&self) -> StopHandle {
-        StopHandle(self.stop.clone())
+        if let Some(a) = self.admin.take() {
+            a.stop();
+        }
     }
 }
 
@@ -220,38 +283,23 @@ impl Drop for Gateway {
     }
 }
 
-/// Asks a gateway's shards to stop, from any thread (a signal handler's).
-#[derive(Clone)]
-pub struct StopHandle(Arc<AtomicBool>);
-
-impl StopHandle {
-    pub fn stop(&self) {
-        self.0.store(true, Ordering::Release);
-    }
-
-    pub fn is_stopped(&self) -> bool {
-        self.0.load(Ordering::Acquire)
-    }
-}
-
 type Ready = mpsc::Sender<Result<(), (usize, String)>>;
 
 async fn shard_main(
     id: usize,
     config: Arc<Config>,
     sockets: Vec<std::net::TcpListener>,
-    stop: Arc<AtomicBool>,
+    control: mpsc::Receiver<Command>,
     stats: Arc<ShardStats>,
     ready: Ready,
 ) {
-    let snapshot = match Snapshot::build(&config) {
-        Ok(s) => s,
+    let shard = match Shard::new(id, &config, stats) {
+        Ok(s) => Rc::new(s),
         Err(e) => {
             let _ = ready.send(Err((id, format!("cannot build the routing table: {e}"))));
             return;
         }
     };
-    let shard = Rc::new(Shard::new(id, snapshot, stats));
     for socket in sockets {
         match monoio::net::TcpListener::from_std(socket) {
             Ok(l) => {
@@ -265,17 +313,54 @@ async fn shard_main(
     }
     let _ = ready.send(Ok(()));
     drop(ready);
-    // The shard's clock: advances the deadline wheel every tick.
+    // The shard's clock: advances the deadline wheel every tick, and between
+    // requests looks at the control queue.
     let mut ticks = 0u64;
+    let mut drain_deadline = None;
     loop {
         monoio::time::sleep(TICK).await;
-        shard.timers.advance(std::time::Instant::now());
+        let now = std::time::Instant::now();
+        shard.timers.advance(now);
         ticks += 1;
-        if ticks.is_multiple_of(CONTROL_EVERY) && stop.load(Ordering::Acquire) {
-            break;
+        while let Ok(cmd) = control.try_recv() {
+            match cmd {
+                Command::Reload {
+                    config,
+                    version,
+                    ack,
+                } => {
+                    let _ = ack.send((id, shard.install(&config, version)));
+                }
+                Command::Collect { reply } => {
+                    let _ = reply.send(shard.collect_metrics());
+                }
+                Command::Drain { deadline } => {
+                    if drain_deadline.is_none() {
+                        log::info!(
+                            "shard {id}: draining ({} open connections)",
+                            shard.stats.open_connections.get()
+                        );
+                    }
+                    shard.drain.start();
+                    drain_deadline = Some(deadline);
+                }
+                Command::Stop => return,
+            }
+        }
+        if let Some(deadline) = drain_deadline {
+            let open = shard.stats.open_connections.get();
+            if open == 0 {
+                return;
+            }
+            if now >= deadline {
+                log::warn!(
+                    "shard {id}: drain deadline passed with {open} connections open; closing them"
+                );
+                return;
+            }
         }
         if ticks.is_multiple_of(SWEEP_EVERY) {
-            shard.pools.sweep(shard.snapshot.pool.idle_timeout);
+            shard.pools.sweep(shard.snapshot().pool.idle_timeout);
         }
     }
 }

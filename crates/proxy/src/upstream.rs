@@ -8,8 +8,9 @@ use crate::downstream::{self, ResponsePlan};
 use crate::error::{ErrorKind, ProxyError};
 use crate::io::{IoFail, read_more, write_from, write_range, write_static};
 use crate::pipeline::{Bufs, Client, Forward};
+use crate::pool::EndpointId;
 use crate::shard::Shard;
-use crate::snapshot::{EndpointId, Snapshot};
+use crate::snapshot::Snapshot;
 use monoio::net::TcpStream;
 use shardgate_http::{BodyFraming, ChunkedDecoder};
 use std::mem::take;
@@ -59,7 +60,7 @@ pub(crate) async fn exchange(
             Err(e) if !retried && group.endpoints.len() > 1 => {
                 log::debug!(
                     "{e} to {}, trying another endpoint",
-                    snap.endpoints[endpoint]
+                    shard.pools.addr(endpoint)
                 );
                 retried = true;
                 shard.stats.upstream_retries.incr();
@@ -70,6 +71,7 @@ pub(crate) async fn exchange(
         };
         let may_retry = !retried && reused && replayable && idempotent;
 
+        let sent_at = std::time::Instant::now();
         let deadline = shard.timers.now() + snap.timeouts.send;
         let (r, w) = write_from(&shard.timers, &mut conn.stream, take(&mut b.w), 0, deadline).await;
         b.w = w;
@@ -107,11 +109,23 @@ pub(crate) async fn exchange(
         }
 
         match read_response_head(shard, snap, &mut conn, b, fwd).await {
-            Ok(response) => return Ok(Exchanged { conn, response }),
+            Ok(response) => {
+                let took = sent_at.elapsed();
+                b.rec.upstream = Some(endpoint);
+                b.rec.upstream_time = Some(took);
+                snap.group_metrics[fwd.group].response.record(took);
+                return Ok(Exchanged { conn, response });
+            }
+            Err(e) if e.kind == ErrorKind::UpstreamTimeout => {
+                let t = &snap.group_metrics[fwd.group].timeouts;
+                t.set(t.get() + 1);
+                b.rec.upstream = Some(endpoint);
+                return Err((e, true));
+            }
             Err(e) if may_retry && e.retry_safe => {
                 log::debug!(
                     "pooled connection to {} was dead; retrying",
-                    snap.endpoints[endpoint]
+                    shard.pools.addr(endpoint)
                 );
                 retried = true;
                 fresh = true;
@@ -239,7 +253,7 @@ async fn read_response_head(
     let mut received = false;
     loop {
         if !b.u.is_empty() {
-            if let Some(plan) = downstream::plan_response(snap, b, fwd.info)? {
+            if let Some(plan) = downstream::plan_response(snap, b, fwd.info, shard.drain.is_on())? {
                 return Ok(plan);
             }
             if b.u.len() == b.u.capacity() {
@@ -284,7 +298,7 @@ async fn checkout_or_connect(
         return Ok((conn, true));
     }
     shard.stats.upstream_connects.incr();
-    let addr = snap.endpoints[endpoint];
+    let addr = shard.pools.addr(endpoint);
     let connect = TcpStream::connect_addr(addr);
     let deadline = shard.timers.now() + snap.timeouts.connect;
     match shard.timers.within(deadline, connect).await {

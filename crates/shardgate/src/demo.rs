@@ -32,7 +32,11 @@ pub fn run() -> ExitCode {
             .spawn(move || accept(listener, name))
             .expect("spawning a demo thread");
     }
-    crate::serve(config, Some(&|g| print_banner(g.local_addrs()[0])))
+    let options = shardgate_proxy::GatewayOptions {
+        config_hash: shardgate_proxy::config_hash(DEFAULT_CONFIG),
+        ..Default::default()
+    };
+    crate::serve(config, options, Some(&|g| print_banner(g.local_addrs()[0])))
 }
 
 fn print_banner(addr: std::net::SocketAddr) {

@@ -10,6 +10,7 @@ mod cli;
 mod demo;
 mod doctor;
 mod logger;
+mod watch;
 
 use cli::Command;
 use shardgate_config::{Config, ConfigErrors};
@@ -48,15 +49,35 @@ fn main() -> ExitCode {
             }
             Err(errors) => config_failed(&config.display().to_string(), &errors),
         },
-        Command::Run { config, overrides } => match shardgate_config::load(&config) {
-            Ok(mut c) => {
-                overrides.apply(&mut c);
-                serve(c, None)
+        Command::Run { config, overrides } => {
+            let text = match std::fs::read_to_string(&config) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("{}: cannot read the file: {e}", config.display());
+                    return ExitCode::from(1);
+                }
+            };
+            match shardgate_config::from_toml(&text) {
+                Ok(mut c) => {
+                    overrides.apply(&mut c);
+                    let options = GatewayOptions {
+                        config_path: Some(config.clone()),
+                        config_hash: shardgate_proxy::config_hash(&text),
+                        ..GatewayOptions::default()
+                    };
+                    serve(c, options, None)
+                }
+                Err(errors) => config_failed(&config.display().to_string(), &errors),
             }
-            Err(errors) => config_failed(&config.display().to_string(), &errors),
-        },
+        }
         Command::Proxy(p) => match p.to_config() {
-            Ok(c) => serve(c, None),
+            Ok(c) => {
+                let options = GatewayOptions {
+                    source_name: "command line",
+                    ..GatewayOptions::default()
+                };
+                serve(c, options, None)
+            }
             Err(errors) => config_failed("shardgate proxy", &errors),
         },
         Command::Doctor { connections } => ExitCode::from(doctor::run(connections) as u8),
@@ -69,17 +90,26 @@ fn config_failed(source: &str, errors: &ConfigErrors) -> ExitCode {
     ExitCode::from(1)
 }
 
-/// Runs a gateway until SIGINT or SIGTERM. `banner` is printed once it listens.
-pub(crate) fn serve(config: Config, banner: Option<&dyn Fn(&Gateway)>) -> ExitCode {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM]) {
+/// Runs a gateway until SIGINT or SIGTERM (graceful drain; a second one
+/// stops at once) or SIGQUIT (at once). SIGHUP reloads the configuration
+/// file; so does a change to it (checked every second). `banner` is printed
+/// once the gateway listens.
+pub(crate) fn serve(
+    config: Config,
+    options: GatewayOptions,
+    banner: Option<&dyn Fn(&Gateway)>,
+) -> ExitCode {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGHUP])
+    {
         Ok(s) => s,
         Err(e) => {
             log::error!("cannot install signal handlers: {e}");
             return ExitCode::from(1);
         }
     };
-    let mut gateway = match Gateway::start(config, GatewayOptions::default()) {
+    let drain_timeout = config.drain_timeout;
+    let mut gateway = match Gateway::start(config, options) {
         Ok(g) => g,
         Err(e) => {
             log::error!("{e}");
@@ -92,21 +122,54 @@ pub(crate) fn serve(config: Config, banner: Option<&dyn Fn(&Gateway)>) -> ExitCo
         .map(|a| a.to_string())
         .collect();
     log::info!(
-        "listening on {} with {} shard(s) on the {} driver",
+        "listening on {} with {} shard(s) on the {} driver (pid {})",
         addrs.join(", "),
         gateway.shards(),
-        gateway.driver().name()
+        gateway.driver().name(),
+        std::process::id()
     );
     if let Some(banner) = banner {
         banner(&gateway);
     }
-    if let Some(sig) = signals.forever().next() {
-        log::info!("signal {sig}: stopping");
+    let handle = gateway.handle();
+    let watcher = handle
+        .config_path()
+        .map(|path| watch::spawn(path, handle.clone()));
+    let mut graceful = true;
+    for sig in signals.forever() {
+        match sig {
+            SIGHUP => {
+                log::info!("SIGHUP: reloading the configuration");
+                let _ = handle.reload_from_file();
+            }
+            SIGQUIT => {
+                graceful = false;
+                break;
+            }
+            _ => break,
+        }
+    }
+    if let Some(w) = watcher {
+        w.stop();
     }
     let stats = gateway.stats();
-    gateway.shutdown();
+    if graceful {
+        log::info!(
+            "draining: no new connections; in-flight requests get {drain_timeout:?} to finish (signal again to stop now)"
+        );
+        let h = handle.clone();
+        std::thread::spawn(move || {
+            if signals.forever().next().is_some() {
+                log::warn!("second signal: stopping now");
+                h.stop();
+            }
+        });
+        gateway.drain(drain_timeout);
+    } else {
+        gateway.shutdown();
+    }
     log::info!(
-        "served {} requests; upstream connections: {} opened, {} reused (reuse ratio {:.3})",
+        "stopped after {} requests; upstream connections: {} opened, {} reused (reuse ratio {:.3})",
         stats.requests,
         stats.upstream_connects,
         stats.upstream_reuses,

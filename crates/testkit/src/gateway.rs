@@ -33,8 +33,14 @@ pub struct TestGateway {
 
 impl TestGateway {
     pub fn start(config: Config) -> TestGateway {
-        let gateway = Gateway::start(config, GatewayOptions { pin_cores: false })
-            .unwrap_or_else(|e| panic!("gateway failed to start: {e}"));
+        let gateway = Gateway::start(
+            config,
+            GatewayOptions {
+                pin_cores: false,
+                ..GatewayOptions::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("gateway failed to start: {e}"));
         TestGateway { gateway }
     }
 

@@ -1,0 +1,226 @@
+//! The control plane: what travels between the supervisor (or the admin
+//! server, or a signal) and the shards, all off the request path. Each shard
+//! looks at its command queue once per tick; a command carries its own reply
+//! channel.
+
+use crate::metrics::{GatewayFacts, ShardMetrics};
+use shardgate_config::Config;
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// How long the supervisor waits for shards to answer a command.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) enum Command {
+    /// Make `config` current, at request boundaries.
+    Reload {
+        config: Arc<Config>,
+        version: u64,
+        ack: mpsc::Sender<(usize, Result<(), String>)>,
+    },
+    /// Copy out the shard's metrics.
+    Collect { reply: mpsc::Sender<ShardMetrics> },
+    /// Stop accepting, finish in-flight requests, close idle connections,
+    /// exit by `deadline`.
+    Drain { deadline: Instant },
+    /// Exit now.
+    Stop,
+}
+
+/// What the gateway knows about its configuration, for `/config`.
+#[derive(Debug, Clone)]
+pub struct ConfigInfo {
+    pub version: u64,
+    /// FNV-1a 64 of the source text (0 when built in code).
+    pub hash: u64,
+    pub loaded_at: SystemTime,
+    /// A file path, `command line`, or `built-in`.
+    pub source: String,
+    pub reloads: u64,
+    pub reload_failures: u64,
+    /// The errors of the last refused reload, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+pub(crate) struct Shared {
+    pub controls: Vec<mpsc::Sender<Command>>,
+    pub state: Mutex<State>,
+    pub path: Option<PathBuf>,
+}
+
+pub(crate) struct State {
+    pub config: Arc<Config>,
+    pub info: ConfigInfo,
+}
+
+/// A cloneable handle to a running gateway, usable from any thread.
+#[derive(Clone)]
+pub struct GatewayHandle(pub(crate) Arc<Shared>);
+
+/// FNV-1a 64: a stable fingerprint of configuration text.
+pub fn config_hash(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+impl GatewayHandle {
+    /// Applies a new configuration on every shard. Refused (the old one keeps
+    /// serving) when it changes a setting that needs a restart. Returns the
+    /// new version.
+    pub fn reload(&self, config: Config, hash: u64, source: &str) -> Result<u64, String> {
+        let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        let result = self.apply(&mut state, config, hash, source);
+        match &result {
+            Ok(v) => {
+                state.info.reloads += 1;
+                state.info.last_error = None;
+                log::info!("configuration version {v} from {source} is now serving");
+            }
+            Err(e) => {
+                state.info.reload_failures += 1;
+                state.info.last_error = Some(e.clone());
+                log::error!(
+                    "reload from {source} refused, the previous configuration keeps serving: {e}"
+                );
+            }
+        }
+        result
+    }
+
+    fn apply(
+        &self,
+        state: &mut State,
+        config: Config,
+        hash: u64,
+        source: &str,
+    ) -> Result<u64, String> {
+        if let Some(field) = state.config.restart_required(&config) {
+            return Err(format!(
+                "{field} cannot change on reload: restart (or upgrade the binary) to apply it"
+            ));
+        }
+        let config = Arc::new(config);
+        let version = state.info.version + 1;
+        let (ack, acks) = mpsc::channel();
+        for c in &self.0.controls {
+            c.send(Command::Reload {
+                config: config.clone(),
+                version,
+                ack: ack.clone(),
+            })
+            .map_err(|_| "a shard has stopped".to_string())?;
+        }
+        drop(ack);
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        for _ in &self.0.controls {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match acks.recv_timeout(left) {
+                Ok((_, Ok(()))) => {}
+                Ok((shard, Err(e))) => return Err(format!("shard {shard}: {e}")),
+                Err(_) => return Err("a shard did not answer in time".into()),
+            }
+        }
+        state.config = config;
+        state.info = ConfigInfo {
+            version,
+            hash,
+            loaded_at: SystemTime::now(),
+            source: source.to_string(),
+            ..state.info.clone()
+        };
+        Ok(version)
+    }
+
+    /// Re-reads the configuration file the gateway was started from.
+    pub fn reload_from_file(&self) -> Result<u64, String> {
+        let Some(path) = self.0.path.clone() else {
+            return Err("this gateway was not started from a file".into());
+        };
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{source}: {e}"));
+        let parsed = text.and_then(|t| {
+            shardgate_config::from_toml(&t)
+                .map(|c| (c, config_hash(&t)))
+                .map_err(|e| e.to_string().trim_end().to_string())
+        });
+        match parsed {
+            Ok((config, hash)) => self.reload(config, hash, &source),
+            Err(e) => {
+                let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+                state.info.reload_failures += 1;
+                state.info.last_error = Some(e.clone());
+                log::error!("reload refused, the previous configuration keeps serving: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    /// The file the gateway reloads from, if any.
+    pub fn config_path(&self) -> Option<PathBuf> {
+        self.0.path.clone()
+    }
+
+    /// The configuration being served and what is known about it.
+    pub fn config(&self) -> (Arc<Config>, ConfigInfo) {
+        let state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        (state.config.clone(), state.info.clone())
+    }
+
+    /// Asks every shard for its metrics (answered within a tick or two).
+    pub fn collect(&self) -> Vec<ShardMetrics> {
+        let (reply, replies) = mpsc::channel();
+        let mut asked = 0;
+        for c in &self.0.controls {
+            if c.send(Command::Collect {
+                reply: reply.clone(),
+            })
+            .is_ok()
+            {
+                asked += 1;
+            }
+        }
+        drop(reply);
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        let mut out = Vec::with_capacity(asked);
+        for _ in 0..asked {
+            match replies.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(m) => out.push(m),
+                Err(_) => break,
+            }
+        }
+        out.sort_by_key(|m| m.shard);
+        out
+    }
+
+    /// The Prometheus text exposition of every shard's metrics.
+    pub fn metrics_text(&self) -> String {
+        let shards = self.collect();
+        let (_, info) = self.config();
+        crate::metrics::render(
+            &shards,
+            &GatewayFacts {
+                config_version: info.version,
+                reloads: info.reloads,
+                reload_failures: info.reload_failures,
+            },
+        )
+    }
+
+    /// Asks every shard to drain by `timeout` from now (see [`Command::Drain`]).
+    pub fn drain(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        for c in &self.0.controls {
+            let _ = c.send(Command::Drain { deadline });
+        }
+    }
+
+    /// Asks every shard to stop now.
+    pub fn stop(&self) {
+        for c in &self.0.controls {
+            let _ = c.send(Command::Stop);
+        }
+    }
+}

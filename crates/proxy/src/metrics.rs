@@ -1,0 +1,496 @@
+//! Metrics: every name in one place, recorded shard-locally with plain
+//! `Cell`s on the request path, copied out by each shard when the admin
+//! server asks (off the request path), merged and rendered in the
+//! Prometheus text format. Label values are bounded: routes and upstream
+//! groups by configured name, methods from a fixed list, status by class.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
+use std::rc::Rc;
+use std::time::Duration;
+
+pub(crate) const REQUESTS: &str = "shardgate_requests_total";
+pub(crate) const REQUEST_DURATION: &str = "shardgate_request_duration_seconds";
+pub(crate) const UPSTREAM_DURATION: &str = "shardgate_upstream_response_duration_seconds";
+pub(crate) const UPSTREAM_CONNECTS: &str = "shardgate_upstream_connects_total";
+pub(crate) const UPSTREAM_REUSES: &str = "shardgate_upstream_reuses_total";
+pub(crate) const UPSTREAM_CONNECT_ERRORS: &str = "shardgate_upstream_connect_errors_total";
+pub(crate) const UPSTREAM_TIMEOUTS: &str = "shardgate_upstream_timeouts_total";
+pub(crate) const UPSTREAM_RETRIES: &str = "shardgate_upstream_retries_total";
+pub(crate) const POOL_REUSE_RATIO: &str = "shardgate_upstream_pool_reuse_ratio";
+pub(crate) const POOL_IDLE: &str = "shardgate_upstream_pool_idle_connections";
+pub(crate) const POOL_ACTIVE: &str = "shardgate_upstream_active_connections";
+pub(crate) const OPEN_CONNECTIONS: &str = "shardgate_open_connections";
+pub(crate) const ACCEPTED: &str = "shardgate_accepted_connections_total";
+pub(crate) const ACCEPT_ERRORS: &str = "shardgate_accept_errors_total";
+pub(crate) const RELOADS: &str = "shardgate_config_reloads_total";
+pub(crate) const RELOAD_FAILURES: &str = "shardgate_config_reload_failures_total";
+pub(crate) const CONFIG_VERSION: &str = "shardgate_config_version";
+pub(crate) const LOG_DROPPED: &str = "shardgate_access_log_dropped_lines_total";
+pub(crate) const LOG_WRITTEN: &str = "shardgate_access_log_lines_total";
+
+/// Histogram bucket upper bounds, seconds.
+pub(crate) const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Method label values; anything else is `OTHER`.
+pub(crate) const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "OTHER",
+];
+
+pub(crate) fn method_index(m: &[u8]) -> usize {
+    METHODS[..7]
+        .iter()
+        .position(|x| x.as_bytes() == m)
+        .unwrap_or(7)
+}
+
+/// Status class index: 0 for 1xx ... 4 for 5xx.
+fn class_index(status: u16) -> usize {
+    usize::from(status / 100).clamp(1, 5) - 1
+}
+
+/// A fixed-bucket latency histogram of one shard.
+#[derive(Default)]
+pub(crate) struct Histogram {
+    buckets: [Cell<u64>; BUCKETS.len() + 1],
+    sum_micros: Cell<u64>,
+}
+
+impl Histogram {
+    pub(crate) fn record(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(BUCKETS.len());
+        self.buckets[i].set(self.buckets[i].get() + 1);
+        self.sum_micros
+            .set(self.sum_micros.get() + d.as_micros() as u64);
+    }
+
+    fn snapshot(&self) -> HistogramData {
+        HistogramData {
+            buckets: std::array::from_fn(|i| self.buckets[i].get()),
+            sum_micros: self.sum_micros.get(),
+        }
+    }
+}
+
+/// One route's counters on one shard. Shared (by name) by every snapshot
+/// of the shard, so counts survive reloads.
+#[derive(Default)]
+pub(crate) struct RouteMetrics {
+    requests: [[Cell<u64>; 5]; METHODS.len()],
+    pub duration: Histogram,
+}
+
+impl RouteMetrics {
+    pub(crate) fn record(&self, method: usize, status: u16, took: Duration) {
+        let c = &self.requests[method][class_index(status)];
+        c.set(c.get() + 1);
+        self.duration.record(took);
+    }
+}
+
+/// One upstream group's counters on one shard.
+#[derive(Default)]
+pub(crate) struct GroupMetrics {
+    pub response: Histogram,
+    pub timeouts: Cell<u64>,
+}
+
+/// The shard's metrics by name.
+#[derive(Default)]
+pub(crate) struct Registry {
+    routes: RefCell<HashMap<String, Rc<RouteMetrics>>>,
+    groups: RefCell<HashMap<String, Rc<GroupMetrics>>>,
+}
+
+/// Label for requests that matched no route (404, 405, 400 ...).
+pub(crate) const NO_ROUTE: &str = "";
+
+impl Registry {
+    pub(crate) fn route(&self, name: &str) -> Rc<RouteMetrics> {
+        self.routes
+            .borrow_mut()
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    pub(crate) fn group(&self, name: &str) -> Rc<GroupMetrics> {
+        self.groups
+            .borrow_mut()
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    pub(crate) fn snapshot(&self) -> (Vec<RouteData>, Vec<GroupData>) {
+        let routes = self
+            .routes
+            .borrow()
+            .iter()
+            .map(|(name, m)| RouteData {
+                name: name.clone(),
+                requests: std::array::from_fn(|i| std::array::from_fn(|j| m.requests[i][j].get())),
+                duration: m.duration.snapshot(),
+            })
+            .collect();
+        let groups = self
+            .groups
+            .borrow()
+            .iter()
+            .map(|(name, g)| GroupData {
+                name: name.clone(),
+                response: g.response.snapshot(),
+                timeouts: g.timeouts.get(),
+            })
+            .collect();
+        (routes, groups)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HistogramData {
+    buckets: [u64; BUCKETS.len() + 1],
+    sum_micros: u64,
+}
+
+impl HistogramData {
+    fn add(&mut self, o: &HistogramData) {
+        for (a, b) in self.buckets.iter_mut().zip(o.buckets.iter()) {
+            *a += b;
+        }
+        self.sum_micros += o.sum_micros;
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteData {
+    pub name: String,
+    requests: [[u64; 5]; METHODS.len()],
+    duration: HistogramData,
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupData {
+    pub name: String,
+    response: HistogramData,
+    timeouts: u64,
+}
+
+/// Everything one shard reports when asked.
+#[derive(Debug, Clone)]
+pub struct ShardMetrics {
+    pub shard: usize,
+    pub config_version: u64,
+    pub draining: bool,
+    pub stats: crate::StatsSnapshot,
+    pub routes: Vec<RouteData>,
+    pub groups: Vec<GroupData>,
+    /// (endpoint, idle pooled connections).
+    pub pool_idle: Vec<(std::net::SocketAddr, usize)>,
+    pub log_written: u64,
+    pub log_dropped: u64,
+}
+
+/// Gateway-wide values the exposition adds to the shards' reports.
+pub struct GatewayFacts {
+    pub config_version: u64,
+    pub reloads: u64,
+    pub reload_failures: u64,
+}
+
+fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn histogram(out: &mut String, name: &str, label: &str, value: &str, h: &HistogramData) {
+    let mut cumulative = 0;
+    for (i, b) in BUCKETS.iter().enumerate() {
+        cumulative += h.buckets[i];
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{label}=\"{value}\",le=\"{b}\"}} {cumulative}"
+        );
+    }
+    cumulative += h.buckets[BUCKETS.len()];
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{label}=\"{value}\",le=\"+Inf\"}} {cumulative}"
+    );
+    let _ = writeln!(
+        out,
+        "{name}_sum{{{label}=\"{value}\"}} {}",
+        h.sum_micros as f64 / 1e6
+    );
+    let _ = writeln!(out, "{name}_count{{{label}=\"{value}\"}} {cumulative}");
+}
+
+/// Renders the merged reports in the Prometheus text format (version 0.0.4).
+pub fn render(shards: &[ShardMetrics], facts: &GatewayFacts) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    let mut routes: BTreeMap<&str, ([[u64; 5]; METHODS.len()], HistogramData)> = BTreeMap::new();
+    let mut groups: BTreeMap<&str, (HistogramData, u64)> = BTreeMap::new();
+    let mut pool_idle: BTreeMap<std::net::SocketAddr, usize> = BTreeMap::new();
+    let mut total = crate::StatsSnapshot::default();
+    let (mut log_written, mut log_dropped) = (0, 0);
+    for s in shards {
+        total.add(&s.stats);
+        log_written += s.log_written;
+        log_dropped += s.log_dropped;
+        for r in &s.routes {
+            let e = routes.entry(&r.name).or_default();
+            for (m, row) in r.requests.iter().enumerate() {
+                for (c, v) in row.iter().enumerate() {
+                    e.0[m][c] += v;
+                }
+            }
+            e.1.add(&r.duration);
+        }
+        for g in &s.groups {
+            let e = groups.entry(&g.name).or_default();
+            e.0.add(&g.response);
+            e.1 += g.timeouts;
+        }
+        for (addr, n) in &s.pool_idle {
+            *pool_idle.entry(*addr).or_default() += n;
+        }
+    }
+
+    header(
+        &mut out,
+        REQUESTS,
+        "counter",
+        "Requests answered, by route, method and status class.",
+    );
+    for (route, (counts, _)) in &routes {
+        for (m, row) in counts.iter().enumerate() {
+            for (c, v) in row.iter().enumerate() {
+                if *v > 0 {
+                    let _ = writeln!(
+                        out,
+                        "{REQUESTS}{{route=\"{}\",method=\"{}\",status_class=\"{}xx\"}} {v}",
+                        escape(route),
+                        METHODS[m],
+                        c + 1
+                    );
+                }
+            }
+        }
+    }
+    header(
+        &mut out,
+        REQUEST_DURATION,
+        "histogram",
+        "Time from a request's first byte to its response's last, by route.",
+    );
+    for (route, (_, h)) in &routes {
+        histogram(&mut out, REQUEST_DURATION, "route", &escape(route), h);
+    }
+    header(
+        &mut out,
+        UPSTREAM_DURATION,
+        "histogram",
+        "Time from sending a request upstream to its response head, by upstream group.",
+    );
+    for (group, (h, _)) in &groups {
+        histogram(&mut out, UPSTREAM_DURATION, "upstream", &escape(group), h);
+    }
+    header(
+        &mut out,
+        UPSTREAM_TIMEOUTS,
+        "counter",
+        "Upstream responses that timed out, by upstream group.",
+    );
+    for (group, (_, t)) in &groups {
+        let _ = writeln!(
+            out,
+            "{UPSTREAM_TIMEOUTS}{{upstream=\"{}\"}} {t}",
+            escape(group)
+        );
+    }
+    let counters = [
+        (
+            UPSTREAM_CONNECTS,
+            "Upstream connections opened.",
+            total.upstream_connects,
+        ),
+        (
+            UPSTREAM_REUSES,
+            "Upstream requests sent on a pooled connection.",
+            total.upstream_reuses,
+        ),
+        (
+            UPSTREAM_CONNECT_ERRORS,
+            "Upstream connects that failed or timed out.",
+            total.upstream_connect_errors,
+        ),
+        (
+            UPSTREAM_RETRIES,
+            "Requests retried on another connection or endpoint.",
+            total.upstream_retries,
+        ),
+        (RELOADS, "Configuration reloads applied.", facts.reloads),
+        (
+            RELOAD_FAILURES,
+            "Configuration reloads refused (the old configuration kept serving).",
+            facts.reload_failures,
+        ),
+        (
+            LOG_WRITTEN,
+            "Access log lines handed to the writer.",
+            log_written,
+        ),
+        (
+            LOG_DROPPED,
+            "Access log lines dropped because the writer was behind (slow or full disk).",
+            log_dropped,
+        ),
+    ];
+    for (name, help, v) in counters {
+        header(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {v}");
+    }
+    header(
+        &mut out,
+        POOL_REUSE_RATIO,
+        "gauge",
+        "Share of upstream requests that reused a pooled connection.",
+    );
+    let _ = writeln!(out, "{POOL_REUSE_RATIO} {}", total.reuse_ratio());
+    header(
+        &mut out,
+        POOL_ACTIVE,
+        "gauge",
+        "Upstream connections carrying a request now.",
+    );
+    let _ = writeln!(out, "{POOL_ACTIVE} {}", total.upstream_active);
+    header(
+        &mut out,
+        POOL_IDLE,
+        "gauge",
+        "Idle pooled upstream connections, by endpoint.",
+    );
+    for (addr, n) in &pool_idle {
+        let _ = writeln!(out, "{POOL_IDLE}{{endpoint=\"{addr}\"}} {n}");
+    }
+    header(
+        &mut out,
+        OPEN_CONNECTIONS,
+        "gauge",
+        "Open client connections, by shard.",
+    );
+    for s in shards {
+        let _ = writeln!(
+            out,
+            "{OPEN_CONNECTIONS}{{shard=\"{}\"}} {}",
+            s.shard, s.stats.open_connections
+        );
+    }
+    header(
+        &mut out,
+        ACCEPTED,
+        "counter",
+        "Client connections accepted, by shard (shows SO_REUSEPORT skew).",
+    );
+    for s in shards {
+        let _ = writeln!(
+            out,
+            "{ACCEPTED}{{shard=\"{}\"}} {}",
+            s.shard, s.stats.accepted
+        );
+    }
+    header(
+        &mut out,
+        ACCEPT_ERRORS,
+        "counter",
+        "Accept failures, by shard.",
+    );
+    for s in shards {
+        let _ = writeln!(
+            out,
+            "{ACCEPT_ERRORS}{{shard=\"{}\"}} {}",
+            s.shard, s.stats.accept_errors
+        );
+    }
+    header(
+        &mut out,
+        CONFIG_VERSION,
+        "gauge",
+        "Version of the configuration being served (1 at start, +1 per reload).",
+    );
+    let _ = writeln!(out, "{CONFIG_VERSION} {}", facts.config_version);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_and_render() {
+        let r = RouteMetrics::default();
+        r.record(method_index(b"GET"), 200, Duration::from_micros(300));
+        r.record(method_index(b"GET"), 503, Duration::from_millis(30));
+        r.record(method_index(b"BREW"), 404, Duration::from_secs(60));
+        let reg = Registry::default();
+        *reg.routes.borrow_mut().entry("api".into()).or_default() = Rc::new(r);
+        let (routes, groups) = reg.snapshot();
+        let shard = ShardMetrics {
+            shard: 0,
+            config_version: 1,
+            draining: false,
+            stats: Default::default(),
+            routes,
+            groups,
+            pool_idle: vec![],
+            log_written: 0,
+            log_dropped: 0,
+        };
+        let text = render(
+            &[shard.clone(), shard],
+            &GatewayFacts {
+                config_version: 1,
+                reloads: 0,
+                reload_failures: 0,
+            },
+        );
+        assert!(
+            text.contains(
+                "shardgate_requests_total{route=\"api\",method=\"GET\",status_class=\"2xx\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "shardgate_requests_total{route=\"api\",method=\"OTHER\",status_class=\"4xx\"} 2"
+        ));
+        assert!(
+            text.contains(
+                "shardgate_request_duration_seconds_bucket{route=\"api\",le=\"0.0005\"} 2"
+            )
+        );
+        assert!(
+            text.contains("shardgate_request_duration_seconds_bucket{route=\"api\",le=\"0.05\"} 4")
+        );
+        assert!(
+            text.contains("shardgate_request_duration_seconds_bucket{route=\"api\",le=\"+Inf\"} 6")
+        );
+        assert!(text.contains("shardgate_request_duration_seconds_count{route=\"api\"} 6"));
+    }
+}
