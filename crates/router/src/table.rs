@@ -19,6 +19,7 @@ pub(crate) const NONE: u32 = u32::MAX;
 pub(crate) type Spans = SmallVec<[(u32, u32); MAX_PARAMS]>;
 
 #[derive(Clone, Copy, Debug)]
+#[repr(align(64))]
 pub(crate) struct FrozenNode {
     /// The label's first (up to) eight bytes, little-endian, and the mask of those bytes:
     /// most labels are compared with one load.
@@ -252,8 +253,18 @@ impl PathTable {
     /// eight children are held in the node, the others (rare) are consecutive in `firsts`.
     #[inline(always)]
     fn child(&self, node: &FrozenNode, b: u8) -> Option<u32> {
-        let hit = has_byte(node.kid_firsts, b);
         let len = node.kids_len as usize;
+        if len <= 8 {
+            let mut firsts = node.kid_firsts;
+            for k in 0..len as u32 {
+                if firsts as u8 == b {
+                    return Some(node.kids + k);
+                }
+                firsts >>= 8;
+            }
+            return None;
+        }
+        let hit = has_byte(node.kid_firsts, b);
         if hit != 0 {
             let k = (hit.trailing_zeros() / 8) as usize;
             return (k < len).then_some(node.kids + k as u32);
