@@ -19,7 +19,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 pub(crate) struct AdminServer {
     stop: Arc<AtomicBool>,
-    addr: Option<std::net::SocketAddr>,
+    /// A second handle on the listening socket, to wake the blocked accept.
+    listener: Option<TcpListener>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -27,6 +28,7 @@ impl AdminServer {
     pub(crate) fn start(listener: TcpListener, handle: GatewayHandle) -> AdminServer {
         let stop = Arc::new(AtomicBool::new(false));
         let addr = listener.local_addr().ok();
+        let waker = listener.try_clone().ok();
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
             .name("shardgate-admin".into())
@@ -35,8 +37,10 @@ impl AdminServer {
                     if flag.load(Ordering::Acquire) {
                         break;
                     }
-                    if let Ok(conn) = conn {
-                        serve(conn, &handle);
+                    match conn {
+                        Ok(conn) => serve(conn, &handle),
+                        // EMFILE and friends: do not spin.
+                        Err(_) => std::thread::sleep(Duration::from_millis(50)),
                     }
                 }
             })
@@ -44,14 +48,19 @@ impl AdminServer {
         if let Some(a) = addr {
             log::info!("admin server on http://{a}/ (metrics at /metrics)");
         }
-        AdminServer { stop, addr, thread }
+        AdminServer {
+            stop,
+            listener: waker,
+            thread,
+        }
     }
 
     pub(crate) fn stop(mut self) {
         self.stop.store(true, Ordering::Release);
-        if let Some(a) = self.addr {
-            // Wake the blocking accept.
-            let _ = TcpStream::connect_timeout(&a, Duration::from_millis(200));
+        // Shutting the listening socket down wakes the blocked accept (a
+        // connect could reach another process sharing the port).
+        if let Some(l) = &self.listener {
+            let _ = socket2::SockRef::from(l).shutdown(std::net::Shutdown::Both);
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();

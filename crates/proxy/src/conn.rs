@@ -42,6 +42,20 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr)
             };
             match shard.timers.within(deadline, wait).await {
                 Ok(true) => shard.buffers.take(),
+                // Draining: a request may be on its way (the client cannot
+                // know yet); give it a moment, answer it with
+                // `Connection: close`, else close.
+                Ok(false) if shard.drain.is_on() => {
+                    let grace = shard.timers.now() + DRAIN_GRACE;
+                    match shard
+                        .timers
+                        .within(grace, client.stream.readable(false))
+                        .await
+                    {
+                        Ok(Ok(())) => shard.buffers.take(),
+                        _ => break,
+                    }
+                }
                 _ => break,
             }
         } else {
@@ -56,7 +70,6 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr)
         give_slot(&shard, slot);
         client = back;
         match next {
-            Next::KeepAlive(_) if shard.drain.is_on() => break,
             Next::KeepAlive(rest) => {
                 if rest.is_empty() {
                     shard.buffers.give(rest);
@@ -75,6 +88,10 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr)
     }
     shard.stats.open_connections.decr();
 }
+
+/// How long an idle connection stays open once its shard drains, in case a
+/// request was already on its way.
+const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Spare request-future slots a shard keeps.
 const KEEP_SLOTS: usize = 256;

@@ -1,0 +1,213 @@
+//! Operating the gateway under continuous load from the bundled load
+//! generator: reloads (valid and invalid), binary upgrade, graceful drain,
+//! and the admin endpoints. Runs the real binaries: `shardgate` and
+//! `loadtest` (both built by `cargo test --workspace`).
+
+mod ops {
+    pub mod harness;
+}
+
+use ops::harness::*;
+use std::time::{Duration, Instant};
+
+fn json_number(json: &str, key: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(json).expect("JSON");
+    v[key].as_u64().unwrap_or_else(|| panic!("{key} in {json}"))
+}
+
+#[test]
+fn reload_every_second_under_load_drops_nothing_and_switches_routes() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let cfg = ConfigFile::new("reload");
+    let ports = Ports::pick();
+    cfg.write(&config_text(&ports, &a, &b, "a"));
+    let gw = Gateway::start(&cfg, &ports);
+    let load = Load::start(&ports, 12);
+    for i in 0..10 {
+        std::thread::sleep(Duration::from_millis(1000));
+        let target = if i % 2 == 0 { "b" } else { "a" };
+        cfg.write(&config_text(&ports, &a, &b, target));
+        gw.signal("HUP");
+        assert!(
+            wait_for(Duration::from_secs(3), || which(&ports) == target),
+            "reload {i}: /which never moved to {target}"
+        );
+    }
+    let report = load.finish();
+    assert_eq!(
+        report.errors, 0,
+        "failed requests during reloads: {report:?}"
+    );
+    assert_eq!(report.non_2xx, 0, "{report:?}");
+    assert!(report.requests > 1000, "{report:?}");
+    // Each change is applied by SIGHUP and by the file watcher, whichever
+    // comes first; the second finds nothing new but still counts.
+    let config = admin_get(&ports, "/config");
+    assert!(json_number(&config, "version") >= 11, "{config}");
+    assert!(config.contains("\"last_error\":null"), "{config}");
+}
+
+#[test]
+fn invalid_reload_keeps_the_old_config_serving_and_says_why() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let cfg = ConfigFile::new("invalid");
+    let ports = Ports::pick();
+    cfg.write(&config_text(&ports, &a, &b, "b"));
+    let _gw = Gateway::start(&cfg, &ports);
+    let load = Load::start(&ports, 4);
+    std::thread::sleep(Duration::from_millis(800));
+    cfg.write(&config_text(&ports, &a, &b, "a").replace("upstream = \"a\"", "upstream = \"nope\""));
+    let (status, body) = admin_request(&ports, "POST", "/reload");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("unknown upstream"), "{body}");
+    assert_eq!(which(&ports), "b", "the old configuration keeps serving");
+    let config = admin_get(&ports, "/config");
+    assert!(config.contains("unknown upstream \\\"nope\\\""), "{config}");
+    assert!(json_number(&config, "reload_failures") >= 1, "{config}");
+    assert_eq!(json_number(&config, "version"), 1, "{config}");
+    let report = load.finish();
+    assert_eq!((report.errors, report.non_2xx), (0, 0), "{report:?}");
+    let metrics = admin_get(&ports, "/metrics");
+    assert!(
+        !metrics.contains("shardgate_config_reload_failures_total 0"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn binary_upgrade_under_load_drops_nothing() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let cfg = ConfigFile::new("upgrade");
+    let ports = Ports::pick();
+    cfg.write(&config_text(&ports, &a, &b, "a"));
+    let old = Gateway::start(&cfg, &ports);
+    let load = Load::start(&ports, 8);
+    std::thread::sleep(Duration::from_millis(1500));
+    // The new process binds the same addresses (SO_REUSEPORT) and serves at once.
+    let new = Gateway::start(&cfg, &ports);
+    std::thread::sleep(Duration::from_millis(300));
+    // The old one drains: stops accepting, finishes what it has, exits.
+    old.signal("TERM");
+    let exited = old.wait_exit(Duration::from_secs(8));
+    assert_eq!(
+        exited,
+        Some(true),
+        "the old process exits cleanly once drained"
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(which(&ports), "a", "the new process serves");
+    let report = load.finish();
+    assert_eq!(
+        (report.errors, report.non_2xx),
+        (0, 0),
+        "{report:?} ({})",
+        report.kinds
+    );
+    drop(new);
+}
+
+#[test]
+fn sigterm_lets_in_flight_requests_finish() {
+    let slow = Upstream::start_with("slow", &["--delay", "400"]);
+    let cfg = ConfigFile::new("drain");
+    let ports = Ports::pick();
+    cfg.write(&config_text(&ports, &slow, &slow, "a"));
+    let gw = Gateway::start(&cfg, &ports);
+    let clients: Vec<_> = (0..20)
+        .map(|_| {
+            let port = ports.listen;
+            std::thread::spawn(move || raw_get(port, "/in-flight"))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(150));
+    let t = Instant::now();
+    gw.signal("TERM");
+    for c in clients {
+        let (status, _) = c.join().expect("client thread");
+        assert_eq!(status, 200, "an in-flight request was cut off by the drain");
+    }
+    assert_eq!(gw.wait_exit(Duration::from_secs(8)), Some(true));
+    assert!(t.elapsed() < Duration::from_secs(8));
+    // Nothing listens any more (the kernel may take a moment to release an
+    // io_uring-registered socket after the process exits).
+    assert!(wait_for(Duration::from_secs(3), || {
+        std::net::TcpStream::connect(("127.0.0.1", ports.listen)).is_err()
+    }));
+}
+
+#[test]
+fn admin_endpoints_and_metrics_parse() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let cfg = ConfigFile::new("admin");
+    let ports = Ports::pick();
+    cfg.write(&config_text(&ports, &a, &b, "b"));
+    let _gw = Gateway::start(&cfg, &ports);
+    let load = Load::start(&ports, 2);
+    let report = load.finish();
+    assert!(report.requests > 0);
+    assert_eq!(admin_request(&ports, "GET", "/healthz").0, 200);
+    let (status, ready) = admin_request(&ports, "GET", "/ready");
+    assert_eq!(status, 200, "{ready}");
+    let routes = admin_get(&ports, "/routes");
+    assert!(
+        routes.contains("\"name\":\"which\"") && routes.contains("\"upstream\":\"b\""),
+        "{routes}"
+    );
+    let upstreams = admin_get(&ports, "/upstreams");
+    assert!(
+        upstreams.contains(&format!("\"address\":\"{}\"", a.addr)),
+        "{upstreams}"
+    );
+    assert_eq!(admin_request(&ports, "GET", "/nope").0, 404);
+    assert_eq!(admin_request(&ports, "DELETE", "/metrics").0, 405);
+
+    let text = admin_get(&ports, "/metrics");
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).expect("a valid Prometheus exposition");
+    let value = |name: &str, labels: &[(&str, &str)]| -> f64 {
+        scrape
+            .samples
+            .iter()
+            .filter(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(v)))
+            .map(|s| match s.value {
+                prometheus_parse::Value::Counter(v)
+                | prometheus_parse::Value::Gauge(v)
+                | prometheus_parse::Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum()
+    };
+    let ok = value(
+        "shardgate_requests_total",
+        &[
+            ("route", "main"),
+            ("method", "GET"),
+            ("status_class", "2xx"),
+        ],
+    );
+    assert!(
+        ok >= report.requests as f64,
+        "{ok} < {} in\n{text}",
+        report.requests
+    );
+    assert!(
+        value("shardgate_upstream_reuses_total", &[]) > 0.0,
+        "{text}"
+    );
+    assert!(
+        value("shardgate_accepted_connections_total", &[]) >= 2.0,
+        "{text}"
+    );
+    assert_eq!(value("shardgate_config_version", &[]), 1.0);
+    let histogram = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "shardgate_request_duration_seconds");
+    assert!(
+        matches!(
+            histogram.map(|h| &h.value),
+            Some(prometheus_parse::Value::Histogram(_))
+        ),
+        "request duration is a histogram: {text}"
+    );
+}

@@ -1,0 +1,321 @@
+//! Processes for the operations tests: the gateway from a config file, the
+//! bundled upstream and load generator, and small blocking HTTP helpers.
+//! Everything is bounded in time and killed on drop.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const SHARDGATE: &str = env!("CARGO_BIN_EXE_shardgate");
+
+fn loadtest_bin() -> PathBuf {
+    let p = Path::new(SHARDGATE).with_file_name("loadtest");
+    assert!(
+        p.exists(),
+        "{} is missing: build it with `cargo build -p loadtest` (cargo test --workspace does)",
+        p.display()
+    );
+    p
+}
+
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// A `loadtest upstream --name NAME`; answers carry `X-Upstream: NAME`.
+pub struct Upstream {
+    child: Child,
+    pub addr: String,
+}
+
+impl Upstream {
+    pub fn start(name: &str) -> Upstream {
+        Upstream::start_with(name, &[])
+    }
+
+    pub fn start_with(name: &str, extra: &[&str]) -> Upstream {
+        let mut child = Command::new(loadtest_bin())
+            .args([
+                "upstream",
+                "--listen",
+                "127.0.0.1:0",
+                "--threads",
+                "1",
+                "--name",
+                name,
+            ])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting loadtest upstream");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("listening line");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("listening on ADDR")
+            .to_string();
+        Upstream { child, addr }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Free loopback ports for the gateway's listener and admin server.
+pub struct Ports {
+    pub listen: u16,
+    pub admin: u16,
+}
+
+impl Ports {
+    pub fn pick() -> Ports {
+        let free = || {
+            TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        Ports {
+            listen: free(),
+            admin: free(),
+        }
+    }
+}
+
+/// Two routes: everything to upstream `a`, and `/which` to `which`.
+pub fn config_text(ports: &Ports, a: &Upstream, b: &Upstream, which: &str) -> String {
+    format!(
+        "workers = 2\n[[listeners]]\naddress = \"127.0.0.1:{}\"\n[admin]\naddress = \"127.0.0.1:{}\"\n\
+         [shutdown]\ndrain_timeout = \"5s\"\n[upstreams.a]\nendpoints = [\"{}\"]\n[upstreams.b]\nendpoints = [\"{}\"]\n\
+         [[routes]]\nname = \"main\"\nprefix = \"/\"\nupstream = \"a\"\n\
+         [[routes]]\nname = \"which\"\npath = \"/which\"\nupstream = \"{which}\"\n",
+        ports.listen, ports.admin, a.addr, b.addr
+    )
+}
+
+/// A configuration file, replaced atomically on every write.
+pub struct ConfigFile {
+    pub path: PathBuf,
+}
+
+impl ConfigFile {
+    pub fn new(name: &str) -> ConfigFile {
+        let dir = std::env::temp_dir().join(format!("shardgate-ops-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        ConfigFile {
+            path: dir.join(format!("{name}.toml")),
+        }
+    }
+
+    pub fn write(&self, text: &str) {
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.path).unwrap();
+    }
+}
+
+/// `shardgate run -c FILE`, killed on drop.
+pub struct Gateway {
+    child: Child,
+    pub log: Arc<Mutex<String>>,
+}
+
+impl Gateway {
+    pub fn start(cfg: &ConfigFile, _ports: &Ports) -> Gateway {
+        let mut child = Command::new(SHARDGATE)
+            .args(["run", "-c"])
+            .arg(&cfg.path)
+            .env("SHARDGATE_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting shardgate");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        let gw = Gateway { child, log };
+        assert!(
+            wait_for(Duration::from_secs(10), || gw
+                .log
+                .lock()
+                .unwrap()
+                .contains("listening on")),
+            "shardgate did not start: {}",
+            gw.log.lock().unwrap()
+        );
+        gw
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to exit; `Some(success)`, or `None` on timeout.
+    pub fn wait_exit(mut self, limit: Duration) -> Option<bool> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status.success());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The bundled load generator, closed loop, for a fixed time.
+pub struct Load {
+    child: Child,
+    json: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct Report {
+    pub requests: u64,
+    pub errors: u64,
+    pub non_2xx: u64,
+    /// Errors by kind, as the load generator reports them.
+    pub kinds: String,
+}
+
+impl Load {
+    pub fn start(ports: &Ports, seconds: u64) -> Load {
+        let json = std::env::temp_dir().join(format!(
+            "shardgate-ops-{}-{}.json",
+            std::process::id(),
+            ports.listen
+        ));
+        let child = Command::new(loadtest_bin())
+            .args([
+                "-c",
+                "8",
+                "-t",
+                "1",
+                "-w",
+                "0",
+                "--no-progress",
+                "--timeout",
+                "5s",
+            ])
+            .args(["-d", &format!("{seconds}s"), "--json"])
+            .arg(&json)
+            .arg(format!("http://127.0.0.1:{}/load", ports.listen))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting loadtest");
+        Load { child, json }
+    }
+
+    pub fn finish(mut self) -> Report {
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "loadtest failed");
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&self.json).unwrap()).unwrap();
+        let n = |k: &str| {
+            v[k].as_u64()
+                .unwrap_or_else(|| panic!("{k} missing in {v}"))
+        };
+        Report {
+            requests: n("requests"),
+            errors: n("errors_total"),
+            non_2xx: n("non_2xx"),
+            kinds: v["errors"].to_string(),
+        }
+    }
+}
+
+/// One request on a new connection: (status, raw response).
+pub fn request(port: u16, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, text)
+}
+
+pub fn raw_get(port: u16, path: &str) -> (u16, String) {
+    request(port, "GET", path)
+}
+
+/// Which upstream answered `GET /which`.
+pub fn which(ports: &Ports) -> String {
+    let (_, text) = raw_get(ports.listen, "/which");
+    text.lines()
+        .find_map(|l| l.strip_prefix("X-Upstream: "))
+        .unwrap_or("?")
+        .trim()
+        .to_string()
+}
+
+/// (status, body) of an admin request.
+pub fn admin_request(ports: &Ports, method: &str, path: &str) -> (u16, String) {
+    let (status, text) = request(ports.admin, method, path);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub fn admin_get(ports: &Ports, path: &str) -> String {
+    let (status, body) = admin_request(ports, "GET", path);
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
