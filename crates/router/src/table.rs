@@ -18,28 +18,43 @@ pub(crate) const NONE: u32 = u32::MAX;
 /// Parameter captures of one lookup: byte spans into the path.
 pub(crate) type Spans = SmallVec<[(u32, u32); MAX_PARAMS]>;
 
+/// A node as the walk sees it: 32 bytes, so that two share a cache line. What only
+/// [`Shape::Mixed`] nodes and long labels need is in [`ColdNode`].
 #[derive(Clone, Copy, Debug)]
-#[repr(align(64))]
+#[repr(align(32))]
 pub(crate) struct FrozenNode {
-    /// The label's first (up to) eight bytes, little-endian, and the mask of those bytes:
-    /// most labels are compared with one load.
+    /// The label's first (up to) eight bytes, little-endian, zero-padded: most labels are
+    /// compared with one load.
     pub(crate) head: u64,
-    pub(crate) head_mask: u64,
-    /// Offset of the label in `PathTable::bytes`.
-    pub(crate) label: u32,
-    pub(crate) label_len: u32,
-    /// Index of the first static child; they are consecutive.
-    pub(crate) kids: u32,
-    /// At most 256: the children's first bytes differ.
-    pub(crate) kids_len: u16,
     /// First bytes of the first eight static children, little-endian, zero-padded.
     pub(crate) kid_firsts: u64,
+    /// Index of the first child. The static children are consecutive, and the parameter child
+    /// (if any) comes right after them.
+    pub(crate) kids: u32,
+    /// Leaf of patterns that end here (an index into `PathTable::leaves`), or `NONE`.
+    pub(crate) exact: u32,
+    pub(crate) label_len: u32,
+    /// At most 256: the children's first bytes differ.
+    pub(crate) kids_len: u16,
     /// Which of the walk's paths the node takes: see [`Shape`].
     pub(crate) shape: Shape,
-    /// Parameter child node, or `NONE`.
-    pub(crate) param: u32,
+    pub(crate) has_param: bool,
+}
+
+impl FrozenNode {
+    /// The parameter child (when `has_param`).
+    #[inline(always)]
+    fn param(&self) -> u32 {
+        self.kids + self.kids_len as u32
+    }
+}
+
+/// The rest of a node, parallel to `PathTable::nodes`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ColdNode {
+    /// Offset of the label in `PathTable::bytes`.
+    pub(crate) label: u32,
     /// Leaves (indices into `PathTable::leaves`), or `NONE`.
-    pub(crate) exact: u32,
     pub(crate) catch_all: u32,
     pub(crate) prefix: u32,
 }
@@ -73,6 +88,7 @@ pub(crate) struct PathTable {
     /// is entered at byte 0.
     pub(crate) start: u32,
     pub(crate) nodes: Vec<FrozenNode>,
+    pub(crate) cold: Vec<ColdNode>,
     /// First byte of each node's label (0 for parameter nodes), for child dispatch; followed
     /// by eight zero bytes so that any node's children can be loaded eight at a time.
     pub(crate) firsts: Vec<u8>,
@@ -139,11 +155,14 @@ impl PathTable {
             Some(word) => u64::from_le_bytes(*word),
             None => word_at(path, pos),
         };
-        if head & node.head_mask != node.head {
+        debug_assert!(len > 0);
+        let mask = u64::MAX >> (8 * (8 - len.min(8)));
+        if head & mask != node.head {
             return None;
         }
         if len > 8 {
-            let label = &self.bytes[node.label as usize + 8..][..len - 8];
+            let start = self.cold[n as usize].label as usize + 8;
+            let label = &self.bytes[start..][..len - 8];
             if !same_bytes(&rest[8..len], label) {
                 return None;
             }
@@ -183,7 +202,7 @@ impl PathTable {
                     }
                     let seg_end = segment_end(path, pos);
                     w.spans.push((pos as u32, seg_end as u32));
-                    n = node.param;
+                    n = node.param();
                     pos = seg_end;
                     // What follows a segment is '/', and so is the first byte of every static
                     // child of a parameter node: when there is one such child and nothing
@@ -200,8 +219,9 @@ impl PathTable {
                 }
                 continue;
             }
-            if node.prefix != NONE && path.get(pos).is_none_or(|&b| b == b'/') {
-                self.prefix_candidate(node.prefix, w);
+            let cold = &self.cold[n as usize];
+            if cold.prefix != NONE && path.get(pos).is_none_or(|&b| b == b'/') {
+                self.prefix_candidate(cold.prefix, w);
             }
             let Some(&b) = path.get(pos) else {
                 return if node.exact != NONE {
@@ -212,8 +232,8 @@ impl PathTable {
             };
             let child = self.child(node, b);
             // A parameter takes a non-empty segment.
-            let param = node.param != NONE && b != b'/';
-            if !param && node.catch_all == NONE {
+            let param = node.has_param && b != b'/';
+            if !param && cold.catch_all == NONE {
                 n = child?;
                 pos = self.label_end(n, path, pos)?;
                 continue;
@@ -229,19 +249,19 @@ impl PathTable {
                 // Parameter nodes have empty labels.
                 let seg_end = segment_end(path, pos);
                 w.spans.push((pos as u32, seg_end as u32));
-                if node.catch_all == NONE {
-                    n = node.param;
+                if cold.catch_all == NONE {
+                    n = node.param();
                     pos = seg_end;
                     continue;
                 }
                 let saved = w.spans.len() - 1;
-                if let Some(r) = self.walk_from(node.param, seg_end, w) {
+                if let Some(r) = self.walk_from(node.param(), seg_end, w) {
                     return Some(r);
                 }
                 w.spans.truncate(saved);
             }
             w.spans.push((pos as u32, path.len() as u32));
-            let r = self.leaf_route(node.catch_all, w);
+            let r = self.leaf_route(cold.catch_all, w);
             if r.is_none() {
                 w.spans.pop();
             }

@@ -10,7 +10,7 @@
 //! overlapping method sets.
 
 use crate::pattern::Piece;
-use crate::table::{FrozenLeaf, FrozenNode, NONE, PathTable, Shape, word_at};
+use crate::table::{ColdNode, FrozenLeaf, FrozenNode, NONE, PathTable, Shape, word_at};
 
 #[derive(Clone, Debug)]
 struct Node {
@@ -202,14 +202,18 @@ impl PathTrie {
             let label = t.bytes.len() as u32;
             t.bytes.extend_from_slice(&node.label);
             t.firsts.push(node.label.first().copied().unwrap_or(0));
-            let head_len = node.label.len().min(8);
+            let first_child = node
+                .children
+                .first()
+                .copied()
+                .or((node.param != NONE).then_some(node.param))
+                .map_or(0, |c| ids[c as usize]);
+            debug_assert!(
+                node.param == NONE
+                    || ids[node.param as usize] == first_child + node.children.len() as u32
+            );
             t.nodes.push(FrozenNode {
-                head: word_at(&node.label, 0) & low_bytes(head_len),
-                head_mask: low_bytes(head_len),
-                label,
-                label_len: node.label.len() as u32,
-                kids: node.children.first().map_or(0, |&c| ids[c as usize]),
-                kids_len: node.children.len() as u16,
+                head: word_at(&node.label, 0) & low_bytes(node.label.len().min(8)),
                 kid_firsts: node
                     .children
                     .iter()
@@ -218,18 +222,20 @@ impl PathTrie {
                     .fold(0, |w, (k, &c)| {
                         w | (self.nodes[c as usize].label[0] as u64) << (8 * k)
                     }),
+                kids: first_child,
+                exact: node.exact,
+                label_len: node.label.len() as u32,
+                kids_len: node.children.len() as u16,
                 shape: match (node.children.is_empty(), node.param != NONE) {
                     _ if node.catch_all != NONE || node.prefix != NONE => Shape::Mixed,
                     (_, false) => Shape::Static,
                     (true, true) => Shape::Param,
                     (false, true) => Shape::Mixed,
                 },
-                param: if node.param == NONE {
-                    NONE
-                } else {
-                    ids[node.param as usize]
-                },
-                exact: node.exact,
+                has_param: node.param != NONE,
+            });
+            t.cold.push(ColdNode {
+                label,
                 catch_all: node.catch_all,
                 prefix: node.prefix,
             });
