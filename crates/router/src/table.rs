@@ -170,58 +170,14 @@ impl PathTable {
         Some(pos + len)
     }
 
-    /// Continues at node `n`, whose label has matched up to `pos`. The last alternative at
-    /// each node is taken in the loop; only when a node offers another one to come back to (a
-    /// parameter or catch-all after a static child, a catch-all after a parameter) does the
-    /// walk recurse.
+    /// Continues at node `n`, whose label has matched up to `pos`: static children and lone
+    /// parameters in this loop, the rare node with alternatives in [`PathTable::mixed`].
     fn walk_from(&self, mut n: u32, mut pos: usize, w: &mut Walk<'_>) -> Option<u32> {
         let path = w.path;
         loop {
             let node = &self.nodes[n as usize];
-            if node.shape != Shape::Mixed {
-                let Some(&b) = path.get(pos) else {
-                    return if node.exact != NONE {
-                        self.leaf_route(node.exact, w)
-                    } else {
-                        None
-                    };
-                };
-                if node.shape == Shape::Static {
-                    n = self.child(node, b)?;
-                    // The first byte is `b`: a one-byte label (a '/' after a parameter, a
-                    // split point) needs no comparison.
-                    pos = if self.nodes[n as usize].label_len == 1 {
-                        pos + 1
-                    } else {
-                        self.label_end(n, path, pos)?
-                    };
-                } else {
-                    // A parameter takes a non-empty segment; parameter nodes have empty labels.
-                    if b == b'/' {
-                        return None;
-                    }
-                    let seg_end = segment_end(path, pos);
-                    w.spans.push((pos as u32, seg_end as u32));
-                    n = node.param();
-                    pos = seg_end;
-                    // What follows a segment is '/', and so is the first byte of every static
-                    // child of a parameter node: when there is one such child and nothing
-                    // else, go straight to it.
-                    let p = &self.nodes[n as usize];
-                    if p.shape == Shape::Static && p.kids_len == 1 && pos < path.len() {
-                        n = p.kids;
-                        pos = if self.nodes[n as usize].label_len == 1 {
-                            pos + 1
-                        } else {
-                            self.label_end(n, path, pos)?
-                        };
-                    }
-                }
-                continue;
-            }
-            let cold = &self.cold[n as usize];
-            if cold.prefix != NONE && path.get(pos).is_none_or(|&b| b == b'/') {
-                self.prefix_candidate(cold.prefix, w);
+            if node.shape == Shape::Mixed {
+                return self.mixed(n, pos, w);
             }
             let Some(&b) = path.get(pos) else {
                 return if node.exact != NONE {
@@ -230,43 +186,92 @@ impl PathTable {
                     None
                 };
             };
-            let child = self.child(node, b);
-            // A parameter takes a non-empty segment.
-            let param = node.has_param && b != b'/';
-            if !param && cold.catch_all == NONE {
-                n = child?;
-                pos = self.label_end(n, path, pos)?;
-                continue;
-            }
-            if let Some(c) = child {
-                let saved = w.spans.len();
-                if let Some(r) = self.visit(c, pos, w) {
-                    return Some(r);
+            if node.shape == Shape::Static {
+                n = self.child(node, b)?;
+                // The first byte is `b`: a one-byte label (a '/' after a parameter, a
+                // split point) needs no comparison.
+                pos = if self.nodes[n as usize].label_len == 1 {
+                    pos + 1
+                } else {
+                    self.label_end(n, path, pos)?
+                };
+            } else {
+                // A parameter takes a non-empty segment; parameter nodes have empty labels.
+                if b == b'/' {
+                    return None;
                 }
-                w.spans.truncate(saved);
-            }
-            if param {
-                // Parameter nodes have empty labels.
                 let seg_end = segment_end(path, pos);
                 w.spans.push((pos as u32, seg_end as u32));
-                if cold.catch_all == NONE {
-                    n = node.param();
-                    pos = seg_end;
-                    continue;
+                n = node.param();
+                pos = seg_end;
+                // What follows a segment is '/', and so is the first byte of every static
+                // child of a parameter node: when there is one such child and nothing
+                // else, go straight to it.
+                let p = &self.nodes[n as usize];
+                if p.shape == Shape::Static && p.kids_len == 1 && pos < path.len() {
+                    n = p.kids;
+                    pos = if self.nodes[n as usize].label_len == 1 {
+                        pos + 1
+                    } else {
+                        self.label_end(n, path, pos)?
+                    };
                 }
-                let saved = w.spans.len() - 1;
-                if let Some(r) = self.walk_from(node.param(), seg_end, w) {
-                    return Some(r);
-                }
-                w.spans.truncate(saved);
             }
-            w.spans.push((pos as u32, path.len() as u32));
-            let r = self.leaf_route(cold.catch_all, w);
-            if r.is_none() {
-                w.spans.pop();
-            }
-            return r;
         }
+    }
+
+    /// Node `n` ([`Shape::Mixed`]), whose label has matched up to `pos`. Alternatives in
+    /// priority order: static child, parameter, catch-all; the walk comes back here only when
+    /// one was tried before another.
+    #[inline(never)]
+    fn mixed(&self, n: u32, pos: usize, w: &mut Walk<'_>) -> Option<u32> {
+        let path = w.path;
+        let node = &self.nodes[n as usize];
+        let cold = &self.cold[n as usize];
+        if cold.prefix != NONE && path.get(pos).is_none_or(|&b| b == b'/') {
+            self.prefix_candidate(cold.prefix, w);
+        }
+        let Some(&b) = path.get(pos) else {
+            return if node.exact != NONE {
+                self.leaf_route(node.exact, w)
+            } else {
+                None
+            };
+        };
+        let child = self.child(node, b);
+        // A parameter takes a non-empty segment.
+        let param = node.has_param && b != b'/';
+        if !param && cold.catch_all == NONE {
+            let c = child?;
+            let pos = self.label_end(c, path, pos)?;
+            return self.walk_from(c, pos, w);
+        }
+        if let Some(c) = child {
+            let saved = w.spans.len();
+            if let Some(r) = self.visit(c, pos, w) {
+                return Some(r);
+            }
+            w.spans.truncate(saved);
+        }
+        if param {
+            // Parameter nodes have empty labels.
+            let seg_end = segment_end(path, pos);
+            w.spans.push((pos as u32, seg_end as u32));
+            if cold.catch_all == NONE {
+                return self.walk_from(node.param(), seg_end, w);
+            }
+            let saved = w.spans.len() - 1;
+            if let Some(r) = self.walk_from(node.param(), seg_end, w) {
+                return Some(r);
+            }
+            w.spans.truncate(saved);
+        }
+        w.spans.push((pos as u32, path.len() as u32));
+        let r = self.leaf_route(cold.catch_all, w);
+        if r.is_none() {
+            w.spans.pop();
+        }
+        r
     }
 
     /// The static child of `node` whose label starts with `b`: the first bytes of the first
