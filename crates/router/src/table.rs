@@ -126,11 +126,14 @@ impl PathTable {
     /// and `walk.prefix_route` tell the rest.
     #[inline]
     pub(crate) fn find(&self, walk: &mut Walk<'_>) -> Option<u32> {
-        let pos = if self.nodes[self.start as usize].label_len == 0 {
+        let start = &self.nodes[self.start as usize];
+        let pos = match start.label_len {
             // The root, when it is where lookups start.
-            0
-        } else {
-            self.label_end(self.start, walk.path, 0)?
+            0 => 0,
+            // Usually "/".
+            1 if walk.path.first() == Some(&(start.head as u8)) => 1,
+            1 => return None,
+            _ => self.label_end(self.start, walk.path, 0)?,
         };
         self.walk_from(self.start, pos, walk)
     }
