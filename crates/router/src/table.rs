@@ -350,19 +350,33 @@ pub(crate) fn has_byte(w: u64, b: u8) -> u64 {
 /// The index of the first '/' at or after `pos` (`pos < path.len()`), or the path's length;
 /// eight bytes at a time.
 #[inline(always)]
-fn segment_end(path: &[u8], mut pos: usize) -> usize {
+fn segment_end(path: &[u8], pos: usize) -> usize {
     const LO: u64 = 0x0101_0101_0101_0101;
     const SLASHES: u64 = LO * b'/' as u64;
-    while pos < path.len() {
-        let w = word_at(path, pos) ^ SLASHES;
-        // High bit of the lowest zero byte of `w` (padding past the end is never a '/').
-        let hit = w.wrapping_sub(LO) & !w & (LO << 7);
+    // High bit of the lowest '/' byte of `w`.
+    let slash = |w: u64| {
+        let w = w ^ SLASHES;
+        w.wrapping_sub(LO) & !w & (LO << 7)
+    };
+    let mut rest = &path[pos..];
+    while let Some(chunk) = rest.first_chunk::<8>() {
+        let hit = slash(u64::from_le_bytes(*chunk));
         if hit != 0 {
-            return pos + (hit.trailing_zeros() / 8) as usize;
+            return path.len() - rest.len() + (hit.trailing_zeros() / 8) as usize;
         }
-        pos += 8;
+        rest = &rest[8..];
     }
-    path.len()
+    if rest.is_empty() {
+        return path.len();
+    }
+    // Fewer than eight bytes left; the padding past the end is never a '/'.
+    let at = path.len() - rest.len();
+    let hit = slash(word_at(path, at));
+    if hit != 0 {
+        at + (hit.trailing_zeros() / 8) as usize
+    } else {
+        path.len()
+    }
 }
 
 /// Eight bytes of `s` from `i` (`i < s.len()`), zero-padded past the end, little-endian.
