@@ -135,7 +135,7 @@ impl PathTable {
             1 => return None,
             _ => self.label_end(self.start, walk.path, 0)?,
         };
-        self.walk_from(self.start, pos, walk)
+        self.walk_loop(self.start, pos, walk)
     }
 
     /// Visits static node `n` (a non-empty label) entered at `pos`: its label first, then
@@ -175,7 +175,13 @@ impl PathTable {
 
     /// Continues at node `n`, whose label has matched up to `pos`: static children and lone
     /// parameters in this loop, the rare node with alternatives in [`PathTable::mixed`].
-    fn walk_from(&self, mut n: u32, mut pos: usize, w: &mut Walk<'_>) -> Option<u32> {
+    fn walk_from(&self, n: u32, pos: usize, w: &mut Walk<'_>) -> Option<u32> {
+        self.walk_loop(n, pos, w)
+    }
+
+    /// [`PathTable::walk_from`], inline: a lookup runs it once, in its own frame.
+    #[inline(always)]
+    fn walk_loop(&self, mut n: u32, mut pos: usize, w: &mut Walk<'_>) -> Option<u32> {
         let path = w.path;
         loop {
             let node = &self.nodes[n as usize];
