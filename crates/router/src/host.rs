@@ -225,6 +225,12 @@ impl HostMap {
     #[inline]
     pub(crate) fn get_raw(&self, raw: &[u8]) -> Option<u32> {
         debug_assert!(self.is_plain());
+        // Usually the header is exactly a configured name: no port, lower case.
+        for (key, value) in &self.keys {
+            if same_exactly(key, raw) {
+                return Some(*value);
+            }
+        }
         for ((key, value), words) in self.keys.iter().zip(&self.plain) {
             let len = key.len();
             if raw.len() < len {
@@ -288,6 +294,24 @@ impl HostMap {
             }
             s = (s + 1) & mask;
         }
+    }
+}
+
+/// `a == b`, inline for the usual host lengths: two overlapping eight-byte words cover 8 to
+/// 16 bytes.
+#[inline(always)]
+fn same_exactly(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    match (
+        a.first_chunk::<8>(),
+        a.last_chunk::<8>(),
+        b.first_chunk::<8>(),
+        b.last_chunk::<8>(),
+    ) {
+        (Some(a0), Some(a1), Some(b0), Some(b1)) if a.len() <= 16 => a0 == b0 && a1 == b1,
+        _ => a == b,
     }
 }
 
@@ -443,6 +467,23 @@ mod tests {
                 hash(h.host.to_ascii_lowercase().as_slice()),
                 "{raw}"
             );
+        }
+    }
+
+    #[test]
+    fn same_exactly_is_slice_equality() {
+        let s = b"abcdefghijklmnopqrstu";
+        for len in 0..=s.len() {
+            let a = &s[..len];
+            assert!(same_exactly(a, a));
+            for i in 0..len {
+                let mut b = a.to_vec();
+                b[i] ^= 1;
+                assert!(!same_exactly(a, &b), "len {len} at {i}");
+            }
+            if len > 0 {
+                assert!(!same_exactly(a, &a[..len - 1]));
+            }
         }
     }
 
