@@ -38,11 +38,12 @@ pub(crate) struct FrozenNode {
     pub(crate) kids_len: u16,
     /// Which of the walk's paths the node takes: see [`Shape`].
     pub(crate) shape: Shape,
-    pub(crate) has_param: bool,
+    /// `8 * (8 - min(label_len, 8))`: shifting a word left by it keeps the label's bytes.
+    pub(crate) head_shift: u8,
 }
 
 impl FrozenNode {
-    /// The parameter child (when `has_param`).
+    /// The parameter child (when there is one).
     #[inline(always)]
     fn param(&self) -> u32 {
         self.kids + self.kids_len as u32
@@ -57,6 +58,7 @@ pub(crate) struct ColdNode {
     /// Leaves (indices into `PathTable::leaves`), or `NONE`.
     pub(crate) catch_all: u32,
     pub(crate) prefix: u32,
+    pub(crate) has_param: bool,
 }
 
 /// What a node offers besides an exact leaf, for the walk's fast paths.
@@ -159,8 +161,7 @@ impl PathTable {
             None => word_at(path, pos),
         };
         debug_assert!(len > 0);
-        let mask = u64::MAX >> (8 * (8 - len.min(8)));
-        if head & mask != node.head {
+        if (head ^ node.head) << node.head_shift != 0 {
             return None;
         }
         if len > 8 {
@@ -249,7 +250,7 @@ impl PathTable {
         };
         let child = self.child(node, b);
         // A parameter takes a non-empty segment.
-        let param = node.has_param && b != b'/';
+        let param = cold.has_param && b != b'/';
         if !param && cold.catch_all == NONE {
             let c = child?;
             let pos = self.label_end(c, path, pos)?;

@@ -232,12 +232,13 @@ impl PathTrie {
                     (true, true) => Shape::Param,
                     (false, true) => Shape::Mixed,
                 },
-                has_param: node.param != NONE,
+                head_shift: (8 * (8 - node.label.len().min(8))) as u8,
             });
             t.cold.push(ColdNode {
                 label,
                 catch_all: node.catch_all,
                 prefix: node.prefix,
+                has_param: node.param != NONE,
             });
         }
         t.firsts.extend_from_slice(&[0; 8]);
