@@ -150,7 +150,12 @@ impl PathTable {
     /// Where the label of static node `n` ends when it matches `path` at `pos`.
     #[inline(always)]
     fn label_end(&self, n: u32, path: &[u8], pos: usize) -> Option<usize> {
-        let node = &self.nodes[n as usize];
+        self.node_label_end(n, &self.nodes[n as usize], path, pos)
+    }
+
+    /// [`PathTable::label_end`] with the node at hand.
+    #[inline(always)]
+    fn node_label_end(&self, n: u32, node: &FrozenNode, path: &[u8], pos: usize) -> Option<usize> {
         let len = node.label_len as usize;
         let rest = &path[pos..];
         if rest.len() < len {
@@ -184,8 +189,8 @@ impl PathTable {
     #[inline(always)]
     fn walk_loop(&self, mut n: u32, mut pos: usize, w: &mut Walk<'_>) -> Option<u32> {
         let path = w.path;
+        let mut node = &self.nodes[n as usize];
         loop {
-            let node = &self.nodes[n as usize];
             if node.shape == Shape::Mixed {
                 return self.mixed(n, pos, w);
             }
@@ -198,12 +203,13 @@ impl PathTable {
             };
             if node.shape == Shape::Static {
                 n = self.child(node, b)?;
+                node = &self.nodes[n as usize];
                 // The first byte is `b`: a one-byte label (a '/' after a parameter, a
                 // split point) needs no comparison.
-                pos = if self.nodes[n as usize].label_len == 1 {
+                pos = if node.label_len == 1 {
                     pos + 1
                 } else {
-                    self.label_end(n, path, pos)?
+                    self.node_label_end(n, node, path, pos)?
                 };
             } else {
                 // A parameter takes a non-empty segment; parameter nodes have empty labels.
@@ -213,17 +219,18 @@ impl PathTable {
                 let seg_end = segment_end(path, pos);
                 w.spans.push((pos as u32, seg_end as u32));
                 n = node.param();
+                node = &self.nodes[n as usize];
                 pos = seg_end;
                 // What follows a segment is '/', and so is the first byte of every static
                 // child of a parameter node: when there is one such child and nothing
                 // else, go straight to it.
-                let p = &self.nodes[n as usize];
-                if p.shape == Shape::Static && p.kids_len == 1 && pos < path.len() {
-                    n = p.kids;
-                    pos = if self.nodes[n as usize].label_len == 1 {
+                if node.shape == Shape::Static && node.kids_len == 1 && pos < path.len() {
+                    n = node.kids;
+                    node = &self.nodes[n as usize];
+                    pos = if node.label_len == 1 {
                         pos + 1
                     } else {
-                        self.label_end(n, path, pos)?
+                        self.node_label_end(n, node, path, pos)?
                     };
                 }
             }
