@@ -211,6 +211,20 @@ impl HostMap {
         HostMap { slots, keys, plain }
     }
 
+    /// The value for a raw `Host` value that is byte for byte a key of an
+    /// [`is_plain`](HostMap::is_plain) map: the usual header, lower case without a port. `None`
+    /// says nothing about other spellings.
+    #[inline]
+    pub(crate) fn get_exactly(&self, raw: &[u8]) -> Option<u32> {
+        if !self.is_plain() {
+            return None;
+        }
+        self.keys
+            .iter()
+            .find(|(key, _)| same_exactly(key, raw))
+            .map(|&(_, value)| value)
+    }
+
     /// Whether [`HostMap::get_raw`] answers for this map: it is empty, or small with plain
     /// names only.
     #[inline]
@@ -225,12 +239,6 @@ impl HostMap {
     #[inline]
     pub(crate) fn get_raw(&self, raw: &[u8]) -> Option<u32> {
         debug_assert!(self.is_plain());
-        // Usually the header is exactly a configured name: no port, lower case.
-        for (key, value) in &self.keys {
-            if same_exactly(key, raw) {
-                return Some(*value);
-            }
-        }
         for ((key, value), words) in self.keys.iter().zip(&self.plain) {
             let len = key.len();
             if raw.len() < len {

@@ -127,10 +127,15 @@ pub(crate) fn standard_bit(m: &[u8]) -> Option<u64> {
 /// The bit of a request method in a table whose extension methods are `extensions`.
 #[inline]
 pub(crate) fn request_bit(m: &[u8], extensions: &[Box<str>]) -> u64 {
-    // The most common method first, in one comparison.
+    // The most common method first, in one comparison; the others out of line.
     if m == b"GET" {
         return 1;
     }
+    other_request_bit(m, extensions)
+}
+
+#[inline(never)]
+fn other_request_bit(m: &[u8], extensions: &[Box<str>]) -> u64 {
     if let Some(bit) = standard_bit(m) {
         return bit;
     }

@@ -142,6 +142,17 @@ impl<T> Router<T> {
         if self.exact_hosts.is_empty() && self.wildcard_hosts.is_empty() {
             return self.default_scope;
         }
+        if let Some(s) = self.exact_hosts.get_exactly(raw) {
+            return s;
+        }
+        self.scope_for_other(raw)
+    }
+
+    /// [`Router::scope_for`] when the `Host` value is not exactly a configured name: ports,
+    /// capitals, wildcards, the default scope. Out of line, so that the usual lookup stays
+    /// small.
+    #[inline(never)]
+    fn scope_for_other(&self, raw: &[u8]) -> u32 {
         let exact = &self.exact_hosts;
         let host = if exact.is_plain() {
             if let Some(s) = exact.get_raw(raw) {
