@@ -241,7 +241,6 @@ impl PathTrie {
                 has_param: node.param != NONE,
             });
         }
-        t.firsts.extend_from_slice(&[0; 8]);
         let root = &self.nodes[0];
         if root.children.len() == 1
             && root.param == NONE
