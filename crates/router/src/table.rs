@@ -1,7 +1,12 @@
 //! The frozen per-host path table and the lookup walk over it.
 //!
-//! Nodes sit in one array, each node's static children at consecutive indices, labels in one
-//! byte array: a node is 32 bytes and a lookup touches no other allocation.
+//! Nodes sit in one array, each node's static children at consecutive indices (its parameter
+//! child right after them), labels in one byte array. The walk reads a 32-byte node per step,
+//! two to a cache line; what only rare nodes need (long labels, catch-alls, prefix leaves) is
+//! in a parallel cold array. A lookup allocates nothing.
+//!
+//! The hot loop handles the two common shapes — static children only, a lone parameter — and
+//! hands a node with alternatives to an out-of-line function, so the loop keeps little state.
 //!
 //! The walk is a depth-first search in priority order — static child, then parameter, then
 //! catch-all — and stops at the first leaf that accepts the method. Each node is entered at
