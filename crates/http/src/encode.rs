@@ -136,10 +136,14 @@ pub fn encode_response_head(
             upgrade_value = h.value;
             continue;
         }
-        if rewrite_length && name.eq_ignore_ascii_case(b"content-length") {
+        let is_length = name.eq_ignore_ascii_case(b"content-length");
+        if rewrite_length && is_length {
             continue;
         }
-        if dropped(name, &res.connection) {
+        // Content-Length is framing, not a connection option: a `Connection`
+        // header naming it must not strip it (the body would turn into
+        // read-until-close for the client).
+        if dropped(name, &res.connection) && !is_length {
             continue;
         }
         put(out, &[name, b": ", h.value, b"\r\n"]);
@@ -319,6 +323,15 @@ mod tests {
             got,
             "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: keep-alive\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn response_connection_naming_content_length_zero_keeps_length() {
+        let got = respond(
+            b"HTTP/1.1 200 OK\r\nConnection: content-length\r\nContent-Length: 0\r\n\r\n",
+            KEEP,
+        );
+        assert_eq!(got, "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
     }
 
     #[test]

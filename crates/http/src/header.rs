@@ -177,14 +177,6 @@ pub(crate) fn is_tchar(b: u8) -> bool {
         b'^' | b'_' | b'`' | b'|' | b'~' | b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z')
 }
 
-/// Whether a field value is free of bytes a proxy must not pass on (NUL, CR,
-/// LF and other controls except HTAB; DEL).
-pub(crate) fn value_is_clean(value: &[u8]) -> bool {
-    value
-        .iter()
-        .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

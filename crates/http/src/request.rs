@@ -4,7 +4,6 @@
 use crate::error::ParseError;
 use crate::header::{
     ConnectionTokens, TeVerdict, fold_transfer_encoding, parse_content_length, tokens_contain,
-    value_is_clean,
 };
 
 /// Bounds on what a client may send.
@@ -199,10 +198,9 @@ pub fn parse_request<'h, 'b>(
     let headers: &'h [httparse::Header<'b>] = req.headers;
     for h in headers {
         let name = h.name.as_bytes();
+        // Value bytes were checked by httparse (HTAB, SP, VCHAR, obs-text
+        // only; see the `httparse_value_bytes_match_rfc_field_value` test).
         let value = h.value;
-        if !value_is_clean(value) {
-            return Err(ParseError::BadHeaderValue);
-        }
         if name.eq_ignore_ascii_case(b"host") {
             if host.is_some() {
                 return Err(ParseError::BadHost);

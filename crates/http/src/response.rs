@@ -3,9 +3,7 @@
 //! client gets a 502 instead of a desynchronised connection.
 
 use crate::error::ResponseError;
-use crate::header::{
-    ConnectionTokens, TeVerdict, fold_transfer_encoding, parse_content_length, value_is_clean,
-};
+use crate::header::{ConnectionTokens, TeVerdict, fold_transfer_encoding, parse_content_length};
 use crate::request::{Method, Version};
 
 /// How an upstream response body is delimited.
@@ -85,9 +83,6 @@ pub fn parse_response<'h, 'b>(
     let headers: &'h [httparse::Header<'b>] = res.headers;
     for h in headers {
         let name = h.name.as_bytes();
-        if !value_is_clean(h.value) {
-            return Err(ResponseError::Malformed);
-        }
         if name.eq_ignore_ascii_case(b"content-length") {
             let n = parse_content_length(h.value).ok_or(ResponseError::BadContentLength)?;
             if content_length.is_some_and(|c| c != n) {

@@ -48,6 +48,10 @@ pub(crate) struct Shared {
     pub controls: Vec<mpsc::Sender<Command>>,
     pub state: Mutex<State>,
     pub path: Option<PathBuf>,
+    /// Set to make the access log writer reopen its file.
+    pub log_reopen: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Lines the access log writer failed to write.
+    pub log_lost: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 pub(crate) struct State {
@@ -205,6 +209,11 @@ impl GatewayHandle {
                 config_version: info.version,
                 reloads: info.reloads,
                 reload_failures: info.reload_failures,
+                log_lost: self
+                    .0
+                    .log_lost
+                    .as_ref()
+                    .map_or(0, |l| l.load(std::sync::atomic::Ordering::Relaxed)),
             },
         )
     }
@@ -214,6 +223,13 @@ impl GatewayHandle {
         let deadline = Instant::now() + timeout;
         for c in &self.0.controls {
             let _ = c.send(Command::Drain { deadline });
+        }
+    }
+
+    /// Makes the access log writer reopen its file (after logrotate moved it).
+    pub fn reopen_logs(&self) {
+        if let Some(flag) = &self.0.log_reopen {
+            flag.store(true, std::sync::atomic::Ordering::Release);
         }
     }
 

@@ -160,6 +160,7 @@ pub(crate) async fn relay(
 ) -> Outcome {
     let plan = &mut ex.response;
     let up = &mut ex.conn.stream;
+    b.rec.bytes_out += b.w.len() as u64;
     let deadline = shard.timers.now() + snap.timeouts.send;
     let (r, w) = write_from(
         &shard.timers,
@@ -231,6 +232,11 @@ pub(crate) async fn relay(
             }
         };
         let deadline = shard.timers.now() + snap.timeouts.send;
+        b.rec.bytes_out += if from == usize::MAX {
+            b.w.len()
+        } else {
+            to - from
+        } as u64;
         let r = if from == usize::MAX {
             let (r, w) = write_from(
                 &shard.timers,
@@ -280,6 +286,7 @@ pub(crate) async fn switch_protocols(
 ) -> Next {
     shard.stats.record_status(101);
     b.rec.status = 101;
+    b.rec.bytes_out = b.w.len() as u64;
     let deadline = shard.timers.now() + snap.timeouts.send;
     let (r, w) = write_from(
         &shard.timers,

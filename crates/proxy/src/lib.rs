@@ -10,6 +10,7 @@
 //! endpoint, forward the head and stream the body, read the response head,
 //! stream the response back. The wire rules live in `shardgate-http`.
 
+mod access_log;
 mod admin;
 mod buffers;
 mod conn;

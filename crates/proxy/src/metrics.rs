@@ -207,6 +207,8 @@ pub struct GatewayFacts {
     pub config_version: u64,
     pub reloads: u64,
     pub reload_failures: u64,
+    /// Access log lines the writer failed to write (disk full, I/O errors).
+    pub log_lost: u64,
 }
 
 fn header(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -359,8 +361,8 @@ pub fn render(shards: &[ShardMetrics], facts: &GatewayFacts) -> String {
         ),
         (
             LOG_DROPPED,
-            "Access log lines dropped because the writer was behind (slow or full disk).",
-            log_dropped,
+            "Access log lines dropped: the writer was behind (slow disk) or could not write (full disk).",
+            log_dropped + facts.log_lost,
         ),
     ];
     for (name, help, v) in counters {
@@ -469,6 +471,7 @@ mod tests {
                 config_version: 1,
                 reloads: 0,
                 reload_failures: 0,
+                log_lost: 0,
             },
         );
         assert!(

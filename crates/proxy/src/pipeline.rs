@@ -71,6 +71,81 @@ pub(crate) struct Record {
     pub upstream: Option<EndpointId>,
     /// From sending the request upstream to its response head.
     pub upstream_time: Option<Duration>,
+    /// Bytes read from the client for this request (head and body).
+    pub bytes_in: u64,
+    /// Bytes written to the client for this request.
+    pub bytes_out: u64,
+    /// What the access log needs of the head (captured only when logging).
+    pub head: LogHead,
+}
+
+/// Copies of request-head fields for the access log, bounded in size so
+/// the record never allocates.
+pub(crate) struct LogHead {
+    buf: [u8; LogHead::CAP],
+    /// End offsets of method, path, request id, trace id in `buf`.
+    ends: [u16; 4],
+}
+
+impl LogHead {
+    const CAP: usize = 384;
+    const LIMITS: [usize; 4] = [16, 256, 64, 32];
+
+    fn empty() -> LogHead {
+        LogHead {
+            buf: [0; LogHead::CAP],
+            ends: [0; 4],
+        }
+    }
+
+    fn capture(&mut self, req: &shardgate_http::Request<'_, '_>) {
+        let mut request_id: &[u8] = b"";
+        let mut trace_id: &[u8] = b"";
+        for h in req.headers {
+            let name = h.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"x-request-id") {
+                request_id = h.value;
+            } else if name.eq_ignore_ascii_case(b"traceparent") && h.value.len() >= 35 {
+                // version "-" trace-id "-" ...: the 32 hex digits of the trace id.
+                trace_id = &h.value[3..35];
+            }
+        }
+        let mut at = 0;
+        for (i, field) in [req.method.as_bytes(), req.path, request_id, trace_id]
+            .into_iter()
+            .enumerate()
+        {
+            let n = field.len().min(Self::LIMITS[i]);
+            self.buf[at..at + n].copy_from_slice(&field[..n]);
+            at += n;
+            self.ends[i] = at as u16;
+        }
+    }
+
+    fn field(&self, i: usize) -> &[u8] {
+        let start = if i == 0 {
+            0
+        } else {
+            usize::from(self.ends[i - 1])
+        };
+        &self.buf[start..usize::from(self.ends[i])]
+    }
+
+    pub(crate) fn method(&self) -> &[u8] {
+        self.field(0)
+    }
+
+    pub(crate) fn path(&self) -> &[u8] {
+        self.field(1)
+    }
+
+    pub(crate) fn request_id(&self) -> &[u8] {
+        self.field(2)
+    }
+
+    pub(crate) fn trace_id(&self) -> &[u8] {
+        self.field(3)
+    }
 }
 
 /// What to do with a parsed request.
@@ -113,6 +188,9 @@ async fn handle_inner(shard: &Shard, client: &mut Client, c: Vec<u8>) -> Next {
             status: 0,
             upstream: None,
             upstream_time: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            head: LogHead::empty(),
         },
     };
     let next = run(shard, &snap, client, &mut bufs).await;
@@ -122,6 +200,10 @@ async fn handle_inner(shard: &Shard, client: &mut Client, c: Vec<u8>) -> Next {
             .route
             .map_or(&snap.no_route_metrics, |r| &snap.route_metrics[r]);
         m.record(rec.method, rec.status, rec.started.elapsed());
+        if let Some(log) = &shard.log {
+            let route = rec.route.map_or("", |r| snap.route_names[r].as_str());
+            log.append(rec, &client.ip, route, &shard.pools);
+        }
     }
     shard.buffers.give(take(&mut bufs.u));
     shard.buffers.give(take(&mut bufs.w));
@@ -150,6 +232,7 @@ async fn run(shard: &Shard, snap: &Rc<Snapshot>, client: &mut Client, b: &mut Bu
         } => {
             shard.stats.record_status(status);
             b.rec.status = status;
+            b.rec.bytes_out = b.w.len() as u64;
             let deadline = shard.timers.now() + snap.timeouts.send;
             let (r, w) = write_from(
                 &shard.timers,
@@ -255,6 +338,10 @@ fn prepare(
     };
     let info = req.info;
     b.rec.method = metrics::method_index(req.method.as_bytes());
+    b.rec.bytes_in = info.head_len as u64;
+    if shard.log.is_some() {
+        b.rec.head.capture(&req);
+    }
     let has_body = info.body != BodyFraming::None;
     let head_only = info.method == shardgate_http::Method::Head;
     let draining = shard.drain.is_on();
@@ -346,6 +433,7 @@ pub(crate) async fn respond_error(
         b.w = shard.buffers.take();
     }
     canned_response(status, !keep, false, &[], &mut b.w);
+    b.rec.bytes_out = b.w.len() as u64;
     let deadline = shard.timers.now() + snap.timeouts.send;
     let (r, w) = write_from(
         &shard.timers,

@@ -30,6 +30,8 @@ pub(crate) struct Shard {
     pub timers: Timers,
     pub metrics: Registry,
     pub drain: Drain,
+    /// The access log, when configured.
+    pub log: Option<crate::access_log::ShardLog>,
     /// Reused heap slots for request futures (see `conn`).
     pub future_slots: RefCell<Option<Box<dyn Any>>>,
     /// Where a request path is normalised when it is not already normal.
@@ -42,6 +44,7 @@ impl Shard {
         id: usize,
         config: &Arc<Config>,
         stats: Arc<ShardStats>,
+        log_tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
     ) -> Result<Shard, String> {
         let pools = Pools::new();
         let metrics = Registry::default();
@@ -56,6 +59,11 @@ impl Shard {
             timers: Timers::new(),
             metrics,
             drain: Drain::default(),
+            log: config
+                .access_log
+                .as_ref()
+                .zip(log_tx)
+                .map(|(c, tx)| crate::access_log::ShardLog::new(c, tx)),
             future_slots: RefCell::new(None),
             path_scratch: RefCell::new(Vec::with_capacity(1024)),
             log_limiter: LogLimiter::new(),
@@ -73,8 +81,8 @@ impl Shard {
             routes,
             groups,
             pool_idle: self.pools.idle_counts(),
-            log_written: 0,
-            log_dropped: 0,
+            log_written: self.log.as_ref().map_or(0, |l| l.written.get()),
+            log_dropped: self.log.as_ref().map_or(0, |l| l.dropped.get()),
         }
     }
 

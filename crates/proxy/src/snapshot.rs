@@ -36,6 +36,8 @@ pub(crate) struct Snapshot {
     pub routes: Router<RouteId>,
     /// Upstream group of each route.
     pub route_group: Vec<usize>,
+    /// Name of each route (metrics and the access log).
+    pub route_names: Vec<String>,
     pub groups: Vec<Group>,
     /// Every endpoint this configuration uses.
     pub endpoints: Vec<EndpointId>,
@@ -81,6 +83,7 @@ impl Snapshot {
         Ok(Snapshot {
             routes: route::build(&config.routes)?,
             route_group: config.routes.iter().map(|r| r.upstream).collect(),
+            route_names: config.routes.iter().map(|r| r.name.clone()).collect(),
             groups,
             endpoints,
             version,

@@ -85,6 +85,7 @@ pub struct Gateway {
     threads: Vec<JoinHandle<()>>,
     stats: Vec<Arc<ShardStats>>,
     admin: Option<crate::admin::AdminServer>,
+    access_log: Option<crate::access_log::Writer>,
 }
 
 impl Gateway {
@@ -122,6 +123,15 @@ impl Gateway {
             None => None,
         };
 
+        let access_log = match &config.access_log {
+            Some(c) => Some(crate::access_log::Writer::start(c, shards).map_err(|e| {
+                GatewayError::Shard {
+                    shard: 0,
+                    message: format!("cannot open the access log {}: {e}", c.path.display()),
+                }
+            })?),
+            None => None,
+        };
         let config = Arc::new(config);
         let cores = if options.pin_cores {
             core_affinity::get_core_ids().unwrap_or_default()
@@ -139,6 +149,7 @@ impl Gateway {
             controls.push(control_tx);
             let config = config.clone();
             let ready = ready_tx.clone();
+            let log_tx = access_log.as_ref().and_then(|w| w.sender());
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
             let spawned = std::thread::Builder::new()
                 .name(format!("shardgate-shard-{id}"))
@@ -149,7 +160,15 @@ impl Gateway {
                         log::warn!("shard {id}: could not pin to core {}", core.id);
                     }
                     let run = driver::block_on(driver, || {
-                        shard_main(id, config, sockets, control_rx, shard_stats, ready.clone())
+                        shard_main(
+                            id,
+                            config,
+                            sockets,
+                            control_rx,
+                            shard_stats,
+                            log_tx,
+                            ready.clone(),
+                        )
                     });
                     if let Err(e) = run {
                         let _ = ready.send(Err((
@@ -183,6 +202,8 @@ impl Gateway {
                 },
             }),
             path: options.config_path.clone(),
+            log_reopen: access_log.as_ref().map(|w| w.reopen_flag()),
+            log_lost: access_log.as_ref().map(|w| w.lost_counter()),
         }));
         let mut gateway = Gateway {
             addrs,
@@ -192,6 +213,7 @@ impl Gateway {
             threads,
             stats,
             admin: None,
+            access_log,
         };
         for _ in 0..shards {
             let failed = match ready_rx.recv() {
@@ -274,6 +296,9 @@ impl Gateway {
         if let Some(a) = self.admin.take() {
             a.stop();
         }
+        if let Some(mut w) = self.access_log.take() {
+            w.finish();
+        }
     }
 }
 
@@ -291,9 +316,10 @@ async fn shard_main(
     sockets: Vec<std::net::TcpListener>,
     control: mpsc::Receiver<Command>,
     stats: Arc<ShardStats>,
+    log_tx: Option<mpsc::SyncSender<Vec<u8>>>,
     ready: Ready,
 ) {
-    let shard = match Shard::new(id, &config, stats) {
+    let shard = match Shard::new(id, &config, stats, log_tx) {
         Ok(s) => Rc::new(s),
         Err(e) => {
             let _ = ready.send(Err((id, format!("cannot build the routing table: {e}"))));
@@ -317,11 +343,32 @@ async fn shard_main(
     // requests looks at the control queue.
     let mut ticks = 0u64;
     let mut drain_deadline = None;
+    run_ticks(&shard, &control, &mut ticks, &mut drain_deadline).await;
+    if let Some(log) = &shard.log {
+        log.close();
+    }
+}
+
+/// How often a shard hands its buffered access log lines to the writer.
+const LOG_FLUSH_EVERY: u64 = 10;
+
+async fn run_ticks(
+    shard: &Shard,
+    control: &mpsc::Receiver<Command>,
+    ticks: &mut u64,
+    drain_deadline: &mut Option<std::time::Instant>,
+) {
+    let id = shard.id;
     loop {
         monoio::time::sleep(TICK).await;
         let now = std::time::Instant::now();
         shard.timers.advance(now);
-        ticks += 1;
+        *ticks += 1;
+        if ticks.is_multiple_of(LOG_FLUSH_EVERY)
+            && let Some(log) = &shard.log
+        {
+            log.flush();
+        }
         while let Ok(cmd) = control.try_recv() {
             match cmd {
                 Command::Reload {
@@ -342,12 +389,12 @@ async fn shard_main(
                         );
                     }
                     shard.drain.start();
-                    drain_deadline = Some(deadline);
+                    *drain_deadline = Some(deadline);
                 }
                 Command::Stop => return,
             }
         }
-        if let Some(deadline) = drain_deadline {
+        if let Some(deadline) = *drain_deadline {
             let open = shard.stats.open_connections.get();
             if open == 0 {
                 return;

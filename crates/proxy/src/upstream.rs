@@ -171,6 +171,7 @@ fn first_body_part(snap: &Snapshot, b: &mut Bufs, fwd: Forward) -> Result<BodyLe
     };
     b.w.extend_from_slice(&b.c[head_len..head_len + n]);
     b.c.drain(..head_len + n);
+    b.rec.bytes_in += n as u64;
     Ok(left)
 }
 
@@ -236,6 +237,7 @@ async fn stream_body(
             Err(IoFail::Timeout) => return Err(ProxyError::new(ErrorKind::UpstreamTimeout)),
         }
         b.c.drain(..n);
+        b.rec.bytes_in += n as u64;
     }
 }
 

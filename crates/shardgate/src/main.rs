@@ -92,22 +92,23 @@ fn config_failed(source: &str, errors: &ConfigErrors) -> ExitCode {
 
 /// Runs a gateway until SIGINT or SIGTERM (graceful drain; a second one
 /// stops at once) or SIGQUIT (at once). SIGHUP reloads the configuration
-/// file; so does a change to it (checked every second). `banner` is printed
+/// file; so does a change to it (checked every second). SIGUSR1 reopens the
+/// access log. `banner` is printed
 /// once the gateway listens.
 pub(crate) fn serve(
     config: Config,
     options: GatewayOptions,
     banner: Option<&dyn Fn(&Gateway)>,
 ) -> ExitCode {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
-    let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGHUP])
-    {
-        Ok(s) => s,
-        Err(e) => {
-            log::error!("cannot install signal handlers: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1};
+    let mut signals =
+        match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGUSR1]) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot install signal handlers: {e}");
+                return ExitCode::from(1);
+            }
+        };
     let drain_timeout = config.drain_timeout;
     let mut gateway = match Gateway::start(config, options) {
         Ok(g) => g,
@@ -141,6 +142,10 @@ pub(crate) fn serve(
             SIGHUP => {
                 log::info!("SIGHUP: reloading the configuration");
                 let _ = handle.reload_from_file();
+            }
+            SIGUSR1 => {
+                log::info!("SIGUSR1: reopening the access log");
+                handle.reopen_logs();
             }
             SIGQUIT => {
                 graceful = false;

@@ -268,3 +268,49 @@ fn statuses_of_errors() {
     assert_eq!(ParseError::BodyTooLarge.status(), 413);
     assert_eq!(ParseError::ContentLengthWithTransferEncoding.status(), 400);
 }
+
+/// The strict parser leaves value-byte checks to httparse; this pins that
+/// httparse (scalar and SIMD paths: short and long values, every offset
+/// class) accepts a value byte exactly when RFC 9110 field-value allows it
+/// (HTAB, SP, VCHAR, obs-text) — NUL, CR, LF, DEL and other controls never.
+#[test]
+fn httparse_value_bytes_match_rfc_field_value() {
+    for b in 0u8..=255 {
+        let allowed = b == b'\t' || b == b' ' || (0x21..=0x7e).contains(&b) || b >= 0x80;
+        for (len, at) in [
+            (1, 0),
+            (5, 2),
+            (40, 3),
+            (40, 31),
+            (70, 33),
+            (70, 64),
+            (130, 100),
+        ] {
+            let mut value = vec![b'v'; len];
+            value[at] = b;
+            if b == b'\r' || b == b'\n' {
+                continue; // line endings: covered by the bare-LF and CR cases
+            }
+            let mut raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-V: ".to_vec();
+            raw.extend_from_slice(&value);
+            raw.extend_from_slice(b"\r\n\r\n");
+            let got = parse(&raw);
+            let trimmed_space = (b == b' ' || b == b'\t') && (at == 0 || at == len - 1);
+            if allowed || trimmed_space {
+                assert!(got.is_ok(), "byte {b:#04x} at {at}/{len} refused: {got:?}");
+            } else {
+                assert_eq!(
+                    got.err(),
+                    Some(ParseError::BadHeaderValue),
+                    "byte {b:#04x} at {at}/{len}"
+                );
+            }
+        }
+    }
+    for raw in [
+        &b"GET / HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\r\n\r\n",
+    ] {
+        assert!(parse(raw).is_err(), "{:?}", String::from_utf8_lossy(raw));
+    }
+}

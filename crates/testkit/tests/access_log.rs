@@ -1,0 +1,132 @@
+//! The access log: one JSON line per request with the fields operators need,
+//! written off the shard; a full disk drops (and counts) lines, never
+//! requests; reopening follows logrotate.
+
+use shardgate_testkit::{DRIVERS, MockUpstream, RawClient, TestGateway, wait_until};
+use std::path::Path;
+use std::time::Duration;
+
+fn log_config(path: &Path, format: &str) -> String {
+    format!(
+        "[access_log]\npath = \"{}\"\nformat = \"{format}\"\n",
+        path.display()
+    )
+}
+
+fn temp(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("shardgate-access-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let p = dir.join(name);
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn json_lines_carry_every_field() {
+    for driver in DRIVERS {
+        let path = temp(&format!("json-{driver:?}.log"));
+        let up = MockUpstream::ok("hello");
+        let gw = TestGateway::proxy(driver, &[up.addr()], &log_config(&path, "json"));
+        let mut c = RawClient::connect(gw.addr());
+        c.send(
+            b"POST /items?x=\"1\" HTTP/1.1\r\nHost: a\r\nX-Request-Id: req-42\r\n\
+              traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\nContent-Length: 3\r\n\r\nabc",
+        );
+        assert_eq!(c.read_response().unwrap().status, 200);
+        c.send(b"GET /missing HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(c.read_response().unwrap().status, 200);
+        assert!(
+            wait_until(Duration::from_secs(3), || lines(&path).len() == 2),
+            "{driver:?}: {:?}",
+            lines(&path)
+        );
+        let first: serde_json::Value = serde_json::from_str(&lines(&path)[0]).expect("a JSON line");
+        assert_eq!(first["route"], "all");
+        assert_eq!(first["method"], "POST");
+        assert_eq!(first["path"], "/items?x=\"1\"");
+        assert_eq!(first["status"], 200);
+        assert_eq!(first["request_id"], "req-42");
+        assert_eq!(first["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(first["client"], "127.0.0.1");
+        assert_eq!(first["upstream"], up.addr().to_string());
+        assert!(first["bytes_in"].as_u64().unwrap() > 3);
+        assert!(first["bytes_out"].as_u64().unwrap() > 5);
+        assert!(first["duration_ms"].as_f64().unwrap() >= first["upstream_ms"].as_f64().unwrap());
+        assert!(first["time"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(first["tenant"], "");
+    }
+}
+
+#[test]
+fn a_full_disk_drops_lines_not_requests() {
+    for driver in DRIVERS {
+        let up = MockUpstream::ok("x");
+        let gw = TestGateway::proxy(
+            driver,
+            &[up.addr()],
+            &log_config(Path::new("/dev/full"), "json"),
+        );
+        let mut c = RawClient::connect(gw.addr());
+        for _ in 0..50 {
+            c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+            assert_eq!(c.read_response().unwrap().status, 200, "{driver:?}");
+        }
+        let handle = gw.gateway().handle();
+        let dropped = || {
+            handle
+                .metrics_text()
+                .lines()
+                .find_map(|l| l.strip_prefix("shardgate_access_log_dropped_lines_total "))
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        assert!(
+            wait_until(Duration::from_secs(3), || dropped() == 50),
+            "{driver:?}: {}\n{}",
+            dropped(),
+            handle.metrics_text()
+        );
+    }
+}
+
+#[test]
+fn reopen_after_rotation_writes_to_the_new_file() {
+    let path = temp("rotate.log");
+    let up = MockUpstream::ok("x");
+    let gw = TestGateway::proxy(
+        shardgate_config::Driver::Uring,
+        &[up.addr()],
+        &log_config(&path, "text"),
+    );
+    let mut c = RawClient::connect(gw.addr());
+    c.send(b"GET /before HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(c.read_response().unwrap().status, 200);
+    assert!(wait_until(Duration::from_secs(3), || lines(&path).len() == 1));
+    let rotated = path.with_extension("log.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    gw.gateway().handle().reopen_logs();
+    c.send(b"GET /after HTTP/1.1\r\nHost: a\r\n\r\n");
+    assert_eq!(c.read_response().unwrap().status, 200);
+    assert!(
+        wait_until(Duration::from_secs(3), || lines(&path).len() == 1),
+        "a new file after reopen"
+    );
+    assert!(
+        lines(&path)[0].contains("\"GET /after\" 200"),
+        "{:?}",
+        lines(&path)
+    );
+    assert!(
+        lines(&rotated)[0].contains("\"GET /before\" 200"),
+        "{:?}",
+        lines(&rotated)
+    );
+}
