@@ -7,7 +7,8 @@
 #
 # Environment knobs (defaults in brackets):
 #   ROUNDS [3]  DURATION [10] seconds per run  CONNS [64]  MEM_CONNS [10000] idle connections
-#   PROXIES ["shardgate-uring shardgate-legacy nginx"]  BASE_PORT [18100]
+#   PROXIES ["shardgate-uring shardgate-legacy shardgate-uring-log nginx"]  BASE_PORT [18100]
+#   (shardgate-uring-log: io_uring with the JSON access log on, written to the work dir)
 #   SHARDGATE_BIN  use this binary instead of building crates/shardgate
 #   LOADTEST_BIN   use this binary instead of building loadtest
 #   OUT [bench-results.json]  NO_INSTALL=1 never apt-get  NO_BUILD=1 never cargo build
@@ -19,7 +20,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 MEM_CONNS=${MEM_CONNS:-10000}
-PROXIES=${PROXIES:-"shardgate-uring shardgate-legacy nginx"}
+PROXIES=${PROXIES:-"shardgate-uring shardgate-legacy shardgate-uring-log nginx"}
 BASE_PORT=${BASE_PORT:-18100}
 OUT=${OUT:-bench-results.json}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -62,7 +63,7 @@ wants() { [[ " $PROXIES " == *" $1 "* ]]; }
 build() {
     local pkgs=()
     [[ -z ${LOADTEST_BIN:-} ]] && pkgs+=(-p loadtest)
-    if [[ -z ${SHARDGATE_BIN:-} ]] && { wants shardgate-uring || wants shardgate-legacy; }; then
+    if [[ -z ${SHARDGATE_BIN:-} ]] && { wants shardgate-uring || wants shardgate-legacy || wants shardgate-uring-log; }; then
         pkgs+=(-p shardgate)
     fi
     if [[ ${#pkgs[@]} -gt 0 && -z ${NO_BUILD:-} ]]; then
@@ -72,7 +73,7 @@ build() {
     LOADTEST=${LOADTEST_BIN:-$ROOT/target/release/loadtest}
     SHARDGATE=${SHARDGATE_BIN:-$ROOT/target/release/shardgate}
     [[ -x $LOADTEST ]] || die "no loadtest binary at $LOADTEST"
-    if wants shardgate-uring || wants shardgate-legacy; then
+    if wants shardgate-uring || wants shardgate-legacy || wants shardgate-uring-log; then
         [[ -x $SHARDGATE ]] || die "no shardgate binary at $SHARDGATE"
     fi
     NGINX=$(command -v nginx || echo /usr/sbin/nginx)
@@ -223,12 +224,20 @@ start_proxy() {
                 --listen "127.0.0.1:$port" --to "127.0.0.1:$UP_PORT" --workers 1 \
                 --driver "${name#shardgate-}" >"$WORK/$name.log" 2>&1 &
             ;;
+        shardgate-uring-log)
+            printf '%s\n' 'workers = 1' 'driver = "uring"' '[[listeners]]' \
+                "address = \"127.0.0.1:$port\"" '[access_log]' "path = \"$WORK/access.log\"" \
+                'format = "json"' '[upstreams.backend]' "endpoints = [\"127.0.0.1:$UP_PORT\"]" \
+                '[[routes]]' 'name = "all"' 'prefix = "/"' 'upstream = "backend"' >"$WORK/sg-log.toml"
+            MIMALLOC_ARENA_EAGER_COMMIT=0 "${PROXY_CPU[@]}" "$SHARDGATE" run -c "$WORK/sg-log.toml" \
+                >"$WORK/$name.log" 2>&1 &
+            ;;
         nginx)
             write_nginx_conf "$port"
             "${PROXY_CPU[@]}" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" \
                 -e "$WORK/nginx/error.log" >"$WORK/nginx.log" 2>&1 &
             ;;
-        *) die "unknown proxy $name (known: shardgate-uring shardgate-legacy nginx)" ;;
+        *) die "unknown proxy $name (known: shardgate-uring shardgate-legacy shardgate-uring-log nginx)" ;;
     esac
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
