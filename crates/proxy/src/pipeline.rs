@@ -75,6 +75,8 @@ pub(crate) struct Record {
     pub bytes_in: u64,
     /// Bytes written to the client for this request.
     pub bytes_out: u64,
+    /// Upstream connections this request took (from the pool or new).
+    pub upstream_conns: u64,
     /// What the access log needs of the head (captured only when logging).
     pub head: LogHead,
 }
@@ -190,11 +192,15 @@ async fn handle_inner(shard: &Shard, client: &mut Client, c: Vec<u8>) -> Next {
             upstream_time: None,
             bytes_in: 0,
             bytes_out: 0,
+            upstream_conns: 0,
             head: LogHead::empty(),
         },
     };
     let next = run(shard, &snap, client, &mut bufs).await;
     let rec = &bufs.rec;
+    for _ in 0..rec.upstream_conns {
+        shard.stats.upstream_active.decr();
+    }
     if rec.status != 0 {
         let m = rec
             .route

@@ -56,7 +56,11 @@ pub(crate) async fn exchange(
     let mut fresh = false;
     loop {
         let (mut conn, reused) = match checkout_or_connect(shard, snap, endpoint, fresh).await {
-            Ok(c) => c,
+            Ok(c) => {
+                shard.stats.upstream_active.incr();
+                b.rec.upstream_conns += 1;
+                c
+            }
             Err(e) if !retried && group.endpoints.len() > 1 => {
                 log::debug!(
                     "{e} to {}, trying another endpoint",
