@@ -33,6 +33,7 @@ SETTINGS=(
     "net.ipv4.tcp_rmem|4096 65536 16777216|buffers|receive buffer min/default/max: small default keeps idle connections cheap, autotuning grows busy ones"
     "net.ipv4.tcp_wmem|4096 16384 16777216|buffers|send buffer min/default/max: same idea for the send side"
     "net.ipv4.tcp_fin_timeout|15|lower|free orphaned connections stuck in FIN_WAIT_2 sooner than the 60 s default"
+    "net.ipv4.tcp_migrate_req|1|set|on a binary upgrade, move connections queued on the old process's SO_REUSEPORT listeners to the new ones instead of resetting them (Linux 5.14+)"
 )
 BUSY_POLL=(
     "net.core.busy_poll|50|raise|microseconds poll/epoll spin on the device queue before sleeping: lower latency, more CPU"
