@@ -141,6 +141,26 @@ pub type UpstreamId = usize;
 pub struct Upstream {
     pub name: String,
     pub endpoints: Vec<SocketAddr>,
+    /// One per endpoint.
+    pub weights: Vec<u32>,
+    pub balancer: shardgate_policy::Algorithm,
+    /// Circuit breaker for the group, when configured.
+    pub breaker: Option<shardgate_policy::BreakerConfig>,
+    /// Passive outlier ejection, when configured.
+    pub outlier: Option<shardgate_policy::outlier::OutlierConfig>,
+    pub retry: RetrySettings,
+}
+
+/// When a failed try goes to another endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetrySettings {
+    /// Tries in total, the first included (1: no retries).
+    pub attempts: u32,
+    pub on: shardgate_policy::retry::RetryOn,
+    /// Retry methods that are not idempotent too (POST, PATCH).
+    pub non_idempotent: bool,
+    /// Retries stay under this share of requests (the retry budget).
+    pub budget: shardgate_policy::retry_budget::RetryBudgetConfig,
 }
 
 /// How a route matches paths.

@@ -82,10 +82,50 @@ pub struct RawPool {
     pub max_requests_per_connection: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     pub endpoints: Vec<String>,
+    /// One weight per endpoint (same order); all 1 when absent.
+    pub weights: Option<Vec<i64>>,
+    /// `round_robin` (default), `weighted`, `least_request`, `hash`.
+    pub balancer: Option<String>,
+    /// For `hash`: `client_ip`, `header:NAME` or `cookie:NAME`.
+    pub hash_key: Option<String>,
+    pub breaker: Option<RawBreaker>,
+    pub outlier: Option<RawOutlier>,
+    pub retry: Option<RawRetry>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBreaker {
+    pub max_concurrent: Option<i64>,
+    pub error_percent: Option<i64>,
+    pub min_requests: Option<i64>,
+    pub window: Option<String>,
+    pub sleep_window: Option<String>,
+    pub half_open_requests: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    pub consecutive_5xx: Option<i64>,
+    pub consecutive_connect_failures: Option<i64>,
+    pub base_ejection: Option<String>,
+    pub max_ejection: Option<String>,
+    pub max_ejected_percent: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    pub attempts: Option<i64>,
+    /// `connect-failure`, `reset`, `timeout`, or a status code (`"503"`).
+    pub on: Option<Vec<String>>,
+    pub non_idempotent: Option<bool>,
+    pub budget_percent: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]

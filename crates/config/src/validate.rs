@@ -285,9 +285,45 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
                 Err(m) => e.push(format!("{path}.endpoints[{j}]"), m),
             }
         }
+        let weights = match &u.weights {
+            None => vec![1; endpoints.len()],
+            Some(w) if w.len() != u.endpoints.len() => {
+                e.push(
+                    format!("{path}.weights"),
+                    format!(
+                        "{} weights for {} endpoints: give one per endpoint",
+                        w.len(),
+                        u.endpoints.len()
+                    ),
+                );
+                vec![1; endpoints.len()]
+            }
+            Some(w) => w
+                .iter()
+                .enumerate()
+                .map(|(j, &x)| {
+                    e.int_in(&format!("{path}.weights[{j}]"), Some(x), 1, 1, 1_000_000) as u32
+                })
+                .collect(),
+        };
+        let balancer = upstream_balancer(&mut e, &path, u);
+        let breaker = u
+            .breaker
+            .as_ref()
+            .map(|b| upstream_breaker(&mut e, &path, b));
+        let outlier = u
+            .outlier
+            .as_ref()
+            .map(|o| upstream_outlier(&mut e, &path, o));
+        let retry = upstream_retry(&mut e, &path, u.retry.as_ref());
         upstreams.push(Upstream {
             name: name.clone(),
             endpoints,
+            weights,
+            balancer,
+            breaker,
+            outlier,
+            retry,
         });
     }
 
@@ -409,6 +445,196 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         })
     } else {
         Err(ConfigErrors(e.0))
+    }
+}
+
+fn upstream_balancer(e: &mut Errors, path: &str, u: &RawUpstream) -> shardgate_policy::Algorithm {
+    use shardgate_policy::Algorithm;
+    use shardgate_policy::balance::HashKey;
+    let algorithm = match u.balancer.as_deref() {
+        None | Some("round_robin") => Algorithm::RoundRobin,
+        Some("weighted") => Algorithm::Weighted,
+        Some("least_request") => Algorithm::LeastRequest,
+        Some("hash") => {
+            let key = match u.hash_key.as_deref() {
+                Some("client_ip") | None => HashKey::ClientIp,
+                Some(k) if k.starts_with("header:") && k.len() > 7 => {
+                    HashKey::Header(k[7..].to_ascii_lowercase().into())
+                }
+                Some(k) if k.starts_with("cookie:") && k.len() > 7 => {
+                    HashKey::Cookie(k[7..].into())
+                }
+                Some(k) => {
+                    e.push(
+                        format!("{path}.hash_key"),
+                        format!("expected client_ip, header:NAME or cookie:NAME, got {k:?}"),
+                    );
+                    HashKey::ClientIp
+                }
+            };
+            Algorithm::ConsistentHash {
+                key,
+                table_size: shardgate_policy::balance::DEFAULT_TABLE_SIZE,
+            }
+        }
+        Some(b) => {
+            e.push(
+                format!("{path}.balancer"),
+                format!("expected round_robin, weighted, least_request or hash, got {b:?}"),
+            );
+            Algorithm::RoundRobin
+        }
+    };
+    if u.hash_key.is_some() && !matches!(algorithm, Algorithm::ConsistentHash { .. }) {
+        e.push(
+            format!("{path}.hash_key"),
+            "only used with balancer = \"hash\"",
+        );
+    }
+    algorithm
+}
+
+fn upstream_breaker(e: &mut Errors, path: &str, b: &RawBreaker) -> shardgate_policy::BreakerConfig {
+    let d = shardgate_policy::BreakerConfig::default();
+    let p = |f: &str| format!("{path}.breaker.{f}");
+    shardgate_policy::BreakerConfig {
+        window: e.duration(&p("window"), b.window.as_ref(), d.window),
+        buckets: d.buckets,
+        min_volume: e.int_in(
+            &p("min_requests"),
+            b.min_requests,
+            u64::from(d.min_volume),
+            1,
+            1_000_000,
+        ) as u32,
+        error_percent: e.int_in(
+            &p("error_percent"),
+            b.error_percent,
+            u64::from(d.error_percent),
+            1,
+            100,
+        ) as u8,
+        sleep_window: e.duration(&p("sleep_window"), b.sleep_window.as_ref(), d.sleep_window),
+        half_open_trials: e.int_in(
+            &p("half_open_requests"),
+            b.half_open_requests,
+            u64::from(d.half_open_trials),
+            1,
+            10_000,
+        ) as u32,
+        max_concurrent: e.int_in(
+            &p("max_concurrent"),
+            b.max_concurrent,
+            u64::from(d.max_concurrent),
+            1,
+            10_000_000,
+        ) as u32,
+    }
+}
+
+fn upstream_outlier(
+    e: &mut Errors,
+    path: &str,
+    o: &RawOutlier,
+) -> shardgate_policy::outlier::OutlierConfig {
+    let d = shardgate_policy::outlier::OutlierConfig::default();
+    let p = |f: &str| format!("{path}.outlier.{f}");
+    shardgate_policy::outlier::OutlierConfig {
+        consecutive_5xx: e.int_in(
+            &p("consecutive_5xx"),
+            o.consecutive_5xx,
+            u64::from(d.consecutive_5xx),
+            1,
+            10_000,
+        ) as u32,
+        consecutive_connect_failures: e.int_in(
+            &p("consecutive_connect_failures"),
+            o.consecutive_connect_failures,
+            u64::from(d.consecutive_connect_failures),
+            1,
+            10_000,
+        ) as u32,
+        base_ejection: e.duration(
+            &p("base_ejection"),
+            o.base_ejection.as_ref(),
+            d.base_ejection,
+        ),
+        max_ejection: e.duration(&p("max_ejection"), o.max_ejection.as_ref(), d.max_ejection),
+        max_ejection_percent: e.int_in(
+            &p("max_ejected_percent"),
+            o.max_ejected_percent,
+            u64::from(d.max_ejection_percent),
+            0,
+            100,
+        ) as u8,
+    }
+}
+
+fn upstream_retry(e: &mut Errors, path: &str, r: Option<&RawRetry>) -> RetrySettings {
+    let p = |f: &str| format!("{path}.retry.{f}");
+    let default_on = shardgate_policy::retry::RetryOn {
+        connect_failure: true,
+        reset_before_response: true,
+        try_timeout: false,
+        statuses: Box::new([]),
+    };
+    let Some(r) = r else {
+        return RetrySettings {
+            attempts: 2,
+            on: default_on,
+            non_idempotent: false,
+            budget: Default::default(),
+        };
+    };
+    let on = match &r.on {
+        None => default_on,
+        Some(list) => {
+            let mut on = shardgate_policy::retry::RetryOn {
+                connect_failure: false,
+                reset_before_response: false,
+                try_timeout: false,
+                statuses: Box::new([]),
+            };
+            let mut statuses = Vec::new();
+            for (i, item) in list.iter().enumerate() {
+                match item.as_str() {
+                    "connect-failure" => on.connect_failure = true,
+                    "reset" => on.reset_before_response = true,
+                    "timeout" => on.try_timeout = true,
+                    s => match s.parse::<u16>() {
+                        Ok(code) if (500..=599).contains(&code) => statuses.push(code),
+                        _ => e.push(
+                            format!("{}[{i}]", p("on")),
+                            format!("expected connect-failure, reset, timeout or a 5xx status, got {s:?}"),
+                        ),
+                    },
+                }
+            }
+            on.statuses = statuses.into();
+            on
+        }
+    };
+    let d = shardgate_policy::retry_budget::RetryBudgetConfig::default();
+    RetrySettings {
+        attempts: e.int_in(
+            &p("attempts"),
+            r.attempts,
+            2,
+            1,
+            u64::from(shardgate_policy::retry::MAX_ATTEMPTS_LIMIT),
+        ) as u32,
+        on,
+        non_idempotent: r.non_idempotent.unwrap_or(false),
+        budget: shardgate_policy::retry_budget::RetryBudgetConfig {
+            percent: e.int_in(
+                &p("budget_percent"),
+                r.budget_percent,
+                u64::from(d.percent),
+                0,
+                100,
+            ) as u32,
+            ..d
+        },
     }
 }
 

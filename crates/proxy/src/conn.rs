@@ -23,6 +23,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr)
     shard.stats.open_connections.incr();
     let mut client = Client {
         stream,
+        addr: peer.ip(),
         ip: IpText::new(peer.ip()),
     };
     let mut carried = Vec::new();

@@ -36,6 +36,8 @@ pub(crate) enum ErrorKind {
     BadResponse(ResponseError),
     /// The upstream's chunked body broke a rule.
     BadResponseBody(ChunkedError),
+    /// The group's circuit breaker is open (or at its concurrency limit).
+    BreakerOpen,
 }
 
 /// A failure on the request path.
@@ -80,6 +82,7 @@ impl ProxyError {
             | ErrorKind::BadResponse(_)
             | ErrorKind::BadResponseBody(_) => 502,
             ErrorKind::ConnectTimeout | ErrorKind::UpstreamTimeout => 504,
+            ErrorKind::BreakerOpen => 503,
         })
     }
 }
@@ -98,6 +101,7 @@ impl fmt::Display for ProxyError {
             ErrorKind::UpstreamClosed => f.write_str("upstream closed before responding"),
             ErrorKind::BadResponse(r) => write!(f, "{r}"),
             ErrorKind::BadResponseBody(c) => write!(f, "bad upstream body: {c}"),
+            ErrorKind::BreakerOpen => f.write_str("circuit breaker open"),
         }
     }
 }

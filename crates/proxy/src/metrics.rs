@@ -29,6 +29,9 @@ pub(crate) const RELOAD_FAILURES: &str = "shardgate_config_reload_failures_total
 pub(crate) const CONFIG_VERSION: &str = "shardgate_config_version";
 pub(crate) const LOG_DROPPED: &str = "shardgate_access_log_dropped_lines_total";
 pub(crate) const LOG_WRITTEN: &str = "shardgate_access_log_lines_total";
+pub(crate) const BREAKER_STATE: &str = "shardgate_upstream_breaker_state";
+pub(crate) const BREAKER_REJECTIONS: &str = "shardgate_upstream_breaker_rejections_total";
+pub(crate) const EJECTED: &str = "shardgate_upstream_ejected_endpoints";
 
 /// Histogram bucket upper bounds, seconds.
 pub(crate) const BUCKETS: [f64; 14] = [
@@ -100,6 +103,7 @@ impl RouteMetrics {
 pub(crate) struct GroupMetrics {
     pub response: Histogram,
     pub timeouts: Cell<u64>,
+    pub breaker_rejections: Cell<u64>,
 }
 
 /// The shard's metrics by name.
@@ -148,6 +152,9 @@ impl Registry {
                 name: name.clone(),
                 response: g.response.snapshot(),
                 timeouts: g.timeouts.get(),
+                breaker_rejections: g.breaker_rejections.get(),
+                breaker_state: None,
+                ejected: 0,
             })
             .collect();
         (routes, groups)
@@ -185,6 +192,12 @@ pub struct GroupData {
     pub name: String,
     response: HistogramData,
     timeouts: u64,
+    breaker_rejections: u64,
+    /// 0 closed, 1 half-open, 2 open; `None` without a breaker (or when the
+    /// group left the configuration).
+    pub breaker_state: Option<u8>,
+    /// Endpoints ejected by outlier detection now.
+    pub ejected: u64,
 }
 
 /// Everything one shard reports when asked.
@@ -248,7 +261,7 @@ fn histogram(out: &mut String, name: &str, label: &str, value: &str, h: &Histogr
 pub fn render(shards: &[ShardMetrics], facts: &GatewayFacts) -> String {
     let mut out = String::with_capacity(8 * 1024);
     let mut routes: BTreeMap<&str, ([[u64; 5]; METHODS.len()], HistogramData)> = BTreeMap::new();
-    let mut groups: BTreeMap<&str, (HistogramData, u64)> = BTreeMap::new();
+    let mut groups: BTreeMap<&str, (HistogramData, u64, u64)> = BTreeMap::new();
     let mut pool_idle: BTreeMap<std::net::SocketAddr, usize> = BTreeMap::new();
     let mut total = crate::StatsSnapshot::default();
     let (mut log_written, mut log_dropped) = (0, 0);
@@ -269,6 +282,7 @@ pub fn render(shards: &[ShardMetrics], facts: &GatewayFacts) -> String {
             let e = groups.entry(&g.name).or_default();
             e.0.add(&g.response);
             e.1 += g.timeouts;
+            e.2 += g.breaker_rejections;
         }
         for (addr, n) in &s.pool_idle {
             *pool_idle.entry(*addr).or_default() += n;
@@ -311,7 +325,7 @@ pub fn render(shards: &[ShardMetrics], facts: &GatewayFacts) -> String {
         "histogram",
         "Time from sending a request upstream to its response head, by upstream group.",
     );
-    for (group, (h, _)) in &groups {
+    for (group, (h, _, _)) in &groups {
         histogram(&mut out, UPSTREAM_DURATION, "upstream", &escape(group), h);
     }
     header(
@@ -320,12 +334,60 @@ pub fn render(shards: &[ShardMetrics], facts: &GatewayFacts) -> String {
         "counter",
         "Upstream responses that timed out, by upstream group.",
     );
-    for (group, (_, t)) in &groups {
+    for (group, (_, t, _)) in &groups {
         let _ = writeln!(
             out,
             "{UPSTREAM_TIMEOUTS}{{upstream=\"{}\"}} {t}",
             escape(group)
         );
+    }
+    header(
+        &mut out,
+        BREAKER_REJECTIONS,
+        "counter",
+        "Requests refused with 503 by an open circuit breaker, by upstream group.",
+    );
+    for (group, (_, _, r)) in &groups {
+        let _ = writeln!(
+            out,
+            "{BREAKER_REJECTIONS}{{upstream=\"{}\"}} {r}",
+            escape(group)
+        );
+    }
+    header(
+        &mut out,
+        BREAKER_STATE,
+        "gauge",
+        "Circuit breaker state by upstream group and shard: 0 closed, 1 half-open, 2 open.",
+    );
+    for s in shards {
+        for g in &s.groups {
+            if let Some(state) = g.breaker_state {
+                let _ = writeln!(
+                    out,
+                    "{BREAKER_STATE}{{upstream=\"{}\",shard=\"{}\"}} {state}",
+                    escape(&g.name),
+                    s.shard
+                );
+            }
+        }
+    }
+    header(
+        &mut out,
+        EJECTED,
+        "gauge",
+        "Endpoints ejected by outlier detection, by upstream group and shard.",
+    );
+    for s in shards {
+        for g in &s.groups {
+            let _ = writeln!(
+                out,
+                "{EJECTED}{{upstream=\"{}\",shard=\"{}\"}} {}",
+                escape(&g.name),
+                s.shard,
+                g.ejected
+            );
+        }
     }
     let counters = [
         (

@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 /// The client side of a connection.
 pub(crate) struct Client {
     pub stream: TcpStream,
+    pub addr: IpAddr,
     pub ip: IpText,
 }
 
@@ -77,6 +78,12 @@ pub(crate) struct Record {
     pub bytes_out: u64,
     /// Upstream connections this request took (from the pool or new).
     pub upstream_conns: u64,
+    /// The circuit breaker's admission, recorded with the outcome at the end.
+    pub ticket: Option<shardgate_policy::Ticket>,
+    /// (group, endpoint position) this request counts as in flight on.
+    pub flight: Option<(usize, usize)>,
+    /// The upstream group the request went to.
+    pub group: Option<usize>,
     /// What the access log needs of the head (captured only when logging).
     pub head: LogHead,
 }
@@ -166,7 +173,10 @@ pub(crate) enum Plan {
 pub(crate) struct Forward {
     pub info: RequestInfo,
     pub group: usize,
-    pub endpoint: EndpointId,
+    /// The endpoint's position in its group.
+    pub index: usize,
+    /// The consistent-hash key, when the group hashes.
+    pub key: Option<u64>,
 }
 
 /// Serves one request whose first bytes may already be in `c`. Owns its
@@ -193,14 +203,37 @@ async fn handle_inner(shard: &Shard, client: &mut Client, c: Vec<u8>) -> Next {
             bytes_in: 0,
             bytes_out: 0,
             upstream_conns: 0,
+            ticket: None,
+            flight: None,
+            group: None,
             head: LogHead::empty(),
         },
     };
     let next = run(shard, &snap, client, &mut bufs).await;
-    let rec = &bufs.rec;
+    let rec = &mut bufs.rec;
     for _ in 0..rec.upstream_conns {
         shard.stats.upstream_active.decr();
     }
+    if let Some((g, i)) = rec.flight.take() {
+        snap.groups[g].in_flight(i, -1);
+    }
+    if let (Some(ticket), Some(g)) = (rec.ticket.take(), rec.group)
+        && let Some(breaker) = &snap.groups[g].breaker
+    {
+        use shardgate_policy::Verdict;
+        let verdict = match rec.status {
+            0 => Verdict::Abandoned,
+            500..=599 => Verdict::Failure,
+            _ => Verdict::Success,
+        };
+        if let Some(t) = breaker
+            .borrow_mut()
+            .record(ticket, verdict, shard.timers.now())
+        {
+            log::warn!("shard {}: {t}", shard.id);
+        }
+    }
+    let rec = &bufs.rec;
     if rec.status != 0 {
         let m = rec
             .route
@@ -303,7 +336,7 @@ async fn read_head(
     let deadline = shard.timers.now() + snap.timeouts.request_header;
     loop {
         if !b.c.is_empty() {
-            if let Some(plan) = prepare(shard, snap, &client.ip, b)? {
+            if let Some(plan) = prepare(shard, snap, &client.ip, client.addr, b)? {
                 return Ok(Some(plan));
             }
             if b.c.len() == b.c.capacity() {
@@ -334,6 +367,7 @@ fn prepare(
     shard: &Shard,
     snap: &Snapshot,
     ip: &IpText,
+    client_addr: IpAddr,
     b: &mut Bufs,
 ) -> Result<Option<Plan>, ProxyError> {
     let mut headers = empty_headers();
@@ -397,7 +431,10 @@ fn prepare(
     };
     b.rec.route = Some(route);
     let group = snap.route_group[route];
-    let endpoint = snap.groups[group].pick(None);
+    b.rec.group = Some(group);
+    let key = hash_key(&snap.groups[group], &req, client_addr);
+    let index = snap.groups[group].pick(key, shard.timers.now(), &[]);
+    let endpoint = snap.groups[group].endpoints[index];
     shard.pools.with_host(endpoint, |fallback_host| {
         let ctx = ForwardContext {
             client_ip: ip.as_bytes(),
@@ -410,8 +447,39 @@ fn prepare(
     Ok(Some(Plan::Forward(Forward {
         info,
         group,
-        endpoint,
+        index,
+        key,
     })))
+}
+
+/// The consistent-hash key of a request, for groups that hash: the client
+/// address, a header's value, or a cookie's value (`None` when absent: the
+/// request is balanced round robin).
+fn hash_key(
+    group: &crate::snapshot::Group,
+    req: &shardgate_http::Request<'_, '_>,
+    client: IpAddr,
+) -> Option<u64> {
+    use shardgate_policy::balance::HashKey;
+    use shardgate_policy::hash::{hash_bytes, hash_ip};
+    match group.hash_key.as_ref()? {
+        HashKey::ClientIp => Some(hash_ip(client)),
+        HashKey::Header(name) => req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| hash_bytes(h.value)),
+        HashKey::Cookie(name) => req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("cookie"))
+            .flat_map(|h| h.value.split(|&c| c == b';'))
+            .find_map(|pair| {
+                let pair = pair.trim_ascii();
+                let (n, v) = pair.split_at(pair.iter().position(|&c| c == b'=')?);
+                (n == name.as_bytes()).then(|| hash_bytes(&v[1..]))
+            }),
+    }
 }
 
 /// Answers a failed request with its canned status, if the client can still

@@ -48,7 +48,7 @@ impl Shard {
     ) -> Result<Shard, String> {
         let pools = Pools::new();
         let metrics = Registry::default();
-        let snapshot = Snapshot::build(config, 1, &pools, &metrics)?;
+        let snapshot = Snapshot::build(config, 1, &pools, &metrics, id as u64)?;
         let buffers = BufferPool::new(snapshot.limits.buffer_size, KEEP_BUFFERS);
         Ok(Shard {
             id,
@@ -72,7 +72,19 @@ impl Shard {
 
     /// Copies out this shard's metrics (for the admin server).
     pub(crate) fn collect_metrics(&self) -> crate::metrics::ShardMetrics {
-        let (routes, groups) = self.metrics.snapshot();
+        let (routes, mut groups) = self.metrics.snapshot();
+        let snap = self.snapshot();
+        let now = self.timers.now();
+        for g in &mut groups {
+            if let Some(live) = snap.groups.iter().find(|x| x.name == g.name) {
+                g.breaker_state = live.breaker.as_ref().map(|b| match b.borrow().state() {
+                    shardgate_policy::BreakerState::Closed => 0,
+                    shardgate_policy::BreakerState::HalfOpen => 1,
+                    shardgate_policy::BreakerState::Open => 2,
+                });
+                g.ejected = live.ejected(now) as u64;
+            }
+        }
         crate::metrics::ShardMetrics {
             shard: self.id,
             config_version: self.snapshot.borrow().version,
@@ -95,7 +107,7 @@ impl Shard {
     /// start from now on use it; pools of endpoints it no longer names are
     /// drained.
     pub(crate) fn install(&self, config: &Arc<Config>, version: u64) -> Result<(), String> {
-        let snap = Snapshot::build(config, version, &self.pools, &self.metrics)?;
+        let snap = Snapshot::build(config, version, &self.pools, &self.metrics, self.id as u64)?;
         self.pools.retain(&snap.endpoints);
         *self.snapshot.borrow_mut() = Rc::new(snap);
         Ok(())

@@ -6,29 +6,119 @@ use crate::metrics::{GroupMetrics, NO_ROUTE, Registry, RouteMetrics};
 use crate::pool::{EndpointId, Pools};
 use crate::route::{self, RouteId};
 use shardgate_config::{Config, Limits, PoolSettings, Timeouts};
+use shardgate_config::{RetrySettings, Upstream};
+use shardgate_policy::balance::HashKey;
+use shardgate_policy::outlier::OutlierDetector;
+use shardgate_policy::retry_budget::RetryBudget;
+use shardgate_policy::{BalancerKind, Breaker, EndpointSpec, Outcome, PickHint};
 use shardgate_router::Router;
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
+/// An upstream group on one shard: its endpoints and the shard's view of
+/// them (balancer, in-flight counts, outlier ejections, circuit breaker,
+/// retry budget). Rebuilt, and so reset, by a reload.
 pub(crate) struct Group {
+    pub name: String,
+    /// Shard endpoint ids; position `i` is the balancer's endpoint `i`.
     pub endpoints: Vec<EndpointId>,
-    cursor: Cell<usize>,
+    balancer: RefCell<BalancerKind>,
+    in_flight: RefCell<Vec<u32>>,
+    outlier: Option<RefCell<OutlierDetector>>,
+    pub breaker: Option<RefCell<Breaker>>,
+    pub retry: RetrySettings,
+    budget: RefCell<RetryBudget>,
+    pub hash_key: Option<HashKey>,
 }
 
 impl Group {
-    /// Round robin over the group's endpoints, skipping `avoid` when there
-    /// is another choice (a retry goes elsewhere).
-    pub(crate) fn pick(&self, avoid: Option<EndpointId>) -> EndpointId {
-        let n = self.endpoints.len();
-        let i = self.cursor.get();
-        self.cursor.set(i.wrapping_add(1));
-        let ep = self.endpoints[i % n];
-        if Some(ep) == avoid && n > 1 {
-            self.cursor.set(i.wrapping_add(2));
-            return self.endpoints[(i + 1) % n];
+    fn build(u: &Upstream, ids: Vec<EndpointId>, seed: u64, now: Instant) -> Result<Group, String> {
+        let names: Vec<String> = u.endpoints.iter().map(|a| a.to_string()).collect();
+        let specs: Vec<EndpointSpec<'_>> = names
+            .iter()
+            .zip(&u.weights)
+            .map(|(n, &w)| EndpointSpec::new(n, w))
+            .collect();
+        let balancer = BalancerKind::new(&u.balancer, &specs, seed)
+            .map_err(|e| format!("upstream {:?}: {e}", u.name))?;
+        let hash_key = match &u.balancer {
+            shardgate_policy::Algorithm::ConsistentHash { key, .. } => Some(key.clone()),
+            _ => None,
+        };
+        Ok(Group {
+            name: u.name.clone(),
+            balancer: RefCell::new(balancer),
+            in_flight: RefCell::new(vec![0; ids.len()]),
+            outlier: u
+                .outlier
+                .clone()
+                .map(|c| RefCell::new(OutlierDetector::new(c, ids.len()))),
+            breaker: u
+                .breaker
+                .clone()
+                .map(|c| RefCell::new(Breaker::new(&u.name, c, now))),
+            retry: u.retry.clone(),
+            budget: RefCell::new(RetryBudget::new(u.retry.budget.clone(), now)),
+            hash_key,
+            endpoints: ids,
+        })
+    }
+
+    /// Picks an endpoint (its position in the group) that is not ejected
+    /// and not in `tried`; when every endpoint is out, the balancer's pick
+    /// among all of them (serving beats refusing).
+    pub(crate) fn pick(&self, key: Option<u64>, now: Instant, tried: &[usize]) -> usize {
+        let in_flight = self.in_flight.borrow();
+        let hint = PickHint {
+            key,
+            in_flight: &in_flight,
+        };
+        let ejected = |i: usize| {
+            self.outlier
+                .as_ref()
+                .is_some_and(|o| o.borrow().is_ejected(i, now))
+        };
+        let mut b = self.balancer.borrow_mut();
+        b.pick(&hint, |i| !ejected(i) && !tried.contains(&i))
+            .or_else(|| b.pick(&hint, |i| !ejected(i)))
+            .or_else(|| b.pick(&hint, |_| true))
+            .unwrap_or(0)
+    }
+
+    /// A request starts (`+1`) or ends (`-1`) on endpoint `i`.
+    pub(crate) fn in_flight(&self, i: usize, delta: i32) {
+        let mut f = self.in_flight.borrow_mut();
+        if let Some(n) = f.get_mut(i) {
+            *n = n.saturating_add_signed(delta);
         }
-        ep
+    }
+
+    /// Feeds a try's outcome to outlier detection (logging ejections).
+    pub(crate) fn record(&self, i: usize, outcome: Outcome, now: Instant, shard: usize) {
+        if let Some(o) = &self.outlier
+            && let Some(event) = o.borrow_mut().record(i, outcome, now)
+        {
+            log::warn!("shard {shard}: upstream {:?}: {event}", self.name);
+        }
+    }
+
+    /// Counts a request towards the retry budget.
+    pub(crate) fn request_started(&self, now: Instant) {
+        self.budget.borrow_mut().record_request(now);
+    }
+
+    /// Takes a retry from the budget, if any is left.
+    pub(crate) fn take_retry(&self, now: Instant) -> bool {
+        self.budget.borrow_mut().try_withdraw(now)
+    }
+
+    /// Endpoints ejected now.
+    pub(crate) fn ejected(&self, now: Instant) -> usize {
+        self.outlier
+            .as_ref()
+            .map_or(0, |o| o.borrow().ejected_count(now))
     }
 }
 
@@ -56,29 +146,22 @@ pub(crate) struct Snapshot {
 
 impl Snapshot {
     /// Builds the shard's view of `config`, numbering its endpoints in `pools`.
+    /// `seed` differs per shard so their balancers do not move in lockstep.
     pub(crate) fn build(
         config: &Arc<Config>,
         version: u64,
         pools: &Pools,
         registry: &Registry,
+        seed: u64,
     ) -> Result<Snapshot, String> {
         let mut endpoints = Vec::new();
-        let groups = config
-            .upstreams
-            .iter()
-            .map(|u| Group {
-                endpoints: u
-                    .endpoints
-                    .iter()
-                    .map(|a| {
-                        let id = pools.id_for(*a);
-                        endpoints.push(id);
-                        id
-                    })
-                    .collect(),
-                cursor: Cell::new(0),
-            })
-            .collect();
+        let now = Instant::now();
+        let mut groups = Vec::new();
+        for u in &config.upstreams {
+            let ids: Vec<EndpointId> = u.endpoints.iter().map(|a| pools.id_for(*a)).collect();
+            endpoints.extend_from_slice(&ids);
+            groups.push(Group::build(u, ids, seed, now)?);
+        }
         let l = config.limits;
         Ok(Snapshot {
             routes: route::build(&config.routes)?,

@@ -13,6 +13,7 @@ use crate::shard::Shard;
 use crate::snapshot::Snapshot;
 use monoio::net::TcpStream;
 use shardgate_http::{BodyFraming, ChunkedDecoder};
+use shardgate_policy::Outcome;
 use std::mem::take;
 
 /// An upstream connection in use.
@@ -36,9 +37,27 @@ enum BodyLeft {
     Chunked(ChunkedDecoder),
 }
 
-/// Sends the request and reads the response head. On failure, also says
-/// whether the request body was fully read from the client (so the client
-/// connection can stay open).
+/// Why one try failed, and what that says about the endpoint.
+struct TryFail {
+    err: ProxyError,
+    /// What outlier detection and the retry policy see (`None`: the
+    /// failure was the client's, or not the endpoint's to answer for).
+    outcome: Option<Outcome>,
+    /// A pooled connection turned out dead before any response byte.
+    dead_pooled: bool,
+    /// The request body has been read from the client in full.
+    body_done: bool,
+}
+
+/// Sends the request and reads the response head, trying again elsewhere
+/// as the group's retry policy allows: after a connect failure (nothing was
+/// sent), and for idempotent requests sent whole in one write, after a reset
+/// before any response byte, a timeout, or a configured status. Retries go
+/// to an endpoint not tried yet and are limited by the retry budget. A
+/// pooled connection found dead is replaced by a fresh one to the same
+/// endpoint once, without counting as a retry. An open circuit breaker
+/// answers 503 at once. On failure, also says whether the request body was
+/// fully read from the client (so the client connection can stay open).
 pub(crate) async fn exchange(
     shard: &Shard,
     snap: &Snapshot,
@@ -49,94 +68,263 @@ pub(crate) async fn exchange(
     let mut body = first_body_part(snap, b, fwd).map_err(|e| (e, false))?;
     // The whole request is in `w`: it can be sent again on another connection.
     let replayable = matches!(body, BodyLeft::Done);
-    let idempotent = fwd.info.method.is_idempotent();
     let group = &snap.groups[fwd.group];
-    let mut endpoint = fwd.endpoint;
-    let mut retried = false;
+    let policy = &group.retry;
+    let idempotent = fwd.info.method.is_idempotent();
+    let now = shard.timers.now();
+    group.request_started(now);
+    if let Some(breaker) = &group.breaker {
+        let admission = breaker.borrow_mut().admit(now);
+        if let Some(t) = admission.transition {
+            log::warn!("shard {}: {t}", shard.id);
+        }
+        match admission.decision {
+            Ok(ticket) => b.rec.ticket = Some(ticket),
+            Err(_) => {
+                let r = &snap.group_metrics[fwd.group].breaker_rejections;
+                r.set(r.get() + 1);
+                return Err((ProxyError::new(ErrorKind::BreakerOpen), replayable));
+            }
+        }
+    }
+    // Retrying on a status needs the request again after `w` has been
+    // reused for the response head: keep a copy (only for such groups).
+    let status_retries = !policy.on.statuses.is_empty()
+        && replayable
+        && idempotent_or_opted(idempotent, policy.non_idempotent)
+        && policy.attempts > 1;
+    let mut replay = status_retries.then(|| {
+        let mut copy = shard.buffers.take();
+        copy.extend_from_slice(&b.w);
+        copy
+    });
+    let result = exchange_tries(
+        shard,
+        snap,
+        client,
+        b,
+        fwd,
+        &mut body,
+        replayable,
+        idempotent,
+        &mut replay,
+    )
+    .await;
+    if let Some(copy) = replay {
+        shard.buffers.give(copy);
+    }
+    result
+}
+
+/// The tries of [`exchange`].
+#[allow(clippy::too_many_arguments)]
+async fn exchange_tries(
+    shard: &Shard,
+    snap: &Snapshot,
+    client: &mut Client,
+    b: &mut Bufs,
+    fwd: Forward,
+    body: &mut BodyLeft,
+    replayable: bool,
+    idempotent: bool,
+    replay: &mut Option<Vec<u8>>,
+) -> Result<Exchanged, (ProxyError, bool)> {
+    let group = &snap.groups[fwd.group];
+    let policy = &group.retry;
+    let now = shard.timers.now();
+    let mut index = fwd.index;
+    let mut tried = [usize::MAX; shardgate_policy::retry::MAX_ATTEMPTS_LIMIT as usize];
+    let mut attempt = 1u32;
     let mut fresh = false;
+    let mut replaced_dead = false;
     loop {
-        let (mut conn, reused) = match checkout_or_connect(shard, snap, endpoint, fresh).await {
-            Ok(c) => {
-                shard.stats.upstream_active.incr();
-                b.rec.upstream_conns += 1;
-                c
-            }
-            Err(e) if !retried && group.endpoints.len() > 1 => {
+        group.in_flight(index, 1);
+        b.rec.flight = Some((fwd.group, index));
+        let result = try_once(shard, snap, client, b, fwd, index, fresh, body).await;
+        fresh = false;
+        let fail = match result {
+            Ok(ex) => {
+                let status = ex.response.status;
+                group.record(index, Outcome::Response(status), now, shard.id);
+                let elsewhere = || {
+                    let mut t = tried;
+                    t[(attempt - 1) as usize] = index;
+                    let next = group.pick(fwd.key, now, &t[..attempt as usize]);
+                    !t[..attempt as usize].contains(&next)
+                };
+                let retry = policy.on.statuses.contains(&status)
+                    && replay.is_some()
+                    && attempt < policy.attempts
+                    && group.endpoints.len() > 1
+                    && elsewhere()
+                    && group.take_retry(now);
+                if !retry {
+                    return Ok(ex);
+                }
+                if let Some(copy) = replay.as_ref() {
+                    b.w.clear();
+                    b.w.extend_from_slice(copy);
+                }
                 log::debug!(
-                    "{e} to {}, trying another endpoint",
-                    shard.pools.addr(endpoint)
+                    "{} answered {status}; retrying elsewhere",
+                    shard.pools.addr(group.endpoints[index])
                 );
-                retried = true;
-                shard.stats.upstream_retries.incr();
-                endpoint = group.pick(Some(endpoint));
-                continue;
+                drop(ex); // the connection closes; its response is not read
+                None
             }
-            Err(e) => return Err((e, replayable)),
-        };
-        let may_retry = !retried && reused && replayable && idempotent;
-
-        let sent_at = std::time::Instant::now();
-        let deadline = shard.timers.now() + snap.timeouts.send;
-        let (r, w) = write_from(&shard.timers, &mut conn.stream, take(&mut b.w), 0, deadline).await;
-        b.w = w;
-        match r {
-            Ok(()) => {}
-            Err(IoFail::Io) if may_retry => {
-                retried = true;
-                fresh = true;
-                shard.stats.upstream_retries.incr();
-                continue;
-            }
-            Err(IoFail::Io) => {
-                return Err((ProxyError::new(ErrorKind::UpstreamClosed), replayable));
-            }
-            Err(IoFail::Timeout) => {
-                return Err((ProxyError::new(ErrorKind::UpstreamTimeout), replayable));
-            }
-        }
-
-        if !matches!(body, BodyLeft::Done) {
-            if fwd.info.expect_continue {
-                let deadline = shard.timers.now() + snap.timeouts.send;
-                write_static(
-                    &shard.timers,
-                    &mut client.stream,
-                    b"HTTP/1.1 100 Continue\r\n\r\n",
-                    deadline,
-                )
-                .await
-                .map_err(|_| (ProxyError::new(ErrorKind::ClientGone), false))?;
-            }
-            stream_body(shard, snap, client, &mut conn, b, &mut body)
-                .await
-                .map_err(|e| (e, false))?;
-        }
-
-        match read_response_head(shard, snap, &mut conn, b, fwd).await {
-            Ok(response) => {
-                let took = sent_at.elapsed();
-                b.rec.upstream = Some(endpoint);
-                b.rec.upstream_time = Some(took);
-                snap.group_metrics[fwd.group].response.record(took);
-                return Ok(Exchanged { conn, response });
-            }
-            Err(e) if e.kind == ErrorKind::UpstreamTimeout => {
-                let t = &snap.group_metrics[fwd.group].timeouts;
-                t.set(t.get() + 1);
-                b.rec.upstream = Some(endpoint);
-                return Err((e, true));
-            }
-            Err(e) if may_retry && e.retry_safe => {
+            Err(f) if f.dead_pooled && !replaced_dead && replayable && idempotent => {
                 log::debug!(
                     "pooled connection to {} was dead; retrying",
-                    shard.pools.addr(endpoint)
+                    shard.pools.addr(group.endpoints[index])
                 );
-                retried = true;
+                group.in_flight(index, -1);
+                replaced_dead = true;
                 fresh = true;
                 shard.stats.upstream_retries.incr();
                 continue;
             }
-            Err(e) => return Err((e, true)),
+            Err(f) => Some(f),
+        };
+        if let Some(f) = &fail {
+            if let Some(o) = f.outcome {
+                group.record(index, o, now, shard.id);
+            }
+            let retry = f.outcome.is_some_and(|o| {
+                policy.on.matches(o)
+                    && (o == Outcome::ConnectFailed
+                        || (replayable && idempotent_or_opted(idempotent, policy.non_idempotent)))
+            }) && attempt < policy.attempts
+                && group.take_retry(now);
+            if !retry {
+                let f = fail.expect("a failure");
+                return Err((f.err, f.body_done));
+            }
+            log::debug!(
+                "{} to {}; retrying elsewhere",
+                f.err,
+                shard.pools.addr(group.endpoints[index])
+            );
+        }
+        tried[(attempt - 1) as usize] = index;
+        let next = group.pick(fwd.key, now, &tried[..attempt as usize]);
+        if tried[..attempt as usize].contains(&next) {
+            // No other endpoint to go to: retries only ever move elsewhere.
+            let f = fail.unwrap_or(TryFail {
+                err: ProxyError::new(ErrorKind::UpstreamClosed),
+                outcome: None,
+                dead_pooled: false,
+                body_done: true,
+            });
+            return Err((f.err, f.body_done));
+        }
+        group.in_flight(index, -1);
+        b.rec.flight = None;
+        attempt += 1;
+        index = next;
+        shard.stats.upstream_retries.incr();
+    }
+}
+
+fn idempotent_or_opted(idempotent: bool, opted_in: bool) -> bool {
+    idempotent || opted_in
+}
+
+/// One try on endpoint `index` of the request's group.
+#[allow(clippy::too_many_arguments)]
+async fn try_once(
+    shard: &Shard,
+    snap: &Snapshot,
+    client: &mut Client,
+    b: &mut Bufs,
+    fwd: Forward,
+    index: usize,
+    fresh: bool,
+    body: &mut BodyLeft,
+) -> Result<Exchanged, TryFail> {
+    let group = &snap.groups[fwd.group];
+    let endpoint = group.endpoints[index];
+    let body_done = matches!(body, BodyLeft::Done);
+    let fail =
+        |err: ProxyError, outcome: Option<Outcome>, dead_pooled: bool, body_done: bool| TryFail {
+            err,
+            outcome,
+            dead_pooled,
+            body_done,
+        };
+    let (mut conn, reused) = match checkout_or_connect(shard, snap, endpoint, fresh).await {
+        Ok(c) => {
+            shard.stats.upstream_active.incr();
+            b.rec.upstream_conns += 1;
+            c
+        }
+        Err(e) => return Err(fail(e, Some(Outcome::ConnectFailed), false, body_done)),
+    };
+    let sent_at = std::time::Instant::now();
+    let deadline = shard.timers.now() + snap.timeouts.send;
+    let (r, w) = write_from(&shard.timers, &mut conn.stream, take(&mut b.w), 0, deadline).await;
+    b.w = w;
+    match r {
+        Ok(()) => {}
+        Err(IoFail::Io) => {
+            let e = ProxyError::new(ErrorKind::UpstreamClosed);
+            return Err(fail(
+                e,
+                (!reused).then_some(Outcome::ResetBeforeResponse),
+                reused,
+                body_done,
+            ));
+        }
+        Err(IoFail::Timeout) => {
+            let e = ProxyError::new(ErrorKind::UpstreamTimeout);
+            return Err(fail(e, Some(Outcome::TryTimeout), false, body_done));
+        }
+    }
+
+    if !matches!(body, BodyLeft::Done) {
+        if fwd.info.expect_continue {
+            let deadline = shard.timers.now() + snap.timeouts.send;
+            write_static(
+                &shard.timers,
+                &mut client.stream,
+                b"HTTP/1.1 100 Continue\r\n\r\n",
+                deadline,
+            )
+            .await
+            .map_err(|_| fail(ProxyError::new(ErrorKind::ClientGone), None, false, false))?;
+        }
+        stream_body(shard, snap, client, &mut conn, b, body)
+            .await
+            .map_err(|e| {
+                let outcome = (e.side() == crate::error::Side::Upstream)
+                    .then_some(Outcome::ResetBeforeResponse);
+                fail(e, outcome, false, false)
+            })?;
+    }
+
+    match read_response_head(shard, snap, &mut conn, b, fwd).await {
+        Ok(response) => {
+            let took = sent_at.elapsed();
+            b.rec.upstream = Some(endpoint);
+            b.rec.upstream_time = Some(took);
+            snap.group_metrics[fwd.group].response.record(took);
+            Ok(Exchanged { conn, response })
+        }
+        Err(e) => {
+            b.rec.upstream = Some(endpoint);
+            let outcome = match e.kind {
+                ErrorKind::UpstreamTimeout => {
+                    let t = &snap.group_metrics[fwd.group].timeouts;
+                    t.set(t.get() + 1);
+                    Some(Outcome::TryTimeout)
+                }
+                ErrorKind::UpstreamClosed if e.retry_safe && !reused => {
+                    Some(Outcome::ResetBeforeResponse)
+                }
+                ErrorKind::UpstreamClosed if e.retry_safe => None,
+                _ => Some(Outcome::ResetAfterResponse),
+            };
+            let dead_pooled = reused && e.kind == ErrorKind::UpstreamClosed && e.retry_safe;
+            Err(fail(e, outcome, dead_pooled, true))
         }
     }
 }

@@ -116,6 +116,7 @@ impl ProxyArgs {
             "backend".into(),
             RawUpstream {
                 endpoints: self.to.clone(),
+                ..RawUpstream::default()
             },
         );
         raw.routes.push(RawRoute {

@@ -79,6 +79,8 @@ pub struct MockUpstream {
     recorded: Arc<Mutex<Vec<Recorded>>>,
     connections: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
+    /// Every accepted connection, so `kill` can cut them.
+    open: Arc<Mutex<Vec<TcpStream>>>,
 }
 
 impl MockUpstream {
@@ -88,16 +90,24 @@ impl MockUpstream {
         let recorded = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
+        let open = Arc::new(Mutex::new(Vec::new()));
         let handler: Arc<Handler> = Arc::new(handler);
         {
-            let (recorded, connections, stop) =
-                (recorded.clone(), connections.clone(), stop.clone());
+            let (recorded, connections, stop, open) = (
+                recorded.clone(),
+                connections.clone(),
+                stop.clone(),
+                open.clone(),
+            );
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stop.load(Ordering::Acquire) {
                         break;
                     }
                     let Ok(stream) = stream else { continue };
+                    if let (Ok(mut o), Ok(c)) = (open.lock(), stream.try_clone()) {
+                        o.push(c);
+                    }
                     let id = connections.fetch_add(1, Ordering::AcqRel);
                     let (recorded, handler) = (recorded.clone(), handler.clone());
                     std::thread::spawn(move || serve(stream, id, &recorded, &*handler));
@@ -109,6 +119,19 @@ impl MockUpstream {
             recorded,
             connections,
             stop,
+            open,
+        }
+    }
+
+    /// Dies like a crashed server: every open connection is reset and the
+    /// port stops accepting (connections are refused from now on).
+    pub fn kill(&self) {
+        self.stop.store(true, Ordering::Release);
+        let _ = TcpStream::connect(self.addr); // wakes the accept loop, which exits
+        if let Ok(open) = self.open.lock() {
+            for s in open.iter() {
+                let _ = s.shutdown(Shutdown::Both);
+            }
         }
     }
 

@@ -1,0 +1,189 @@
+//! Upstream resilience through the gateway: weighted splits, consistent
+//! hashing, retries, passive ejection, circuit breaking.
+
+use shardgate_config::Driver;
+use shardgate_testkit::{DRIVERS, MockUpstream, RawClient, Script, TestGateway};
+use std::time::{Duration, Instant};
+
+fn two_groups(
+    driver: Driver,
+    a: &MockUpstream,
+    b: &MockUpstream,
+    upstream_extra: &str,
+) -> TestGateway {
+    let text = format!(
+        "workers = 1\ndriver = \"{}\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n\
+         [upstreams.app]\nendpoints = [\"{}\", \"{}\"]\n{upstream_extra}\n\
+         [[routes]]\nname = \"all\"\nprefix = \"/\"\nupstream = \"app\"\n",
+        if driver == Driver::Uring {
+            "uring"
+        } else {
+            "legacy"
+        },
+        a.addr(),
+        b.addr()
+    );
+    TestGateway::start(shardgate_config::from_toml(&text).unwrap_or_else(|e| panic!("{e}")))
+}
+
+fn get(c: &mut RawClient, path: &str) -> (u16, String) {
+    c.send(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+    let r = c.read_response().expect("a response");
+    (r.status, r.body_str())
+}
+
+#[test]
+fn weighted_70_30_split_is_exact() {
+    for driver in DRIVERS {
+        let (a, b) = (MockUpstream::ok("a"), MockUpstream::ok("b"));
+        let gw = two_groups(
+            driver,
+            &a,
+            &b,
+            "weights = [70, 30]\nbalancer = \"weighted\"",
+        );
+        let mut c = RawClient::connect(gw.addr());
+        let mut seq = String::new();
+        for i in 0..10_000 {
+            let (status, body) = get(&mut c, "/");
+            assert_eq!(status, 200);
+            if i < 10 {
+                seq.push_str(&body);
+            }
+        }
+        assert_eq!(
+            (a.requests().len(), b.requests().len()),
+            (7000, 3000),
+            "{driver:?}"
+        );
+        // Smooth: the 3 of every 10 are spread out, never bunched.
+        assert!(!seq.contains("bb"), "{driver:?}: {seq}");
+    }
+}
+
+#[test]
+fn consistent_hash_on_a_header_keeps_keys_on_one_endpoint() {
+    let (a, b) = (MockUpstream::ok("a"), MockUpstream::ok("b"));
+    let gw = two_groups(
+        Driver::Uring,
+        &a,
+        &b,
+        "balancer = \"hash\"\nhash_key = \"header:X-User\"",
+    );
+    let mut c = RawClient::connect(gw.addr());
+    let mut seen = std::collections::HashMap::new();
+    for round in 0..3 {
+        for user in 0..40 {
+            c.send(format!("GET / HTTP/1.1\r\nHost: a\r\nX-User: u{user}\r\n\r\n").as_bytes());
+            let body = c.read_response().unwrap().body_str();
+            let first = seen.entry(user).or_insert_with(|| body.clone());
+            assert_eq!(*first, body, "user {user} moved in round {round}");
+        }
+    }
+    let on_a = seen.values().filter(|v| *v == "a").count();
+    assert!(
+        (5..=35).contains(&on_a),
+        "both endpoints take keys: {on_a} of 40 on a"
+    );
+}
+
+#[test]
+fn status_retries_go_to_another_endpoint() {
+    for driver in DRIVERS {
+        let bad = MockUpstream::start(|_| {
+            Script::Raw(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n".to_vec())
+        });
+        let good = MockUpstream::ok("good");
+        let gw = two_groups(
+            driver,
+            &bad,
+            &good,
+            "[upstreams.app.retry]\nattempts = 2\non = [\"connect-failure\", \"reset\", \"503\"]\nbudget_percent = 100",
+        );
+        let mut c = RawClient::connect(gw.addr());
+        for _ in 0..20 {
+            assert_eq!(get(&mut c, "/"), (200, "good".to_string()), "{driver:?}");
+        }
+        assert!(!bad.requests().is_empty(), "the failing endpoint was tried");
+        // POST is not retried: the 503 reaches the client.
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            c.send(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx");
+            statuses.push(c.read_response().unwrap().status);
+        }
+        assert!(statuses.contains(&503), "{driver:?}: {statuses:?}");
+    }
+}
+
+#[test]
+fn a_dying_endpoint_costs_no_idempotent_request_and_is_ejected() {
+    for driver in DRIVERS {
+        let (a, b) = (MockUpstream::ok("a"), MockUpstream::ok("b"));
+        let gw = two_groups(
+            driver,
+            &a,
+            &b,
+            "[upstreams.app.outlier]\nconsecutive_connect_failures = 2\nbase_ejection = \"30s\"",
+        );
+        let clients: Vec<_> = (0..4).map(|_| RawClient::connect(gw.addr())).collect();
+        let mut clients = clients;
+        for i in 0..400 {
+            if i == 100 {
+                a.kill();
+            }
+            let c = &mut clients[i % 4];
+            let (status, body) = get(c, "/");
+            assert_eq!(status, 200, "{driver:?}: request {i} failed after the kill");
+            if i > 200 {
+                assert_eq!(body, "b", "{driver:?}: the dead endpoint is ejected");
+            }
+        }
+        let text = gw.gateway().handle().metrics_text();
+        assert!(
+            text.contains("shardgate_upstream_ejected_endpoints{upstream=\"app\",shard=\"0\"} 1"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn failing_group_opens_the_breaker_and_gets_fast_503s() {
+    for driver in DRIVERS {
+        let bad = MockUpstream::start(|_| {
+            Script::Raw(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n".to_vec())
+        });
+        let also_bad = MockUpstream::start(|_| {
+            Script::Raw(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\n\r\n".to_vec())
+        });
+        let gw = two_groups(
+            driver,
+            &bad,
+            &also_bad,
+            "[upstreams.app.breaker]\nmin_requests = 10\nerror_percent = 50\nsleep_window = \"30s\"",
+        );
+        let mut c = RawClient::connect(gw.addr());
+        for _ in 0..10 {
+            assert_eq!(get(&mut c, "/").0, 500);
+        }
+        let reached = bad.requests().len() + also_bad.requests().len();
+        let t = Instant::now();
+        for _ in 0..50 {
+            assert_eq!(get(&mut c, "/").0, 503, "{driver:?}: the breaker answers");
+        }
+        assert!(t.elapsed() < Duration::from_secs(2));
+        assert_eq!(
+            bad.requests().len() + also_bad.requests().len(),
+            reached,
+            "{driver:?}: nothing reached the group"
+        );
+        let text = gw.gateway().handle().metrics_text();
+        assert!(
+            text.contains("shardgate_upstream_breaker_state{upstream=\"app\",shard=\"0\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shardgate_upstream_breaker_rejections_total{upstream=\"app\"} 50"),
+            "{text}"
+        );
+    }
+}
