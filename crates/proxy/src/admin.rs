@@ -222,11 +222,32 @@ fn upstreams_json(handle: &GatewayHandle) -> String {
                 .sum();
             let _ = write!(
                 out,
-                "{}{{\"address\":\"{ep}\",\"health\":\"unchecked\",\"pool_idle\":{idle}}}",
-                if j > 0 { "," } else { "" }
+                "{}{{\"address\":\"{ep}\",\"weight\":{},\"pool_idle\":{idle}}}",
+                if j > 0 { "," } else { "" },
+                u.weights.get(j).copied().unwrap_or(1)
             );
         }
-        out.push_str("],\"breaker\":\"none\"}");
+        // Per shard: breakers and ejections are shard-local state.
+        let mut states = Vec::new();
+        let mut ejected = Vec::new();
+        for s in &shards {
+            if let Some(g) = s.groups.iter().find(|g| g.name == u.name) {
+                states.push(match g.breaker_state {
+                    None => "\"none\"",
+                    Some(0) => "\"closed\"",
+                    Some(1) => "\"half-open\"",
+                    Some(_) => "\"open\"",
+                });
+                ejected.push(g.ejected.to_string());
+            }
+        }
+        let _ = write!(
+            out,
+            "],\"balancer\":{},\"breaker_by_shard\":[{}],\"ejected_by_shard\":[{}]}}",
+            json_str(&format!("{:?}", u.balancer)),
+            states.join(","),
+            ejected.join(",")
+        );
     }
     out.push_str("]\n");
     out
