@@ -149,6 +149,8 @@ pub struct Upstream {
     /// Passive outlier ejection, when configured.
     pub outlier: Option<shardgate_policy::outlier::OutlierConfig>,
     pub retry: RetrySettings,
+    /// Active health checks, when configured.
+    pub health: Option<shardgate_policy::health::ProbeSpec>,
 }
 
 /// When a failed try goes to another endpoint.

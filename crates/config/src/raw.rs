@@ -95,6 +95,19 @@ pub struct RawUpstream {
     pub breaker: Option<RawBreaker>,
     pub outlier: Option<RawOutlier>,
     pub retry: Option<RawRetry>,
+    pub health: Option<RawHealth>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub path: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    /// Passing statuses, e.g. `"200-399"` or `"200, 204"`.
+    pub expect: Option<String>,
+    pub rise: Option<i64>,
+    pub fall: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -316,6 +316,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             .as_ref()
             .map(|o| upstream_outlier(&mut e, &path, o));
         let retry = upstream_retry(&mut e, &path, u.retry.as_ref());
+        let health = u.health.as_ref().map(|h| upstream_health(&mut e, &path, h));
         upstreams.push(Upstream {
             name: name.clone(),
             endpoints,
@@ -324,6 +325,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             breaker,
             outlier,
             retry,
+            health,
         });
     }
 
@@ -567,6 +569,38 @@ fn upstream_outlier(
             0,
             100,
         ) as u8,
+    }
+}
+
+fn upstream_health(
+    e: &mut Errors,
+    path: &str,
+    h: &RawHealth,
+) -> shardgate_policy::health::ProbeSpec {
+    let d = shardgate_policy::health::ProbeSpec::default();
+    let p = |f: &str| format!("{path}.health.{f}");
+    let probe_path = h.path.clone().unwrap_or_else(|| d.path.to_string());
+    if !probe_path.starts_with('/') || probe_path.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        e.push(
+            p("path"),
+            format!("{probe_path:?} must start with '/' and hold no spaces or control bytes"),
+        );
+    }
+    let expected = match &h.expect {
+        None => d.expected.clone(),
+        Some(text) => text.parse().unwrap_or_else(|err| {
+            e.push(p("expect"), format!("{err}"));
+            d.expected.clone()
+        }),
+    };
+    shardgate_policy::health::ProbeSpec {
+        path: probe_path.into(),
+        interval: e.duration(&p("interval"), h.interval.as_ref(), d.interval),
+        timeout: e.duration(&p("timeout"), h.timeout.as_ref(), d.timeout),
+        expected,
+        rise: e.int_in(&p("rise"), h.rise, u64::from(d.rise), 1, 100) as u32,
+        fall: e.int_in(&p("fall"), h.fall, u64::from(d.fall), 1, 100) as u32,
+        initial: d.initial,
     }
 }
 

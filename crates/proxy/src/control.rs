@@ -25,6 +25,12 @@ pub(crate) enum Command {
     /// Stop accepting, finish in-flight requests, close idle connections,
     /// exit by `deadline`.
     Drain { deadline: Instant },
+    /// Active health checks found these endpoints of a group up or down.
+    Health {
+        group: String,
+        endpoints: Vec<std::net::SocketAddr>,
+        up: Vec<bool>,
+    },
     /// Exit now.
     Stop,
 }

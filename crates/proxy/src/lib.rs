@@ -19,6 +19,7 @@ mod downstream;
 mod drain;
 mod driver;
 mod error;
+mod health;
 mod io;
 mod listener;
 pub mod metrics;

@@ -32,6 +32,7 @@ pub(crate) const LOG_WRITTEN: &str = "shardgate_access_log_lines_total";
 pub(crate) const BREAKER_STATE: &str = "shardgate_upstream_breaker_state";
 pub(crate) const BREAKER_REJECTIONS: &str = "shardgate_upstream_breaker_rejections_total";
 pub(crate) const EJECTED: &str = "shardgate_upstream_ejected_endpoints";
+pub(crate) const UNHEALTHY: &str = "shardgate_upstream_unhealthy_endpoints";
 
 /// Histogram bucket upper bounds, seconds.
 pub(crate) const BUCKETS: [f64; 14] = [
@@ -155,6 +156,7 @@ impl Registry {
                 breaker_rejections: g.breaker_rejections.get(),
                 breaker_state: None,
                 ejected: 0,
+                down: 0,
             })
             .collect();
         (routes, groups)
@@ -198,6 +200,8 @@ pub struct GroupData {
     pub breaker_state: Option<u8>,
     /// Endpoints ejected by outlier detection now.
     pub ejected: u64,
+    /// Endpoints active health checks hold down now.
+    pub down: u64,
 }
 
 /// Everything one shard reports when asked.
@@ -370,6 +374,23 @@ pub fn render(shards: &[ShardMetrics], facts: &GatewayFacts) -> String {
                     s.shard
                 );
             }
+        }
+    }
+    header(
+        &mut out,
+        UNHEALTHY,
+        "gauge",
+        "Endpoints active health checks hold down, by upstream group and shard.",
+    );
+    for s in shards {
+        for g in &s.groups {
+            let _ = writeln!(
+                out,
+                "{UNHEALTHY}{{upstream=\"{}\",shard=\"{}\"}} {}",
+                escape(&g.name),
+                s.shard,
+                g.down
+            );
         }
     }
     header(

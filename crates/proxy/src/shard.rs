@@ -83,6 +83,7 @@ impl Shard {
                     shardgate_policy::BreakerState::Open => 2,
                 });
                 g.ejected = live.ejected(now) as u64;
+                g.down = live.down() as u64;
             }
         }
         crate::metrics::ShardMetrics {
@@ -95,6 +96,22 @@ impl Shard {
             pool_idle: self.pools.idle_counts(),
             log_written: self.log.as_ref().map_or(0, |l| l.written.get()),
             log_dropped: self.log.as_ref().map_or(0, |l| l.dropped.get()),
+        }
+    }
+
+    /// Applies what active health checks found, if the current snapshot
+    /// still has that group with those endpoints.
+    pub(crate) fn set_health(&self, group: &str, endpoints: &[std::net::SocketAddr], up: &[bool]) {
+        let snap = self.snapshot();
+        if let Some(g) = snap.groups.iter().find(|g| g.name == group) {
+            let same = g.endpoints.len() == endpoints.len()
+                && g.endpoints
+                    .iter()
+                    .zip(endpoints)
+                    .all(|(&id, a)| self.pools.addr(id) == *a);
+            if same {
+                g.set_up(up);
+            }
         }
     }
 

@@ -26,6 +26,8 @@ pub(crate) struct Group {
     pub endpoints: Vec<EndpointId>,
     balancer: RefCell<BalancerKind>,
     in_flight: RefCell<Vec<u32>>,
+    /// Active health checks' verdict per endpoint (all up without checks).
+    up: RefCell<Vec<bool>>,
     outlier: Option<RefCell<OutlierDetector>>,
     pub breaker: Option<RefCell<Breaker>>,
     pub retry: RetrySettings,
@@ -51,6 +53,7 @@ impl Group {
             name: u.name.clone(),
             balancer: RefCell::new(balancer),
             in_flight: RefCell::new(vec![0; ids.len()]),
+            up: RefCell::new(vec![true; ids.len()]),
             outlier: u
                 .outlier
                 .clone()
@@ -85,6 +88,19 @@ impl Group {
             .or_else(|| b.pick(&hint, |i| !ejected(i)))
             .or_else(|| b.pick(&hint, |_| true))
             .unwrap_or(0)
+    }
+
+    /// Active health checks' verdict for every endpoint.
+    pub(crate) fn set_up(&self, up: &[bool]) {
+        let mut mine = self.up.borrow_mut();
+        if mine.len() == up.len() {
+            mine.copy_from_slice(up);
+        }
+    }
+
+    /// Endpoints active health checks hold down now.
+    pub(crate) fn down(&self) -> usize {
+        self.up.borrow().iter().filter(|u| !**u).count()
     }
 
     /// A request starts (`+1`) or ends (`-1`) on endpoint `i`.

@@ -86,6 +86,7 @@ pub struct Gateway {
     stats: Vec<Arc<ShardStats>>,
     admin: Option<crate::admin::AdminServer>,
     access_log: Option<crate::access_log::Writer>,
+    prober: Option<crate::health::Prober>,
 }
 
 impl Gateway {
@@ -214,6 +215,7 @@ impl Gateway {
             stats,
             admin: None,
             access_log,
+            prober: None,
         };
         for _ in 0..shards {
             let failed = match ready_rx.recv() {
@@ -229,6 +231,7 @@ impl Gateway {
                 return Err(e);
             }
         }
+        gateway.prober = Some(crate::health::Prober::start(handle.clone()));
         if let Some(l) = admin_listener {
             gateway.admin_addr = l.local_addr().ok();
             gateway.admin = Some(crate::admin::AdminServer::start(l, handle));
@@ -295,6 +298,9 @@ impl Gateway {
         }
         if let Some(a) = self.admin.take() {
             a.stop();
+        }
+        if let Some(p) = self.prober.take() {
+            p.stop();
         }
         if let Some(mut w) = self.access_log.take() {
             w.finish();
@@ -391,6 +397,11 @@ async fn run_ticks(
                     shard.drain.start();
                     *drain_deadline = Some(deadline);
                 }
+                Command::Health {
+                    group,
+                    endpoints,
+                    up,
+                } => shard.set_health(&group, &endpoints, &up),
                 Command::Stop => return,
             }
         }

@@ -85,7 +85,16 @@ pub struct MockUpstream {
 
 impl MockUpstream {
     pub fn start(handler: impl Fn(&Recorded) -> Script + Send + Sync + 'static) -> MockUpstream {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("binding a mock upstream");
+        MockUpstream::start_on("127.0.0.1:0".parse().expect("address"), handler)
+    }
+
+    /// Like [`MockUpstream::start`] on a given address (to bring a killed
+    /// upstream back on its port).
+    pub fn start_on(
+        addr: SocketAddr,
+        handler: impl Fn(&Recorded) -> Script + Send + Sync + 'static,
+    ) -> MockUpstream {
+        let listener = TcpListener::bind(addr).expect("binding a mock upstream");
         let addr = listener.local_addr().expect("mock address");
         let recorded = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));

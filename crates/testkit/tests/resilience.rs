@@ -187,3 +187,91 @@ fn failing_group_opens_the_breaker_and_gets_fast_503s() {
         );
     }
 }
+
+#[test]
+fn active_health_checks_take_an_endpoint_out_and_bring_it_back() {
+    for driver in DRIVERS {
+        let a = MockUpstream::ok("a");
+        let b = MockUpstream::ok("b");
+        let a_addr = a.addr();
+        let gw = two_groups(
+            driver,
+            &a,
+            &b,
+            "[upstreams.app.health]\npath = \"/health\"\ninterval = \"50ms\"\ntimeout = \"200ms\"\nrise = 2\nfall = 2",
+        );
+        let handle = gw.gateway().handle();
+        let unhealthy = || {
+            handle
+                .metrics_text()
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(
+                        "shardgate_upstream_unhealthy_endpoints{upstream=\"app\",shard=\"0\"} ",
+                    )
+                })
+                .and_then(|v| v.parse::<u32>().ok())
+        };
+        assert!(shardgate_testkit::wait_until(
+            Duration::from_secs(2),
+            || a.requests()
+                .iter()
+                .any(|r| r.request_line().starts_with("GET /health"))
+        ));
+        a.kill();
+        assert!(
+            shardgate_testkit::wait_until(Duration::from_secs(3), || unhealthy() == Some(1)),
+            "{driver:?}: a is marked down"
+        );
+        let mut c = RawClient::connect(gw.addr());
+        for _ in 0..20 {
+            assert_eq!(
+                get(&mut c, "/"),
+                (200, "b".to_string()),
+                "{driver:?}: only b serves"
+            );
+        }
+        // Back on the same port: after `rise` passing probes it takes traffic again.
+        let back = MockUpstream::start_on(a_addr, |_| Script::ok("a"));
+        assert!(
+            shardgate_testkit::wait_until(Duration::from_secs(3), || unhealthy() == Some(0)),
+            "{driver:?}: a is up again"
+        );
+        let mut answers = Vec::new();
+        for _ in 0..20 {
+            answers.push(get(&mut c, "/").1);
+        }
+        assert!(
+            answers.iter().any(|x| x == "a"),
+            "{driver:?}: a serves again: {answers:?}"
+        );
+        assert!(
+            back.requests()
+                .iter()
+                .any(|r| r.request_line() == "GET / HTTP/1.1")
+        );
+        // Probes reach every endpoint once per interval from one prober, not once per shard.
+        drop(back);
+    }
+}
+
+#[test]
+fn one_prober_per_gateway_not_per_shard() {
+    let a = MockUpstream::ok("a");
+    let text = format!(
+        "workers = 2\n[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstreams.app]\nendpoints = [\"{}\"]\n\
+         [upstreams.app.health]\npath = \"/health\"\ninterval = \"100ms\"\n\
+         [[routes]]\nprefix = \"/\"\nupstream = \"app\"\n",
+        a.addr()
+    );
+    let _gw = TestGateway::start(shardgate_config::from_toml(&text).unwrap());
+    std::thread::sleep(Duration::from_millis(300));
+    let before = a.requests().len();
+    std::thread::sleep(Duration::from_millis(1000));
+    let probes = a.requests().len() - before;
+    // One prober: about 10 probes a second; one per shard would be about 20.
+    assert!(
+        (5..=14).contains(&probes),
+        "{probes} probes in 1 s at a 100 ms interval with 2 shards"
+    );
+}
