@@ -182,7 +182,10 @@ pub struct Route {
     /// Upper-case method names; empty: any method.
     pub methods: Vec<String>,
     pub path: PathMatch,
+    /// The upstream group (the first of a split).
     pub upstream: UpstreamId,
+    /// A weighted split across groups (canary releases); empty for one group.
+    pub split: Vec<(UpstreamId, u32)>,
 }
 
 impl Route {

@@ -153,7 +153,17 @@ pub struct RawRoute {
     pub path: Option<String>,
     /// A path prefix matched at segment boundaries (`/api`).
     pub prefix: Option<String>,
-    pub upstream: String,
+    /// The upstream group; or `upstreams` for a weighted split.
+    pub upstream: Option<String>,
+    /// A weighted split across groups: `[{ name = "v1", weight = 70 }, ...]`.
+    pub upstreams: Option<Vec<RawSplit>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSplit {
+    pub name: String,
+    pub weight: i64,
 }
 
 #[derive(Debug, Deserialize)]

@@ -340,14 +340,46 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
                 format!("route name {name:?} is used twice"),
             );
         }
-        let upstream = match upstreams.iter().position(|u| u.name == r.upstream) {
+        let lookup = |e: &mut Errors, field: String, name: &str| match upstreams
+            .iter()
+            .position(|u| u.name == name)
+        {
             Some(id) => id,
             None => {
-                e.push(
-                    format!("{path}.upstream"),
-                    format!("unknown upstream {:?}", r.upstream),
-                );
+                e.push(field, format!("unknown upstream {name:?}"));
                 0
+            }
+        };
+        let (upstream, split) = match (&r.upstream, &r.upstreams) {
+            (Some(name), None) => (lookup(&mut e, format!("{path}.upstream"), name), Vec::new()),
+            (None, Some(list)) if !list.is_empty() => {
+                let split: Vec<(UpstreamId, u32)> = list
+                    .iter()
+                    .enumerate()
+                    .map(|(j, t)| {
+                        let id = lookup(&mut e, format!("{path}.upstreams[{j}].name"), &t.name);
+                        let w = e.int_in(
+                            &format!("{path}.upstreams[{j}].weight"),
+                            Some(t.weight),
+                            1,
+                            1,
+                            1_000_000,
+                        );
+                        (id, w as u32)
+                    })
+                    .collect();
+                (split[0].0, split)
+            }
+            (Some(_), Some(_)) => {
+                e.push(&path, "give either `upstream` or `upstreams`, not both");
+                (0, Vec::new())
+            }
+            _ => {
+                e.push(
+                    &path,
+                    "a route needs `upstream` (or a non-empty `upstreams` split)",
+                );
+                (0, Vec::new())
             }
         };
         let path_match = match (&r.path, &r.prefix) {
@@ -410,6 +442,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             methods,
             path: path_match,
             upstream,
+            split,
         });
     }
 

@@ -187,15 +187,26 @@ fn routes_json(handle: &GatewayHandle) -> String {
             PathMatch::Prefix(p) => ("prefix", p),
         };
         let list = |v: &[String]| v.iter().map(|s| json_str(s)).collect::<Vec<_>>().join(",");
+        let split: Vec<String> = r
+            .split
+            .iter()
+            .map(|(g, w)| {
+                format!(
+                    "{{\"name\":{},\"weight\":{w}}}",
+                    json_str(&config.upstreams[*g].name)
+                )
+            })
+            .collect();
         let _ = write!(
             out,
-            "{}{{\"name\":{},\"hosts\":[{}],\"methods\":[{}],\"{kind}\":{},\"upstream\":{}}}",
+            "{}{{\"name\":{},\"hosts\":[{}],\"methods\":[{}],\"{kind}\":{},\"upstream\":{},\"split\":[{}]}}",
             if i > 0 { "," } else { "" },
             json_str(&r.name),
             list(&r.hosts),
             list(&r.methods),
             json_str(pattern),
-            json_str(&config.upstreams[r.upstream].name)
+            json_str(&config.upstreams[r.upstream].name),
+            split.join(",")
         );
     }
     out.push_str("]\n");

@@ -430,7 +430,14 @@ fn prepare(
         Lookup::NotFound => return respond(404, &[], &mut b.w),
     };
     b.rec.route = Some(route);
-    let group = snap.route_group[route];
+    let group = match &snap.route_split[route] {
+        Some(split) => split
+            .borrow_mut()
+            .pick()
+            .copied()
+            .unwrap_or(snap.route_group[route]),
+        None => snap.route_group[route],
+    };
     b.rec.group = Some(group);
     let key = hash_key(&snap.groups[group], &req, client_addr);
     let index = snap.groups[group].pick(key, shard.timers.now(), &[]);

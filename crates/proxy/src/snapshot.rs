@@ -10,7 +10,7 @@ use shardgate_config::{RetrySettings, Upstream};
 use shardgate_policy::balance::HashKey;
 use shardgate_policy::outlier::OutlierDetector;
 use shardgate_policy::retry_budget::RetryBudget;
-use shardgate_policy::{BalancerKind, Breaker, EndpointSpec, Outcome, PickHint};
+use shardgate_policy::{BalancerKind, Breaker, EndpointSpec, Outcome, PickHint, WeightedSplit};
 use shardgate_router::Router;
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -140,8 +140,10 @@ impl Group {
 
 pub(crate) struct Snapshot {
     pub routes: Router<RouteId>,
-    /// Upstream group of each route.
+    /// Upstream group of each route (the first of a split).
     pub route_group: Vec<usize>,
+    /// The weighted split across groups of each route that has one.
+    pub route_split: Vec<Option<RefCell<WeightedSplit<usize>>>>,
     /// Name of each route (metrics and the access log).
     pub route_names: Vec<String>,
     pub groups: Vec<Group>,
@@ -182,6 +184,14 @@ impl Snapshot {
         Ok(Snapshot {
             routes: route::build(&config.routes)?,
             route_group: config.routes.iter().map(|r| r.upstream).collect(),
+            route_split: config
+                .routes
+                .iter()
+                .map(|r| {
+                    (!r.split.is_empty())
+                        .then(|| RefCell::new(WeightedSplit::new(r.split.iter().copied())))
+                })
+                .collect(),
             route_names: config.routes.iter().map(|r| r.name.clone()).collect(),
             groups,
             endpoints,

@@ -125,7 +125,8 @@ impl ProxyArgs {
             methods: Vec::new(),
             path: None,
             prefix: Some("/".into()),
-            upstream: "backend".into(),
+            upstream: Some("backend".into()),
+            upstreams: None,
         });
         shardgate_config::from_raw(raw).map_err(|ConfigErrors(errs)| {
             ConfigErrors(

@@ -275,3 +275,32 @@ fn one_prober_per_gateway_not_per_shard() {
         "{probes} probes in 1 s at a 100 ms interval with 2 shards"
     );
 }
+
+#[test]
+fn route_split_across_groups_is_exact() {
+    for driver in DRIVERS {
+        let (v1, v2) = (MockUpstream::ok("v1"), MockUpstream::ok("v2"));
+        let text = format!(
+            "workers = 1\ndriver = \"{}\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n\
+             [upstreams.v1]\nendpoints = [\"{}\"]\n[upstreams.v2]\nendpoints = [\"{}\"]\n\
+             [[routes]]\nname = \"canary\"\nprefix = \"/\"\nupstreams = [{{ name = \"v1\", weight = 70 }}, {{ name = \"v2\", weight = 30 }}]\n",
+            if driver == Driver::Uring {
+                "uring"
+            } else {
+                "legacy"
+            },
+            v1.addr(),
+            v2.addr()
+        );
+        let gw = TestGateway::start(shardgate_config::from_toml(&text).unwrap());
+        let mut c = RawClient::connect(gw.addr());
+        for _ in 0..10_000 {
+            assert_eq!(get(&mut c, "/").0, 200);
+        }
+        assert_eq!(
+            (v1.requests().len(), v2.requests().len()),
+            (7000, 3000),
+            "{driver:?}"
+        );
+    }
+}

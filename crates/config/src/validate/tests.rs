@@ -176,3 +176,34 @@ fn malformed_patterns_are_errors() {
     let errs = from_toml(&text).unwrap_err();
     assert!(errs.0.iter().any(|e| e.path == "routes[1]"), "{errs}");
 }
+
+#[test]
+fn route_splits() {
+    let ok = format!(
+        "{MINIMAL}\n[upstreams.v2]\nendpoints = [\"127.0.0.1:9\"]\n[[routes]]\nname = \"canary\"\nprefix = \"/c\"\n\
+         upstreams = [{{ name = \"app\", weight = 70 }}, {{ name = \"v2\", weight = 30 }}]\n"
+    );
+    let c = from_toml(&ok).unwrap();
+    let r = c.routes.iter().find(|r| r.name == "canary").unwrap();
+    assert_eq!(r.split.len(), 2);
+    assert_eq!(r.split[1].1, 30);
+    for (bad, field) in [
+        (
+            "upstreams = [{ name = \"nope\", weight = 1 }]",
+            "routes[1].upstreams[0].name",
+        ),
+        (
+            "upstreams = [{ name = \"app\", weight = 0 }]",
+            "routes[1].upstreams[0].weight",
+        ),
+        ("upstreams = []", "routes[1]"),
+        (
+            "upstream = \"app\"\nupstreams = [{ name = \"app\", weight = 1 }]",
+            "routes[1]",
+        ),
+    ] {
+        let text = format!("{MINIMAL}\n[[routes]]\nprefix = \"/x\"\n{bad}\n");
+        let errs = from_toml(&text).unwrap_err();
+        assert!(errs.0.iter().any(|e| e.path == field), "{bad}: {errs}");
+    }
+}
