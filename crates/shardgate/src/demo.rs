@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 const DEFAULT_CONFIG: &str = include_str!("../../../configs/default.toml");
-const UPSTREAMS: [(&str, &str); 2] = [("blue", "127.0.0.1:9001"), ("green", "127.0.0.1:9002")];
+const UPSTREAMS: [(&str, &str); 3] = [
+    ("blue", "127.0.0.1:9001"),
+    ("green", "127.0.0.1:9002"),
+    ("flaky", "127.0.0.1:9003"),
+];
 
 pub fn run() -> ExitCode {
     let config = match shardgate_config::from_toml(DEFAULT_CONFIG) {
@@ -50,20 +54,30 @@ fn print_banner(addr: std::net::SocketAddr) {
          \x20 curl -i -H 'Host: green.localhost' {base}/    # host routing: always green\n\
          \x20 curl -i {base}/nowhere                        # 404: no route\n\
          \x20 curl -i -d 'hello' {base}/api/echo            # a body goes through\n\
+         \x20 for i in $(seq 20); do curl -s {base}/canary | grep -o 'blue\\|green'; done | sort | uniq -c\n\
+         \x20                                               # canary split: about 14 blue, 6 green\n\
+         \x20 for i in $(seq 12); do curl -s -o /dev/null -w '%{{http_code}} ' {base}/flaky; done; echo\n\
+         \x20                                               # 500s from the flaky upstream, then 503s: the breaker opened\n\
          \nCtrl-C stops it.\n"
     );
 }
 
 fn accept(listener: TcpListener, name: &'static str) {
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     for stream in listener.incoming().flatten() {
+        let served = served.clone();
         let _ = std::thread::Builder::new().spawn(move || {
-            let _ = serve_connection(stream, name);
+            let _ = serve_connection(stream, name, &served);
         });
     }
 }
 
 /// A keep-alive HTTP/1.1 echo server, one thread per connection.
-fn serve_connection(mut stream: TcpStream, name: &str) -> std::io::Result<()> {
+fn serve_connection(
+    mut stream: TcpStream,
+    name: &str,
+    served: &std::sync::atomic::AtomicU64,
+) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let mut buf = Vec::with_capacity(16 * 1024);
     let mut chunk = [0u8; 8192];
@@ -88,8 +102,15 @@ fn serve_connection(mut stream: TcpStream, name: &str) -> std::io::Result<()> {
         buf.drain(..head_len);
         let body_len = read_body(&mut stream, &mut buf, body)?;
         let reply = format!("{reply},\"body_bytes\":{body_len}}}\n");
+        let n = served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // The flaky instance fails three requests in four.
+        let status = if name == "flaky" && n % 4 != 3 {
+            "500 Internal Server Error"
+        } else {
+            "200 OK"
+        };
         let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Instance: {name}\r\n\r\n",
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Instance: {name}\r\n\r\n",
             reply.len()
         );
         stream.write_all(head.as_bytes())?;
