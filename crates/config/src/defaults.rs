@@ -40,3 +40,9 @@ pub const POOL_MAX_REQUESTS: u32 = 1000;
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes of access log a shard buffers before handing them to the writer (`access_log.buffer`).
 pub const ACCESS_LOG_BUFFER: u64 = 64 * 1024;
+/// Connections in use per endpoint per shard (`pool.max_connections_per_endpoint`); 0: no limit.
+pub const POOL_MAX_CONNECTIONS: u32 = 0;
+/// Requests waiting for a connection per endpoint per shard (`pool.max_waiting`).
+pub const POOL_MAX_WAITING: u32 = 128;
+/// How long a request waits for a connection before a 503 (`pool.wait_timeout`).
+pub const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(1);

@@ -129,6 +129,12 @@ pub struct Limits {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolSettings {
+    /// Connections in use per endpoint per shard; 0: no limit.
+    pub max_connections_per_endpoint: u32,
+    /// Requests that may wait for a connection per endpoint per shard.
+    pub max_waiting: u32,
+    /// How long a request waits for a connection before a 503.
+    pub wait_timeout: Duration,
     pub max_idle_per_endpoint: usize,
     pub idle_timeout: Duration,
     pub max_requests_per_connection: u32,

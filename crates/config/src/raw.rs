@@ -77,6 +77,9 @@ pub struct RawLimits {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPool {
+    pub max_connections_per_endpoint: Option<i64>,
+    pub max_waiting: Option<i64>,
+    pub wait_timeout: Option<String>,
     pub max_idle_per_endpoint: Option<i64>,
     pub idle_timeout: Option<String>,
     pub max_requests_per_connection: Option<i64>,

@@ -195,6 +195,25 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
 
     let p = &raw.pool;
     let pool = PoolSettings {
+        max_connections_per_endpoint: e.int_in(
+            "pool.max_connections_per_endpoint",
+            p.max_connections_per_endpoint,
+            u64::from(d::POOL_MAX_CONNECTIONS),
+            0,
+            1_000_000,
+        ) as u32,
+        max_waiting: e.int_in(
+            "pool.max_waiting",
+            p.max_waiting,
+            u64::from(d::POOL_MAX_WAITING),
+            0,
+            1_000_000,
+        ) as u32,
+        wait_timeout: e.duration(
+            "pool.wait_timeout",
+            p.wait_timeout.as_ref(),
+            d::POOL_WAIT_TIMEOUT,
+        ),
         max_idle_per_endpoint: e.int_in(
             "pool.max_idle_per_endpoint",
             p.max_idle_per_endpoint,

@@ -38,6 +38,9 @@ pub(crate) enum ErrorKind {
     BadResponseBody(ChunkedError),
     /// The group's circuit breaker is open (or at its concurrency limit).
     BreakerOpen,
+    /// Every connection to the endpoint is in use and the wait for one
+    /// timed out (or the queue was full).
+    PoolExhausted,
 }
 
 /// A failure on the request path.
@@ -82,7 +85,7 @@ impl ProxyError {
             | ErrorKind::BadResponse(_)
             | ErrorKind::BadResponseBody(_) => 502,
             ErrorKind::ConnectTimeout | ErrorKind::UpstreamTimeout => 504,
-            ErrorKind::BreakerOpen => 503,
+            ErrorKind::BreakerOpen | ErrorKind::PoolExhausted => 503,
         })
     }
 }
@@ -102,6 +105,7 @@ impl fmt::Display for ProxyError {
             ErrorKind::BadResponse(r) => write!(f, "{r}"),
             ErrorKind::BadResponseBody(c) => write!(f, "bad upstream body: {c}"),
             ErrorKind::BreakerOpen => f.write_str("circuit breaker open"),
+            ErrorKind::PoolExhausted => f.write_str("no upstream connection free in time"),
         }
     }
 }

@@ -21,6 +21,7 @@ mod driver;
 mod error;
 mod health;
 mod io;
+mod limit;
 mod listener;
 pub mod metrics;
 mod pipeline;

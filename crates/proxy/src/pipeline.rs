@@ -84,6 +84,8 @@ pub(crate) struct Record {
     pub flight: Option<(usize, usize)>,
     /// The upstream group the request went to.
     pub group: Option<usize>,
+    /// The endpoint whose connection slot this request holds (pool limits).
+    pub permit: Option<EndpointId>,
     /// What the access log needs of the head (captured only when logging).
     pub head: LogHead,
 }
@@ -206,6 +208,7 @@ async fn handle_inner(shard: &Shard, client: &mut Client, c: Vec<u8>) -> Next {
             ticket: None,
             flight: None,
             group: None,
+            permit: None,
             head: LogHead::empty(),
         },
     };
@@ -216,6 +219,9 @@ async fn handle_inner(shard: &Shard, client: &mut Client, c: Vec<u8>) -> Next {
     }
     if let Some((g, i)) = rec.flight.take() {
         snap.groups[g].in_flight(i, -1);
+    }
+    if let Some(ep) = rec.permit.take() {
+        shard.limits.release(ep);
     }
     if let (Some(ticket), Some(g)) = (rec.ticket.take(), rec.group)
         && let Some(breaker) = &snap.groups[g].breaker

@@ -30,6 +30,8 @@ pub(crate) struct Shard {
     pub timers: Timers,
     pub metrics: Registry,
     pub drain: Drain,
+    /// Connections in use per endpoint, when limited.
+    pub limits: crate::limit::Limits,
     /// The access log, when configured.
     pub log: Option<crate::access_log::ShardLog>,
     /// Reused heap slots for request futures (see `conn`).
@@ -59,6 +61,7 @@ impl Shard {
             timers: Timers::new(),
             metrics,
             drain: Drain::default(),
+            limits: Default::default(),
             log: config
                 .access_log
                 .as_ref()

@@ -251,6 +251,26 @@ async fn try_once(
             dead_pooled,
             body_done,
         };
+    if snap.pool.max_connections_per_endpoint > 0 && b.rec.permit != Some(endpoint) {
+        if let Some(held) = b.rec.permit.take() {
+            shard.limits.release(held);
+        }
+        let now = shard.timers.now();
+        if shard
+            .limits
+            .acquire(&shard.timers, endpoint, &snap.pool, now)
+            .await
+            .is_err()
+        {
+            return Err(fail(
+                ProxyError::new(ErrorKind::PoolExhausted),
+                None,
+                false,
+                body_done,
+            ));
+        }
+        b.rec.permit = Some(endpoint);
+    }
     let (mut conn, reused) = match checkout_or_connect(shard, snap, endpoint, fresh).await {
         Ok(c) => {
             shard.stats.upstream_active.incr();

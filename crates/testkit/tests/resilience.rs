@@ -304,3 +304,51 @@ fn route_split_across_groups_is_exact() {
         );
     }
 }
+
+#[test]
+fn pool_limit_queues_then_refuses() {
+    for driver in DRIVERS {
+        let slow = MockUpstream::start(|_| {
+            Script::Slow(
+                vec![
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n".to_vec(),
+                    b"ok".to_vec(),
+                ],
+                Duration::from_millis(300),
+            )
+        });
+        let gw = TestGateway::proxy(
+            driver,
+            &[slow.addr()],
+            "[pool]\nmax_connections_per_endpoint = 1\nmax_waiting = 1\nwait_timeout = \"2s\"",
+        );
+        let addr = gw.addr();
+        let started = Instant::now();
+        let clients: Vec<_> = (0..3)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(40 * i));
+                    let mut c = RawClient::connect(addr);
+                    c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+                    let r = c.read_response().expect("a response");
+                    (r.status, started.elapsed())
+                })
+            })
+            .collect();
+        let mut results: Vec<(u16, Duration)> =
+            clients.into_iter().map(|c| c.join().unwrap()).collect();
+        results.sort();
+        let statuses: Vec<u16> = results.iter().map(|r| r.0).collect();
+        // One in use, one waiting (served after the first), one refused at once.
+        assert_eq!(statuses, [200, 200, 503], "{driver:?}: {results:?}");
+        assert!(
+            results[2].1 < Duration::from_millis(250),
+            "{driver:?}: the refusal is immediate: {results:?}"
+        );
+        assert_eq!(
+            slow.connections(),
+            1,
+            "{driver:?}: never more than one connection"
+        );
+    }
+}
