@@ -46,3 +46,5 @@ pub const POOL_MAX_CONNECTIONS: u32 = 0;
 pub const POOL_MAX_WAITING: u32 = 128;
 /// How long a request waits for a connection before a 503 (`pool.wait_timeout`).
 pub const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often endpoints given as host names are resolved again (`upstreams.NAME.dns_refresh`).
+pub const DNS_REFRESH: Duration = Duration::from_secs(30);

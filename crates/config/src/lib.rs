@@ -16,8 +16,8 @@ mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    AccessLog, Config, Driver, Limits, Listener, LogFormat, PathMatch, PoolSettings, RetrySettings,
-    Route, Timeouts, Upstream, UpstreamId, Workers,
+    AccessLog, Config, Driver, EndpointSource, Limits, Listener, LogFormat, PathMatch,
+    PoolSettings, RetrySettings, Route, Timeouts, Upstream, UpstreamId, Workers,
 };
 pub use units::{parse_duration, parse_size};
 

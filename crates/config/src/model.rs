@@ -146,6 +146,12 @@ pub type UpstreamId = usize;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Upstream {
     pub name: String,
+    /// The endpoints as configured: IP literals, or host names that resolve
+    /// to any number of addresses.
+    pub sources: Vec<EndpointSource>,
+    /// How often host-name sources are resolved again (off the request path).
+    pub dns_refresh: Duration,
+    /// The addresses in use: every source's addresses, in source order.
     pub endpoints: Vec<SocketAddr>,
     /// One per endpoint.
     pub weights: Vec<u32>,
@@ -157,6 +163,34 @@ pub struct Upstream {
     pub retry: RetrySettings,
     /// Active health checks, when configured.
     pub health: Option<shardgate_policy::health::ProbeSpec>,
+}
+
+/// One configured endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointSource {
+    /// As written: `10.0.0.7:8080` or `api.internal:8080`.
+    pub text: String,
+    pub weight: u32,
+    /// `(host, port)` when `text` names a host rather than an address.
+    pub host: Option<(String, u16)>,
+    /// Its addresses at load time.
+    pub addrs: Vec<SocketAddr>,
+}
+
+impl Upstream {
+    /// Recomputes `endpoints` and `weights` from the sources.
+    pub fn flatten(&mut self) {
+        self.endpoints.clear();
+        self.weights.clear();
+        for s in &self.sources {
+            for a in &s.addrs {
+                if !self.endpoints.contains(a) {
+                    self.endpoints.push(*a);
+                    self.weights.push(s.weight);
+                }
+            }
+        }
+    }
 }
 
 /// When a failed try goes to another endpoint.

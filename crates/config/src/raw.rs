@@ -95,6 +95,8 @@ pub struct RawUpstream {
     pub balancer: Option<String>,
     /// For `hash`: `client_ip`, `header:NAME` or `cookie:NAME`.
     pub hash_key: Option<String>,
+    /// How often endpoints given as host names are resolved again.
+    pub dns_refresh: Option<String>,
     pub breaker: Option<RawBreaker>,
     pub outlier: Option<RawOutlier>,
     pub retry: Option<RawRetry>,

@@ -297,34 +297,41 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
                 "at least one endpoint is required",
             );
         }
-        let mut endpoints = Vec::new();
+        let mut sources = Vec::new();
         for (j, ep) in u.endpoints.iter().enumerate() {
+            let weight = match &u.weights {
+                Some(w) if w.len() == u.endpoints.len() => {
+                    e.int_in(&format!("{path}.weights[{j}]"), Some(w[j]), 1, 1, 1_000_000) as u32
+                }
+                _ => 1,
+            };
             match resolve(ep) {
-                Ok(a) => endpoints.push(a),
+                Ok((addrs, host)) => sources.push(EndpointSource {
+                    text: ep.clone(),
+                    weight,
+                    host,
+                    addrs,
+                }),
                 Err(m) => e.push(format!("{path}.endpoints[{j}]"), m),
             }
         }
-        let weights = match &u.weights {
-            None => vec![1; endpoints.len()],
-            Some(w) if w.len() != u.endpoints.len() => {
-                e.push(
-                    format!("{path}.weights"),
-                    format!(
-                        "{} weights for {} endpoints: give one per endpoint",
-                        w.len(),
-                        u.endpoints.len()
-                    ),
-                );
-                vec![1; endpoints.len()]
-            }
-            Some(w) => w
-                .iter()
-                .enumerate()
-                .map(|(j, &x)| {
-                    e.int_in(&format!("{path}.weights[{j}]"), Some(x), 1, 1, 1_000_000) as u32
-                })
-                .collect(),
-        };
+        if let Some(w) = &u.weights
+            && w.len() != u.endpoints.len()
+        {
+            e.push(
+                format!("{path}.weights"),
+                format!(
+                    "{} weights for {} endpoints: give one per endpoint",
+                    w.len(),
+                    u.endpoints.len()
+                ),
+            );
+        }
+        let dns_refresh = e.duration(
+            &format!("{path}.dns_refresh"),
+            u.dns_refresh.as_ref(),
+            d::DNS_REFRESH,
+        );
         let balancer = upstream_balancer(&mut e, &path, u);
         let breaker = u
             .breaker
@@ -336,16 +343,20 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             .map(|o| upstream_outlier(&mut e, &path, o));
         let retry = upstream_retry(&mut e, &path, u.retry.as_ref());
         let health = u.health.as_ref().map(|h| upstream_health(&mut e, &path, h));
-        upstreams.push(Upstream {
+        let mut upstream = Upstream {
             name: name.clone(),
-            endpoints,
-            weights,
+            sources,
+            dns_refresh,
+            endpoints: Vec::new(),
+            weights: Vec::new(),
             balancer,
             breaker,
             outlier,
             retry,
             health,
-        });
+        };
+        upstream.flatten();
+        upstreams.push(upstream);
     }
 
     let mut routes = Vec::new();
@@ -730,18 +741,30 @@ fn valid_name(n: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// An endpoint is `IP:port`, or `host:port` resolved now (off the request path).
-fn resolve(ep: &str) -> Result<SocketAddr, String> {
+/// An endpoint is `IP:port`, or `host:port` resolved now (off the request
+/// path) to all its addresses; the host is returned for later refreshes.
+type Resolved = (Vec<SocketAddr>, Option<(String, u16)>);
+
+fn resolve(ep: &str) -> Result<Resolved, String> {
     if let Ok(a) = ep.parse::<SocketAddr>() {
-        return Ok(a);
+        return Ok((vec![a], None));
     }
-    if !ep.contains(':') {
+    let Some((host, port)) = ep.rsplit_once(':') else {
         return Err(format!("{ep:?} needs a port (host:port)"));
-    }
-    match ep.to_socket_addrs() {
-        Ok(mut addrs) => addrs
-            .next()
-            .ok_or_else(|| format!("{ep:?} resolved to no address")),
+    };
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("{ep:?}: {port:?} is not a port"))?;
+    match (host, port).to_socket_addrs() {
+        Ok(addrs) => {
+            let mut addrs: Vec<SocketAddr> = addrs.collect();
+            addrs.sort();
+            addrs.dedup();
+            if addrs.is_empty() {
+                return Err(format!("{ep:?} resolved to no address"));
+            }
+            Ok((addrs, Some((host.to_string(), port))))
+        }
         Err(err) => Err(format!("cannot resolve {ep:?}: {err}")),
     }
 }

@@ -15,6 +15,7 @@ mod admin;
 mod buffers;
 mod conn;
 mod control;
+mod dns;
 mod downstream;
 mod drain;
 mod driver;
@@ -36,6 +37,7 @@ mod tunnel;
 mod upstream;
 
 pub use control::{ConfigInfo, GatewayHandle, config_hash};
+pub use dns::{Resolver, system_resolver};
 pub use driver::{DriverChoice, resolve_driver};
 pub use stats::StatsSnapshot;
 pub use supervisor::{Gateway, GatewayError, GatewayOptions};

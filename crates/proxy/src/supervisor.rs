@@ -53,7 +53,7 @@ impl fmt::Display for GatewayError {
 impl std::error::Error for GatewayError {}
 
 /// Options that are about the process rather than the configuration.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct GatewayOptions {
     /// Pin shard `i` to core `i` (modulo the core count).
     pub pin_cores: bool,
@@ -63,6 +63,8 @@ pub struct GatewayOptions {
     pub config_hash: u64,
     /// What to call the source when there is no file (`command line`).
     pub source_name: &'static str,
+    /// Resolves endpoint host names on refresh (the system resolver by default).
+    pub resolver: Option<crate::dns::Resolver>,
 }
 
 impl Default for GatewayOptions {
@@ -72,6 +74,7 @@ impl Default for GatewayOptions {
             config_path: None,
             config_hash: 0,
             source_name: "built-in",
+            resolver: None,
         }
     }
 }
@@ -87,6 +90,7 @@ pub struct Gateway {
     admin: Option<crate::admin::AdminServer>,
     access_log: Option<crate::access_log::Writer>,
     prober: Option<crate::health::Prober>,
+    dns: Option<crate::dns::Refresher>,
 }
 
 impl Gateway {
@@ -216,6 +220,7 @@ impl Gateway {
             admin: None,
             access_log,
             prober: None,
+            dns: None,
         };
         for _ in 0..shards {
             let failed = match ready_rx.recv() {
@@ -232,6 +237,17 @@ impl Gateway {
             }
         }
         gateway.prober = Some(crate::health::Prober::start(handle.clone()));
+        if config
+            .upstreams
+            .iter()
+            .any(|u| u.sources.iter().any(|s| s.host.is_some()))
+        {
+            let resolver = options
+                .resolver
+                .clone()
+                .unwrap_or_else(crate::dns::system_resolver);
+            gateway.dns = Some(crate::dns::Refresher::start(handle.clone(), resolver));
+        }
         if let Some(l) = admin_listener {
             gateway.admin_addr = l.local_addr().ok();
             gateway.admin = Some(crate::admin::AdminServer::start(l, handle));
@@ -301,6 +317,9 @@ impl Gateway {
         }
         if let Some(p) = self.prober.take() {
             p.stop();
+        }
+        if let Some(d) = self.dns.take() {
+            d.stop();
         }
         if let Some(mut w) = self.access_log.take() {
             w.finish();

@@ -44,6 +44,17 @@ impl TestGateway {
         TestGateway { gateway }
     }
 
+    /// With process options (e.g. a test resolver); cores are never pinned.
+    pub fn start_with(config: Config, options: GatewayOptions) -> TestGateway {
+        let options = GatewayOptions {
+            pin_cores: false,
+            ..options
+        };
+        let gateway = Gateway::start(config, options)
+            .unwrap_or_else(|e| panic!("gateway failed to start: {e}"));
+        TestGateway { gateway }
+    }
+
     /// The simple case: one upstream group, a catch-all route.
     pub fn proxy(driver: Driver, upstreams: &[SocketAddr], extra: &str) -> TestGateway {
         TestGateway::start(config_for(driver, upstreams, extra))

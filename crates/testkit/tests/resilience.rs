@@ -352,3 +352,74 @@ fn pool_limit_queues_then_refuses() {
         );
     }
 }
+
+#[test]
+fn dns_endpoints_follow_their_host_and_keep_the_last_good_set() {
+    use std::sync::{Arc, Mutex};
+    for driver in DRIVERS {
+        let (a, b) = (MockUpstream::ok("a"), MockUpstream::ok("b"));
+        let answer: Arc<Mutex<Option<Vec<std::net::SocketAddr>>>> =
+            Arc::new(Mutex::new(Some(vec![a.addr()])));
+        let resolver: shardgate_proxy::Resolver = {
+            let answer = answer.clone();
+            Arc::new(move |_host: &str, _port: u16| {
+                answer
+                    .lock()
+                    .unwrap()
+                    .clone()
+                    .ok_or_else(|| std::io::Error::other("resolver down"))
+            })
+        };
+        let text = format!(
+            "workers = 1\ndriver = \"{}\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n\
+             [upstreams.app]\nendpoints = [\"localhost:{}\"]\ndns_refresh = \"100ms\"\n\
+             [[routes]]\nprefix = \"/\"\nupstream = \"app\"\n",
+            if driver == Driver::Uring {
+                "uring"
+            } else {
+                "legacy"
+            },
+            a.addr().port()
+        );
+        let options = shardgate_proxy::GatewayOptions {
+            resolver: Some(resolver),
+            ..Default::default()
+        };
+        let gw = TestGateway::start_with(shardgate_config::from_toml(&text).unwrap(), options);
+        let mut c = RawClient::connect(gw.addr());
+        let mut answers_until = |want: &str, limit: Duration| {
+            let deadline = Instant::now() + limit;
+            loop {
+                let (status, body) = get(&mut c, "/");
+                assert_eq!(
+                    status, 200,
+                    "{driver:?}: no request fails while addresses change"
+                );
+                if body == want {
+                    return true;
+                }
+                if Instant::now() > deadline {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        };
+        assert!(answers_until("a", Duration::from_secs(3)), "{driver:?}");
+        *answer.lock().unwrap() = Some(vec![b.addr()]);
+        assert!(
+            answers_until("b", Duration::from_secs(3)),
+            "{driver:?}: the new address joins, the old one leaves"
+        );
+        *answer.lock().unwrap() = None;
+        std::thread::sleep(Duration::from_millis(500));
+        for _ in 0..10 {
+            assert_eq!(
+                get(&mut c, "/"),
+                (200, "b".to_string()),
+                "{driver:?}: the last good set stays"
+            );
+        }
+        let (_, info) = gw.gateway().handle().config();
+        assert!(info.version >= 2, "{driver:?}: applied as a reload");
+    }
+}
