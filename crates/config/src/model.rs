@@ -203,6 +203,10 @@ pub struct RetrySettings {
     pub non_idempotent: bool,
     /// Retries stay under this share of requests (the retry budget).
     pub budget: shardgate_policy::retry_budget::RetryBudgetConfig,
+    /// Longest wait for each try's response head (`None`: `timeouts.upstream_response`).
+    pub per_try_timeout: Option<Duration>,
+    /// Longest time for all tries together (`None`: no overall limit).
+    pub deadline: Option<Duration>,
 }
 
 /// How a route matches paths.

@@ -144,6 +144,10 @@ pub struct RawRetry {
     pub on: Option<Vec<String>>,
     pub non_idempotent: Option<bool>,
     pub budget_percent: Option<i64>,
+    /// Longest wait for each try's response head.
+    pub per_try_timeout: Option<String>,
+    /// Longest time for all tries together.
+    pub deadline: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

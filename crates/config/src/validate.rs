@@ -681,6 +681,8 @@ fn upstream_retry(e: &mut Errors, path: &str, r: Option<&RawRetry>) -> RetrySett
             on: default_on,
             non_idempotent: false,
             budget: Default::default(),
+            per_try_timeout: None,
+            deadline: None,
         };
     };
     let on = match &r.on {
@@ -732,6 +734,14 @@ fn upstream_retry(e: &mut Errors, path: &str, r: Option<&RawRetry>) -> RetrySett
             ) as u32,
             ..d
         },
+        per_try_timeout: r
+            .per_try_timeout
+            .as_ref()
+            .map(|t| e.duration(&p("per_try_timeout"), Some(t), Duration::from_secs(1))),
+        deadline: r
+            .deadline
+            .as_ref()
+            .map(|t| e.duration(&p("deadline"), Some(t), Duration::from_secs(1))),
     }
 }
 

@@ -15,6 +15,7 @@ use monoio::net::TcpStream;
 use shardgate_http::{BodyFraming, ChunkedDecoder};
 use shardgate_policy::Outcome;
 use std::mem::take;
+use std::time::{Duration, Instant};
 
 /// An upstream connection in use.
 pub(crate) struct UpConn {
@@ -132,6 +133,8 @@ async fn exchange_tries(
     let group = &snap.groups[fwd.group];
     let policy = &group.retry;
     let now = shard.timers.now();
+    // The overall deadline of all tries (far away when none is configured).
+    let overall = now + policy.deadline.unwrap_or(Duration::from_secs(86_400 * 365));
     let mut index = fwd.index;
     let mut tried = [usize::MAX; shardgate_policy::retry::MAX_ATTEMPTS_LIMIT as usize];
     let mut attempt = 1u32;
@@ -140,7 +143,7 @@ async fn exchange_tries(
     loop {
         group.in_flight(index, 1);
         b.rec.flight = Some((fwd.group, index));
-        let result = try_once(shard, snap, client, b, fwd, index, fresh, body).await;
+        let result = try_once(shard, snap, client, b, fwd, index, fresh, body, overall).await;
         fresh = false;
         let fail = match result {
             Ok(ex) => {
@@ -156,6 +159,7 @@ async fn exchange_tries(
                     && replay.is_some()
                     && attempt < policy.attempts
                     && group.endpoints.len() > 1
+                    && shard.timers.now() < overall
                     && elsewhere()
                     && group.take_retry(now);
                 if !retry {
@@ -194,6 +198,7 @@ async fn exchange_tries(
                     && (o == Outcome::ConnectFailed
                         || (replayable && idempotent_or_opted(idempotent, policy.non_idempotent)))
             }) && attempt < policy.attempts
+                && shard.timers.now() < overall
                 && group.take_retry(now);
             if !retry {
                 let f = fail.expect("a failure");
@@ -240,6 +245,7 @@ async fn try_once(
     index: usize,
     fresh: bool,
     body: &mut BodyLeft,
+    overall: Instant,
 ) -> Result<Exchanged, TryFail> {
     let group = &snap.groups[fwd.group];
     let endpoint = group.endpoints[index];
@@ -295,8 +301,9 @@ async fn try_once(
             ));
         }
         Err(IoFail::Timeout) => {
+            // The request (in `w`) went with the timed-out write: not retried.
             let e = ProxyError::new(ErrorKind::UpstreamTimeout);
-            return Err(fail(e, Some(Outcome::TryTimeout), false, body_done));
+            return Err(fail(e, Some(Outcome::ResetAfterResponse), false, body_done));
         }
     }
 
@@ -321,7 +328,15 @@ async fn try_once(
             })?;
     }
 
-    match read_response_head(shard, snap, &mut conn, b, fwd).await {
+    // Each try waits for its response head at most the per-try timeout,
+    // and never past the overall deadline of all tries.
+    let group = &snap.groups[fwd.group];
+    let per_try = group
+        .retry
+        .per_try_timeout
+        .unwrap_or(snap.timeouts.upstream_response);
+    let deadline = (shard.timers.now() + per_try).min(overall);
+    match read_response_head(shard, snap, &mut conn, b, fwd, deadline).await {
         Ok(response) => {
             let took = sent_at.elapsed();
             b.rec.upstream = Some(endpoint);
@@ -461,9 +476,13 @@ async fn read_response_head(
     conn: &mut UpConn,
     b: &mut Bufs,
     fwd: Forward,
+    deadline: Instant,
 ) -> Result<ResponsePlan, ProxyError> {
+    if b.u.capacity() == 0 {
+        // A previous try's read timed out and its buffer stayed with the kernel.
+        b.u = shard.buffers.take();
+    }
     b.u.clear();
-    let deadline = shard.timers.now() + snap.timeouts.upstream_response;
     let mut received = false;
     loop {
         if !b.u.is_empty() {

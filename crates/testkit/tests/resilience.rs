@@ -423,3 +423,41 @@ fn dns_endpoints_follow_their_host_and_keep_the_last_good_set() {
         assert!(info.version >= 2, "{driver:?}: applied as a reload");
     }
 }
+
+#[test]
+fn per_try_timeout_moves_on_and_the_deadline_bounds_all_tries() {
+    for driver in DRIVERS {
+        let hang = MockUpstream::start(|_| Script::Hang);
+        let good = MockUpstream::ok("good");
+        let gw = two_groups(
+            driver,
+            &hang,
+            &good,
+            "[upstreams.app.retry]\nattempts = 2\non = [\"timeout\"]\nper_try_timeout = \"200ms\"\nbudget_percent = 100",
+        );
+        let mut c = RawClient::connect(gw.addr());
+        for _ in 0..4 {
+            let t = Instant::now();
+            assert_eq!(get(&mut c, "/"), (200, "good".to_string()), "{driver:?}");
+            assert!(t.elapsed() < Duration::from_secs(2), "{driver:?}");
+        }
+        let (h1, h2) = (
+            MockUpstream::start(|_| Script::Hang),
+            MockUpstream::start(|_| Script::Hang),
+        );
+        let gw = two_groups(
+            driver,
+            &h1,
+            &h2,
+            "[upstreams.app.retry]\nattempts = 3\non = [\"timeout\"]\nper_try_timeout = \"400ms\"\ndeadline = \"500ms\"\nbudget_percent = 100",
+        );
+        let mut c = RawClient::connect(gw.addr());
+        let t = Instant::now();
+        assert_eq!(get(&mut c, "/").0, 504, "{driver:?}");
+        let took = t.elapsed();
+        assert!(
+            took >= Duration::from_millis(450) && took < Duration::from_millis(1100),
+            "{driver:?}: {took:?}"
+        );
+    }
+}
