@@ -5,7 +5,7 @@
 
 use crate::error::{ErrorKind, ProxyError};
 use crate::io::{IoFail, read_more, write_from, write_range};
-use crate::pipeline::{Bufs, Client, Next};
+use crate::pipeline::{Bufs, Client, Next, send_to_client};
 use crate::shard::Shard;
 use crate::snapshot::Snapshot;
 use crate::upstream::Exchanged;
@@ -161,16 +161,7 @@ pub(crate) async fn relay(
     let plan = &mut ex.response;
     let up = &mut ex.conn.stream;
     b.rec.bytes_out += b.w.len() as u64;
-    let deadline = shard.timers.now() + snap.timeouts.send;
-    let (r, w) = write_from(
-        &shard.timers,
-        &mut client.stream,
-        take(&mut b.w),
-        0,
-        deadline,
-    )
-    .await;
-    b.w = w;
+    let r = send_to_client(shard, snap, client, b).await;
     if r.is_err() {
         return BROKEN;
     }
@@ -287,20 +278,12 @@ pub(crate) async fn switch_protocols(
     shard.stats.record_status(101);
     b.rec.status = 101;
     b.rec.bytes_out = b.w.len() as u64;
-    let deadline = shard.timers.now() + snap.timeouts.send;
-    let (r, w) = write_from(
-        &shard.timers,
-        &mut client.stream,
-        take(&mut b.w),
-        0,
-        deadline,
-    )
-    .await;
-    b.w = w;
+    let r = send_to_client(shard, snap, client, b).await;
     if r.is_err() {
         return Next::Close;
     }
     if !b.c.is_empty() {
+        let deadline = shard.timers.now() + snap.timeouts.send;
         let (r, c) = write_from(
             &shard.timers,
             &mut ex.conn.stream,

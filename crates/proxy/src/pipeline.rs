@@ -278,16 +278,7 @@ async fn run(shard: &Shard, snap: &Rc<Snapshot>, client: &mut Client, b: &mut Bu
             shard.stats.record_status(status);
             b.rec.status = status;
             b.rec.bytes_out = b.w.len() as u64;
-            let deadline = shard.timers.now() + snap.timeouts.send;
-            let (r, w) = write_from(
-                &shard.timers,
-                &mut client.stream,
-                take(&mut b.w),
-                0,
-                deadline,
-            )
-            .await;
-            b.w = w;
+            let r = send_to_client(shard, snap, client, b).await;
             if r.is_err() || close {
                 if r.is_ok() {
                     linger(shard, client).await;
@@ -521,6 +512,25 @@ pub(crate) async fn respond_error(
     }
     canned_response(status, !keep, false, &[], &mut b.w);
     b.rec.bytes_out = b.w.len() as u64;
+    let r = send_to_client(shard, snap, client, b).await;
+    if r.is_err() {
+        return Next::Close;
+    }
+    if keep {
+        return Next::KeepAlive(Vec::new());
+    }
+    linger(shard, client).await;
+    Next::Close
+}
+
+/// Writes `w` to the client in full before the send deadline (and keeps
+/// `w` for reuse).
+pub(crate) async fn send_to_client(
+    shard: &Shard,
+    snap: &Snapshot,
+    client: &mut Client,
+    b: &mut Bufs,
+) -> Result<(), IoFail> {
     let deadline = shard.timers.now() + snap.timeouts.send;
     let (r, w) = write_from(
         &shard.timers,
@@ -531,14 +541,7 @@ pub(crate) async fn respond_error(
     )
     .await;
     b.w = w;
-    if r.is_err() {
-        return Next::Close;
-    }
-    if keep {
-        return Next::KeepAlive(Vec::new());
-    }
-    linger(shard, client).await;
-    Next::Close
+    r
 }
 
 /// Before closing on a client that may still be sending (an unread body),
