@@ -145,26 +145,18 @@ async fn exchange_tries(
         b.rec.flight = Some((fwd.group, index));
         let result = try_once(shard, snap, client, b, fwd, index, fresh, body, overall).await;
         fresh = false;
-        let fail = match result {
+        let next = match result {
             Ok(ex) => {
                 let status = ex.response.status;
                 group.record(index, Outcome::Response(status), now, shard.id);
-                let elsewhere = || {
-                    let mut t = tried;
-                    t[(attempt - 1) as usize] = index;
-                    let next = group.pick(fwd.key, now, &t[..attempt as usize]);
-                    !t[..attempt as usize].contains(&next)
-                };
-                let retry = policy.on.statuses.contains(&status)
-                    && replay.is_some()
-                    && attempt < policy.attempts
-                    && group.endpoints.len() > 1
-                    && shard.timers.now() < overall
-                    && elsewhere()
-                    && group.take_retry(now);
-                if !retry {
+                let target = (policy.on.statuses.contains(&status) && replay.is_some())
+                    .then(|| {
+                        retry_target(shard, group, &mut tried, attempt, index, fwd.key, overall)
+                    })
+                    .flatten();
+                let Some(next) = target else {
                     return Ok(ex);
-                }
+                };
                 if let Some(copy) = replay.as_ref() {
                     b.w.clear();
                     b.w.extend_from_slice(copy);
@@ -174,7 +166,7 @@ async fn exchange_tries(
                     shard.pools.addr(group.endpoints[index])
                 );
                 drop(ex); // the connection closes; its response is not read
-                None
+                next
             }
             Err(f) if f.dead_pooled && !replaced_dead && replayable && idempotent => {
                 log::debug!(
@@ -187,47 +179,61 @@ async fn exchange_tries(
                 shard.stats.upstream_retries.incr();
                 continue;
             }
-            Err(f) => Some(f),
+            Err(f) => {
+                if let Some(o) = f.outcome {
+                    group.record(index, o, now, shard.id);
+                }
+                let retryable = f.outcome.is_some_and(|o| {
+                    policy.on.matches(o)
+                        && (o == Outcome::ConnectFailed
+                            || (replayable
+                                && idempotent_or_opted(idempotent, policy.non_idempotent)))
+                });
+                let target = retryable
+                    .then(|| {
+                        retry_target(shard, group, &mut tried, attempt, index, fwd.key, overall)
+                    })
+                    .flatten();
+                let Some(next) = target else {
+                    return Err((f.err, f.body_done));
+                };
+                log::debug!(
+                    "{} to {}; retrying elsewhere",
+                    f.err,
+                    shard.pools.addr(group.endpoints[index])
+                );
+                next
+            }
         };
-        if let Some(f) = &fail {
-            if let Some(o) = f.outcome {
-                group.record(index, o, now, shard.id);
-            }
-            let retry = f.outcome.is_some_and(|o| {
-                policy.on.matches(o)
-                    && (o == Outcome::ConnectFailed
-                        || (replayable && idempotent_or_opted(idempotent, policy.non_idempotent)))
-            }) && attempt < policy.attempts
-                && shard.timers.now() < overall
-                && group.take_retry(now);
-            if !retry {
-                let f = fail.expect("a failure");
-                return Err((f.err, f.body_done));
-            }
-            log::debug!(
-                "{} to {}; retrying elsewhere",
-                f.err,
-                shard.pools.addr(group.endpoints[index])
-            );
-        }
-        tried[(attempt - 1) as usize] = index;
-        let next = group.pick(fwd.key, now, &tried[..attempt as usize]);
-        if tried[..attempt as usize].contains(&next) {
-            // No other endpoint to go to: retries only ever move elsewhere.
-            let f = fail.unwrap_or(TryFail {
-                err: ProxyError::new(ErrorKind::UpstreamClosed),
-                outcome: None,
-                dead_pooled: false,
-                body_done: true,
-            });
-            return Err((f.err, f.body_done));
-        }
         group.in_flight(index, -1);
         b.rec.flight = None;
         attempt += 1;
         index = next;
         shard.stats.upstream_retries.incr();
     }
+}
+
+/// Where try `attempt` (which used endpoint `index`) is retried: an
+/// endpoint not tried yet, when tries are left, the overall deadline has not
+/// passed and the retry budget allows one more. Retries only ever move to
+/// another endpoint.
+fn retry_target(
+    shard: &Shard,
+    group: &crate::snapshot::Group,
+    tried: &mut [usize],
+    attempt: u32,
+    index: usize,
+    key: Option<u64>,
+    overall: Instant,
+) -> Option<usize> {
+    let now = shard.timers.now();
+    if attempt >= group.retry.attempts || now >= overall {
+        return None;
+    }
+    tried[(attempt - 1) as usize] = index;
+    let done = &tried[..attempt as usize];
+    let next = group.pick(key, now, done);
+    (!done.contains(&next) && group.take_retry(now)).then_some(next)
 }
 
 fn idempotent_or_opted(idempotent: bool, opted_in: bool) -> bool {
