@@ -352,8 +352,9 @@ fn text_line(
     b.push(b'\n');
 }
 
-/// `YYYY-MM-DDTHH:MM:SS` for seconds since the epoch (UTC).
-fn civil_time(secs: u64) -> [u8; 19] {
+/// `YYYY-MM-DDTHH:MM:SS` for seconds since the epoch (UTC); shared with
+/// the binary's log lines.
+pub fn civil_time(secs: u64) -> [u8; 19] {
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Days since 1970-01-01 to a proleptic Gregorian date.

@@ -36,6 +36,7 @@ mod timer;
 mod tunnel;
 mod upstream;
 
+pub use access_log::civil_time;
 pub use control::{ConfigInfo, GatewayHandle, config_hash};
 pub use dns::{Resolver, system_resolver};
 pub use driver::{DriverChoice, resolve_driver};
