@@ -261,6 +261,44 @@ fn histogram(out: &mut String, name: &str, label: &str, value: &str, h: &Histogr
     let _ = writeln!(out, "{name}_count{{{label}=\"{value}\"}} {cumulative}");
 }
 
+/// One sample per shard.
+fn per_shard(
+    out: &mut String,
+    shards: &[ShardMetrics],
+    name: &str,
+    kind: &str,
+    help: &str,
+    value: impl Fn(&ShardMetrics) -> u64,
+) {
+    header(out, name, kind, help);
+    for s in shards {
+        let _ = writeln!(out, "{name}{{shard=\"{}\"}} {}", s.shard, value(s));
+    }
+}
+
+/// A gauge per upstream group per shard (`None`: no sample).
+fn per_shard_group(
+    out: &mut String,
+    shards: &[ShardMetrics],
+    name: &str,
+    help: &str,
+    value: impl Fn(&GroupData) -> Option<u64>,
+) {
+    header(out, name, "gauge", help);
+    for s in shards {
+        for g in &s.groups {
+            if let Some(v) = value(g) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{upstream=\"{}\",shard=\"{}\"}} {v}",
+                    escape(&g.name),
+                    s.shard
+                );
+            }
+        }
+    }
+}
+
 /// Renders the merged reports in the Prometheus text format (version 0.0.4).
 pub fn render(shards: &[ShardMetrics], facts: &GatewayFacts) -> String {
     let mut out = String::with_capacity(8 * 1024);
@@ -358,58 +396,27 @@ pub fn render(shards: &[ShardMetrics], facts: &GatewayFacts) -> String {
             escape(group)
         );
     }
-    header(
+    per_shard_group(
         &mut out,
+        shards,
         BREAKER_STATE,
-        "gauge",
         "Circuit breaker state by upstream group and shard: 0 closed, 1 half-open, 2 open.",
+        |g| g.breaker_state.map(u64::from),
     );
-    for s in shards {
-        for g in &s.groups {
-            if let Some(state) = g.breaker_state {
-                let _ = writeln!(
-                    out,
-                    "{BREAKER_STATE}{{upstream=\"{}\",shard=\"{}\"}} {state}",
-                    escape(&g.name),
-                    s.shard
-                );
-            }
-        }
-    }
-    header(
+    per_shard_group(
         &mut out,
+        shards,
         UNHEALTHY,
-        "gauge",
         "Endpoints active health checks hold down, by upstream group and shard.",
+        |g| Some(g.down),
     );
-    for s in shards {
-        for g in &s.groups {
-            let _ = writeln!(
-                out,
-                "{UNHEALTHY}{{upstream=\"{}\",shard=\"{}\"}} {}",
-                escape(&g.name),
-                s.shard,
-                g.down
-            );
-        }
-    }
-    header(
+    per_shard_group(
         &mut out,
+        shards,
         EJECTED,
-        "gauge",
         "Endpoints ejected by outlier detection, by upstream group and shard.",
+        |g| Some(g.ejected),
     );
-    for s in shards {
-        for g in &s.groups {
-            let _ = writeln!(
-                out,
-                "{EJECTED}{{upstream=\"{}\",shard=\"{}\"}} {}",
-                escape(&g.name),
-                s.shard,
-                g.ejected
-            );
-        }
-    }
     let counters = [
         (
             UPSTREAM_CONNECTS,
@@ -475,45 +482,30 @@ pub fn render(shards: &[ShardMetrics], facts: &GatewayFacts) -> String {
     for (addr, n) in &pool_idle {
         let _ = writeln!(out, "{POOL_IDLE}{{endpoint=\"{addr}\"}} {n}");
     }
-    header(
+    per_shard(
         &mut out,
+        shards,
         OPEN_CONNECTIONS,
         "gauge",
         "Open client connections, by shard.",
+        |s| s.stats.open_connections,
     );
-    for s in shards {
-        let _ = writeln!(
-            out,
-            "{OPEN_CONNECTIONS}{{shard=\"{}\"}} {}",
-            s.shard, s.stats.open_connections
-        );
-    }
-    header(
+    per_shard(
         &mut out,
+        shards,
         ACCEPTED,
         "counter",
         "Client connections accepted, by shard (shows SO_REUSEPORT skew).",
+        |s| s.stats.accepted,
     );
-    for s in shards {
-        let _ = writeln!(
-            out,
-            "{ACCEPTED}{{shard=\"{}\"}} {}",
-            s.shard, s.stats.accepted
-        );
-    }
-    header(
+    per_shard(
         &mut out,
+        shards,
         ACCEPT_ERRORS,
         "counter",
         "Accept failures, by shard.",
+        |s| s.stats.accept_errors,
     );
-    for s in shards {
-        let _ = writeln!(
-            out,
-            "{ACCEPT_ERRORS}{{shard=\"{}\"}} {}",
-            s.shard, s.stats.accept_errors
-        );
-    }
     header(
         &mut out,
         CONFIG_VERSION,
