@@ -32,7 +32,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr)
             // Idle: no buffer is held while waiting. Not "relaxed": on the
             // epoll driver a relaxed wait trusts readiness left over from the
             // last read and would pin a buffer on an idle connection.
-            let idle = shard.snapshot().timeouts.idle;
+            let idle = shard.timeouts().idle;
             let deadline = shard.timers.now() + idle;
             let wait = async {
                 monoio::select! {

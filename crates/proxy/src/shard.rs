@@ -118,6 +118,11 @@ impl Shard {
         }
     }
 
+    /// The current timeouts (without taking a reference on the snapshot).
+    pub(crate) fn timeouts(&self) -> shardgate_config::Timeouts {
+        self.snapshot.borrow().timeouts
+    }
+
     /// The current snapshot.
     pub(crate) fn snapshot(&self) -> Rc<Snapshot> {
         self.snapshot.borrow().clone()

@@ -11,8 +11,8 @@ use std::mem::take;
 use std::rc::Rc;
 
 pub(crate) async fn run(shard: Rc<Shard>, mut client: TcpStream, mut up: TcpStream) {
-    let idle = shard.snapshot().timeouts.idle;
-    let send = shard.snapshot().timeouts.send;
+    let idle = shard.timeouts().idle;
+    let send = shard.timeouts().send;
     let mut client_open = true;
     let mut up_open = true;
     while client_open || up_open {
