@@ -2,30 +2,21 @@
 //! soon as the previous responses are in. Latency runs from the write to each response.
 
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::client::{self, Conn};
+use crate::client::Conn;
 use crate::load::WorkerCtx;
 use crate::stats::ErrorKind;
-
-/// Pause after a failed connect before trying again.
-pub const CONNECT_BACKOFF: Duration = Duration::from_millis(10);
 
 /// Drives one connection slot until the run stops, reconnecting after errors.
 pub async fn connection(ctx: Rc<WorkerCtx>, _slot: u64) {
     let mut req = ctx.request.clone();
     let mut buf = Vec::new();
-    while !ctx.stopped(Instant::now()) {
-        let stream = match client::connect(ctx.addr, ctx.connect_opts()).await {
-            Ok(s) => s,
-            Err(kind) => {
-                ctx.error(kind);
-                monoio::time::sleep(CONNECT_BACKOFF).await;
-                continue;
-            }
+    loop {
+        let mut conn = match ctx.connect(buf).await {
+            Ok(c) => c,
+            Err(_) => return, // the run stopped
         };
-        ctx.connected();
-        let mut conn = Conn::new(stream, buf, ctx.head_request);
         requests(&ctx, &mut conn, &mut req).await;
         ctx.bytes(conn.bytes_read);
         buf = conn.into_buf();

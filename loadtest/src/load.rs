@@ -55,7 +55,29 @@ pub struct WorkerCtx {
     progress: Arc<Progress>,
 }
 
+/// Pause after a failed connect before trying again.
+pub const CONNECT_BACKOFF: Duration = Duration::from_millis(10);
+
 impl WorkerCtx {
+    /// Connects, retrying after a pause on failure (each failure counted),
+    /// until it succeeds (the connection, counted) or the run stops (the
+    /// buffer back).
+    pub async fn connect(&self, buf: Vec<u8>) -> Result<crate::client::Conn, Vec<u8>> {
+        while !self.stopped(Instant::now()) {
+            match crate::client::connect(self.addr, self.connect_opts()).await {
+                Ok(stream) => {
+                    self.connected();
+                    return Ok(crate::client::Conn::new(stream, buf, self.head_request));
+                }
+                Err(kind) => {
+                    self.error(kind);
+                    monoio::time::sleep(CONNECT_BACKOFF).await;
+                }
+            }
+        }
+        Err(buf)
+    }
+
     fn new(p: WorkerPlan) -> Self {
         WorkerCtx {
             addr: p.addr,

@@ -4,8 +4,7 @@
 use std::rc::Rc;
 use std::time::Instant;
 
-use crate::client::{self, Conn};
-use crate::closed_loop::CONNECT_BACKOFF;
+use crate::client::Conn;
 use crate::load::WorkerCtx;
 use crate::schedule::{Schedule, latency, latency_origin, wake_time};
 use crate::stats::ErrorKind;
@@ -16,17 +15,11 @@ pub async fn connection(ctx: Rc<WorkerCtx>, slot: u64) {
     let mut schedule = Schedule::new(ctx.start, rate, ctx.total_connections, slot);
     let mut req = ctx.request.clone();
     let mut buf = Vec::new();
-    while !ctx.stopped(Instant::now()) {
-        let stream = match client::connect(ctx.addr, ctx.connect_opts()).await {
-            Ok(s) => s,
-            Err(kind) => {
-                ctx.error(kind);
-                monoio::time::sleep(CONNECT_BACKOFF).await;
-                continue;
-            }
+    loop {
+        let mut conn = match ctx.connect(buf).await {
+            Ok(c) => c,
+            Err(_) => return, // the run stopped
         };
-        ctx.connected();
-        let mut conn = Conn::new(stream, buf, ctx.head_request);
         let finished = requests(&ctx, &mut conn, &mut req, &mut schedule).await;
         ctx.bytes(conn.bytes_read);
         buf = conn.into_buf();
