@@ -17,7 +17,7 @@ mod validate;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     AccessLog, Config, Driver, EndpointSource, Limits, Listener, LogFormat, PathMatch,
-    PoolSettings, RetrySettings, Route, Timeouts, Upstream, UpstreamId, Workers,
+    PoolSettings, RetrySettings, Route, Tenant, TenantId, Timeouts, Upstream, UpstreamId, Workers,
 };
 pub use units::{parse_duration, parse_size};
 

@@ -5,7 +5,7 @@ use std::num::NonZeroUsize;
 use std::time::Duration;
 
 /// A whole, validated configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub workers: Workers,
     pub driver: Driver,
@@ -20,6 +20,22 @@ pub struct Config {
     pub drain_timeout: Duration,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<Route>,
+    /// Tenants, by [`TenantId`]; routes name theirs.
+    pub tenants: Vec<Tenant>,
+}
+
+/// Index into [`Config::tenants`].
+pub type TenantId = usize;
+
+/// A tenant: a set of hosts with its own routes and the filters every one of
+/// them runs first (keys, limits, headers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tenant {
+    pub name: String,
+    /// Lower-cased hosts (`*.example.com` wildcards allowed); never empty.
+    pub hosts: Vec<String>,
+    /// Filter defaults: run before each of the tenant's routes' own filters.
+    pub filters: Vec<shardgate_policy::filter::FilterSpec>,
 }
 
 /// Where and how the access log is written.
@@ -218,7 +234,7 @@ pub enum PathMatch {
     Prefix(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     pub name: String,
     /// Lower-cased hosts (`*.example.com` wildcards allowed); empty: any host.
@@ -230,6 +246,10 @@ pub struct Route {
     pub upstream: UpstreamId,
     /// A weighted split across groups (canary releases); empty for one group.
     pub split: Vec<(UpstreamId, u32)>,
+    /// The tenant the route belongs to (its hosts are within the tenant's).
+    pub tenant: Option<TenantId>,
+    /// The route's own filters, in order (after its tenant's).
+    pub filters: Vec<shardgate_policy::filter::FilterSpec>,
 }
 
 impl Route {

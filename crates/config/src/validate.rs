@@ -473,6 +473,8 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             path: path_match,
             upstream,
             split,
+            tenant: None,
+            filters: Vec::new(),
         });
     }
 
@@ -507,6 +509,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             drain_timeout,
             upstreams,
             routes,
+            tenants: Vec::new(),
         })
     } else {
         Err(ConfigErrors(e.0))
