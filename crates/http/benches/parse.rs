@@ -120,12 +120,14 @@ fn main() {
         proto: b"https",
         path: None,
         fallback_host: b"10.0.0.2:8080",
+        edits: shardgate_http::HeadEdits::NONE,
     };
     let opts = ResponseEncodeOptions {
         client_version: Version::Http11,
         close: false,
         dechunk: false,
         upgrade: false,
+        edits: shardgate_http::HeadEdits::NONE,
     };
     let body = chunked_body();
 

@@ -17,6 +17,30 @@ pub struct ForwardContext<'a> {
     pub path: Option<&'a [u8]>,
     /// Host to send when the client sent none (HTTP/1.0): the upstream's address.
     pub fallback_host: &'a [u8],
+    /// What the route's filters change in the head.
+    pub edits: HeadEdits<'a>,
+}
+
+/// Changes to a head beyond what the proxy does itself: fields to leave out
+/// (lower-case names) and complete lines to add (`Name: value\r\n` each),
+/// written after the kept fields. Framing and connection fields are the
+/// encoder's own and are never dropped or added through this.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HeadEdits<'a> {
+    pub drop: &'a [Box<[u8]>],
+    pub add: &'a [u8],
+}
+
+impl HeadEdits<'_> {
+    /// No changes.
+    pub const NONE: HeadEdits<'static> = HeadEdits {
+        drop: &[],
+        add: b"",
+    };
+
+    fn drops(&self, name: &[u8]) -> bool {
+        self.drop.iter().any(|d| d.eq_ignore_ascii_case(name))
+    }
 }
 
 fn put(out: &mut Vec<u8>, parts: &[&[u8]]) {
@@ -60,11 +84,12 @@ pub fn encode_request_head(req: &Request<'_, '_>, ctx: &ForwardContext<'_>, out:
             put(out, &[name, b": ", h.value, b"\r\n"]);
             continue;
         }
-        if owned_request_field(name) || dropped(name, &req.connection) {
+        if owned_request_field(name) || dropped(name, &req.connection) || ctx.edits.drops(name) {
             continue;
         }
         put(out, &[name, b": ", h.value, b"\r\n"]);
     }
+    out.extend_from_slice(ctx.edits.add);
     // Every incoming X-Forwarded-For value, in order, then the client.
     out.extend_from_slice(b"X-Forwarded-For: ");
     for h in req.headers {
@@ -95,7 +120,7 @@ pub fn encode_request_head(req: &Request<'_, '_>, ctx: &ForwardContext<'_>, out:
 
 /// How the client side of a response is framed.
 #[derive(Debug, Clone, Copy)]
-pub struct ResponseEncodeOptions {
+pub struct ResponseEncodeOptions<'a> {
     /// The client's HTTP version.
     pub client_version: Version,
     /// The proxy closes the client connection after this response.
@@ -104,12 +129,14 @@ pub struct ResponseEncodeOptions {
     pub dechunk: bool,
     /// This is a `101` the client asked for; keep `Upgrade`.
     pub upgrade: bool,
+    /// What the route's filters change in the head.
+    pub edits: HeadEdits<'a>,
 }
 
 /// Appends the head to send to the client for `res` to `out`.
 pub fn encode_response_head(
     res: &Response<'_, '_>,
-    opts: &ResponseEncodeOptions,
+    opts: &ResponseEncodeOptions<'_>,
     out: &mut Vec<u8>,
 ) {
     let mut digits = itoa_buf();
@@ -143,11 +170,12 @@ pub fn encode_response_head(
         // Content-Length is framing, not a connection option: a `Connection`
         // header naming it must not strip it (the body would turn into
         // read-until-close for the client).
-        if dropped(name, &res.connection) && !is_length {
+        if (dropped(name, &res.connection) || opts.edits.drops(name)) && !is_length {
             continue;
         }
         put(out, &[name, b": ", h.value, b"\r\n"]);
     }
+    out.extend_from_slice(opts.edits.add);
     if let ResponseFraming::Length(n) = res.info.framing {
         let mut d = itoa_buf();
         put(out, &[b"Content-Length: ", fmt_u64(n, &mut d), b"\r\n"]);
@@ -199,6 +227,7 @@ mod tests {
             proto: b"http",
             path: None,
             fallback_host: b"127.0.0.1:9000",
+            edits: HeadEdits::NONE,
         };
         encode_request_head(&req, &ctx, &mut out);
         String::from_utf8(out).unwrap()
@@ -281,7 +310,44 @@ mod tests {
         close: false,
         dechunk: false,
         upgrade: false,
+        edits: HeadEdits::NONE,
     };
+
+    #[test]
+    fn filter_edits_drop_fields_and_add_lines_on_both_sides() {
+        let drop: [Box<[u8]>; 2] = [b"x-consumer".as_slice().into(), b"server".as_slice().into()];
+        let edits = HeadEdits {
+            drop: &drop,
+            add: b"X-Consumer: alice\r\n",
+        };
+        let mut h = empty_headers();
+        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-Consumer: mallory\r\nContent-Length: 0\r\n\r\n";
+        let req = parse_request(raw, &mut h, &Limits::default())
+            .unwrap()
+            .unwrap();
+        let mut out = Vec::new();
+        let ctx = ForwardContext {
+            client_ip: b"10.0.0.9",
+            proto: b"http",
+            path: None,
+            fallback_host: b"",
+            edits,
+        };
+        encode_request_head(&req, &ctx, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Consumer: alice\r\nX-Forwarded-For: 10.0.0.9\r\n\
+             X-Forwarded-Proto: http\r\nX-Forwarded-Host: a\r\n\r\n"
+        );
+        let got = respond(
+            b"HTTP/1.1 200 OK\r\nServer: x\r\nContent-Length: 0\r\n\r\n",
+            ResponseEncodeOptions { edits, ..KEEP },
+        );
+        assert_eq!(
+            got,
+            "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Consumer: alice\r\n\r\n"
+        );
+    }
 
     #[test]
     fn response_strips_hop_by_hop() {
@@ -305,6 +371,7 @@ mod tests {
                 close: true,
                 dechunk: true,
                 upgrade: false,
+                edits: HeadEdits::NONE,
             },
         );
         assert_eq!(got, "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n");

@@ -18,10 +18,10 @@ mod header;
 mod request;
 mod response;
 
-pub use canned::{Canned, canned_response};
+pub use canned::{Canned, GatewayResponse, canned_response, gateway_response};
 pub use chunked::{ChunkedDecoder, ChunkedError, Progress};
 pub use encode::{
-    ForwardContext, ResponseEncodeOptions, encode_request_head, encode_response_head,
+    ForwardContext, HeadEdits, ResponseEncodeOptions, encode_request_head, encode_response_head,
 };
 pub use error::{ParseError, ResponseError};
 pub use header::{ConnectionTokens, is_hop_by_hop, tokens_contain};

@@ -36,12 +36,14 @@ const CONTEXTS: [ForwardContext<'static>; 2] = [
         proto: b"http",
         path: None,
         fallback_host: b"127.0.0.1:9000",
+        edits: shardgate_http::HeadEdits::NONE,
     },
     ForwardContext {
         client_ip: b"2001:db8::1",
         proto: b"https",
         path: Some(b"/normalised?q=1"),
         fallback_host: b"",
+        edits: shardgate_http::HeadEdits::NONE,
     },
 ];
 

@@ -63,6 +63,7 @@ fn check(data: &[u8], method: Method, max_head: usize) {
             close: bits & 2 != 0,
             dechunk: bits & 4 != 0,
             upgrade: bits & 8 != 0,
+            edits: shardgate_http::HeadEdits::NONE,
         };
         check_encode(&res, method, &opts);
     }
