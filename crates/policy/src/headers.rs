@@ -139,6 +139,11 @@ impl HeaderOps {
         self.drop.is_empty() && self.append.is_empty()
     }
 
+    /// Lower-case names of the fields these operations drop (`remove` and `set`).
+    pub fn dropped(&self) -> impl Iterator<Item = &Box<[u8]>> {
+        self.drop.iter()
+    }
+
     /// Whether an existing field named `name` goes.
     pub fn should_drop(&self, name: &[u8]) -> bool {
         self.drop.iter().any(|d| d.eq_ignore_ascii_case(name))

@@ -418,6 +418,11 @@ impl JwtVerifier {
         })
     }
 
+    /// The headers claims are forwarded in (config order).
+    pub fn forwarded_headers(&self) -> impl Iterator<Item = &str> {
+        self.forward.iter().map(|(_, header)| &**header)
+    }
+
     /// Keys loaded (a JWKS counts each usable key).
     pub fn key_count(&self) -> usize {
         self.keys.len()

@@ -141,7 +141,15 @@ impl ShardLog {
     }
 
     /// Appends the line for one request; hands the buffer over when full.
-    pub(crate) fn append(&self, rec: &Record, client: &IpText, route: &str, pools: &Pools) {
+    pub(crate) fn append(
+        &self,
+        rec: &Record,
+        client: &IpText,
+        tenant: &str,
+        route: &str,
+        pools: &Pools,
+    ) {
+        let names = (tenant, route);
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
@@ -154,10 +162,10 @@ impl ShardLog {
             let b = &mut *buf;
             match self.format {
                 LogFormat::Json => {
-                    json_line(b, &stamp.1, now.subsec_millis(), rec, client, route, pools)
+                    json_line(b, &stamp.1, now.subsec_millis(), rec, client, names, pools)
                 }
                 LogFormat::Text => {
-                    text_line(b, &stamp.1, now.subsec_millis(), rec, client, route, pools)
+                    text_line(b, &stamp.1, now.subsec_millis(), rec, client, names, pools)
                 }
             }
         }
@@ -260,12 +268,14 @@ fn json_line(
     ms: u32,
     rec: &Record,
     client: &IpText,
-    route: &str,
+    (tenant, route): (&str, &str),
     pools: &Pools,
 ) {
     b.extend_from_slice(b"{\"time\":\"");
     push_time(b, stamp, ms);
-    b.extend_from_slice(b"\",\"tenant\":\"\",\"route\":");
+    b.extend_from_slice(b"\",\"tenant\":");
+    push_json_str(b, tenant.as_bytes());
+    b.extend_from_slice(b",\"route\":");
     push_json_str(b, route.as_bytes());
     b.extend_from_slice(b",\"method\":");
     push_json_str(b, rec.head.method());
@@ -308,7 +318,7 @@ fn text_line(
     ms: u32,
     rec: &Record,
     client: &IpText,
-    route: &str,
+    (tenant, route): (&str, &str),
     pools: &Pools,
 ) {
     b.extend_from_slice(client.as_bytes());
@@ -328,6 +338,12 @@ fn text_line(
     push_u64(b, u64::from(rec.status));
     b.push(b' ');
     push_u64(b, rec.bytes_out);
+    b.extend_from_slice(b" tenant=");
+    b.extend_from_slice(if tenant.is_empty() {
+        b"-"
+    } else {
+        tenant.as_bytes()
+    });
     b.extend_from_slice(b" route=");
     b.extend_from_slice(if route.is_empty() {
         b"-"

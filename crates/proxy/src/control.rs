@@ -31,6 +31,12 @@ pub(crate) enum Command {
         endpoints: Vec<std::net::SocketAddr>,
         up: Vec<bool>,
     },
+    /// New shares of a gateway-wide rate limit (see `rates`).
+    RateShares {
+        version: u64,
+        limiter: usize,
+        update: shardgate_policy::global_rate::ShareUpdate,
+    },
     /// Exit now.
     Stop,
 }

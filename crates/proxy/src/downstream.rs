@@ -10,8 +10,8 @@ use crate::shard::Shard;
 use crate::snapshot::Snapshot;
 use crate::upstream::Exchanged;
 use shardgate_http::{
-    ChunkedDecoder, RequestInfo, ResponseEncodeOptions, ResponseError, ResponseFraming, Version,
-    empty_headers, encode_response_head, parse_response,
+    ChunkedDecoder, HeadEdits, RequestInfo, ResponseEncodeOptions, ResponseError, ResponseFraming,
+    Version, empty_headers, encode_response_head, parse_response,
 };
 use std::mem::take;
 
@@ -88,6 +88,15 @@ pub(crate) fn plan_response(
             close: !client_keep_alive,
             dechunk,
             upgrade,
+            edits: match b.rec.route {
+                Some(r) if !b.x.is_empty() || !snap.chains[r].response_drop().is_empty() => {
+                    HeadEdits {
+                        drop: snap.chains[r].response_drop(),
+                        add: &b.x,
+                    }
+                }
+                _ => HeadEdits::NONE,
+            },
         };
         b.w.clear();
         encode_response_head(&res, &opts, &mut b.w);

@@ -13,6 +13,7 @@
 mod access_log;
 mod admin;
 mod buffers;
+mod chain;
 mod conn;
 mod control;
 mod dns;
@@ -27,6 +28,7 @@ mod listener;
 pub mod metrics;
 mod pipeline;
 mod pool;
+mod rates;
 mod route;
 mod shard;
 mod snapshot;

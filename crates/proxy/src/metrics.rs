@@ -1,8 +1,9 @@
 //! Metrics: every name in one place, recorded shard-locally with plain
 //! `Cell`s on the request path, copied out by each shard when the admin
 //! server asks (off the request path), merged and rendered in the
-//! Prometheus text format. Label values are bounded: routes and upstream
-//! groups by configured name, methods from a fixed list, status by class.
+//! Prometheus text format. Label values are bounded: tenants, routes and
+//! upstream groups by configured name, methods from a fixed list, status by
+//! class.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
@@ -33,6 +34,7 @@ pub(crate) const BREAKER_STATE: &str = "shardgate_upstream_breaker_state";
 pub(crate) const BREAKER_REJECTIONS: &str = "shardgate_upstream_breaker_rejections_total";
 pub(crate) const EJECTED: &str = "shardgate_upstream_ejected_endpoints";
 pub(crate) const UNHEALTHY: &str = "shardgate_upstream_unhealthy_endpoints";
+pub(crate) const RATE_LIMITED: &str = "shardgate_rate_limited_total";
 
 /// Histogram bucket upper bounds, seconds.
 pub(crate) const BUCKETS: [f64; 14] = [
@@ -89,6 +91,8 @@ impl Histogram {
 pub(crate) struct RouteMetrics {
     requests: [[Cell<u64>; 5]; METHODS.len()],
     pub duration: Histogram,
+    /// Requests a rate limit refused with 429.
+    pub rate_limited: Cell<u64>,
 }
 
 impl RouteMetrics {
@@ -110,7 +114,8 @@ pub(crate) struct GroupMetrics {
 /// The shard's metrics by name.
 #[derive(Default)]
 pub(crate) struct Registry {
-    routes: RefCell<HashMap<String, Rc<RouteMetrics>>>,
+    /// By (tenant, route).
+    routes: RefCell<HashMap<(String, String), Rc<RouteMetrics>>>,
     groups: RefCell<HashMap<String, Rc<GroupMetrics>>>,
 }
 
@@ -118,10 +123,10 @@ pub(crate) struct Registry {
 pub(crate) const NO_ROUTE: &str = "";
 
 impl Registry {
-    pub(crate) fn route(&self, name: &str) -> Rc<RouteMetrics> {
+    pub(crate) fn route(&self, tenant: &str, name: &str) -> Rc<RouteMetrics> {
         self.routes
             .borrow_mut()
-            .entry(name.to_string())
+            .entry((tenant.to_string(), name.to_string()))
             .or_default()
             .clone()
     }
@@ -139,10 +144,12 @@ impl Registry {
             .routes
             .borrow()
             .iter()
-            .map(|(name, m)| RouteData {
+            .map(|((tenant, name), m)| RouteData {
+                tenant: tenant.clone(),
                 name: name.clone(),
                 requests: std::array::from_fn(|i| std::array::from_fn(|j| m.requests[i][j].get())),
                 duration: m.duration.snapshot(),
+                rate_limited: m.rate_limited.get(),
             })
             .collect();
         let groups = self
@@ -184,9 +191,12 @@ impl HistogramData {
 
 #[derive(Debug, Clone)]
 pub struct RouteData {
+    /// The route's tenant (empty for none).
+    pub tenant: String,
     pub name: String,
     requests: [[u64; 5]; METHODS.len()],
     duration: HistogramData,
+    rate_limited: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -239,26 +249,22 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn histogram(out: &mut String, name: &str, label: &str, value: &str, h: &HistogramData) {
+/// A histogram's samples; `labels` is a rendered label list (`a="x",b="y"`).
+fn histogram(out: &mut String, name: &str, labels: &str, h: &HistogramData) {
     let mut cumulative = 0;
     for (i, b) in BUCKETS.iter().enumerate() {
         cumulative += h.buckets[i];
-        let _ = writeln!(
-            out,
-            "{name}_bucket{{{label}=\"{value}\",le=\"{b}\"}} {cumulative}"
-        );
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{b}\"}} {cumulative}");
     }
     cumulative += h.buckets[BUCKETS.len()];
-    let _ = writeln!(
-        out,
-        "{name}_bucket{{{label}=\"{value}\",le=\"+Inf\"}} {cumulative}"
-    );
-    let _ = writeln!(
-        out,
-        "{name}_sum{{{label}=\"{value}\"}} {}",
-        h.sum_micros as f64 / 1e6
-    );
-    let _ = writeln!(out, "{name}_count{{{label}=\"{value}\"}} {cumulative}");
+    let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {cumulative}");
+    let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum_micros as f64 / 1e6);
+    let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+}
+
+/// The label list of a route's samples.
+fn route_labels(tenant: &str, route: &str) -> String {
+    format!("tenant=\"{}\",route=\"{}\"", escape(tenant), escape(route))
 }
 
 /// One sample per shard.
@@ -302,7 +308,8 @@ fn per_shard_group(
 /// Renders the merged reports in the Prometheus text format (version 0.0.4).
 pub fn render(shards: &[ShardMetrics], facts: &GatewayFacts) -> String {
     let mut out = String::with_capacity(8 * 1024);
-    let mut routes: BTreeMap<&str, ([[u64; 5]; METHODS.len()], HistogramData)> = BTreeMap::new();
+    type RouteSums = ([[u64; 5]; METHODS.len()], HistogramData, u64);
+    let mut routes: BTreeMap<(&str, &str), RouteSums> = BTreeMap::new();
     let mut groups: BTreeMap<&str, (HistogramData, u64, u64)> = BTreeMap::new();
     let mut pool_idle: BTreeMap<std::net::SocketAddr, usize> = BTreeMap::new();
     let mut total = crate::StatsSnapshot::default();
@@ -312,13 +319,14 @@ pub fn render(shards: &[ShardMetrics], facts: &GatewayFacts) -> String {
         log_written += s.log_written;
         log_dropped += s.log_dropped;
         for r in &s.routes {
-            let e = routes.entry(&r.name).or_default();
+            let e = routes.entry((&r.tenant, &r.name)).or_default();
             for (m, row) in r.requests.iter().enumerate() {
                 for (c, v) in row.iter().enumerate() {
                     e.0[m][c] += v;
                 }
             }
             e.1.add(&r.duration);
+            e.2 += r.rate_limited;
         }
         for g in &s.groups {
             let e = groups.entry(&g.name).or_default();
@@ -335,16 +343,16 @@ pub fn render(shards: &[ShardMetrics], facts: &GatewayFacts) -> String {
         &mut out,
         REQUESTS,
         "counter",
-        "Requests answered, by route, method and status class.",
+        "Requests answered, by tenant, route, method and status class.",
     );
-    for (route, (counts, _)) in &routes {
+    for ((tenant, route), (counts, _, _)) in &routes {
+        let labels = route_labels(tenant, route);
         for (m, row) in counts.iter().enumerate() {
             for (c, v) in row.iter().enumerate() {
                 if *v > 0 {
                     let _ = writeln!(
                         out,
-                        "{REQUESTS}{{route=\"{}\",method=\"{}\",status_class=\"{}xx\"}} {v}",
-                        escape(route),
+                        "{REQUESTS}{{{labels},method=\"{}\",status_class=\"{}xx\"}} {v}",
                         METHODS[m],
                         c + 1
                     );
@@ -356,10 +364,21 @@ pub fn render(shards: &[ShardMetrics], facts: &GatewayFacts) -> String {
         &mut out,
         REQUEST_DURATION,
         "histogram",
-        "Time from a request's first byte to its response's last, by route.",
+        "Time from a request's first byte to its response's last, by tenant and route.",
     );
-    for (route, (_, h)) in &routes {
-        histogram(&mut out, REQUEST_DURATION, "route", &escape(route), h);
+    for ((tenant, route), (_, h, _)) in &routes {
+        histogram(&mut out, REQUEST_DURATION, &route_labels(tenant, route), h);
+    }
+    header(
+        &mut out,
+        RATE_LIMITED,
+        "counter",
+        "Requests refused with 429 by a rate limit, by tenant and route.",
+    );
+    for ((tenant, route), (_, _, n)) in &routes {
+        if !route.is_empty() {
+            let _ = writeln!(out, "{RATE_LIMITED}{{{}}} {n}", route_labels(tenant, route));
+        }
     }
     header(
         &mut out,
@@ -368,7 +387,8 @@ pub fn render(shards: &[ShardMetrics], facts: &GatewayFacts) -> String {
         "Time from sending a request upstream to its response head, by upstream group.",
     );
     for (group, (h, _, _)) in &groups {
-        histogram(&mut out, UPSTREAM_DURATION, "upstream", &escape(group), h);
+        let labels = format!("upstream=\"{}\"", escape(group));
+        histogram(&mut out, UPSTREAM_DURATION, &labels, h);
     }
     header(
         &mut out,
@@ -527,7 +547,11 @@ mod tests {
         r.record(method_index(b"GET"), 503, Duration::from_millis(30));
         r.record(method_index(b"BREW"), 404, Duration::from_secs(60));
         let reg = Registry::default();
-        *reg.routes.borrow_mut().entry("api".into()).or_default() = Rc::new(r);
+        r.rate_limited.set(3);
+        *reg.routes
+            .borrow_mut()
+            .entry(("acme".into(), "api".into()))
+            .or_default() = Rc::new(r);
         let (routes, groups) = reg.snapshot();
         let shard = ShardMetrics {
             shard: 0,
@@ -551,24 +575,29 @@ mod tests {
         );
         assert!(
             text.contains(
-                "shardgate_requests_total{route=\"api\",method=\"GET\",status_class=\"2xx\"} 2"
+                "shardgate_requests_total{tenant=\"acme\",route=\"api\",method=\"GET\",status_class=\"2xx\"} 2"
             ),
             "{text}"
         );
         assert!(text.contains(
-            "shardgate_requests_total{route=\"api\",method=\"OTHER\",status_class=\"4xx\"} 2"
+            "shardgate_requests_total{tenant=\"acme\",route=\"api\",method=\"OTHER\",status_class=\"4xx\"} 2"
         ));
         assert!(
             text.contains(
-                "shardgate_request_duration_seconds_bucket{route=\"api\",le=\"0.0005\"} 2"
+                "shardgate_request_duration_seconds_bucket{tenant=\"acme\",route=\"api\",le=\"0.0005\"} 2"
             )
         );
+        assert!(text.contains(
+            "shardgate_request_duration_seconds_bucket{tenant=\"acme\",route=\"api\",le=\"0.05\"} 4"
+        ));
+        assert!(text.contains(
+            "shardgate_request_duration_seconds_bucket{tenant=\"acme\",route=\"api\",le=\"+Inf\"} 6"
+        ));
+        assert!(text.contains("shardgate_rate_limited_total{tenant=\"acme\",route=\"api\"} 6"));
         assert!(
-            text.contains("shardgate_request_duration_seconds_bucket{route=\"api\",le=\"0.05\"} 4")
+            text.contains(
+                "shardgate_request_duration_seconds_count{tenant=\"acme\",route=\"api\"} 6"
+            )
         );
-        assert!(
-            text.contains("shardgate_request_duration_seconds_bucket{route=\"api\",le=\"+Inf\"} 6")
-        );
-        assert!(text.contains("shardgate_request_duration_seconds_count{route=\"api\"} 6"));
     }
 }

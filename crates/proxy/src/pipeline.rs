@@ -13,6 +13,7 @@
 //! 5. Give the upstream connection back to the pool and decide whether the
 //!    client connection lives on.
 
+use crate::chain;
 use crate::downstream;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::io::{IoFail, read_more, write_from};
@@ -25,8 +26,8 @@ use crate::upstream::{self, UpConn};
 use monoio::net::TcpStream;
 use shardgate_http::ParseError;
 use shardgate_http::{
-    BodyFraming, ForwardContext, RequestInfo, Target, canned_response, empty_headers,
-    encode_request_head, parse_request,
+    BodyFraming, ForwardContext, GatewayResponse, HeadEdits, RequestInfo, Target, canned_response,
+    empty_headers, encode_request_head, gateway_response, parse_request,
 };
 use shardgate_router::Lookup;
 use std::io::Write;
@@ -58,6 +59,9 @@ pub(crate) struct Bufs {
     pub c: Vec<u8>,
     pub u: Vec<u8>,
     pub w: Vec<u8>,
+    /// Header lines the route's filters add to the response (empty, and
+    /// without a buffer, for routes without filters).
+    pub x: Vec<u8>,
     pub rec: Record,
 }
 
@@ -109,18 +113,27 @@ impl LogHead {
         }
     }
 
-    fn capture(&mut self, req: &shardgate_http::Request<'_, '_>) {
-        let mut request_id: &[u8] = b"";
-        let mut trace_id: &[u8] = b"";
+    /// Copies the request's fields; `request_id` and `trace_id`, when the
+    /// route's filters settled on them, win over the incoming headers.
+    fn capture(
+        &mut self,
+        req: &shardgate_http::Request<'_, '_>,
+        request_id: Option<&[u8]>,
+        trace_id: Option<&[u8]>,
+    ) {
+        let mut incoming_id: &[u8] = b"";
+        let mut incoming_trace: &[u8] = b"";
         for h in req.headers {
             let name = h.name.as_bytes();
             if name.eq_ignore_ascii_case(b"x-request-id") {
-                request_id = h.value;
+                incoming_id = h.value;
             } else if name.eq_ignore_ascii_case(b"traceparent") && h.value.len() >= 35 {
                 // version "-" trace-id "-" ...: the 32 hex digits of the trace id.
-                trace_id = &h.value[3..35];
+                incoming_trace = &h.value[3..35];
             }
         }
+        let request_id = request_id.unwrap_or(incoming_id);
+        let trace_id = trace_id.unwrap_or(incoming_trace);
         let mut at = 0;
         for (i, field) in [req.method.as_bytes(), req.path, request_id, trace_id]
             .into_iter()
@@ -179,6 +192,9 @@ pub(crate) struct Forward {
     pub index: usize,
     /// The consistent-hash key, when the group hashes.
     pub key: Option<u64>,
+    /// The request body limit (the configuration's, or a smaller one of
+    /// the route's filters).
+    pub max_body: Option<u64>,
 }
 
 /// Serves one request whose first bytes may already be in `c`. Owns its
@@ -195,6 +211,7 @@ async fn handle_inner(shard: &Shard, client: &mut Client, c: Vec<u8>) -> Next {
         c,
         u: Vec::new(),
         w: shard.buffers.take(),
+        x: Vec::new(),
         rec: Record {
             started: Instant::now(),
             route: None,
@@ -247,11 +264,15 @@ async fn handle_inner(shard: &Shard, client: &mut Client, c: Vec<u8>) -> Next {
         m.record(rec.method, rec.status, rec.started.elapsed());
         if let Some(log) = &shard.log {
             let route = rec.route.map_or("", |r| snap.route_names[r].as_str());
-            log.append(rec, &client.ip, route, &shard.pools);
+            let tenant = rec.route.map_or("", |r| snap.tenant_of(r));
+            log.append(rec, &client.ip, tenant, route, &shard.pools);
         }
     }
     shard.buffers.give(take(&mut bufs.u));
     shard.buffers.give(take(&mut bufs.w));
+    if bufs.x.capacity() > 0 {
+        shard.lines.give(take(&mut bufs.x));
+    }
     match next {
         Next::KeepAlive(_) => Next::KeepAlive(take(&mut bufs.c)),
         other => {
@@ -376,14 +397,14 @@ fn prepare(
     let info = req.info;
     b.rec.method = metrics::method_index(req.method.as_bytes());
     b.rec.bytes_in = info.head_len as u64;
-    if shard.log.is_some() {
-        b.rec.head.capture(&req);
-    }
     let has_body = info.body != BodyFraming::None;
     let head_only = info.method == shardgate_http::Method::Head;
-    let draining = shard.drain.is_on();
+    let close = !info.keep_alive || has_body || shard.drain.is_on();
+    let logging = shard.log.is_some();
+    if logging {
+        b.rec.head.capture(&req, None, None);
+    }
     let respond = |status: u16, extra: &[(&str, &[u8])], w: &mut Vec<u8>| {
-        let close = !info.keep_alive || has_body || draining;
         canned_response(status, close, head_only, extra, w);
         Ok(Some(Plan::Respond {
             status,
@@ -413,20 +434,93 @@ fn prepare(
         }
     };
     let (path, _query) = shardgate_router::split_query(target);
-    let route = match snap.routes.lookup(req.host, req.method.as_bytes(), path) {
-        Lookup::Found(m) => *m.value,
-        Lookup::MethodNotAllowed(allow) => {
-            let mut text = [0u8; 256];
-            let len = {
-                let mut cursor = &mut text[..];
-                let _ = write!(cursor, "{allow}");
-                256 - cursor.len()
-            };
-            return respond(405, &[("Allow", &text[..len])], &mut b.w);
-        }
+    let found = match snap.routes.lookup(req.host, req.method.as_bytes(), path) {
+        Lookup::Found(m) => m,
+        Lookup::MethodNotAllowed(allow) => match preflight_route(snap, &req, path) {
+            Some(m) => m,
+            None => {
+                let mut text = [0u8; 256];
+                let len = {
+                    let mut cursor = &mut text[..];
+                    let _ = write!(cursor, "{allow}");
+                    256 - cursor.len()
+                };
+                return respond(405, &[("Allow", &text[..len])], &mut b.w);
+            }
+        },
         Lookup::NotFound => return respond(404, &[], &mut b.w),
     };
+    let route = *found.value;
     b.rec.route = Some(route);
+
+    // The route's filters: they may answer here, and say what to change in
+    // the head sent upstream and in the response.
+    let chain = &snap.chains[route];
+    let mut edits = shard.edits.borrow_mut();
+    let edits = &mut *edits;
+    let mut rewritten = false;
+    if !chain.is_empty() {
+        let mut params = [("", b"".as_slice()); MAX_PARAMS];
+        let mut n = 0;
+        for (slot, p) in params.iter_mut().zip(found.params.iter()) {
+            *slot = p;
+            n += 1;
+        }
+        if b.x.capacity() == 0 {
+            b.x = shard.lines.take();
+        }
+        edits.upstream.clear();
+        let input = chain::Input {
+            req: &req,
+            target,
+            params: &params[..n],
+            client: client_addr,
+            route: &snap.route_names[route],
+            tenant: snap.tenant_of(route),
+            close,
+            head_only,
+        };
+        let mut out = chain::Output {
+            upstream: &mut edits.upstream,
+            response: &mut b.x,
+            path: &mut edits.path,
+            rewritten: false,
+            request_id: ([0; 64], 0),
+            trace_id: None,
+            answer: &mut b.w,
+        };
+        let verdict = chain.on_request(
+            &input,
+            &mut out,
+            &snap.limiters,
+            &mut shard.ids.borrow_mut(),
+            shard.timers.now(),
+        );
+        rewritten = out.rewritten;
+        let (id, trace) = (out.request_id, out.trace_id);
+        if logging && (id.1 > 0 || trace.is_some()) {
+            let id = (id.1 > 0).then(|| &id.0[..usize::from(id.1)]);
+            b.rec
+                .head
+                .capture(&req, id, trace.as_ref().map(|t| t.as_slice()));
+        }
+        if let chain::Verdict::Answered {
+            status,
+            rate_limited,
+        } = verdict
+        {
+            if rate_limited {
+                let m = &snap.route_metrics[route].rate_limited;
+                m.set(m.get() + 1);
+            }
+            return Ok(Some(Plan::Respond {
+                status,
+                close,
+                head_len: info.head_len,
+            }));
+        }
+    }
+
     let group = match &snap.route_split[route] {
         Some(split) => split
             .borrow_mut()
@@ -439,21 +533,64 @@ fn prepare(
     let key = hash_key(&snap.groups[group], &req, client_addr);
     let index = snap.groups[group].pick(key, shard.timers.now(), &[]);
     let endpoint = snap.groups[group].endpoints[index];
+    let forward_path = if rewritten {
+        Some(edits.path.as_slice())
+    } else {
+        (target.as_ptr() != req.path.as_ptr()).then_some(target)
+    };
     shard.pools.with_host(endpoint, |fallback_host| {
         let ctx = ForwardContext {
             client_ip: ip.as_bytes(),
             proto: b"http",
-            path: (target.as_ptr() != req.path.as_ptr()).then_some(target),
+            path: forward_path,
             fallback_host,
+            edits: HeadEdits {
+                drop: chain.request_drop(),
+                add: &edits.upstream,
+            },
         };
         encode_request_head(&req, &ctx, &mut b.w);
     });
+    let max_body = match (snap.limits.max_body, chain.max_body) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
     Ok(Some(Plan::Forward(Forward {
         info,
         group,
         index,
         key,
+        max_body,
     })))
+}
+
+/// Most route parameters handed to filters (path templates).
+const MAX_PARAMS: usize = 16;
+
+/// For a CORS preflight (`OPTIONS` with `Origin` and
+/// `Access-Control-Request-Method`) to a path whose routes do not take
+/// `OPTIONS`: the route the actual request would take, if its filters answer
+/// preflights.
+fn preflight_route<'s, 'p>(
+    snap: &'s Snapshot,
+    req: &shardgate_http::Request<'_, '_>,
+    path: &'p [u8],
+) -> Option<shardgate_router::Match<'s, 'p, RouteId>> {
+    if req.method.as_bytes() != b"OPTIONS" {
+        return None;
+    }
+    let header = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    };
+    header("origin")?;
+    let wanted = header("access-control-request-method")?;
+    match snap.routes.lookup(req.host, wanted, path) {
+        Lookup::Found(m) if snap.chains[*m.value].has_cors() => Some(m),
+        _ => None,
+    }
 }
 
 /// The consistent-hash key of a request, for groups that hash: the client
@@ -510,7 +647,16 @@ pub(crate) async fn respond_error(
     if b.w.capacity() == 0 {
         b.w = shard.buffers.take();
     }
-    canned_response(status, !keep, false, &[], &mut b.w);
+    gateway_response(
+        status,
+        GatewayResponse {
+            close: !keep,
+            head: false,
+            lines: &b.x,
+            body: None,
+        },
+        &mut b.w,
+    );
     b.rec.bytes_out = b.w.len() as u64;
     let r = send_to_client(shard, snap, client, b).await;
     if r.is_err() {

@@ -19,6 +19,16 @@ use std::time::{Duration, Instant};
 /// freed after a burst go back to the allocator.
 const KEEP_BUFFERS: usize = 64;
 
+/// Capacity of a buffer for a response's filter-added lines.
+const LINE_BUFFER: usize = 1024;
+
+/// What a route's filters change in the head sent upstream: lines to add,
+/// and the rewritten target.
+pub(crate) struct Edits {
+    pub upstream: Vec<u8>,
+    pub path: Vec<u8>,
+}
+
 pub(crate) struct Shard {
     pub id: usize,
     /// The configuration requests start on; replaced at reload. A request
@@ -38,6 +48,14 @@ pub(crate) struct Shard {
     pub future_slots: RefCell<Option<Box<dyn Any>>>,
     /// Where a request path is normalised when it is not already normal.
     pub path_scratch: RefCell<Vec<u8>>,
+    /// Where a route's filters write the upstream head's edits.
+    pub edits: RefCell<Edits>,
+    /// Small buffers for the response lines of filtered routes.
+    pub lines: BufferPool,
+    /// Where rate-limit reports go (with more than one shard).
+    rate_tx: Option<std::sync::mpsc::Sender<crate::rates::Batch>>,
+    /// Request and trace ids.
+    pub ids: RefCell<shardgate_policy::request_id::RequestIdGen>,
     log_limiter: LogLimiter,
 }
 
@@ -47,10 +65,11 @@ impl Shard {
         config: &Arc<Config>,
         stats: Arc<ShardStats>,
         log_tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+        rate_tx: Option<std::sync::mpsc::Sender<crate::rates::Batch>>,
     ) -> Result<Shard, String> {
         let pools = Pools::new();
         let metrics = Registry::default();
-        let snapshot = Snapshot::build(config, 1, &pools, &metrics, id as u64)?;
+        let snapshot = Snapshot::build(config, 1, &pools, &metrics, id)?;
         let buffers = BufferPool::new(snapshot.limits.buffer_size, KEEP_BUFFERS);
         Ok(Shard {
             id,
@@ -69,6 +88,16 @@ impl Shard {
                 .map(|(c, tx)| crate::access_log::ShardLog::new(c, tx)),
             future_slots: RefCell::new(None),
             path_scratch: RefCell::new(Vec::with_capacity(1024)),
+            edits: RefCell::new(Edits {
+                upstream: Vec::with_capacity(1024),
+                path: Vec::with_capacity(1024),
+            }),
+            lines: BufferPool::new(LINE_BUFFER, KEEP_BUFFERS),
+            rate_tx,
+            ids: RefCell::new(shardgate_policy::request_id::RequestIdGen::new(
+                id,
+                std::time::SystemTime::now(),
+            )),
             log_limiter: LogLimiter::new(),
         })
     }
@@ -102,6 +131,46 @@ impl Shard {
         }
     }
 
+    /// Closes a rate-limit period: sends this shard's demand of every
+    /// limit to the coordinator (every `rates::PERIOD`, off the request path).
+    pub(crate) fn report_rates(&self) {
+        let Some(tx) = &self.rate_tx else { return };
+        let snap = self.snapshot();
+        if snap.limiters.is_empty() {
+            return;
+        }
+        let now = self.timers.now();
+        let batch = snap
+            .limiters
+            .iter()
+            .zip(&snap.limit_configs)
+            .enumerate()
+            .map(|(limiter, (l, config))| crate::rates::Report {
+                version: snap.version,
+                limiter,
+                config: config.clone(),
+                report: l.borrow_mut().report(now),
+            })
+            .collect();
+        let _ = tx.send(batch);
+    }
+
+    /// Adopts new shares of a rate limit, if they are for the configuration
+    /// being served.
+    pub(crate) fn apply_rate_shares(
+        &self,
+        version: u64,
+        limiter: usize,
+        update: &shardgate_policy::global_rate::ShareUpdate,
+    ) {
+        let snap = self.snapshot();
+        if snap.version == version
+            && let Some(l) = snap.limiters.get(limiter)
+        {
+            l.borrow_mut().apply(update);
+        }
+    }
+
     /// Applies what active health checks found, if the current snapshot
     /// still has that group with those endpoints.
     pub(crate) fn set_health(&self, group: &str, endpoints: &[std::net::SocketAddr], up: &[bool]) {
@@ -132,7 +201,7 @@ impl Shard {
     /// start from now on use it; pools of endpoints it no longer names are
     /// drained.
     pub(crate) fn install(&self, config: &Arc<Config>, version: u64) -> Result<(), String> {
-        let snap = Snapshot::build(config, version, &self.pools, &self.metrics, self.id as u64)?;
+        let snap = Snapshot::build(config, version, &self.pools, &self.metrics, self.id)?;
         self.pools.retain(&snap.endpoints);
         *self.snapshot.borrow_mut() = Rc::new(snap);
         Ok(())

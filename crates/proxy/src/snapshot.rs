@@ -2,12 +2,14 @@
 //! groups with their round-robin cursors, limits and timeouts. Each shard
 //! builds its own from the shared, immutable `Config`.
 
+use crate::chain::{Chain, LimitSet, Limiters};
 use crate::metrics::{GroupMetrics, NO_ROUTE, Registry, RouteMetrics};
 use crate::pool::{EndpointId, Pools};
 use crate::route::{self, RouteId};
 use shardgate_config::{Config, Limits, PoolSettings, Timeouts};
-use shardgate_config::{RetrySettings, Upstream};
+use shardgate_config::{PathMatch, RetrySettings, Upstream};
 use shardgate_policy::balance::HashKey;
+use shardgate_policy::global_rate::GlobalLimitConfig;
 use shardgate_policy::outlier::OutlierDetector;
 use shardgate_policy::retry_budget::RetryBudget;
 use shardgate_policy::{BalancerKind, Breaker, EndpointSpec, Outcome, PickHint, WeightedSplit};
@@ -156,13 +158,38 @@ pub(crate) struct Snapshot {
     pub route_metrics: Vec<Rc<RouteMetrics>>,
     pub no_route_metrics: Rc<RouteMetrics>,
     pub group_metrics: Vec<Rc<GroupMetrics>>,
+    /// The filter chain of each route (its tenant's filters, then its own).
+    pub chains: Vec<Chain>,
+    /// The tenant of each route, and the tenants' names.
+    pub route_tenant: Vec<Option<usize>>,
+    pub tenant_names: Vec<String>,
+    /// This shard's buckets of every rate limit, and each limit's settings
+    /// (the same indices on every shard, for rebalancing).
+    pub limiters: Limiters,
+    pub limit_configs: Vec<GlobalLimitConfig>,
     pub limits: Limits,
     pub http_limits: shardgate_http::Limits,
     pub timeouts: Timeouts,
     pub pool: PoolSettings,
 }
 
+/// Parameter names a route's pattern captures (`:id`, `*rest`).
+fn route_params(path: &PathMatch) -> Vec<&str> {
+    match path {
+        PathMatch::Exact(p) => p
+            .split('/')
+            .filter_map(|seg| seg.strip_prefix(':').or_else(|| seg.strip_prefix('*')))
+            .collect(),
+        PathMatch::Prefix(_) => Vec::new(),
+    }
+}
+
 impl Snapshot {
+    /// The name of a route's tenant (empty for none).
+    pub(crate) fn tenant_of(&self, route: RouteId) -> &str {
+        self.route_tenant[route].map_or("", |t| self.tenant_names[t].as_str())
+    }
+
     /// Builds the shard's view of `config`, numbering its endpoints in `pools`.
     /// `seed` differs per shard so their balancers do not move in lockstep.
     pub(crate) fn build(
@@ -170,8 +197,9 @@ impl Snapshot {
         version: u64,
         pools: &Pools,
         registry: &Registry,
-        seed: u64,
+        shard: usize,
     ) -> Result<Snapshot, String> {
+        let seed = shard as u64;
         let mut endpoints = Vec::new();
         let now = Instant::now();
         let mut groups = Vec::new();
@@ -181,7 +209,33 @@ impl Snapshot {
             groups.push(Group::build(u, ids, seed, now)?);
         }
         let l = config.limits;
+        let mut limits = LimitSet {
+            shard,
+            shards: config.workers.resolve(),
+            now,
+            limiters: Limiters::new(),
+            configs: Vec::new(),
+        };
+        let none = Chain::default();
+        let mut tenant_chains = Vec::new();
+        for t in &config.tenants {
+            let chain = Chain::build(&none, &t.filters, &[], &mut limits)
+                .map_err(|e| format!("tenant {:?}: {e}", t.name))?;
+            tenant_chains.push(chain);
+        }
+        let mut chains = Vec::with_capacity(config.routes.len());
+        for r in &config.routes {
+            let base = r.tenant.map_or(&none, |t| &tenant_chains[t]);
+            let chain = Chain::build(base, &r.filters, &route_params(&r.path), &mut limits)
+                .map_err(|e| format!("route {:?}: {e}", r.name))?;
+            chains.push(chain);
+        }
         Ok(Snapshot {
+            chains,
+            route_tenant: config.routes.iter().map(|r| r.tenant).collect(),
+            tenant_names: config.tenants.iter().map(|t| t.name.clone()).collect(),
+            limiters: limits.limiters,
+            limit_configs: limits.configs,
             routes: route::build(&config.routes)?,
             route_group: config.routes.iter().map(|r| r.upstream).collect(),
             route_split: config
@@ -199,9 +253,12 @@ impl Snapshot {
             route_metrics: config
                 .routes
                 .iter()
-                .map(|r| registry.route(&r.name))
+                .map(|r| {
+                    let tenant = r.tenant.map_or("", |t| config.tenants[t].name.as_str());
+                    registry.route(tenant, &r.name)
+                })
                 .collect(),
-            no_route_metrics: registry.route(NO_ROUTE),
+            no_route_metrics: registry.route("", NO_ROUTE),
             group_metrics: config
                 .upstreams
                 .iter()

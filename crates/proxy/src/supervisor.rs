@@ -91,6 +91,7 @@ pub struct Gateway {
     access_log: Option<crate::access_log::Writer>,
     prober: Option<crate::health::Prober>,
     dns: Option<crate::dns::Refresher>,
+    rates: Option<crate::rates::RateCoordinator>,
 }
 
 impl Gateway {
@@ -144,6 +145,10 @@ impl Gateway {
             Vec::new()
         };
         let (ready_tx, ready_rx) = mpsc::channel();
+        // Rate limits are shared between shards through a coordinator;
+        // one shard has the whole of each limit and needs none.
+        let rate_channel = (shards > 1).then(crate::rates::RateCoordinator::channel);
+        let rate_tx = rate_channel.as_ref().map(|(tx, _)| tx.clone());
         let mut threads = Vec::new();
         let mut stats = Vec::new();
         let mut controls = Vec::new();
@@ -155,6 +160,7 @@ impl Gateway {
             let config = config.clone();
             let ready = ready_tx.clone();
             let log_tx = access_log.as_ref().and_then(|w| w.sender());
+            let rate_tx = rate_tx.clone();
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
             let spawned = std::thread::Builder::new()
                 .name(format!("shardgate-shard-{id}"))
@@ -171,7 +177,7 @@ impl Gateway {
                             sockets,
                             control_rx,
                             shard_stats,
-                            log_tx,
+                            (log_tx, rate_tx),
                             ready.clone(),
                         )
                     });
@@ -221,6 +227,7 @@ impl Gateway {
             access_log,
             prober: None,
             dns: None,
+            rates: None,
         };
         for _ in 0..shards {
             let failed = match ready_rx.recv() {
@@ -237,6 +244,9 @@ impl Gateway {
             }
         }
         gateway.prober = Some(crate::health::Prober::start(handle.clone()));
+        if let Some((tx, rx)) = rate_channel {
+            gateway.rates = Some(crate::rates::RateCoordinator::start(handle.clone(), tx, rx));
+        }
         if config
             .upstreams
             .iter()
@@ -321,6 +331,9 @@ impl Gateway {
         if let Some(d) = self.dns.take() {
             d.stop();
         }
+        if let Some(r) = self.rates.take() {
+            r.stop();
+        }
         if let Some(mut w) = self.access_log.take() {
             w.finish();
         }
@@ -335,16 +348,22 @@ impl Drop for Gateway {
 
 type Ready = mpsc::Sender<Result<(), (usize, String)>>;
 
+/// Where a shard sends access log lines and rate-limit reports.
+type Outlets = (
+    Option<mpsc::SyncSender<Vec<u8>>>,
+    Option<mpsc::Sender<crate::rates::Batch>>,
+);
+
 async fn shard_main(
     id: usize,
     config: Arc<Config>,
     sockets: Vec<std::net::TcpListener>,
     control: mpsc::Receiver<Command>,
     stats: Arc<ShardStats>,
-    log_tx: Option<mpsc::SyncSender<Vec<u8>>>,
+    (log_tx, rate_tx): Outlets,
     ready: Ready,
 ) {
-    let shard = match Shard::new(id, &config, stats, log_tx) {
+    let shard = match Shard::new(id, &config, stats, log_tx, rate_tx) {
         Ok(s) => Rc::new(s),
         Err(e) => {
             let _ = ready.send(Err((id, format!("cannot build the routing table: {e}"))));
@@ -373,6 +392,9 @@ async fn shard_main(
         log.close();
     }
 }
+
+/// How often a shard reports its rate-limit demand, in ticks.
+const RATE_REPORT_EVERY: u64 = crate::rates::PERIOD.as_millis() as u64 / TICK.as_millis() as u64;
 
 /// How often a shard hands its buffered access log lines to the writer.
 const LOG_FLUSH_EVERY: u64 = 10;
@@ -421,8 +443,16 @@ async fn run_ticks(
                     endpoints,
                     up,
                 } => shard.set_health(&group, &endpoints, &up),
+                Command::RateShares {
+                    version,
+                    limiter,
+                    update,
+                } => shard.apply_rate_shares(version, limiter, &update),
                 Command::Stop => return,
             }
+        }
+        if ticks.is_multiple_of(RATE_REPORT_EVERY) {
+            shard.report_rates();
         }
         if let Some(deadline) = *drain_deadline {
             let open = shard.stats.open_connections.get();

@@ -388,7 +388,7 @@ fn first_body_part(snap: &Snapshot, b: &mut Bufs, fwd: Forward) -> Result<BodyLe
             (n as usize, left)
         }
         BodyFraming::Chunked => {
-            let mut d = ChunkedDecoder::new(snap.limits.max_head, snap.limits.max_body);
+            let mut d = ChunkedDecoder::new(snap.limits.max_head, fwd.max_body);
             let p = d
                 .feed(avail, |_| {})
                 .map_err(|e| ProxyError::new(ErrorKind::BadRequestBody(e)))?;

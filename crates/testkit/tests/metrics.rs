@@ -50,7 +50,7 @@ fn active_upstream_connections_and_per_route_counts() {
         assert_eq!(
             sample(
                 &text,
-                "shardgate_requests_total{route=\"all\",method=\"GET\",status_class=\"2xx\"}"
+                "shardgate_requests_total{tenant=\"\",route=\"all\",method=\"GET\",status_class=\"2xx\"}"
             ),
             Some(4.0),
             "{text}"

@@ -1,0 +1,134 @@
+//! Gateway-wide rate limits across shards, off the request path.
+//!
+//! Each shard admits against its own share of every limit with no lock or
+//! atomic (`shardgate_policy::global_rate::ShardLimiter`). Every
+//! [`PERIOD`], each shard closes a period of counts per limiter and sends
+//! the small reports here; one coordinator thread per gateway runs
+//! `Coordinator::rebalance` for each limiter and sends every shard its new
+//! shares through its control queue, applied at the next tick. A limiter is
+//! known by `(configuration version, index)`: every shard numbers the limits
+//! of one configuration the same way, and a reload starts them afresh.
+
+use crate::control::{Command, GatewayHandle};
+use shardgate_policy::global_rate::{Coordinator, GlobalLimitConfig, ShardReport, ShareUpdate};
+use std::collections::HashMap;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// How often shards report and shares are rebalanced.
+pub(crate) const PERIOD: Duration = shardgate_policy::global_rate::DEFAULT_REBALANCE_PERIOD;
+
+/// Coordinators of limiters that stopped reporting (an old configuration)
+/// are dropped after this long.
+const FORGET_AFTER: Duration = Duration::from_secs(5);
+
+/// One shard's period for one limiter.
+pub(crate) struct Report {
+    pub version: u64,
+    pub limiter: usize,
+    /// The limit's settings (a limiter's first report creates its coordinator).
+    pub config: GlobalLimitConfig,
+    pub report: ShardReport,
+}
+
+/// What travels from a shard to the coordinator: its reports of one period.
+pub(crate) type Batch = Vec<Report>;
+
+pub(crate) struct RateCoordinator {
+    /// Dropping the last sender (the shards') also ends the thread.
+    stop: Option<Sender<Batch>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl RateCoordinator {
+    /// A channel for the shards' reports (made before the shards start).
+    pub(crate) fn channel() -> (Sender<Batch>, Receiver<Batch>) {
+        mpsc::channel()
+    }
+
+    /// Starts the thread reading the shards' reports from `rx`; `tx` is a
+    /// sender of the same channel, kept to stop it.
+    pub(crate) fn start(
+        handle: GatewayHandle,
+        tx: Sender<Batch>,
+        rx: Receiver<Batch>,
+    ) -> RateCoordinator {
+        let thread = std::thread::Builder::new()
+            .name("shardgate-rates".into())
+            .spawn(move || run(&handle, &rx))
+            .ok();
+        RateCoordinator {
+            stop: Some(tx),
+            thread,
+        }
+    }
+
+    pub(crate) fn stop(mut self) {
+        // An empty batch is the stop signal (shards never send one).
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(Vec::new());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+struct Limit {
+    coordinator: Coordinator,
+    /// Reports received since the last rebalance.
+    pending: Vec<ShardReport>,
+    seen: Instant,
+}
+
+fn run(handle: &GatewayHandle, rx: &Receiver<Batch>) {
+    let mut limits: HashMap<(u64, usize), Limit> = HashMap::new();
+    let mut next = Instant::now() + PERIOD;
+    loop {
+        let wait = next.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(wait) {
+            Ok(batch) if batch.is_empty() => return,
+            Ok(batch) => {
+                let now = Instant::now();
+                for r in batch {
+                    let l = limits
+                        .entry((r.version, r.limiter))
+                        .or_insert_with(|| Limit {
+                            coordinator: Coordinator::new(r.config),
+                            pending: Vec::new(),
+                            seen: now,
+                        });
+                    l.pending.push(r.report);
+                    l.seen = now;
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let now = Instant::now();
+        next = now + PERIOD;
+        limits.retain(|_, l| now.duration_since(l.seen) < FORGET_AFTER);
+        for (&(version, limiter), l) in &mut limits {
+            if l.pending.is_empty() {
+                continue;
+            }
+            let updates = l.coordinator.rebalance(&l.pending, now);
+            l.pending.clear();
+            send(handle, version, limiter, updates);
+        }
+    }
+}
+
+fn send(handle: &GatewayHandle, version: u64, limiter: usize, updates: Vec<ShareUpdate>) {
+    for update in updates {
+        if let Some(c) = handle.0.controls.get(update.shard) {
+            let _ = c.send(Command::RateShares {
+                version,
+                limiter,
+                update,
+            });
+        }
+    }
+}
