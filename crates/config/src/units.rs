@@ -48,6 +48,35 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size {text:?} is too large"))
 }
 
+/// Decodes base64 in the standard (`+/`) or URL-safe (`-_`) alphabet,
+/// padding optional; `None` for anything else.
+pub(crate) fn parse_base64(text: &str) -> Option<Vec<u8>> {
+    let t = text.trim().trim_end_matches('=');
+    if t.len() % 4 == 1 {
+        return None; // a lone 6-bit tail holds no whole byte
+    }
+    let mut out = Vec::with_capacity(t.len() / 4 * 3 + 2);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for b in t.bytes() {
+        let v = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,6 +112,26 @@ mod tests {
         }
         for bad in ["", "KiB", "1.5MiB", "10 apples", "99999999999999999999GiB"] {
             assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn base64() {
+        let ok: &[(&str, &[u8])] = &[
+            ("", b""),
+            ("Zg==", b"f"),
+            ("Zg", b"f"),
+            ("Zm8=", b"fo"),
+            ("Zm9v", b"foo"),
+            ("aGVsbG8gd29ybGQ=", b"hello world"),
+            ("+/8=", &[0xfb, 0xff]),
+            ("-_8", &[0xfb, 0xff]),
+        ];
+        for (t, want) in ok {
+            assert_eq!(parse_base64(t).as_deref(), Some(*want), "{t}");
+        }
+        for bad in ["Z", "Zm9vY", "Zm 9v", "Zm9v!", "Zm=9v"] {
+            assert_eq!(parse_base64(bad), None, "{bad}");
         }
     }
 }
