@@ -4,8 +4,11 @@
 //! that mirror the TOML file (unknown keys are errors), and [`validate`] turns
 //! them into the typed [`Config`] model, collecting *every* problem with the
 //! path of the field at fault (`routes[2].upstream: unknown upstream "billing"`).
-//! Defaults are named constants in [`defaults`]. This crate does no I/O
-//! beyond reading the file it is pointed at, and knows nothing of sockets.
+//! Defaults are named constants in [`defaults`]. Routes and tenants carry
+//! filter chains (`filters = [{ type = "jwt", ... }]`), checked here against
+//! the policy crate's filter registry. This crate does no I/O beyond reading
+//! the file it is pointed at and the key files its filters name
+//! (`pem_file`, `jwks_file`), and knows nothing of sockets.
 
 pub mod defaults;
 mod error;

@@ -234,6 +234,21 @@ pub enum PathMatch {
     Prefix(String),
 }
 
+impl PathMatch {
+    /// The names a pattern captures (`:id`, `*rest`), in order; none for a
+    /// prefix. What filter templates may use (`{id}`).
+    pub fn params(&self) -> Vec<&str> {
+        match self {
+            PathMatch::Exact(p) => p
+                .split('/')
+                .filter_map(|seg| seg.strip_prefix(':').or_else(|| seg.strip_prefix('*')))
+                .filter(|name| !name.is_empty())
+                .collect(),
+            PathMatch::Prefix(_) => Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     pub name: String,

@@ -1,6 +1,8 @@
 //! The TOML file as written: serde types, unknown keys refused. Nothing here
 //! is checked beyond its TOML type; see `validate` for the rules.
 
+pub(crate) mod filters;
+
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -29,6 +31,8 @@ pub struct RawConfig {
     pub upstreams: BTreeMap<String, RawUpstream>,
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub tenants: Vec<RawTenant>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -166,7 +170,34 @@ pub struct RawRoute {
     pub upstream: Option<String>,
     /// A weighted split across groups: `[{ name = "v1", weight = 70 }, ...]`.
     pub upstreams: Option<Vec<RawSplit>>,
+    /// The tenant the route belongs to, by name.
+    pub tenant: Option<String>,
+    /// The route's own filters, in order (after its tenant's).
+    #[serde(default)]
+    pub filters: Vec<RawFilter>,
 }
+
+/// A tenant: its hosts, and the filters each of its routes runs first.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTenant {
+    pub name: Option<String>,
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    #[serde(default)]
+    pub filters: Vec<RawFilter>,
+}
+
+/// One filter as written: a table with a `type` (a name in
+/// `shardgate_policy::filter::REGISTRY`) and that filter's keys.
+///
+/// Kept as a table here and read by `validate` once the type is known, so
+/// that an unknown type or key is reported with the filter's field path
+/// (`routes[2].filters[1].type`) along with every other problem, rather than
+/// stopping the parse at the first one.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct RawFilter(pub toml::Table);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

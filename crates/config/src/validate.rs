@@ -1,5 +1,8 @@
 //! Raw → model: every rule, every error collected with its field path.
 
+mod filters;
+mod tenants;
+
 use crate::defaults as d;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::model::*;
@@ -359,6 +362,8 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         upstreams.push(upstream);
     }
 
+    let tenants = tenants::tenants(&mut e, &raw.tenants);
+
     let mut routes = Vec::new();
     let mut names = HashSet::new();
     for (i, r) in raw.routes.iter().enumerate() {
@@ -436,22 +441,13 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
                 format!("{p:?} must start with '/'"),
             );
         }
-        let mut hosts = Vec::new();
-        for (j, h) in r.hosts.iter().enumerate() {
-            let h = h.to_ascii_lowercase();
-            let bare = h.strip_prefix("*.").unwrap_or(&h);
-            if bare.is_empty()
-                || !bare
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-            {
-                e.push(
-                    format!("{path}.hosts[{j}]"),
-                    format!("{h:?} is not a host name or *.suffix wildcard"),
-                );
-            }
-            hosts.push(h);
-        }
+        let mut hosts: Vec<String> = r
+            .hosts
+            .iter()
+            .enumerate()
+            .map(|(j, h)| host(&mut e, &format!("{path}.hosts[{j}]"), h))
+            .collect();
+        let tenant = tenants::assign(&mut e, &path, r.tenant.as_deref(), &mut hosts, &tenants);
         let mut methods = Vec::new();
         for (j, m) in r.methods.iter().enumerate() {
             if m.is_empty()
@@ -466,6 +462,12 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             }
             methods.push(m.to_ascii_uppercase());
         }
+        let scope = filters::Scope {
+            path: &path,
+            params: &path_match.params(),
+            tenant: r.tenant.is_some(),
+        };
+        let filters = filters::chain(&mut e, &scope, &r.filters);
         routes.push(Route {
             name,
             hosts,
@@ -473,8 +475,8 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             path: path_match,
             upstream,
             split,
-            tenant: None,
-            filters: Vec::new(),
+            tenant,
+            filters,
         });
     }
 
@@ -509,7 +511,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             drain_timeout,
             upstreams,
             routes,
-            tenants: Vec::new(),
+            tenants,
         })
     } else {
         Err(ConfigErrors(e.0))
@@ -748,6 +750,23 @@ fn upstream_retry(e: &mut Errors, path: &str, r: Option<&RawRetry>) -> RetrySett
     }
 }
 
+/// A route's or tenant's host, lower-cased: a name or a `*.suffix` wildcard.
+fn host(e: &mut Errors, path: &str, raw: &str) -> String {
+    let h = raw.to_ascii_lowercase();
+    let bare = h.strip_prefix("*.").unwrap_or(&h);
+    if bare.is_empty()
+        || !bare
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    {
+        e.push(
+            path,
+            format!("{h:?} is not a host name or *.suffix wildcard"),
+        );
+    }
+    h
+}
+
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.bytes()
@@ -782,5 +801,9 @@ fn resolve(ep: &str) -> Result<Resolved, String> {
     }
 }
 
+#[cfg(test)]
+mod filter_tests;
+#[cfg(test)]
+mod tenant_tests;
 #[cfg(test)]
 mod tests;

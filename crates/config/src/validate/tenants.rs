@@ -1,0 +1,120 @@
+//! Tenants: their names, hosts and filter defaults, and which route hosts are
+//! whose. A tenant's hosts are its own: a host belongs to one tenant, and
+//! only that tenant's routes may serve it.
+
+use super::filters::{self, Scope};
+use super::{Errors, host, valid_name};
+use crate::model::{Tenant, TenantId};
+use crate::raw::RawTenant;
+
+pub(super) fn tenants(e: &mut Errors, raw: &[RawTenant]) -> Vec<Tenant> {
+    let mut tenants: Vec<Tenant> = Vec::new();
+    for (i, t) in raw.iter().enumerate() {
+        let path = format!("tenants[{i}]");
+        let name = match &t.name {
+            None => {
+                e.push(format!("{path}.name"), "required");
+                String::new()
+            }
+            Some(name) => {
+                if !valid_name(name) {
+                    e.push(
+                        format!("{path}.name"),
+                        format!("name {name:?} may only use letters, digits, '-', '_' and '.'"),
+                    );
+                } else if tenants.iter().any(|o| o.name == *name) {
+                    e.push(
+                        format!("{path}.name"),
+                        format!("tenant name {name:?} is used twice"),
+                    );
+                }
+                name.clone()
+            }
+        };
+        if t.hosts.is_empty() {
+            e.push(format!("{path}.hosts"), "at least one host is required");
+        }
+        let mut hosts = Vec::new();
+        for (j, raw_host) in t.hosts.iter().enumerate() {
+            let field = format!("{path}.hosts[{j}]");
+            let h = host(e, &field, raw_host);
+            if let Some(other) = tenants.iter().find(|o| o.hosts.contains(&h)) {
+                e.push(
+                    field,
+                    format!("{h:?} is already a host of tenant {:?}", other.name),
+                );
+            } else if hosts.contains(&h) {
+                e.push(field, format!("{h:?} is listed twice"));
+            }
+            hosts.push(h);
+        }
+        let scope = Scope {
+            path: &path,
+            params: &[],
+            tenant: true,
+        };
+        let filters = filters::chain(e, &scope, &t.filters);
+        tenants.push(Tenant {
+            name,
+            hosts,
+            filters,
+        });
+    }
+    tenants
+}
+
+/// Resolves the route at `path`'s `tenant` and settles its hosts: a tenant's
+/// route without hosts takes the tenant's, and one with hosts may only name
+/// the tenant's (or names under a tenant wildcard); a route of no tenant may
+/// name none of a tenant's.
+pub(super) fn assign(
+    e: &mut Errors,
+    path: &str,
+    tenant: Option<&str>,
+    hosts: &mut Vec<String>,
+    tenants: &[Tenant],
+) -> Option<TenantId> {
+    let Some(name) = tenant else {
+        for (j, h) in hosts.iter().enumerate() {
+            if let Some(owner) = tenants.iter().find(|t| owns(t, h)) {
+                e.push(
+                    format!("{path}.hosts[{j}]"),
+                    format!(
+                        "{h:?} is a host of tenant {0:?}: only its routes (tenant = {0:?}) may serve it",
+                        owner.name
+                    ),
+                );
+            }
+        }
+        return None;
+    };
+    let Some(id) = tenants.iter().position(|t| t.name == name) else {
+        e.push(format!("{path}.tenant"), format!("unknown tenant {name:?}"));
+        return None;
+    };
+    let tenant = &tenants[id];
+    if hosts.is_empty() {
+        hosts.clone_from(&tenant.hosts);
+    }
+    for (j, h) in hosts.iter().enumerate() {
+        if !owns(tenant, h) {
+            e.push(
+                format!("{path}.hosts[{j}]"),
+                format!("{h:?} is not a host of tenant {name:?}"),
+            );
+        }
+    }
+    Some(id)
+}
+
+/// Whether `host` (a name or a `*.suffix` wildcard) is one of the tenant's
+/// hosts or falls under one of its wildcards (`*.acme.example` covers
+/// `api.acme.example`, `a.b.acme.example` and `*.eu.acme.example`).
+fn owns(tenant: &Tenant, host: &str) -> bool {
+    tenant.hosts.iter().any(|own| {
+        own == host
+            || own
+                .strip_prefix('*')
+                .is_some_and(|dot_suffix| host.ends_with(dot_suffix))
+    })
+}
