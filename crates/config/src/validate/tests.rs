@@ -207,3 +207,18 @@ fn route_splits() {
         assert!(errs.0.iter().any(|e| e.path == field), "{bad}: {errs}");
     }
 }
+
+/// `configs/example.toml` documents every option and must stay a valid configuration.
+#[test]
+fn example_config_is_valid() {
+    let text = include_str!("../../../../configs/example.toml");
+    let c = from_toml(text).unwrap_or_else(|e| panic!("configs/example.toml: {e}"));
+    let tenant_filters = c.tenants.iter().flat_map(|t| &t.filters);
+    let used: Vec<&str> = tenant_filters
+        .chain(c.routes.iter().flat_map(|r| &r.filters))
+        .map(|f| f.name())
+        .collect();
+    for (name, _, _) in shardgate_policy::filter::REGISTRY {
+        assert!(used.contains(name), "configs/example.toml shows no {name}");
+    }
+}
