@@ -8,7 +8,9 @@
 # Environment knobs (defaults in brackets):
 #   ROUNDS [3]  DURATION [10] seconds per run  CONNS [64]  MEM_CONNS [10000] idle connections
 #   PROXIES ["shardgate-uring shardgate-legacy shardgate-uring-log nginx"]  BASE_PORT [18100]
-#   (shardgate-uring-log: io_uring with the JSON access log on, written to the work dir)
+#   (shardgate-uring-log: io_uring with the JSON access log on, written to the work dir;
+#    shardgate-uring-chain: io_uring with a route filter chain of api-key, rate-limit,
+#    request-id and headers, every request carrying a valid key and admitted)
 #   SHARDGATE_BIN  use this binary instead of building crates/shardgate
 #   LOADTEST_BIN   use this binary instead of building loadtest
 #   OUT [bench-results.json]  NO_INSTALL=1 never apt-get  NO_BUILD=1 never cargo build
@@ -63,7 +65,7 @@ wants() { [[ " $PROXIES " == *" $1 "* ]]; }
 build() {
     local pkgs=()
     [[ -z ${LOADTEST_BIN:-} ]] && pkgs+=(-p loadtest)
-    if [[ -z ${SHARDGATE_BIN:-} ]] && { wants shardgate-uring || wants shardgate-legacy || wants shardgate-uring-log; }; then
+    if [[ -z ${SHARDGATE_BIN:-} ]] && [[ " $PROXIES " == *" shardgate-"* ]]; then
         pkgs+=(-p shardgate)
     fi
     if [[ ${#pkgs[@]} -gt 0 && -z ${NO_BUILD:-} ]]; then
@@ -73,7 +75,7 @@ build() {
     LOADTEST=${LOADTEST_BIN:-$ROOT/target/release/loadtest}
     SHARDGATE=${SHARDGATE_BIN:-$ROOT/target/release/shardgate}
     [[ -x $LOADTEST ]] || die "no loadtest binary at $LOADTEST"
-    if wants shardgate-uring || wants shardgate-legacy || wants shardgate-uring-log; then
+    if [[ " $PROXIES " == *" shardgate-"* ]]; then
         [[ -x $SHARDGATE ]] || die "no shardgate binary at $SHARDGATE"
     fi
     NGINX=$(command -v nginx || echo /usr/sbin/nginx)
@@ -212,6 +214,12 @@ http {
 EOF
 }
 
+# Extra request headers proxy $1 needs, as loadtest/wrk arguments.
+headers_for() {
+    [[ $1 == shardgate-uring-chain ]] && printf '%s\n' -H 'X-Api-Key: bench-key'
+    return 0
+}
+
 # Starts proxy $1 on port $2; sets PROXY_PID.
 start_proxy() {
     local name=$1 port=$2
@@ -224,12 +232,24 @@ start_proxy() {
                 --listen "127.0.0.1:$port" --to "127.0.0.1:$UP_PORT" --workers 1 \
                 --driver "${name#shardgate-}" >"$WORK/$name.log" 2>&1 &
             ;;
-        shardgate-uring-log)
+        shardgate-uring-log | shardgate-uring-chain)
             printf '%s\n' 'workers = 1' 'driver = "uring"' '[[listeners]]' \
-                "address = \"127.0.0.1:$port\"" '[access_log]' "path = \"$WORK/access.log\"" \
-                'format = "json"' '[upstreams.backend]' "endpoints = [\"127.0.0.1:$UP_PORT\"]" \
-                '[[routes]]' 'name = "all"' 'prefix = "/"' 'upstream = "backend"' >"$WORK/sg-log.toml"
-            MIMALLOC_ARENA_EAGER_COMMIT=0 "${PROXY_CPU[@]}" "$SHARDGATE" run -c "$WORK/sg-log.toml" \
+                "address = \"127.0.0.1:$port\"" '[upstreams.backend]' \
+                "endpoints = [\"127.0.0.1:$UP_PORT\"]" '[[routes]]' 'name = "all"' 'prefix = "/"' \
+                'upstream = "backend"' >"$WORK/$name.toml"
+            if [[ $name == shardgate-uring-log ]]; then
+                printf '%s\n' '[access_log]' "path = \"$WORK/access.log\"" 'format = "json"' \
+                    >>"$WORK/$name.toml"
+            else
+                # sha256("bench-key"); the limit is far above what one core can offer.
+                printf '%s\n' 'filters = [' \
+                    '  { type = "api-key", keys = [{ sha256 = "'"$(printf bench-key | sha256sum | cut -d' ' -f1)"'", consumer = "bench" }] },' \
+                    '  { type = "rate-limit", rate = 10000000, burst = 10000000, key = "consumer" },' \
+                    '  { type = "request-id" },' \
+                    '  { type = "headers", request = { set = { "X-Env" = "bench" } }, response = { remove = ["Server"] } },' \
+                    ']' >>"$WORK/$name.toml"
+            fi
+            MIMALLOC_ARENA_EAGER_COMMIT=0 "${PROXY_CPU[@]}" "$SHARDGATE" run -c "$WORK/$name.toml" \
                 >"$WORK/$name.log" 2>&1 &
             ;;
         nginx)
@@ -237,14 +257,15 @@ start_proxy() {
             "${PROXY_CPU[@]}" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" \
                 -e "$WORK/nginx/error.log" >"$WORK/nginx.log" 2>&1 &
             ;;
-        *) die "unknown proxy $name (known: shardgate-uring shardgate-legacy shardgate-uring-log nginx)" ;;
+        *) die "unknown proxy $name (known: shardgate-uring shardgate-legacy shardgate-uring-log shardgate-uring-chain nginx)" ;;
     esac
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
     wait_port "$port" "$WORK/$name.log" "$PROXY_PID"
     # It must really proxy: a few requests, all 200.
+    mapfile -t extra < <(headers_for "$name")
     "$LOADTEST" -c 2 -t 1 -n 20 -d 5s -w 0 --no-progress --json "$WORK/smoke.json" \
-        "http://127.0.0.1:$port/" >/dev/null
+        "${extra[@]}" "http://127.0.0.1:$port/" >/dev/null
     [[ $(json_get "$WORK/smoke.json" requests) == 20 && $(json_get "$WORK/smoke.json" non_2xx) == 0 ]] \
         || die "$name on port $port does not answer 200 through the upstream"
 }
@@ -253,9 +274,10 @@ start_proxy() {
 measure() {
     local name=$1 pid=$2 port=$3 round=$4 json before after reqs
     json="$WORK/$name-$round.json"
+    mapfile -t extra < <(headers_for "$name")
     before=$(cpu_ticks "$pid")
     "${LOAD_CPU[@]}" "$LOADTEST" -t 1 -c "$CONNS" -d "${DURATION}s" -w 0 --no-progress \
-        --json "$json" "http://127.0.0.1:$port/" >/dev/null
+        --json "$json" "${extra[@]}" "http://127.0.0.1:$port/" >/dev/null
     after=$(cpu_ticks "$pid")
     reqs=$(json_get "$json" requests)
     [[ $(json_get "$json" errors_total) == 0 ]] || log "$name round $round had errors: see $json"
@@ -306,8 +328,9 @@ for name in "${NAMES[@]}"; do
     PID_OF[$name]=$PROXY_PID
     PORT_OF[$name]=$port
     # Warm up (connections, pools, caches); not measured.
+    mapfile -t extra < <(headers_for "$name")
     "${LOAD_CPU[@]}" "$LOADTEST" -t 1 -c "$CONNS" -d 2s -w 0 --no-progress \
-        "http://127.0.0.1:$port/" >/dev/null
+        "${extra[@]}" "http://127.0.0.1:$port/" >/dev/null
     port=$((port + 1))
 done
 
@@ -322,8 +345,9 @@ done
 
 # Cross-check with a generator everyone knows: one wrk run per proxy.
 for name in "${NAMES[@]}"; do
-    "${LOAD_CPU[@]}" wrk -t1 -c"$CONNS" -d"${DURATION}s" "http://127.0.0.1:${PORT_OF[$name]}/" \
-        >"$WORK/$name.wrk" 2>&1 || true
+    mapfile -t extra < <(headers_for "$name")
+    "${LOAD_CPU[@]}" wrk -t1 -c"$CONNS" -d"${DURATION}s" "${extra[@]}" \
+        "http://127.0.0.1:${PORT_OF[$name]}/" >"$WORK/$name.wrk" 2>&1 || true
     log "wrk cross-check $name: $(awk '/Requests\/sec/ {print $2}' "$WORK/$name.wrk") req/s"
 done
 

@@ -181,6 +181,17 @@ pub struct Verified<'a> {
     pub forward: Vec<(&'a str, String)>,
 }
 
+/// Signs `claims` with an HMAC-SHA256 `secret` into a compact token: for
+/// the demo's ready-made token and for tests, not for a token service.
+pub fn issue_hs256(secret: &[u8], claims: &Value) -> Option<String> {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .ok()
+}
+
 /// The runtime verifier built from a [`JwtConfig`].
 #[derive(Debug, Clone)]
 pub struct JwtVerifier {

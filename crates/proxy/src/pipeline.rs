@@ -434,20 +434,21 @@ fn prepare(
         }
     };
     let (path, _query) = shardgate_router::split_query(target);
-    let found = match snap.routes.lookup(req.host, req.method.as_bytes(), path) {
+    let lookup = match preflight_route(snap, &req, path) {
+        Some(m) => Lookup::Found(m),
+        None => snap.routes.lookup(req.host, req.method.as_bytes(), path),
+    };
+    let found = match lookup {
         Lookup::Found(m) => m,
-        Lookup::MethodNotAllowed(allow) => match preflight_route(snap, &req, path) {
-            Some(m) => m,
-            None => {
-                let mut text = [0u8; 256];
-                let len = {
-                    let mut cursor = &mut text[..];
-                    let _ = write!(cursor, "{allow}");
-                    256 - cursor.len()
-                };
-                return respond(405, &[("Allow", &text[..len])], &mut b.w);
-            }
-        },
+        Lookup::MethodNotAllowed(allow) => {
+            let mut text = [0u8; 256];
+            let len = {
+                let mut cursor = &mut text[..];
+                let _ = write!(cursor, "{allow}");
+                256 - cursor.len()
+            };
+            return respond(405, &[("Allow", &text[..len])], &mut b.w);
+        }
         Lookup::NotFound => return respond(404, &[], &mut b.w),
     };
     let route = *found.value;
@@ -568,9 +569,9 @@ fn prepare(
 const MAX_PARAMS: usize = 16;
 
 /// For a CORS preflight (`OPTIONS` with `Origin` and
-/// `Access-Control-Request-Method`) to a path whose routes do not take
-/// `OPTIONS`: the route the actual request would take, if its filters answer
-/// preflights.
+/// `Access-Control-Request-Method`): the route the actual request would
+/// take, if its filters answer preflights. Routing the preflight by its own
+/// method would find routes that take `OPTIONS` (or none) instead.
 fn preflight_route<'s, 'p>(
     snap: &'s Snapshot,
     req: &shardgate_http::Request<'_, '_>,

@@ -7,7 +7,7 @@ use crate::metrics::{GroupMetrics, NO_ROUTE, Registry, RouteMetrics};
 use crate::pool::{EndpointId, Pools};
 use crate::route::{self, RouteId};
 use shardgate_config::{Config, Limits, PoolSettings, Timeouts};
-use shardgate_config::{PathMatch, RetrySettings, Upstream};
+use shardgate_config::{RetrySettings, Upstream};
 use shardgate_policy::balance::HashKey;
 use shardgate_policy::global_rate::GlobalLimitConfig;
 use shardgate_policy::outlier::OutlierDetector;
@@ -173,17 +173,6 @@ pub(crate) struct Snapshot {
     pub pool: PoolSettings,
 }
 
-/// Parameter names a route's pattern captures (`:id`, `*rest`).
-fn route_params(path: &PathMatch) -> Vec<&str> {
-    match path {
-        PathMatch::Exact(p) => p
-            .split('/')
-            .filter_map(|seg| seg.strip_prefix(':').or_else(|| seg.strip_prefix('*')))
-            .collect(),
-        PathMatch::Prefix(_) => Vec::new(),
-    }
-}
-
 impl Snapshot {
     /// The name of a route's tenant (empty for none).
     pub(crate) fn tenant_of(&self, route: RouteId) -> &str {
@@ -226,7 +215,7 @@ impl Snapshot {
         let mut chains = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
             let base = r.tenant.map_or(&none, |t| &tenant_chains[t]);
-            let chain = Chain::build(base, &r.filters, &route_params(&r.path), &mut limits)
+            let chain = Chain::build(base, &r.filters, &r.path.params(), &mut limits)
                 .map_err(|e| format!("route {:?}: {e}", r.name))?;
             chains.push(chain);
         }

@@ -127,6 +127,8 @@ impl ProxyArgs {
             prefix: Some("/".into()),
             upstream: Some("backend".into()),
             upstreams: None,
+            tenant: None,
+            filters: Vec::new(),
         });
         shardgate_config::from_raw(raw).map_err(|ConfigErrors(errs)| {
             ConfigErrors(

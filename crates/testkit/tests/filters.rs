@@ -1,0 +1,527 @@
+//! Every built-in filter end to end through the gateway, on both drivers:
+//! what the client gets back and what the upstream receives.
+
+use shardgate_config::Driver;
+use shardgate_testkit::{DRIVERS, MockUpstream, RawClient, Reply, TestGateway, config_for};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A gateway with one route `r` (`prefix` or `path`) to the mock, carrying
+/// the given filters (TOML inline tables), plus any `extra` TOML.
+fn gateway(driver: Driver, up: &MockUpstream, matcher: &str, filters: &str) -> TestGateway {
+    let extra = format!(
+        "[[routes]]\nname = \"r\"\n{matcher}\nupstream = \"backend\"\nfilters = [{filters}]\n"
+    );
+    TestGateway::start(config_for(driver, &[up.addr()], &extra))
+}
+
+fn exchange(gw: &TestGateway, request: &str) -> Reply {
+    let mut c = RawClient::connect(gw.addr());
+    c.send(request.as_bytes());
+    c.read_response().expect("a response")
+}
+
+fn get(gw: &TestGateway, target: &str, headers: &str) -> Reply {
+    exchange(
+        gw,
+        &format!("GET {target} HTTP/1.1\r\nHost: a\r\n{headers}\r\n"),
+    )
+}
+
+fn last_request(up: &MockUpstream) -> shardgate_testkit::Recorded {
+    up.requests().pop().expect("the upstream saw a request")
+}
+
+#[test]
+fn api_key_from_header_or_query_with_consumer_forwarded() {
+    let digest = shardgate_policy::api_key::hash_key("s3cret");
+    for driver in DRIVERS {
+        let up = MockUpstream::ok("ok");
+        let gw = gateway(
+            driver,
+            &up,
+            "prefix = \"/k\"",
+            &format!(
+                "{{ type = \"api-key\", keys = [{{ sha256 = \"{digest}\", consumer = \"alice\" }}], \
+                 query_param = \"api_key\" }}"
+            ),
+        );
+        let r = get(&gw, "/k", "");
+        assert_eq!(r.status, 401, "{driver:?}");
+        assert_eq!(
+            r.header("www-authenticate").as_deref(),
+            Some("ApiKey realm=\"shardgate\"")
+        );
+        assert_eq!(get(&gw, "/k", "X-Api-Key: wrong\r\n").status, 403);
+        assert!(up.requests().is_empty(), "refused requests never leave");
+
+        // A client cannot name its own consumer.
+        let r = get(&gw, "/k", "X-Api-Key: s3cret\r\nX-Consumer: mallory\r\n");
+        assert_eq!(r.status, 200);
+        let seen = last_request(&up);
+        assert_eq!(seen.header("x-consumer").as_deref(), Some("alice"));
+        assert_eq!(
+            seen.head_str()
+                .to_ascii_lowercase()
+                .matches("x-consumer")
+                .count(),
+            1
+        );
+
+        assert_eq!(get(&gw, "/k/x?api_key=s3cret", "").status, 200);
+        assert_eq!(get(&gw, "/k/x?api_key=s3cre", "").status, 403);
+    }
+}
+
+#[test]
+fn jwt_checks_signature_and_expiry_and_forwards_claims() {
+    let secret = "a-test-secret-of-at-least-32-bytes";
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = |claims: serde_json::Value, key: &str| {
+        shardgate_policy::jwt::issue_hs256(key.as_bytes(), &claims).unwrap()
+    };
+    let good = token(
+        serde_json::json!({"sub": "bob", "iss": "demo", "exp": now + 600}),
+        secret,
+    );
+    let expired = token(
+        serde_json::json!({"sub": "bob", "iss": "demo", "exp": now - 600}),
+        secret,
+    );
+    let forged = token(
+        serde_json::json!({"sub": "bob", "iss": "demo", "exp": now + 600}),
+        "another-secret",
+    );
+    for driver in DRIVERS {
+        let up = MockUpstream::ok("ok");
+        let gw = gateway(
+            driver,
+            &up,
+            "prefix = \"/j\"",
+            &format!(
+                "{{ type = \"jwt\", keys = [{{ algorithms = [\"HS256\"], secret = \"{secret}\" }}], \
+                 issuers = [\"demo\"], forward_claims = {{ sub = \"x-user\" }} }}"
+            ),
+        );
+        let r = get(&gw, "/j", "");
+        assert_eq!(r.status, 401, "{driver:?}");
+        assert_eq!(
+            r.header("www-authenticate").as_deref(),
+            Some("Bearer realm=\"shardgate\"")
+        );
+        for bad in [&expired, &forged] {
+            let r = get(&gw, "/j", &format!("Authorization: Bearer {bad}\r\n"));
+            assert_eq!(r.status, 401);
+            assert!(
+                r.header("www-authenticate")
+                    .is_some_and(|c| c.contains("invalid_token")),
+                "{}",
+                r.head
+            );
+        }
+        assert!(up.requests().is_empty());
+        let r = get(
+            &gw,
+            "/j",
+            &format!("Authorization: Bearer {good}\r\nX-User: mallory\r\n"),
+        );
+        assert_eq!(r.status, 200);
+        let seen = last_request(&up);
+        assert_eq!(seen.header("x-user").as_deref(), Some("bob"));
+        assert_eq!(
+            seen.head_str()
+                .to_ascii_lowercase()
+                .matches("x-user")
+                .count(),
+            1
+        );
+    }
+}
+
+#[test]
+fn rate_limit_answers_429_with_retry_after_and_counts_it() {
+    for driver in DRIVERS {
+        let up = MockUpstream::ok("ok");
+        let mut config = config_for(
+            driver,
+            &[up.addr()],
+            "[admin]\naddress = \"127.0.0.1:0\"\n[[routes]]\nname = \"r\"\nprefix = \"/rl\"\n\
+             upstream = \"backend\"\n\
+             filters = [{ type = \"rate-limit\", rate = 1, per = \"1m\", burst = 3, key = \"client-ip\" }]\n",
+        );
+        config.admin = Some("127.0.0.1:0".parse().unwrap());
+        let gw = TestGateway::start(config);
+        let mut c = RawClient::connect(gw.addr());
+        let mut remaining = Vec::new();
+        for _ in 0..3 {
+            c.send(b"GET /rl HTTP/1.1\r\nHost: a\r\n\r\n");
+            let r = c.read_response().unwrap();
+            assert_eq!(r.status, 200, "{driver:?}");
+            assert_eq!(r.header("ratelimit-limit").as_deref(), Some("3"));
+            remaining.push(r.header("ratelimit-remaining").unwrap());
+        }
+        assert_eq!(remaining, ["2", "1", "0"]);
+        c.send(b"GET /rl HTTP/1.1\r\nHost: a\r\n\r\n");
+        let r = c.read_response().unwrap();
+        assert_eq!(r.status, 429);
+        let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=60).contains(&retry), "{retry}");
+        assert_eq!(r.header("ratelimit-remaining").as_deref(), Some("0"));
+        // The connection lives on after a refusal, and other routes are not limited.
+        c.send(b"GET /other HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(c.read_response().unwrap().status, 200);
+        assert_eq!(up.requests().len(), 4);
+        let text = gw.gateway().handle().metrics_text();
+        assert!(
+            text.contains("shardgate_rate_limited_total{tenant=\"\",route=\"r\"} 1"),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn headers_are_set_added_and_removed_on_both_sides() {
+    for driver in DRIVERS {
+        let up = MockUpstream::start(|_| {
+            shardgate_testkit::Script::Raw(
+                b"HTTP/1.1 200 OK\r\nServer: internal/1.2\r\nX-Debug: yes\r\nContent-Length: 2\r\n\r\nok"
+                    .to_vec(),
+            )
+        });
+        let gw = gateway(
+            driver,
+            &up,
+            "prefix = \"/t\"",
+            "{ type = \"headers\", request = { set = { \"X-Env\" = \"prod\" }, add = { \"X-Via\" = \"sg\" }, \
+             remove = [\"Cookie\"] }, response = { remove = [\"Server\", \"X-Debug\"], set = { \"X-Frame-Options\" = \"DENY\" } } }",
+        );
+        let r = get(&gw, "/t", "X-Env: dev\r\nCookie: a=b\r\nX-Via: client\r\n");
+        assert_eq!(r.status, 200, "{driver:?}");
+        assert_eq!(r.header("server"), None);
+        assert_eq!(r.header("x-debug"), None);
+        assert_eq!(r.header("x-frame-options").as_deref(), Some("DENY"));
+        let seen = last_request(&up).head_str();
+        assert!(seen.contains("X-Env: prod\r\n"), "{seen}");
+        assert!(!seen.contains("X-Env: dev"), "{seen}");
+        assert!(!seen.contains("Cookie"), "{seen}");
+        assert!(seen.contains("X-Via: client\r\n") && seen.contains("X-Via: sg\r\n"));
+    }
+}
+
+#[test]
+fn path_rewrites_strip_replace_and_fill_templates() {
+    for driver in DRIVERS {
+        let up = MockUpstream::ok("ok");
+        let extra = "[[routes]]\nname = \"strip\"\nprefix = \"/api\"\nupstream = \"backend\"\n\
+                     filters = [{ type = \"rewrite\", strip_prefix = \"/api\" }]\n\
+                     [[routes]]\nname = \"replace\"\nprefix = \"/old\"\nupstream = \"backend\"\n\
+                     filters = [{ type = \"rewrite\", replace_prefix = { from = \"/old\", to = \"/new/v2\" } }]\n\
+                     [[routes]]\nname = \"tpl\"\npath = \"/u/:id/posts/:post\"\nupstream = \"backend\"\n\
+                     filters = [{ type = \"rewrite\", template = \"/v2/users/{id}/p/{post}\" }]\n";
+        let gw = TestGateway::start(config_for(driver, &[up.addr()], extra));
+        for (target, want) in [
+            ("/api/users?x=1", "GET /users?x=1 HTTP/1.1"),
+            ("/api", "GET / HTTP/1.1"),
+            ("/old/a/b", "GET /new/v2/a/b HTTP/1.1"),
+            (
+                "/u/42/posts/7?full=1",
+                "GET /v2/users/42/p/7?full=1 HTTP/1.1",
+            ),
+            ("/%61pi/z", "GET /z HTTP/1.1"),
+        ] {
+            assert_eq!(get(&gw, target, "").status, 200, "{driver:?} {target}");
+            assert_eq!(last_request(&up).request_line(), want, "{target}");
+        }
+    }
+}
+
+#[test]
+fn redirect_and_direct_response_answer_at_the_gateway() {
+    for driver in DRIVERS {
+        let up = MockUpstream::ok("ok");
+        let extra = "[[routes]]\nname = \"moved\"\npath = \"/old/:page\"\nupstream = \"backend\"\n\
+                     filters = [{ type = \"redirect\", status = 301, to = \"https://example.com/new/{page}\" }]\n\
+                     [[routes]]\nname = \"maint\"\nprefix = \"/maint\"\nupstream = \"backend\"\n\
+                     filters = [{ type = \"direct-response\", status = 503, body = \"back soon\\n\", \
+                     content_type = \"text/plain\" }]\n";
+        let gw = TestGateway::start(config_for(driver, &[up.addr()], extra));
+        let r = get(&gw, "/old/about?lang=en", "");
+        assert_eq!(r.status, 301, "{driver:?}");
+        assert_eq!(
+            r.header("location").as_deref(),
+            Some("https://example.com/new/about?lang=en")
+        );
+        let r = get(&gw, "/maint/x", "");
+        assert_eq!((r.status, r.body_str().as_str()), (503, "back soon\n"));
+        assert_eq!(r.header("content-type").as_deref(), Some("text/plain"));
+        // HEAD gets the head only, and the connection stays usable.
+        let mut c = RawClient::connect(gw.addr());
+        c.send(b"HEAD /maint HTTP/1.1\r\nHost: a\r\n\r\n");
+        let r = c.read_response_to(shardgate_http::Method::Head).unwrap();
+        assert_eq!((r.status, r.body.len()), (503, 0));
+        c.send(b"GET /maint HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(c.read_response().unwrap().status, 503);
+        assert!(up.requests().is_empty());
+    }
+}
+
+#[test]
+fn cors_preflights_are_answered_and_responses_carry_the_origin() {
+    for driver in DRIVERS {
+        let up = MockUpstream::ok("ok");
+        let gw = gateway(
+            driver,
+            &up,
+            "prefix = \"/c\"\nmethods = [\"GET\", \"PUT\", \"DELETE\"]",
+            "{ type = \"cors\", origins = [\"https://app.example\"], methods = [\"GET\", \"PUT\"], \
+             headers = [\"content-type\"], max_age = \"10m\" }",
+        );
+        let preflight = |origin: &str, method: &str| {
+            exchange(
+                &gw,
+                &format!(
+                    "OPTIONS /c/x HTTP/1.1\r\nHost: a\r\nOrigin: {origin}\r\n\
+                     Access-Control-Request-Method: {method}\r\n\
+                     Access-Control-Request-Headers: content-type\r\n\r\n"
+                ),
+            )
+        };
+        let r = preflight("https://app.example", "PUT");
+        assert_eq!(r.status, 204, "{driver:?}: {}", r.head);
+        assert_eq!(
+            r.header("access-control-allow-origin").as_deref(),
+            Some("https://app.example")
+        );
+        assert_eq!(r.header("access-control-max-age").as_deref(), Some("600"));
+        assert!(
+            r.header("access-control-allow-methods")
+                .is_some_and(|m| m.contains("PUT"))
+        );
+        assert_eq!(preflight("https://evil.example", "PUT").status, 403);
+        assert_eq!(preflight("https://app.example", "DELETE").status, 403);
+        assert!(
+            up.requests().is_empty(),
+            "preflights never reach the upstream"
+        );
+
+        let r = get(&gw, "/c/x", "Origin: https://app.example\r\n");
+        assert_eq!(r.status, 200);
+        assert_eq!(
+            r.header("access-control-allow-origin").as_deref(),
+            Some("https://app.example")
+        );
+        let r = get(&gw, "/c/x", "Origin: https://evil.example\r\n");
+        assert_eq!(r.header("access-control-allow-origin"), None);
+    }
+}
+
+#[test]
+fn ip_filter_allows_and_denies_by_cidr() {
+    for driver in DRIVERS {
+        let up = MockUpstream::ok("ok");
+        let extra = "[[routes]]\nname = \"open\"\nprefix = \"/open\"\nupstream = \"backend\"\n\
+                     filters = [{ type = \"ip-filter\", allow = [\"127.0.0.0/8\"], deny = [\"10.0.0.0/8\"] }]\n\
+                     [[routes]]\nname = \"closed\"\nprefix = \"/closed\"\nupstream = \"backend\"\n\
+                     filters = [{ type = \"ip-filter\", allow = [\"127.0.0.0/8\"], deny = [\"127.0.0.1/32\"] }]\n\
+                     [[routes]]\nname = \"office\"\nprefix = \"/office\"\nupstream = \"backend\"\n\
+                     filters = [{ type = \"ip-filter\", allow = [\"192.0.2.0/24\"] }]\n";
+        let gw = TestGateway::start(config_for(driver, &[up.addr()], extra));
+        assert_eq!(get(&gw, "/open", "").status, 200, "{driver:?}");
+        assert_eq!(get(&gw, "/closed", "").status, 403, "deny wins");
+        assert_eq!(get(&gw, "/office", "").status, 403, "not in the allow list");
+        assert_eq!(up.requests().len(), 1);
+    }
+}
+
+#[test]
+fn body_limit_refuses_large_bodies_declared_or_chunked() {
+    for driver in DRIVERS {
+        let up = MockUpstream::ok("ok");
+        let gw = gateway(
+            driver,
+            &up,
+            "prefix = \"/up\"",
+            "{ type = \"body-limit\", max = 16 }",
+        );
+        let small = exchange(
+            &gw,
+            "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+        );
+        assert_eq!(small.status, 200, "{driver:?}");
+        let big = exchange(
+            &gw,
+            "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 17\r\n\r\n0123456789abcdefg",
+        );
+        assert_eq!(big.status, 413);
+        assert_eq!(up.requests().len(), 1, "a declared large body never leaves");
+        // Chunked: refused once the payload passes the limit as it streams.
+        let mut c = RawClient::connect(gw.addr());
+        c.send(b"POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n");
+        c.send(b"8\r\n01234567\r\n0\r\n\r\n");
+        let r = c.read_response().unwrap();
+        assert_eq!(r.status, 413);
+        assert!(c.is_closed());
+        let ok = exchange(
+            &gw,
+            "POST /up HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\n\r\n",
+        );
+        assert_eq!(ok.status, 200);
+    }
+}
+
+#[test]
+fn request_id_is_kept_when_valid_generated_otherwise_and_returned() {
+    for driver in DRIVERS {
+        let up = MockUpstream::ok("ok");
+        let gw = gateway(driver, &up, "prefix = \"/t\"", "{ type = \"request-id\" }");
+        let r = get(&gw, "/t", "");
+        let id = r.header("x-request-id").expect("an id in the response");
+        assert_eq!(id.len(), 32, "{driver:?}: {id}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(last_request(&up).header("x-request-id"), Some(id.clone()));
+        let again = get(&gw, "/t", "").header("x-request-id").unwrap();
+        assert_ne!(id, again, "ids are fresh");
+
+        let r = get(&gw, "/t", "X-Request-Id: abc-123\r\n");
+        assert_eq!(r.header("x-request-id").as_deref(), Some("abc-123"));
+        assert_eq!(
+            last_request(&up).header("x-request-id").as_deref(),
+            Some("abc-123")
+        );
+        // A value that cannot be an id is replaced, not forwarded.
+        let r = get(&gw, "/t", "X-Request-Id: has space\r\n");
+        let replaced = r.header("x-request-id").unwrap();
+        assert_eq!(replaced.len(), 32);
+        let seen = last_request(&up).head_str();
+        assert!(!seen.contains("has space"), "{seen}");
+    }
+}
+
+#[test]
+fn trace_context_continues_a_trace_with_a_new_span_or_starts_one() {
+    for driver in DRIVERS {
+        let up = MockUpstream::ok("ok");
+        let gw = gateway(
+            driver,
+            &up,
+            "prefix = \"/t\"",
+            "{ type = \"trace-context\" }",
+        );
+        let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            get(&gw, "/t", &format!("traceparent: {incoming}\r\n")).status,
+            200
+        );
+        let sent = last_request(&up).header("traceparent").unwrap();
+        assert_eq!(&sent[..36], &incoming[..36], "{driver:?}: same trace");
+        assert_ne!(&sent[36..52], &incoming[36..52], "a new span id");
+        assert_eq!(&sent[52..], "-01");
+        assert_eq!(
+            last_request(&up).head_str().matches("traceparent").count(),
+            1
+        );
+
+        get(&gw, "/t", "");
+        let started = last_request(&up).header("traceparent").unwrap();
+        assert_eq!(started.len(), 55);
+        assert!(started.starts_with("00-"));
+        assert_ne!(&started[3..35], "00000000000000000000000000000000");
+    }
+}
+
+#[test]
+fn tenants_have_their_own_routes_keys_and_limits() {
+    let acme_key = shardgate_policy::api_key::hash_key("acme-key");
+    for driver in DRIVERS {
+        let up = MockUpstream::ok("ok");
+        let extra = format!(
+            "[[tenants]]\nname = \"acme\"\nhosts = [\"acme.test\"]\n\
+             filters = [{{ type = \"rate-limit\", rate = 1, per = \"1m\", burst = 2, key = \"tenant\" }}]\n\
+             [[tenants]]\nname = \"globex\"\nhosts = [\"globex.test\"]\n\
+             filters = [{{ type = \"api-key\", keys = [{{ sha256 = \"{acme_key}\", consumer = \"acme-ci\" }}] }}]\n\
+             [[routes]]\nname = \"acme-api\"\ntenant = \"acme\"\nprefix = \"/api\"\nupstream = \"backend\"\n\
+             [[routes]]\nname = \"acme-web\"\ntenant = \"acme\"\nprefix = \"/web\"\nupstream = \"backend\"\n\
+             [[routes]]\nname = \"globex-api\"\ntenant = \"globex\"\nprefix = \"/api\"\nupstream = \"backend\"\n"
+        );
+        let mut config = config_for(driver, &[up.addr()], &extra);
+        config.admin = Some("127.0.0.1:0".parse().unwrap());
+        let gw = TestGateway::start(config);
+        let on = |host: &str, path: &str, headers: &str| {
+            exchange(
+                &gw,
+                &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n{headers}\r\n"),
+            )
+            .status
+        };
+        // The tenant's limit covers all its routes together.
+        assert_eq!(on("acme.test", "/api", ""), 200, "{driver:?}");
+        assert_eq!(on("acme.test", "/web", ""), 200);
+        assert_eq!(on("acme.test", "/api", ""), 429);
+        assert_eq!(on("acme.test", "/web", ""), 429);
+        // Another tenant is untouched by it, and has its own keys.
+        assert_eq!(on("globex.test", "/api", ""), 401);
+        for _ in 0..5 {
+            assert_eq!(on("globex.test", "/api", "X-Api-Key: acme-key\r\n"), 200);
+        }
+        // Hosts outside every tenant still reach the untenanted catch-all.
+        assert_eq!(on("other.test", "/api", ""), 200);
+
+        let text = gw.gateway().handle().metrics_text();
+        for want in [
+            "shardgate_rate_limited_total{tenant=\"acme\",route=\"acme-web\"} 1",
+            "shardgate_requests_total{tenant=\"globex\",route=\"globex-api\",method=\"GET\",status_class=\"2xx\"} 5",
+            "shardgate_requests_total{tenant=\"acme\",route=\"acme-api\",method=\"GET\",status_class=\"4xx\"} 1",
+        ] {
+            assert!(text.contains(want), "{want}\n{text}");
+        }
+    }
+}
+
+#[test]
+fn a_broken_tenant_config_is_refused_while_every_tenant_keeps_serving() {
+    let up = MockUpstream::ok("ok");
+    let tenant = |name: &str, filters: &str| {
+        format!(
+            "[[tenants]]\nname = \"{name}\"\nhosts = [\"{name}.test\"]\nfilters = [{filters}]\n\
+             [[routes]]\nname = \"{name}-r\"\ntenant = \"{name}\"\nprefix = \"/\"\nupstream = \"backend\"\n"
+        )
+    };
+    let file = |tenants: &str| {
+        format!(
+            "workers = 1\n[[listeners]]\naddress = \"127.0.0.1:0\"\n\
+             [upstreams.backend]\nendpoints = [\"{}\"]\n{tenants}",
+            up.addr()
+        )
+    };
+    let path = std::env::temp_dir().join(format!("sg-tenants-{}.toml", std::process::id()));
+    let good = file(&(tenant("a", "{ type = \"request-id\" }") + &tenant("b", "")));
+    std::fs::write(&path, &good).unwrap();
+    let gw = TestGateway::start_with(
+        shardgate_config::from_toml(&good).unwrap(),
+        shardgate_proxy::GatewayOptions {
+            config_path: Some(path.clone()),
+            ..Default::default()
+        },
+    );
+    let handle = gw.gateway().handle();
+    let status = |host: &str| exchange(&gw, &format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n"));
+
+    // Tenant a's filter turns invalid: the reload is refused, naming it, and
+    // both tenants go on with the configuration they had.
+    let broken = file(&(tenant("a", "{ type = \"rate-limit\", rate = -1 }") + &tenant("b", "")));
+    std::fs::write(&path, broken).unwrap();
+    let error = handle
+        .reload_from_file()
+        .expect_err("a negative rate is refused");
+    assert!(error.contains("tenants[0].filters[0]"), "{error}");
+    let (_, info) = handle.config();
+    assert_eq!(info.version, 1);
+    assert!(info.last_error.is_some_and(|e| e.contains("tenants[0]")));
+    let a = status("a.test");
+    assert_eq!(a.status, 200);
+    assert!(a.header("x-request-id").is_some(), "a keeps its filters");
+    assert_eq!(status("b.test").status, 200);
+    let _ = std::fs::remove_file(&path);
+}
