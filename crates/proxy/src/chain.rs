@@ -328,12 +328,13 @@ impl Chain {
                 }
                 Filter::Headers(_) => {}
                 Filter::Rewrite(rw) => {
-                    let current = if out.rewritten {
-                        out.path.clone()
+                    if out.rewritten {
+                        // A second rewrite works on the first one's result.
+                        let current = out.path.clone();
+                        rw.apply(&current, input.params, out.path);
                     } else {
-                        input.target.to_vec()
-                    };
-                    rw.apply(&current, input.params, out.path);
+                        rw.apply(input.target, input.params, out.path);
+                    }
                     out.rewritten = true;
                 }
                 Filter::Redirect(r) => {

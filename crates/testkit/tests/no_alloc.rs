@@ -77,20 +77,35 @@ fn steady_state_requests_do_not_allocate_on_the_shard() {
     let chunked: &[u8] =
         b"PUT /items/1 HTTP/1.1\r\nHost: api.example.com\r\nTransfer-Encoding: chunked\r\n\r\n\
                           5\r\nhello\r\n0\r\n\r\n";
+    let filtered: &[u8] = b"GET /f/items?x=1 HTTP/1.1\r\nHost: api.example.com\r\nX-Api-Key: k\r\n\
+                            traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n\r\n";
     for driver in DRIVERS {
         let up = MockUpstream::ok("{\"id\":42}");
         // Connections retire after max_requests_per_connection (a reconnect
         // allocates); keep the pooled one for the whole test.
+        let key = shardgate_policy::api_key::hash_key("k");
         let gw = TestGateway::proxy(
             driver,
             &[up.addr()],
-            "[pool]\nmax_requests_per_connection = 1000000",
+            &format!(
+                "[pool]\nmax_requests_per_connection = 1000000\n\
+                 [[routes]]\nname = \"filtered\"\nprefix = \"/f\"\nupstream = \"backend\"\n\
+                 filters = [\
+                   {{ type = \"ip-filter\", allow = [\"127.0.0.0/8\"] }},\
+                   {{ type = \"api-key\", keys = [{{ sha256 = \"{key}\", consumer = \"c\" }}] }},\
+                   {{ type = \"rate-limit\", rate = 1000000, burst = 1000000, key = \"consumer\" }},\
+                   {{ type = \"request-id\" }}, {{ type = \"trace-context\" }},\
+                   {{ type = \"rewrite\", strip_prefix = \"/f\" }},\
+                   {{ type = \"headers\", request = {{ set = {{ \"X-Env\" = \"t\" }} }}, \
+                      response = {{ remove = [\"Server\"] }} }}]\n"
+            ),
         );
         let mut c = RawClient::connect(gw.addr());
         for _ in 0..200 {
             exchange(&mut c, get);
             exchange(&mut c, post);
             exchange(&mut c, chunked);
+            exchange(&mut c, filtered);
         }
         let before = SHARD_ALLOCS.load(Ordering::Relaxed);
         for _ in 0..300 {
@@ -102,6 +117,16 @@ fn steady_state_requests_do_not_allocate_on_the_shard() {
         assert_eq!(
             allocs, 0,
             "{driver:?}: {allocs} allocations on the shard over 900 requests"
+        );
+        // A route whose filters need no allocation (all but jwt) makes none either.
+        let before = SHARD_ALLOCS.load(Ordering::Relaxed);
+        for _ in 0..300 {
+            exchange(&mut c, filtered);
+        }
+        let allocs = SHARD_ALLOCS.load(Ordering::Relaxed) - before;
+        assert_eq!(
+            allocs, 0,
+            "{driver:?}: {allocs} allocations on the shard over 300 filtered requests"
         );
     }
 }
