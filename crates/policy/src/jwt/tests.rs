@@ -529,3 +529,26 @@ fn challenge_and_bearer_extraction() {
     );
     assert_eq!(JwtError::Expired.status(), 401);
 }
+
+#[test]
+fn issued_hs256_tokens_verify_with_the_same_secret_only() {
+    let secret = b"0123456789abcdef0123456789abcdef";
+    let token = issue_hs256(secret, &claims()).unwrap();
+    let with = |secret: &[u8]| {
+        let mut cfg = config(vec![spec(
+            None,
+            &["HS256"],
+            KeyMaterial::Secret(secret.to_vec()),
+        )]);
+        cfg.issuers.clear();
+        cfg.audiences.clear();
+        JwtVerifier::new(&cfg).unwrap()
+    };
+    assert!(with(secret).verify(token.as_bytes(), now()).is_ok());
+    assert_eq!(
+        with(b"another secret of at least 32 bytes!")
+            .verify(token.as_bytes(), now())
+            .unwrap_err(),
+        JwtError::BadSignature
+    );
+}
