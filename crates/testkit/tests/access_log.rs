@@ -66,6 +66,45 @@ fn json_lines_carry_every_field() {
 }
 
 #[test]
+fn tenant_and_filter_ids_are_logged_for_forwarded_and_refused_requests() {
+    for driver in DRIVERS {
+        let path = temp(&format!("tenant-{driver:?}.log"));
+        let up = MockUpstream::ok("hello");
+        let extra = format!(
+            "{}[[tenants]]\nname = \"acme\"\nhosts = [\"acme.test\"]\n\
+             filters = [{{ type = \"request-id\" }}, {{ type = \"trace-context\" }}, \
+             {{ type = \"rate-limit\", rate = 1, per = \"1m\", burst = 1, key = \"tenant\" }}]\n\
+             [[routes]]\nname = \"acme-api\"\ntenant = \"acme\"\nprefix = \"/\"\nupstream = \"backend\"\n",
+            log_config(&path, "json")
+        );
+        let gw = TestGateway::proxy(driver, &[up.addr()], &extra);
+        let mut c = RawClient::connect(gw.addr());
+        let mut ids = Vec::new();
+        for want in [200, 429] {
+            c.send(b"GET /x HTTP/1.1\r\nHost: acme.test\r\n\r\n");
+            let r = c.read_response().unwrap();
+            assert_eq!(r.status, want, "{driver:?}");
+            ids.push(r.header("x-request-id").expect("an id on both"));
+        }
+        let trace = up.requests()[0].header("traceparent").unwrap()[3..35].to_string();
+        assert!(wait_until(Duration::from_secs(3), || lines(&path).len() == 2));
+        for (line, (id, status)) in lines(&path).iter().zip(ids.iter().zip([200, 429])) {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert_eq!(v["tenant"], "acme", "{line}");
+            assert_eq!(v["route"], "acme-api");
+            assert_eq!(v["status"], status);
+            assert_eq!(v["request_id"], id.as_str(), "the generated id is logged");
+        }
+        let first: serde_json::Value = serde_json::from_str(&lines(&path)[0]).unwrap();
+        assert_eq!(
+            first["trace_id"],
+            trace.as_str(),
+            "the started trace is logged"
+        );
+    }
+}
+
+#[test]
 fn a_full_disk_drops_lines_not_requests() {
     for driver in DRIVERS {
         let up = MockUpstream::ok("x");
