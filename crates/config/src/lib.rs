@@ -14,6 +14,7 @@ pub mod defaults;
 mod error;
 mod model;
 pub mod raw;
+mod reload;
 mod units;
 mod validate;
 
@@ -22,6 +23,7 @@ pub use model::{
     AccessLog, Config, Driver, EndpointSource, Limits, Listener, LogFormat, PathMatch,
     PoolSettings, RetrySettings, Route, Tenant, TenantId, Timeouts, Upstream, UpstreamId, Workers,
 };
+pub use reload::{Reloaded, reload_toml};
 pub use units::{parse_duration, parse_size};
 
 use std::path::Path;

@@ -69,6 +69,9 @@ pub(crate) struct Shared {
 pub(crate) struct State {
     pub config: Arc<Config>,
     pub info: ConfigInfo,
+    /// The configuration text in effect (the file's, or the file's with
+    /// refused tenants' previous sections), when it came from a file.
+    pub text: Option<String>,
 }
 
 /// A cloneable handle to a running gateway, usable from any thread.
@@ -150,28 +153,68 @@ impl GatewayHandle {
         Ok(version)
     }
 
-    /// Re-reads the configuration file the gateway was started from.
+    /// Re-reads the configuration file the gateway was started from. When
+    /// the only errors are inside some tenants' sections, those tenants keep
+    /// their previous sections and the rest applies (see
+    /// `shardgate_config::reload_toml`); the refusal is logged, counted and
+    /// shown at `/config`.
     pub fn reload_from_file(&self) -> Result<u64, String> {
         let Some(path) = self.0.path.clone() else {
             return Err("this gateway was not started from a file".into());
         };
         let source = path.display().to_string();
+        let previous = self
+            .0
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .text
+            .clone();
         let text = std::fs::read_to_string(&path).map_err(|e| format!("{source}: {e}"));
         let parsed = text.and_then(|t| {
-            shardgate_config::from_toml(&t)
-                .map(|c| (c, config_hash(&t)))
+            let loaded = match &previous {
+                Some(p) => shardgate_config::reload_toml(&t, p),
+                None => shardgate_config::from_toml(&t).map(|config| shardgate_config::Reloaded {
+                    config,
+                    kept: Vec::new(),
+                    effective: t.clone(),
+                }),
+            };
+            loaded
+                .map(|r| (r, config_hash(&t)))
                 .map_err(|e| e.to_string().trim_end().to_string())
         });
-        match parsed {
-            Ok((config, hash)) => self.reload(config, hash, &source),
+        let (loaded, hash) = match parsed {
+            Ok(p) => p,
             Err(e) => {
                 let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
                 state.info.reload_failures += 1;
                 state.info.last_error = Some(e.clone());
                 log::error!("reload refused, the previous configuration keeps serving: {e}");
-                Err(e)
+                return Err(e);
             }
+        };
+        let version = self.reload(loaded.config, hash, &source)?;
+        let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.text = Some(loaded.effective);
+        if !loaded.kept.is_empty() {
+            let refused: Vec<String> = loaded
+                .kept
+                .iter()
+                .map(|(tenant, errors)| {
+                    let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                    format!(
+                        "tenant {tenant:?} keeps its previous configuration: {}",
+                        list.join("; ")
+                    )
+                })
+                .collect();
+            let message = refused.join("\n");
+            log::error!("reload from {source} applied in part: {message}");
+            state.info.reload_failures += 1;
+            state.info.last_error = Some(message);
         }
+        Ok(version)
     }
 
     /// The file the gateway reloads from, if any.

@@ -199,6 +199,10 @@ impl Gateway {
             controls,
             state: Mutex::new(State {
                 config: config.clone(),
+                text: options
+                    .config_path
+                    .as_ref()
+                    .and_then(|p| std::fs::read_to_string(p).ok()),
                 info: ConfigInfo {
                     version: 1,
                     hash: options.config_hash,

@@ -480,7 +480,7 @@ fn tenants_have_their_own_routes_keys_and_limits() {
 }
 
 #[test]
-fn a_broken_tenant_config_is_refused_while_every_tenant_keeps_serving() {
+fn a_broken_tenant_config_neither_applies_nor_holds_back_other_tenants() {
     let up = MockUpstream::ok("ok");
     let tenant = |name: &str, filters: &str| {
         format!(
@@ -488,10 +488,10 @@ fn a_broken_tenant_config_is_refused_while_every_tenant_keeps_serving() {
              [[routes]]\nname = \"{name}-r\"\ntenant = \"{name}\"\nprefix = \"/\"\nupstream = \"backend\"\n"
         )
     };
-    let file = |tenants: &str| {
+    let file = |rest: &str| {
         format!(
             "workers = 1\n[[listeners]]\naddress = \"127.0.0.1:0\"\n\
-             [upstreams.backend]\nendpoints = [\"{}\"]\n{tenants}",
+             [upstreams.backend]\nendpoints = [\"{}\"]\n{rest}",
             up.addr()
         )
     };
@@ -506,22 +506,38 @@ fn a_broken_tenant_config_is_refused_while_every_tenant_keeps_serving() {
         },
     );
     let handle = gw.gateway().handle();
-    let status = |host: &str| exchange(&gw, &format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n"));
+    let get = |host: &str| exchange(&gw, &format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n"));
 
-    // Tenant a's filter turns invalid: the reload is refused, naming it, and
-    // both tenants go on with the configuration they had.
-    let broken = file(&(tenant("a", "{ type = \"rate-limit\", rate = -1 }") + &tenant("b", "")));
-    std::fs::write(&path, broken).unwrap();
-    let error = handle
-        .reload_from_file()
-        .expect_err("a negative rate is refused");
-    assert!(error.contains("tenants[0].filters[0]"), "{error}");
+    // Tenant a's new filter is invalid while tenant b changes too: b's change
+    // applies, a keeps what it had, and the refusal names a's field.
+    let next = file(
+        &(tenant("a", "{ type = \"rate-limit\", rate = -1 }")
+            + &tenant("b", "{ type = \"direct-response\", status = 418 }")),
+    );
+    std::fs::write(&path, next).unwrap();
+    assert_eq!(handle.reload_from_file(), Ok(2));
     let (_, info) = handle.config();
-    assert_eq!(info.version, 1);
-    assert!(info.last_error.is_some_and(|e| e.contains("tenants[0]")));
-    let a = status("a.test");
+    let error = info.last_error.unwrap_or_default();
+    assert!(
+        error.contains("tenant \"a\" keeps its previous configuration")
+            && error.contains("tenants[0].filters[0]"),
+        "{error}"
+    );
+    assert_eq!(info.reload_failures, 1);
+    let a = get("a.test");
     assert_eq!(a.status, 200);
     assert!(a.header("x-request-id").is_some(), "a keeps its filters");
-    assert_eq!(status("b.test").status, 200);
+    assert_eq!(get("b.test").status, 418, "b's change is live");
+
+    // An error outside every tenant refuses the whole file: nothing changes.
+    let outside = file(&(tenant("a", "") + &tenant("b", "") + "[timeouts]\nconnect = \"soon\"\n"));
+    std::fs::write(&path, outside).unwrap();
+    let error = handle
+        .reload_from_file()
+        .expect_err("a bad timeout is refused");
+    assert!(error.contains("timeouts.connect"), "{error}");
+    assert!(get("a.test").header("x-request-id").is_some());
+    assert_eq!(get("b.test").status, 418);
+    assert_eq!(handle.config().1.version, 2);
     let _ = std::fs::remove_file(&path);
 }
