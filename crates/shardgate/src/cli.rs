@@ -10,8 +10,10 @@ Shardgate: a shard-per-core HTTP edge proxy and API gateway.
 
 USAGE:
   shardgate                         run the demo: the gateway on 127.0.0.1:8080
-                                    with the built-in configs/default.toml and two
-                                    demo upstreams on 127.0.0.1:9001 and :9002
+                                    with the built-in configs/default.toml, three
+                                    echo upstreams on 127.0.0.1:9001..9003, and a
+                                    banner of curl commands (SHARDGATE_DEMO_PORT_BASE=N
+                                    moves them to N and N+1..N+3; 0: free ports)
   shardgate run -c FILE [--workers N] [--driver uring|legacy|auto]
                                     run with a configuration file
   shardgate check -c FILE           validate a configuration file (exit 1 on errors)
