@@ -384,6 +384,14 @@ for name in "${NAMES[@]}"; do
         "$(fmt_us "${P50[$name]}")" "$(fmt_us "${P99[$name]}")" "${CPU[$name]}" "${MEM[$name]}" \
         "$rq" "$rc" "$rm_" "${WRK[$name]:-0}"
 done
+# Each round's CPU per request against the first proxy's in the same round: pairing rounds
+# cancels most of the drift a shared machine adds between them.
+first=${NAMES[0]}
+for name in "${NAMES[@]:1}"; do
+    paired=$(paste "$WORK/$name.rows" "$WORK/$first.rows" | awk '{ print $4 / $8 }' | median)
+    printf 'CPU per request, %s against %s in the same round: median ratio %.3f\n' \
+        "$name" "$first" "$paired"
+done
 printf '\n(loadtest medians of %s rounds of %ss at %s connections; CPU from /proc/PID/stat;\n' \
     "$ROUNDS" "$DURATION" "$CONNS"
 printf ' memory: RSS growth / %s idle keep-alive connections; wrk QPS: one wrk run as a cross-check)\n' \
