@@ -31,8 +31,9 @@ CLK_TCK=$(getconf CLK_TCK)
 UP_PORT=$BASE_PORT
 PIDS=()
 
-log() { printf '[bench] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+TAG=bench
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 cleanup() {
     local pid
@@ -136,20 +137,6 @@ rss_kib() {
         total=$((total + ${kib:-0}))
     done
     echo "$total"
-}
-
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-
-# Waits for port $1 to be served by process $3; on failure shows that process's log $2.
-wait_port() {
-    local _
-    for _ in $(seq 100); do
-        port_busy "$1" && return 0
-        kill -0 "$3" 2>/dev/null || break
-        sleep 0.1
-    done
-    [[ -n ${2:-} && -s $2 ]] && tail -n 20 "$2" >&2
-    die "nothing listens on port $1 (process $3 exited or took over 10 s)"
 }
 
 # First number after "key": in a JSON object path like latency.p50_us (pretty-printed input).

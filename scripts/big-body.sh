@@ -13,6 +13,9 @@ set -euo pipefail
 SIZE_MIB=${SIZE_MIB:-1024}
 BASE_PORT=${BASE_PORT:-18400}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TAG=big-body
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 SHARDGATE=${SHARDGATE_BIN:-$ROOT/target/release/shardgate}
 WORK=$(mktemp -d /tmp/shardgate-bigbody.XXXXXX)
 UP_PORT=$BASE_PORT
@@ -72,15 +75,6 @@ python3 "$WORK/upstream.py" "$UP_PORT" "$SIZE_MIB" &
 PIDS+=($!)
 head -c "$((SIZE_MIB << 20))" /dev/zero >"$WORK/body.bin"
 
-wait_port() {
-    local _
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.05
-    done
-    echo "nothing listens on $1" >&2
-    exit 1
-}
 wait_port "$UP_PORT"
 
 printf '%-8s %12s %12s %10s %10s %14s\n' driver "down MB/s" "up MB/s" "RSS KiB" "peak KiB" "growth KiB"

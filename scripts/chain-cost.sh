@@ -7,6 +7,7 @@
 # connection, so start-up and shutdown cancel out: Ir per request = (Ir(N2) - Ir(N1)) / (N2 - N1).
 #
 #   scripts/chain-cost.sh            # N1=2000 N2=12000; needs valgrind and release binaries
+#   KEEP=1 scripts/chain-cost.sh     # keep the callgrind files (callgrind_annotate them)
 #
 # The kernel's share of a request (about 89% of the proxy's CPU time in scripts/bench.sh) is
 # the same for both routes and is not counted here; set the delta against bench.sh's
@@ -25,30 +26,21 @@ PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    [[ -n ${KEEP:-} ]] && log "kept $WORK" || rm -rf "$WORK"
+    if [[ -n ${KEEP:-} ]]; then log "kept $WORK (KEEP is set)"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
-log() { printf '[chain-cost] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+TAG=chain-cost
+WAIT_PORT_SECONDS=30 # start-up under valgrind is slow
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 
 command -v valgrind >/dev/null || die "valgrind is needed (apt-get install valgrind)"
 [[ -x $SHARDGATE && -x $LOADTEST ]] || die "build first: cargo build --release -p shardgate -p loadtest"
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-wait_port() {
-    local _
-    for _ in $(seq 300); do
-        port_busy "$1" && return 0
-        kill -0 "$2" 2>/dev/null || break
-        sleep 0.1
-    done
-    die "nothing listens on port $1"
-}
-
 UP_PORT=$BASE_PORT
 "$LOADTEST" upstream --listen "127.0.0.1:$UP_PORT" --threads 1 >"$WORK/upstream.log" 2>&1 &
 PIDS+=($!)
-wait_port "$UP_PORT" "${PIDS[-1]}"
+wait_port "$UP_PORT" "$WORK/upstream.log" "${PIDS[-1]}"
 
 KEY=$(printf bench-key | sha256sum | cut -d' ' -f1)
 config() { # $1 variant, $2 port
@@ -72,7 +64,7 @@ instructions() {
         >"$WORK/$variant.$n.log" 2>&1 &
     pid=$!
     PIDS+=("$pid")
-    wait_port "$port" "$pid"
+    wait_port "$port" "$WORK/$variant.$n.log" "$pid"
     local header=()
     [[ $variant == chain ]] && header=(-H 'X-Api-Key: bench-key')
     "$LOADTEST" -c 1 -t 1 -n "$n" -w 0 -d 10m --no-progress --json "$WORK/lt.json" "${header[@]}" \

@@ -217,6 +217,10 @@ mod tests {
     use crate::{Limits, Method, empty_headers, parse_request, parse_response};
 
     fn forward(raw: &[u8]) -> String {
+        forward_with(raw, HeadEdits::NONE)
+    }
+
+    fn forward_with(raw: &[u8], edits: HeadEdits<'_>) -> String {
         let mut h = empty_headers();
         let req = parse_request(raw, &mut h, &Limits::default())
             .unwrap()
@@ -227,7 +231,7 @@ mod tests {
             proto: b"http",
             path: None,
             fallback_host: b"127.0.0.1:9000",
-            edits: HeadEdits::NONE,
+            edits,
         };
         encode_request_head(&req, &ctx, &mut out);
         String::from_utf8(out).unwrap()
@@ -320,22 +324,12 @@ mod tests {
             drop: &drop,
             add: b"X-Consumer: alice\r\n",
         };
-        let mut h = empty_headers();
-        let raw = b"GET / HTTP/1.1\r\nHost: a\r\nX-Consumer: mallory\r\nContent-Length: 0\r\n\r\n";
-        let req = parse_request(raw, &mut h, &Limits::default())
-            .unwrap()
-            .unwrap();
-        let mut out = Vec::new();
-        let ctx = ForwardContext {
-            client_ip: b"10.0.0.9",
-            proto: b"http",
-            path: None,
-            fallback_host: b"",
+        let got = forward_with(
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Consumer: mallory\r\nContent-Length: 0\r\n\r\n",
             edits,
-        };
-        encode_request_head(&req, &ctx, &mut out);
+        );
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            got,
             "GET / HTTP/1.1\r\nHost: a\r\nX-Consumer: alice\r\nX-Forwarded-For: 10.0.0.9\r\n\
              X-Forwarded-Proto: http\r\nX-Forwarded-Host: a\r\n\r\n"
         );

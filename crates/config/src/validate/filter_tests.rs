@@ -13,17 +13,7 @@ use shardgate_policy::headers::HeaderOpsConfig;
 use shardgate_policy::jwt::{JwtConfig, KeyMaterial, KeySpec};
 use std::time::Duration;
 
-const BASE: &str = r#"
-[[listeners]]
-address = "127.0.0.1:8080"
-
-[upstreams.app]
-endpoints = ["127.0.0.1:9000"]
-
-[[routes]]
-prefix = "/"
-upstream = "app"
-"#;
+use super::tests::MINIMAL as BASE;
 
 /// A public EC P-256 key (the policy crate's test fixture).
 const EC_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\n\

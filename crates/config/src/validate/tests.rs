@@ -1,7 +1,8 @@
 use crate::{Driver, PathMatch, Workers, from_toml};
 use std::time::Duration;
 
-const MINIMAL: &str = r#"
+/// The smallest valid configuration: one listener, one upstream, one route.
+pub(super) const MINIMAL: &str = r#"
 [[listeners]]
 address = "127.0.0.1:8080"
 

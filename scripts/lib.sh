@@ -1,0 +1,21 @@
+# shellcheck shell=bash
+# Shared by the scripts in this folder (sourced, not run): messages and waiting for a port.
+# Set TAG before sourcing: it prefixes every message.
+
+log() { printf '[%s] %s\n' "${TAG:-shardgate}" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Waits up to WAIT_PORT_SECONDS (10) for port $1 to be served. With a process $3, gives up as
+# soon as it exits, showing the end of its log $2.
+wait_port() {
+    local _
+    for _ in $(seq $((${WAIT_PORT_SECONDS:-10} * 10))); do
+        port_busy "$1" && return 0
+        if [[ -n ${3:-} ]]; then kill -0 "$3" 2>/dev/null || break; fi
+        sleep 0.1
+    done
+    [[ -n ${2:-} && -s $2 ]] && tail -n 20 "$2" >&2
+    die "nothing listens on port $1${3:+ (process $3 exited or took too long)}"
+}
