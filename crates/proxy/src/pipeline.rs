@@ -459,6 +459,9 @@ fn prepare(
     let chain = &snap.chains[route];
     let mut edits = shard.edits.borrow_mut();
     let edits = &mut *edits;
+    // The scratch is the shard's: what the last filtered request left in it
+    // must never reach this one's upstream.
+    edits.upstream.clear();
     let mut rewritten = false;
     if !chain.is_empty() {
         let mut params = [("", b"".as_slice()); MAX_PARAMS];
@@ -470,7 +473,6 @@ fn prepare(
         if b.x.capacity() == 0 {
             b.x = shard.lines.take();
         }
-        edits.upstream.clear();
         let input = chain::Input {
             req: &req,
             target,

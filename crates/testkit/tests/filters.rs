@@ -73,6 +73,44 @@ fn api_key_from_header_or_query_with_consumer_forwarded() {
 }
 
 #[test]
+fn one_route_s_filter_lines_never_reach_another_route_s_upstream() {
+    let digest = shardgate_policy::api_key::hash_key("s3cret");
+    for driver in DRIVERS {
+        let up = MockUpstream::ok("ok");
+        let gw = gateway(
+            driver,
+            &up,
+            "prefix = \"/k\"",
+            &format!(
+                "{{ type = \"api-key\", keys = [{{ sha256 = \"{digest}\", consumer = \"alice\" }}] }}, \
+                 {{ type = \"request-id\" }}"
+            ),
+        );
+        // One connection, so both requests run on the same shard.
+        let mut c = RawClient::connect(gw.addr());
+        for (target, key) in [
+            ("/k", "X-Api-Key: s3cret\r\n"),
+            ("/plain", ""),
+            ("/k", ""),
+            ("/plain", ""),
+        ] {
+            c.send(format!("GET {target} HTTP/1.1\r\nHost: a\r\n{key}\r\n").as_bytes());
+            c.read_response().unwrap();
+        }
+        let heads: Vec<String> = up.requests().iter().map(|r| r.head_str()).collect();
+        assert_eq!(heads.len(), 3, "{driver:?}");
+        assert!(heads[0].contains("x-consumer: alice"), "{}", heads[0]);
+        for plain in &heads[1..] {
+            let lower = plain.to_ascii_lowercase();
+            assert!(
+                !lower.contains("x-consumer") && !lower.contains("x-request-id"),
+                "{driver:?}: {plain}"
+            );
+        }
+    }
+}
+
+#[test]
 fn jwt_checks_signature_and_expiry_and_forwards_claims() {
     let secret = "a-test-secret-of-at-least-32-bytes";
     let now = SystemTime::now()
