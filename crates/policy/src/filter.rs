@@ -29,7 +29,7 @@ use crate::api_key::{ApiKeyAuth, KeyStore};
 use crate::cidr::IpRules;
 use crate::cors::{Cors, CorsConfig};
 use crate::global_rate::GlobalLimitConfig;
-use crate::headers::{HeaderOpsConfig, HeaderRules, is_token, is_value};
+use crate::headers::{HeaderOpsConfig, HeaderRules, is_managed, is_token, is_value};
 use crate::jwt::{JwtConfig, JwtVerifier};
 use crate::rewrite::{PathRewrite, Redirect};
 use crate::token_bucket::Limit;
@@ -420,6 +420,11 @@ impl FilterSpec {
                 ] {
                     if let Some(v) = v.filter(|v| !is_token(v.as_bytes())) {
                         problems.extend(one(name, format!("{field}: {v:?} is not a header name")));
+                    } else if let Some(v) = v.filter(|v| is_managed(v)) {
+                        problems.extend(one(
+                            name,
+                            format!("{field}: {v:?} is managed by the proxy and cannot be used"),
+                        ));
                     }
                 }
                 if !problems.is_empty() {
@@ -514,6 +519,15 @@ impl FilterSpec {
                     return Err(one(
                         name,
                         format!("header: {:?} is not a header name", c.header),
+                    ));
+                }
+                if is_managed(&c.header) {
+                    return Err(one(
+                        name,
+                        format!(
+                            "header: {:?} is managed by the proxy and cannot be used",
+                            c.header
+                        ),
                     ));
                 }
                 Ok(Filter::RequestId(c.clone()))
@@ -632,6 +646,31 @@ mod tests {
             (
                 FilterSpec::Jwt(JwtConfig::default()),
                 "filter \"jwt\": keys: at least one key is required",
+            ),
+            (
+                FilterSpec::ApiKey(ApiKeyConfig {
+                    keys: vec![(crate::api_key::hash_key("k"), "c".into())],
+                    consumer_header: "Transfer-Encoding".into(),
+                    ..Default::default()
+                }),
+                "filter \"api-key\": consumer_header: \"Transfer-Encoding\" is managed",
+            ),
+            (
+                FilterSpec::RequestId(RequestIdConfig {
+                    header: "host".into(),
+                    in_response: true,
+                }),
+                "filter \"request-id\": header: \"host\" is managed",
+            ),
+            (
+                FilterSpec::Headers(HeadersConfig {
+                    request: HeaderOpsConfig {
+                        add: vec![("X-Forwarded-For".into(), "1.2.3.4".into())],
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }),
+                "filter \"headers\": request.add[0]: \"X-Forwarded-For\" is managed",
             ),
         ];
         for (spec, want) in cases {

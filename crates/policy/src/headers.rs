@@ -25,7 +25,20 @@ pub const PROTECTED: &[&str] = &[
     "te",
     "trailer",
     "proxy-connection",
+    // Written by the proxy on every forwarded request; a second line would
+    // make them ambiguous.
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "expect",
 ];
+
+/// Whether no filter may write, set or remove the field `name` (any case):
+/// the proxy owns it (see [`PROTECTED`]).
+pub fn is_managed(name: &str) -> bool {
+    PROTECTED.iter().any(|p| p.eq_ignore_ascii_case(name))
+}
 
 /// One side's raw lists.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -90,7 +103,7 @@ impl HeaderOps {
                     message: format!("{name:?} is not a header name"),
                 });
                 false
-            } else if PROTECTED.contains(&lower.as_str()) {
+            } else if is_managed(&lower) {
                 errors.push(HeaderOpsError {
                     field,
                     message: format!("{name:?} is managed by the proxy and cannot be changed"),

@@ -407,6 +407,11 @@ impl JwtVerifier {
                     format!("forward_claims[{i}].header"),
                     format!("{header:?} is not a header name"),
                 ));
+            } else if crate::headers::is_managed(header) {
+                errors.push(cfg_err(
+                    format!("forward_claims[{i}].header"),
+                    format!("{header:?} is managed by the proxy and cannot be changed"),
+                ));
             }
         }
         if !errors.is_empty() {

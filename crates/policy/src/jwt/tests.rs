@@ -552,3 +552,18 @@ fn issued_hs256_tokens_verify_with_the_same_secret_only() {
         JwtError::BadSignature
     );
 }
+
+#[test]
+fn claims_cannot_be_forwarded_in_fields_the_proxy_owns() {
+    let mut cfg = config(vec![spec(
+        None,
+        &["HS256"],
+        KeyMaterial::Secret(SECRET.to_vec()),
+    )]);
+    cfg.forward_claims = vec![("tier".into(), "Transfer-Encoding".into())];
+    let errors = JwtVerifier::new(&cfg).unwrap_err();
+    assert_eq!(
+        errors[0].to_string(),
+        "forward_claims[0].header: \"Transfer-Encoding\" is managed by the proxy and cannot be changed"
+    );
+}
