@@ -16,7 +16,7 @@
 //! trace generator in the shard.
 
 use shardgate_http::{GatewayResponse, Request, gateway_response};
-use shardgate_policy::api_key::ApiKeyOutcome;
+use shardgate_policy::api_key::{ApiKeyOutcome, strip_query_param};
 use shardgate_policy::cidr::IpVerdict;
 use shardgate_policy::filter::{BuildContext, Filter, FilterSpec, RateKeySource};
 use shardgate_policy::global_rate::{GlobalLimitConfig, RateKey, ShardLimiter};
@@ -52,6 +52,11 @@ pub(crate) struct Chain {
     response_add: Vec<u8>,
     /// The smallest body limit of the chain's body-limit filters.
     pub max_body: Option<u64>,
+    /// The chain answers CORS preflights.
+    cors: bool,
+    /// The query parameter an API key may come in (kept out of the
+    /// forwarded target and the access log).
+    key_param: Option<Box<str>>,
 }
 
 /// The rate limits of one configuration on one shard, by index.
@@ -103,7 +108,7 @@ pub(crate) struct Output<'a> {
     pub path: &'a mut Vec<u8>,
     pub rewritten: bool,
     /// The request id the chain settled on, for the access log.
-    pub request_id: ([u8; 64], u8),
+    pub request_id: ([u8; 128], u8),
     /// The trace id of this hop, for the access log (hex).
     pub trace_id: Option<[u8; 32]>,
     /// A gateway answer is written here.
@@ -121,6 +126,19 @@ fn header<'r>(req: &Request<'r, 'r>, name: &[u8]) -> Option<&'r [u8]> {
         .iter()
         .find(|h| h.name.as_bytes().eq_ignore_ascii_case(name))
         .map(|h| h.value)
+}
+
+/// The value of a field that must not repeat (credentials): `Err` when it
+/// does, since the gateway and the upstream could each read another copy.
+fn single<'r>(req: &Request<'r, 'r>, name: &[u8]) -> Result<Option<&'r [u8]>, ()> {
+    let mut found = req
+        .headers
+        .iter()
+        .filter(|h| h.name.as_bytes().eq_ignore_ascii_case(name));
+    match (found.next(), found.next()) {
+        (first, None) => Ok(first.map(|h| h.value)),
+        _ => Err(()),
+    }
 }
 
 fn lower(name: &str) -> Box<[u8]> {
@@ -151,7 +169,17 @@ impl Chain {
                     .join("; ")
             })?;
             match &filter {
-                Filter::ApiKey(a) => chain.request_drop.push(lower(&a.consumer_header)),
+                Filter::ApiKey(a) => {
+                    // The consumer is the gateway's to say; the key itself
+                    // stays at the gateway.
+                    chain.request_drop.push(lower(&a.consumer_header));
+                    if let Some(h) = &a.header {
+                        chain.request_drop.push(lower(h));
+                    }
+                    if let Some(q) = &a.query_param {
+                        chain.key_param = Some(q.clone());
+                    }
+                }
                 Filter::Jwt(j) => chain.request_drop.extend(j.forwarded_headers().map(lower)),
                 Filter::Headers(rules) => {
                     chain.request_drop.extend(rules.request.dropped().cloned());
@@ -175,9 +203,12 @@ impl Chain {
                     }
                 }
                 Filter::TraceContext(_) => {
+                    // Re-added below only when an incoming trace continues.
                     chain.request_drop.push(lower("traceparent"));
+                    chain.request_drop.push(lower("tracestate"));
                 }
                 Filter::Cors(_) => {
+                    chain.cors = true;
                     // The gateway answers for the route's CORS policy; an
                     // upstream's own Access-Control-* would contradict it.
                     chain.response_drop.extend(
@@ -223,9 +254,12 @@ impl Chain {
 
     /// Whether the chain answers CORS preflights.
     pub(crate) fn has_cors(&self) -> bool {
-        self.steps
-            .iter()
-            .any(|s| matches!(s, Step::Filter(Filter::Cors(_))))
+        self.cors
+    }
+
+    /// The query parameter API keys may come in, if any.
+    pub(crate) fn key_param(&self) -> Option<&str> {
+        self.key_param.as_deref()
     }
 
     /// Response fields the chain replaces or removes.
@@ -249,17 +283,39 @@ impl Chain {
         now: Instant,
     ) -> Verdict {
         let req = input.req;
-        let mut consumer: &[u8] = b"";
-        // A JWT subject outlives the claims map it came from.
-        let mut subject = [0u8; 128];
+        // Who is calling, once an api-key or jwt step has said (the empty
+        // name before).
+        let mut consumer = RateKey::of(b"");
         let mut location = Vec::new();
+        // A browser's preflight carries no credentials: when the chain
+        // answers preflights, nothing but its CORS steps judges one.
+        let preflight = self.cors
+            && shardgate_policy::cors::is_preflight(
+                req.method.as_bytes(),
+                header(req, b"origin"),
+                header(req, b"access-control-request-method"),
+            );
+        if self.cors && !preflight {
+            // Up front, so a refusal by an earlier step is readable by the
+            // page that made the request too.
+            for step in &self.steps {
+                if let Step::Filter(Filter::Cors(cors)) = step {
+                    for (n, v) in cors.actual(header(req, b"origin")).iter() {
+                        line(out.response, n.as_bytes(), v);
+                    }
+                }
+            }
+        }
         for step in &self.steps {
+            if preflight && !matches!(step, Step::Filter(Filter::Cors(_))) {
+                continue;
+            }
             let filter = match step {
                 Step::RateLimit { limiter, key } => {
                     let key = match key {
                         RateKeySource::Route => RateKey::of(input.route.as_bytes()),
                         RateKeySource::ClientIp => RateKey::of_ip(input.client),
-                        RateKeySource::Consumer => RateKey::of(consumer),
+                        RateKeySource::Consumer => consumer,
                         RateKeySource::Header(h) => {
                             RateKey::of(header(req, h.as_bytes()).unwrap_or_default())
                         }
@@ -279,10 +335,13 @@ impl Chain {
             };
             match filter {
                 Filter::ApiKey(auth) => {
-                    let presented = auth
-                        .header
-                        .as_deref()
-                        .and_then(|h| header(req, h.as_bytes()));
+                    let presented = match auth.header.as_deref() {
+                        Some(h) => match single(req, h.as_bytes()) {
+                            Ok(v) => v,
+                            Err(()) => return self.answer(input, out, 400, None, false),
+                        },
+                        None => None,
+                    };
                     let query = shardgate_router::split_query(input.target).1;
                     match auth.check(presented, query) {
                         ApiKeyOutcome::Valid(name) => {
@@ -291,7 +350,7 @@ impl Chain {
                                 auth.consumer_header.as_bytes(),
                                 name.as_bytes(),
                             );
-                            consumer = name.as_bytes();
+                            consumer = RateKey::of(name.as_bytes());
                         }
                         ApiKeyOutcome::Missing => {
                             line(
@@ -303,9 +362,20 @@ impl Chain {
                         }
                         ApiKeyOutcome::Invalid => return self.answer(input, out, 403, None, false),
                     }
+                    if let Some(name) = auth.query_param.as_deref() {
+                        let stripped = if out.rewritten {
+                            let current = out.path.clone();
+                            strip_query_param(&current, name.as_bytes(), out.path)
+                        } else {
+                            strip_query_param(input.target, name.as_bytes(), out.path)
+                        };
+                        out.rewritten |= stripped;
+                    }
                 }
                 Filter::Jwt(verifier) => {
-                    let auth = header(req, b"authorization");
+                    let Ok(auth) = single(req, b"authorization") else {
+                        return self.answer(input, out, 400, None, false);
+                    };
                     match verifier.verify_authorization(auth, SystemTime::now()) {
                         Ok(v) => {
                             for (name, value) in &v.forward {
@@ -314,9 +384,7 @@ impl Chain {
                                 }
                             }
                             if let Some(sub) = v.claims.get("sub").and_then(|s| s.as_str()) {
-                                let n = sub.len().min(subject.len());
-                                subject[..n].copy_from_slice(&sub.as_bytes()[..n]);
-                                consumer = &subject[..n];
+                                consumer = RateKey::of(sub.as_bytes());
                             }
                         }
                         Err(e) => {
@@ -364,9 +432,7 @@ impl Chain {
                             Err(_) => self.answer(input, out, 403, None, false),
                         };
                     }
-                    for (n, v) in cors.actual(origin).iter() {
-                        line(out.response, n.as_bytes(), v);
-                    }
+                    // Not a preflight: its headers were added up front.
                 }
                 Filter::IpFilter(rules) => {
                     if rules.check(input.client) == IpVerdict::Deny {
@@ -397,6 +463,13 @@ impl Chain {
                         shardgate_policy::traceparent::next_hop(incoming, ids.rng(), c.sample_new);
                     let value = hop.value();
                     line(out.upstream, b"traceparent", &value);
+                    if hop.keep_tracestate {
+                        for h in req.headers {
+                            if h.name.eq_ignore_ascii_case("tracestate") {
+                                line(out.upstream, b"tracestate", h.value);
+                            }
+                        }
+                    }
                     let mut id = [0u8; 32];
                     id.copy_from_slice(&value[3..35]);
                     out.trace_id = Some(id);
@@ -420,6 +493,7 @@ impl Chain {
         rate_limited: bool,
     ) -> Verdict {
         out.answer.clear();
+        out.response.extend_from_slice(&self.response_add);
         gateway_response(
             status,
             GatewayResponse {

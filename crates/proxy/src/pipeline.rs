@@ -94,6 +94,14 @@ pub(crate) struct Record {
     pub head: LogHead,
 }
 
+/// What the access log records instead of the request's own fields.
+#[derive(Default, Clone, Copy)]
+struct LogOverrides<'a> {
+    path: Option<&'a [u8]>,
+    request_id: Option<&'a [u8]>,
+    trace_id: Option<&'a [u8]>,
+}
+
 /// Copies of request-head fields for the access log, bounded in size so
 /// the record never allocates.
 pub(crate) struct LogHead {
@@ -103,8 +111,8 @@ pub(crate) struct LogHead {
 }
 
 impl LogHead {
-    const CAP: usize = 384;
-    const LIMITS: [usize; 4] = [16, 256, 64, 32];
+    const CAP: usize = 448;
+    const LIMITS: [usize; 4] = [16, 256, 128, 32];
 
     fn empty() -> LogHead {
         LogHead {
@@ -113,14 +121,10 @@ impl LogHead {
         }
     }
 
-    /// Copies the request's fields; `request_id` and `trace_id`, when the
-    /// route's filters settled on them, win over the incoming headers.
-    fn capture(
-        &mut self,
-        req: &shardgate_http::Request<'_, '_>,
-        request_id: Option<&[u8]>,
-        trace_id: Option<&[u8]>,
-    ) {
+    /// Copies the request's fields; what the route's filters settled on
+    /// (the path with an API key taken out of its query, the request and
+    /// trace ids) wins over what came in.
+    fn capture(&mut self, req: &shardgate_http::Request<'_, '_>, over: LogOverrides<'_>) {
         let mut incoming_id: &[u8] = b"";
         let mut incoming_trace: &[u8] = b"";
         for h in req.headers {
@@ -132,10 +136,11 @@ impl LogHead {
                 incoming_trace = &h.value[3..35];
             }
         }
-        let request_id = request_id.unwrap_or(incoming_id);
-        let trace_id = trace_id.unwrap_or(incoming_trace);
+        let request_id = over.request_id.unwrap_or(incoming_id);
+        let trace_id = over.trace_id.unwrap_or(incoming_trace);
+        let path = over.path.unwrap_or(req.path);
         let mut at = 0;
-        for (i, field) in [req.method.as_bytes(), req.path, request_id, trace_id]
+        for (i, field) in [req.method.as_bytes(), path, request_id, trace_id]
             .into_iter()
             .enumerate()
         {
@@ -402,7 +407,7 @@ fn prepare(
     let close = !info.keep_alive || has_body || shard.drain.is_on();
     let logging = shard.log.is_some();
     if logging {
-        b.rec.head.capture(&req, None, None);
+        b.rec.head.capture(&req, LogOverrides::default());
     }
     let respond = |status: u16, extra: &[(&str, &[u8])], w: &mut Vec<u8>| {
         canned_response(status, close, head_only, extra, w);
@@ -488,7 +493,7 @@ fn prepare(
             response: &mut b.x,
             path: &mut edits.path,
             rewritten: false,
-            request_id: ([0; 64], 0),
+            request_id: ([0; 128], 0),
             trace_id: None,
             answer: &mut b.w,
         };
@@ -501,11 +506,21 @@ fn prepare(
         );
         rewritten = out.rewritten;
         let (id, trace) = (out.request_id, out.trace_id);
-        if logging && (id.1 > 0 || trace.is_some()) {
-            let id = (id.1 > 0).then(|| &id.0[..usize::from(id.1)]);
-            b.rec
-                .head
-                .capture(&req, id, trace.as_ref().map(|t| t.as_slice()));
+        let keyless = logging
+            && chain.key_param().is_some_and(|name| {
+                shardgate_policy::api_key::strip_query_param(
+                    req.path,
+                    name.as_bytes(),
+                    &mut edits.log,
+                )
+            });
+        if logging && (id.1 > 0 || trace.is_some() || keyless) {
+            let over = LogOverrides {
+                path: keyless.then_some(edits.log.as_slice()),
+                request_id: (id.1 > 0).then(|| &id.0[..usize::from(id.1)]),
+                trace_id: trace.as_ref().map(|t| t.as_slice()),
+            };
+            b.rec.head.capture(&req, over);
         }
         if let chain::Verdict::Answered {
             status,

@@ -27,6 +27,8 @@ const LINE_BUFFER: usize = 1024;
 pub(crate) struct Edits {
     pub upstream: Vec<u8>,
     pub path: Vec<u8>,
+    /// The client's target with an API key taken out, for the access log.
+    pub log: Vec<u8>,
 }
 
 pub(crate) struct Shard {
@@ -91,6 +93,7 @@ impl Shard {
             edits: RefCell::new(Edits {
                 upstream: Vec::with_capacity(1024),
                 path: Vec::with_capacity(1024),
+                log: Vec::with_capacity(1024),
             }),
             lines: BufferPool::new(LINE_BUFFER, KEEP_BUFFERS),
             rate_tx,

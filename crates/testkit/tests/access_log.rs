@@ -105,6 +105,31 @@ fn tenant_and_filter_ids_are_logged_for_forwarded_and_refused_requests() {
 }
 
 #[test]
+fn an_api_key_in_the_query_is_not_logged() {
+    let path = temp("keyless.log");
+    let up = MockUpstream::ok("hello");
+    let digest = shardgate_policy::api_key::hash_key("s3cret");
+    let extra = format!(
+        "{}[[routes]]\nname = \"k\"\nprefix = \"/k\"\nupstream = \"backend\"\n\
+         filters = [{{ type = \"api-key\", keys = [{{ sha256 = \"{digest}\", consumer = \"c\" }}], \
+         query_param = \"key\" }}]\n",
+        log_config(&path, "json")
+    );
+    let gw = TestGateway::proxy(shardgate_config::Driver::Auto, &[up.addr()], &extra);
+    let mut c = RawClient::connect(gw.addr());
+    for target in ["/k?key=s3cret&page=2", "/k?key=wrong"] {
+        c.send(format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+        c.read_response().unwrap();
+    }
+    assert!(wait_until(Duration::from_secs(3), || lines(&path).len() == 2));
+    let logged: Vec<String> = lines(&path)
+        .iter()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["path"].to_string())
+        .collect();
+    assert_eq!(logged, ["\"/k?page=2\"", "\"/k\""]);
+}
+
+#[test]
 fn a_full_disk_drops_lines_not_requests() {
     for driver in DRIVERS {
         let up = MockUpstream::ok("x");

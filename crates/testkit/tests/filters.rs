@@ -42,7 +42,8 @@ fn api_key_from_header_or_query_with_consumer_forwarded() {
             "prefix = \"/k\"",
             &format!(
                 "{{ type = \"api-key\", keys = [{{ sha256 = \"{digest}\", consumer = \"alice\" }}], \
-                 query_param = \"api_key\" }}"
+                 query_param = \"api_key\" }}, \
+                 {{ type = \"headers\", response = {{ set = {{ \"X-Frame-Options\" = \"DENY\" }} }} }}"
             ),
         );
         let r = get(&gw, "/k", "");
@@ -51,23 +52,30 @@ fn api_key_from_header_or_query_with_consumer_forwarded() {
             r.header("www-authenticate").as_deref(),
             Some("ApiKey realm=\"shardgate\"")
         );
+        assert_eq!(
+            r.header("x-frame-options").as_deref(),
+            Some("DENY"),
+            "the route's response headers are on its refusals too"
+        );
         assert_eq!(get(&gw, "/k", "X-Api-Key: wrong\r\n").status, 403);
+        let twice = get(&gw, "/k", "X-Api-Key: s3cret\r\nX-Api-Key: other\r\n");
+        assert_eq!(twice.status, 400, "a repeated credential is refused");
         assert!(up.requests().is_empty(), "refused requests never leave");
 
-        // A client cannot name its own consumer.
+        // A client cannot name its own consumer, and the key stays at the gateway.
         let r = get(&gw, "/k", "X-Api-Key: s3cret\r\nX-Consumer: mallory\r\n");
         assert_eq!(r.status, 200);
         let seen = last_request(&up);
         assert_eq!(seen.header("x-consumer").as_deref(), Some("alice"));
-        assert_eq!(
-            seen.head_str()
-                .to_ascii_lowercase()
-                .matches("x-consumer")
-                .count(),
-            1
-        );
+        let head = seen.head_str().to_ascii_lowercase();
+        assert_eq!(head.matches("x-consumer").count(), 1);
+        assert!(!head.contains("s3cret"), "{head}");
 
-        assert_eq!(get(&gw, "/k/x?api_key=s3cret", "").status, 200);
+        assert_eq!(get(&gw, "/k/x?a=1&api_key=s3cret&b=2", "").status, 200);
+        assert_eq!(
+            last_request(&up).request_line(),
+            "GET /k/x?a=1&b=2 HTTP/1.1"
+        );
         assert_eq!(get(&gw, "/k/x?api_key=s3cre", "").status, 403);
     }
 }
@@ -159,6 +167,8 @@ fn jwt_checks_signature_and_expiry_and_forwards_claims() {
                 r.head
             );
         }
+        let twice = format!("Authorization: Bearer {good}\r\nAuthorization: Bearer {forged}\r\n");
+        assert_eq!(get(&gw, "/j", &twice).status, 400);
         assert!(up.requests().is_empty());
         let r = get(
             &gw,
@@ -313,7 +323,8 @@ fn cors_preflights_are_answered_and_responses_carry_the_origin() {
             driver,
             &up,
             "prefix = \"/c\"\nmethods = [\"GET\", \"PUT\", \"DELETE\"]",
-            "{ type = \"cors\", origins = [\"https://app.example\"], methods = [\"GET\", \"PUT\"], \
+            "{ type = \"api-key\", keys = [{ sha256 = \"4b5e57f6eb2f42b9039b3d1e13929295f231749c510cbe341cd68036d9af97e2\", consumer = \"app\" }] }, \
+             { type = \"cors\", origins = [\"https://app.example\"], methods = [\"GET\", \"PUT\"], \
              headers = [\"content-type\"], max_age = \"10m\" }",
         );
         let preflight = |origin: &str, method: &str| {
@@ -344,13 +355,30 @@ fn cors_preflights_are_answered_and_responses_carry_the_origin() {
             "preflights never reach the upstream"
         );
 
+        // Preflights carry no credentials and pass the API key check; actual
+        // requests do not.
         let r = get(&gw, "/c/x", "Origin: https://app.example\r\n");
+        assert_eq!(r.status, 401);
+        assert_eq!(
+            r.header("access-control-allow-origin").as_deref(),
+            Some("https://app.example"),
+            "the browser may read the refusal"
+        );
+        let r = get(
+            &gw,
+            "/c/x",
+            "Origin: https://app.example\r\nX-Api-Key: web\r\n",
+        );
         assert_eq!(r.status, 200);
         assert_eq!(
             r.header("access-control-allow-origin").as_deref(),
             Some("https://app.example")
         );
-        let r = get(&gw, "/c/x", "Origin: https://evil.example\r\n");
+        let r = get(
+            &gw,
+            "/c/x",
+            "Origin: https://evil.example\r\nX-Api-Key: web\r\n",
+        );
         assert_eq!(r.header("access-control-allow-origin"), None);
     }
 }
@@ -449,8 +477,18 @@ fn trace_context_continues_a_trace_with_a_new_span_or_starts_one() {
         );
         let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         assert_eq!(
-            get(&gw, "/t", &format!("traceparent: {incoming}\r\n")).status,
+            get(
+                &gw,
+                "/t",
+                &format!("traceparent: {incoming}\r\ntracestate: vendor=1\r\n")
+            )
+            .status,
             200
+        );
+        assert_eq!(
+            last_request(&up).header("tracestate").as_deref(),
+            Some("vendor=1"),
+            "a continued trace keeps its state"
         );
         let sent = last_request(&up).header("traceparent").unwrap();
         assert_eq!(&sent[..36], &incoming[..36], "{driver:?}: same trace");
@@ -461,7 +499,16 @@ fn trace_context_continues_a_trace_with_a_new_span_or_starts_one() {
             1
         );
 
-        get(&gw, "/t", "");
+        get(
+            &gw,
+            "/t",
+            "traceparent: garbage\r\ntracestate: vendor=1\r\n",
+        );
+        assert_eq!(
+            last_request(&up).header("tracestate"),
+            None,
+            "a new trace drops the old state"
+        );
         let started = last_request(&up).header("traceparent").unwrap();
         assert_eq!(started.len(), 55);
         assert!(started.starts_with("00-"));
