@@ -522,12 +522,12 @@ fn tenants_have_their_own_routes_keys_and_limits() {
     for driver in DRIVERS {
         let up = MockUpstream::ok("ok");
         let extra = format!(
-            "[[tenants]]\nname = \"acme\"\nhosts = [\"acme.test\"]\n\
+            "[[tenants]]\nname = \"acme\"\nhosts = [\"acme.test\", \"legacy.acme.test\"]\n\
              filters = [{{ type = \"rate-limit\", rate = 1, per = \"1m\", burst = 2, key = \"tenant\" }}]\n\
              [[tenants]]\nname = \"globex\"\nhosts = [\"globex.test\"]\n\
              filters = [{{ type = \"api-key\", keys = [{{ sha256 = \"{acme_key}\", consumer = \"acme-ci\" }}] }}]\n\
-             [[routes]]\nname = \"acme-api\"\ntenant = \"acme\"\nprefix = \"/api\"\nupstream = \"backend\"\n\
-             [[routes]]\nname = \"acme-web\"\ntenant = \"acme\"\nprefix = \"/web\"\nupstream = \"backend\"\n\
+             [[routes]]\nname = \"acme-api\"\ntenant = \"acme\"\nhosts = [\"acme.test\"]\nprefix = \"/api\"\nupstream = \"backend\"\n\
+             [[routes]]\nname = \"acme-web\"\ntenant = \"acme\"\nhosts = [\"acme.test\"]\nprefix = \"/web\"\nupstream = \"backend\"\n\
              [[routes]]\nname = \"globex-api\"\ntenant = \"globex\"\nprefix = \"/api\"\nupstream = \"backend\"\n"
         );
         let mut config = config_for(driver, &[up.addr()], &extra);
@@ -550,8 +550,11 @@ fn tenants_have_their_own_routes_keys_and_limits() {
         for _ in 0..5 {
             assert_eq!(on("globex.test", "/api", "X-Api-Key: acme-key\r\n"), 200);
         }
-        // Hosts outside every tenant still reach the untenanted catch-all.
+        // Hosts outside every tenant still reach the untenanted catch-all;
+        // a tenant's host never does, even one none of its routes names.
         assert_eq!(on("other.test", "/api", ""), 200);
+        assert_eq!(on("legacy.acme.test", "/api", ""), 404);
+        assert_eq!(on("LEGACY.acme.test:80", "/x", ""), 404);
 
         let text = gw.gateway().handle().metrics_text();
         for want in [

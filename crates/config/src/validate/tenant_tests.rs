@@ -115,6 +115,14 @@ fn errors_name_the_field() {
             "tenants[2].hosts[1]: \"beta.localhost\" is already a host of tenant \"beta\"",
         ),
         (
+            "[[tenants]]\nname = \"gamma\"\nhosts = [\"shop.acme.example\"]",
+            "tenants[2].hosts[0]: \"shop.acme.example\" overlaps \"*.acme.example\" of tenant \"acme\": a host belongs to one tenant",
+        ),
+        (
+            "[[tenants]]\nname = \"gamma\"\nhosts = [\"*.example\"]",
+            "tenants[2].hosts[0]: \"*.example\" overlaps \"*.acme.example\" of tenant \"acme\"",
+        ),
+        (
             "[[tenants]]\nname = \"gamma\"\nhosts = [\"g.localhost\", \"G.localhost\"]",
             "tenants[2].hosts[1]: \"g.localhost\" is listed twice",
         ),

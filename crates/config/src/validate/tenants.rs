@@ -38,11 +38,22 @@ pub(super) fn tenants(e: &mut Errors, raw: &[RawTenant]) -> Vec<Tenant> {
         for (j, raw_host) in t.hosts.iter().enumerate() {
             let field = format!("{path}.hosts[{j}]");
             let h = host(e, &field, raw_host);
-            if let Some(other) = tenants.iter().find(|o| o.hosts.contains(&h)) {
-                e.push(
-                    field,
-                    format!("{h:?} is already a host of tenant {:?}", other.name),
-                );
+            let clash = tenants.iter().find_map(|o| {
+                o.hosts
+                    .iter()
+                    .find(|oh| covers(oh, &h) || covers(&h, oh))
+                    .map(|oh| (o, oh))
+            });
+            if let Some((other, theirs)) = clash {
+                let message = if *theirs == h {
+                    format!("{h:?} is already a host of tenant {:?}", other.name)
+                } else {
+                    format!(
+                        "{h:?} overlaps {theirs:?} of tenant {:?}: a host belongs to one tenant",
+                        other.name
+                    )
+                };
+                e.push(field, message);
             } else if hosts.contains(&h) {
                 e.push(field, format!("{h:?} is listed twice"));
             }
@@ -111,10 +122,14 @@ pub(super) fn assign(
 /// hosts or falls under one of its wildcards (`*.acme.example` covers
 /// `api.acme.example`, `a.b.acme.example` and `*.eu.acme.example`).
 fn owns(tenant: &Tenant, host: &str) -> bool {
-    tenant.hosts.iter().any(|own| {
-        own == host
-            || own
-                .strip_prefix('*')
-                .is_some_and(|dot_suffix| host.ends_with(dot_suffix))
-    })
+    tenant.hosts.iter().any(|own| covers(own, host))
+}
+
+/// Whether `own` (a name or a `*.suffix` wildcard) is `host` or takes every
+/// name `host` stands for.
+fn covers(own: &str, host: &str) -> bool {
+    own == host
+        || own
+            .strip_prefix('*')
+            .is_some_and(|dot_suffix| host.ends_with(dot_suffix))
 }
