@@ -480,6 +480,8 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         });
     }
 
+    tenants::consumer_limits_follow_auth(&mut e, &tenants, &routes);
+
     // The routing table itself: malformed patterns, conflicts between
     // routes (each error names both), all reported against the route.
     if e.0.is_empty() {

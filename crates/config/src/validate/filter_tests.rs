@@ -225,12 +225,17 @@ fn rate_limit_rate_per_and_default_burst() {
             RateKeySource::Header("x-api-key".into()),
         ),
     ];
+    let hash = hash_key("k");
     for (key, want) in keys {
+        // A consumer limit needs an authentication filter before it.
         let got = route_filters(
             "/x",
-            &format!("{{ type = \"rate-limit\", key = \"{key}\" }}"),
+            &format!(
+                "{{ type = \"api-key\", keys = [{{ sha256 = \"{hash}\", consumer = \"c\" }}] }}, \
+                 {{ type = \"rate-limit\", key = \"{key}\" }}"
+            ),
         );
-        let FilterSpec::RateLimit(c) = &got[0] else {
+        let FilterSpec::RateLimit(c) = &got[1] else {
             panic!("{got:?}")
         };
         assert_eq!(c.key, want, "{key}");

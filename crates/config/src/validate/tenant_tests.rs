@@ -115,6 +115,16 @@ fn errors_name_the_field() {
             "tenants[2].hosts[1]: \"beta.localhost\" is already a host of tenant \"beta\"",
         ),
         (
+            "[[routes]]\nprefix = \"/c\"\nupstream = \"app\"\n\
+             filters = [{ type = \"rate-limit\", key = \"consumer\" }, { type = \"api-key\", keys = [] }]",
+            "routes[1].filters[0].key: \"consumer\" needs an api-key or jwt filter before it",
+        ),
+        (
+            "[[tenants]]\nname = \"gamma\"\nhosts = [\"g.localhost\"]\n\
+             filters = [{ type = \"rate-limit\", key = \"consumer\" }]",
+            "tenants[2].filters[0].key: \"consumer\" needs an api-key or jwt filter before it",
+        ),
+        (
             "[[tenants]]\nname = \"gamma\"\nhosts = [\"shop.acme.example\"]",
             "tenants[2].hosts[0]: \"shop.acme.example\" overlaps \"*.acme.example\" of tenant \"acme\": a host belongs to one tenant",
         ),

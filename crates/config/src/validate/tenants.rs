@@ -4,8 +4,9 @@
 
 use super::filters::{self, Scope};
 use super::{Errors, host, valid_name};
-use crate::model::{Tenant, TenantId};
+use crate::model::{Route, Tenant, TenantId};
 use crate::raw::RawTenant;
+use shardgate_policy::filter::{FilterSpec, RateKeySource};
 
 pub(super) fn tenants(e: &mut Errors, raw: &[RawTenant]) -> Vec<Tenant> {
     let mut tenants: Vec<Tenant> = Vec::new();
@@ -132,4 +133,36 @@ fn covers(own: &str, host: &str) -> bool {
         || own
             .strip_prefix('*')
             .is_some_and(|dot_suffix| host.ends_with(dot_suffix))
+}
+
+/// A rate limit keyed by consumer only means something after a filter that
+/// names the consumer (`api-key`, `jwt`) has run; before one, every request
+/// would share the bucket of the empty name. Chains run the tenant's filters
+/// first, so a tenant's consumer limit needs its own authentication filter.
+pub(super) fn consumer_limits_follow_auth(e: &mut Errors, tenants: &[Tenant], routes: &[Route]) {
+    let check = |e: &mut Errors, mut authenticated: bool, path: &str, chain: &[FilterSpec]| {
+        for (j, f) in chain.iter().enumerate() {
+            match f {
+                FilterSpec::ApiKey(_) | FilterSpec::Jwt(_) => authenticated = true,
+                FilterSpec::RateLimit(r) if r.key == RateKeySource::Consumer && !authenticated => {
+                    e.push(
+                        format!("{path}.filters[{j}].key"),
+                        "\"consumer\" needs an api-key or jwt filter before it in the chain \
+                         (a tenant's filters run before its routes')",
+                    );
+                }
+                _ => {}
+            }
+        }
+        authenticated
+    };
+    let tenant_auth: Vec<bool> = tenants
+        .iter()
+        .enumerate()
+        .map(|(i, t)| check(e, false, &format!("tenants[{i}]"), &t.filters))
+        .collect();
+    for (i, r) in routes.iter().enumerate() {
+        let after_tenant = r.tenant.is_some_and(|t| tenant_auth[t]);
+        check(e, after_tenant, &format!("routes[{i}]"), &r.filters);
+    }
 }
