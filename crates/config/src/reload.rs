@@ -39,11 +39,21 @@ pub fn reload_toml(text: &str, previous: &str) -> Result<Reloaded, ConfigErrors>
     let (Ok(mut new), Ok(old)) = (text.parse::<Table>(), previous.parse::<Table>()) else {
         return Err(errors);
     };
+    // Only tenants the new file still declares: a route naming a tenant
+    // that is gone must not bring the old one back.
+    let declared = |name: &str| {
+        new.get("tenants")
+            .and_then(Value::as_array)
+            .is_some_and(|list| {
+                list.iter()
+                    .any(|t| t.get("name").and_then(Value::as_str) == Some(name))
+            })
+    };
     let mut broken: BTreeMap<String, Vec<ConfigError>> = BTreeMap::new();
     for e in &errors.0 {
         match tenant_of(&new, &e.path) {
-            Some(t) => broken.entry(t).or_default().push(e.clone()),
-            None => return Err(errors),
+            Some(t) if declared(&t) => broken.entry(t).or_default().push(e.clone()),
+            _ => return Err(errors),
         }
     }
     for (list, key) in [("tenants", "name"), ("routes", "tenant")] {
@@ -189,6 +199,16 @@ mod tests {
         let e = reload_toml(&new, &old).unwrap_err();
         assert_eq!(e.0.len(), 2, "{e}");
         assert!(reload_toml("not toml [", &old).is_err());
+    }
+
+    #[test]
+    fn a_route_of_a_removed_tenant_does_not_bring_it_back() {
+        let old = format!("{BASE}{}", tenant("a", "", "/v1"));
+        let new = format!(
+            "{BASE}[[routes]]\nname = \"a-r\"\ntenant = \"a\"\nprefix = \"/v2\"\nupstream = \"app\"\n"
+        );
+        let e = reload_toml(&new, &old).unwrap_err();
+        assert!(e.to_string().contains("unknown tenant \"a\""), "{e}");
     }
 
     #[test]

@@ -126,9 +126,9 @@ fn route(method: &str, path: &str, handle: &GatewayHandle) -> (u16, &'static str
 /// Ready when every shard answers, serves the current configuration, and
 /// is not draining.
 fn ready(handle: &GatewayHandle) -> (u16, &'static str, String) {
-    let (config, info) = handle.config();
+    let (_, info) = handle.config();
     let shards = handle.collect();
-    let expected = config.workers.resolve();
+    let expected = handle.0.controls.len();
     let problem = if shards.len() != expected {
         Some(format!("{} of {expected} shards answered", shards.len()))
     } else if let Some(s) = shards.iter().find(|s| s.draining) {

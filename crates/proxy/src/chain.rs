@@ -24,6 +24,7 @@ use shardgate_policy::headers::is_value;
 use shardgate_policy::request_id::RequestIdGen;
 use std::cell::RefCell;
 use std::net::IpAddr;
+use std::rc::Rc;
 use std::time::{Instant, SystemTime};
 
 /// One step of a chain.
@@ -60,7 +61,8 @@ pub(crate) struct Chain {
 }
 
 /// The rate limits of one configuration on one shard, by index.
-pub(crate) type Limiters = Vec<RefCell<ShardLimiter>>;
+/// Shared with the next snapshot when a reload leaves a limit as it was.
+pub(crate) type Limiters = Vec<Rc<RefCell<ShardLimiter>>>;
 
 /// Collects a configuration's rate limits while its chains are built: this
 /// shard's buckets and each limit's settings, in the same order on every
@@ -71,6 +73,9 @@ pub(crate) struct LimitSet {
     pub now: Instant,
     pub limiters: Limiters,
     pub configs: Vec<GlobalLimitConfig>,
+    /// Whose each limit is (`tenant acme #0`, `route api #1`): a reload keeps
+    /// a shard's buckets when owners and settings are all the same.
+    pub owners: Vec<String>,
 }
 
 /// What the request phase decided.
@@ -148,12 +153,13 @@ fn lower(name: &str) -> Box<[u8]> {
 impl Chain {
     /// Compiles `specs` after `base` (the tenant's chain, whose rate limits
     /// its routes share) for a route capturing `params`; new rate limits are
-    /// added to `limits`.
+    /// added to `limits` as `owner`'s.
     pub(crate) fn build(
         base: &Chain,
         specs: &[FilterSpec],
         params: &[&str],
         limits: &mut LimitSet,
+        owner: &str,
     ) -> Result<Chain, String> {
         let ctx = BuildContext {
             shards: limits.shards,
@@ -230,8 +236,11 @@ impl Chain {
             let step = match filter {
                 Filter::RateLimit { limit, key } => {
                     let limiter = ShardLimiter::new(limit.clone(), limits.shard, limits.now);
-                    limits.limiters.push(RefCell::new(limiter));
+                    limits.limiters.push(Rc::new(RefCell::new(limiter)));
                     limits.configs.push(limit);
+                    limits
+                        .owners
+                        .push(format!("{owner} #{}", limits.owners.len()));
                     Step::RateLimit {
                         limiter: limits.limiters.len() - 1,
                         key,

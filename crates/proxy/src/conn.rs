@@ -155,8 +155,9 @@ mod tests {
             .unwrap();
         let size = rt.block_on(async move {
             let stats: std::sync::Arc<ShardStats> = Default::default();
-            let shard =
-                Rc::new(Shard::new(0, &std::sync::Arc::new(config), stats, None, None).unwrap());
+            let shard = Rc::new(
+                Shard::new((0, 1), &std::sync::Arc::new(config), stats, None, None).unwrap(),
+            );
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
             let stream = monoio::net::TcpStream::connect(addr).await.unwrap();

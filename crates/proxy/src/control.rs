@@ -56,6 +56,9 @@ pub struct ConfigInfo {
     pub last_error: Option<String>,
 }
 
+/// A change applied to every configuration read on reload.
+pub type Adjust = Arc<dyn Fn(&mut Config) + Send + Sync>;
+
 pub(crate) struct Shared {
     pub controls: Vec<mpsc::Sender<Command>>,
     pub state: Mutex<State>,
@@ -64,6 +67,11 @@ pub(crate) struct Shared {
     pub log_reopen: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// Lines the access log writer failed to write.
     pub log_lost: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// Applied to each configuration read on reload (command-line overrides).
+    pub adjust: Option<Adjust>,
+    /// Held for a whole reload from the file, so two (a signal and a
+    /// `POST /reload`) cannot interleave their reads and writes of `State`.
+    pub reloading: Mutex<()>,
 }
 
 pub(crate) struct State {
@@ -162,6 +170,7 @@ impl GatewayHandle {
         let Some(path) = self.0.path.clone() else {
             return Err("this gateway was not started from a file".into());
         };
+        let _one_at_a_time = self.0.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let source = path.display().to_string();
         let previous = self
             .0
@@ -194,7 +203,11 @@ impl GatewayHandle {
                 return Err(e);
             }
         };
-        let version = self.reload(loaded.config, hash, &source)?;
+        let mut config = loaded.config;
+        if let Some(adjust) = &self.0.adjust {
+            adjust(&mut config);
+        }
+        let version = self.reload(config, hash, &source)?;
         let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
         state.text = Some(loaded.effective);
         if !loaded.kept.is_empty() {

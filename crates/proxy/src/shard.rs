@@ -33,6 +33,8 @@ pub(crate) struct Edits {
 
 pub(crate) struct Shard {
     pub id: usize,
+    /// How many shards the gateway runs (rate-limit shares are split by it).
+    pub shards: usize,
     /// The configuration requests start on; replaced at reload. A request
     /// holds its own `Rc` and finishes on the snapshot it started with.
     snapshot: RefCell<Rc<Snapshot>>,
@@ -62,8 +64,9 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
+    /// Shard `id` of `shards`.
     pub(crate) fn new(
-        id: usize,
+        (id, shards): (usize, usize),
         config: &Arc<Config>,
         stats: Arc<ShardStats>,
         log_tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
@@ -71,10 +74,11 @@ impl Shard {
     ) -> Result<Shard, String> {
         let pools = Pools::new();
         let metrics = Registry::default();
-        let snapshot = Snapshot::build(config, 1, &pools, &metrics, id)?;
+        let snapshot = Snapshot::build(config, 1, &pools, &metrics, (id, shards))?;
         let buffers = BufferPool::new(snapshot.limits.buffer_size, KEEP_BUFFERS);
         Ok(Shard {
             id,
+            shards,
             snapshot: RefCell::new(Rc::new(snapshot)),
             buffers,
             pools,
@@ -204,7 +208,14 @@ impl Shard {
     /// start from now on use it; pools of endpoints it no longer names are
     /// drained.
     pub(crate) fn install(&self, config: &Arc<Config>, version: u64) -> Result<(), String> {
-        let snap = Snapshot::build(config, version, &self.pools, &self.metrics, self.id)?;
+        let mut snap = Snapshot::build(
+            config,
+            version,
+            &self.pools,
+            &self.metrics,
+            (self.id, self.shards),
+        )?;
+        snap.keep_limiters(&self.snapshot());
         self.pools.retain(&snap.endpoints);
         *self.snapshot.borrow_mut() = Rc::new(snap);
         Ok(())

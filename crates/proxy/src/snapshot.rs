@@ -225,6 +225,7 @@ pub(crate) struct Snapshot {
     /// (the same indices on every shard, for rebalancing).
     pub limiters: Limiters,
     pub limit_configs: Vec<GlobalLimitConfig>,
+    pub limit_owners: Vec<String>,
     pub limits: Limits,
     pub http_limits: shardgate_http::Limits,
     pub timeouts: Timeouts,
@@ -232,19 +233,29 @@ pub(crate) struct Snapshot {
 }
 
 impl Snapshot {
+    /// Takes over `old`'s rate-limit buckets when this configuration has the
+    /// same limits with the same owners (a reload that changed something
+    /// else, such as a DNS refresh, must not refill every bucket).
+    pub(crate) fn keep_limiters(&mut self, old: &Snapshot) {
+        if self.limit_configs == old.limit_configs && self.limit_owners == old.limit_owners {
+            self.limiters.clone_from(&old.limiters);
+        }
+    }
+
     /// The name of a route's tenant (empty for none).
     pub(crate) fn tenant_of(&self, route: RouteId) -> &str {
         self.route_tenant[route].map_or("", |t| self.tenant_names[t].as_str())
     }
 
-    /// Builds the shard's view of `config`, numbering its endpoints in `pools`.
-    /// `seed` differs per shard so their balancers do not move in lockstep.
+    /// Builds shard `shard`'s (of `shards`) view of `config`, numbering its
+    /// endpoints in `pools`. The shard's index seeds its balancers so shards
+    /// do not move in lockstep.
     pub(crate) fn build(
         config: &Arc<Config>,
         version: u64,
         pools: &Pools,
         registry: &Registry,
-        shard: usize,
+        (shard, shards): (usize, usize),
     ) -> Result<Snapshot, String> {
         let seed = shard as u64;
         let mut endpoints = Vec::new();
@@ -258,22 +269,25 @@ impl Snapshot {
         let l = config.limits;
         let mut limits = LimitSet {
             shard,
-            shards: config.workers.resolve(),
+            shards,
             now,
             limiters: Limiters::new(),
             configs: Vec::new(),
+            owners: Vec::new(),
         };
         let none = Chain::default();
         let mut tenant_chains = Vec::new();
         for t in &config.tenants {
-            let chain = Chain::build(&none, &t.filters, &[], &mut limits)
+            let owner = format!("tenant {}", t.name);
+            let chain = Chain::build(&none, &t.filters, &[], &mut limits, &owner)
                 .map_err(|e| format!("tenant {:?}: {e}", t.name))?;
             tenant_chains.push(chain);
         }
         let mut chains = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
             let base = r.tenant.map_or(&none, |t| &tenant_chains[t]);
-            let chain = Chain::build(base, &r.filters, &r.path.params(), &mut limits)
+            let owner = format!("route {}", r.name);
+            let chain = Chain::build(base, &r.filters, &r.path.params(), &mut limits, &owner)
                 .map_err(|e| format!("route {:?}: {e}", r.name))?;
             chains.push(chain);
         }
@@ -284,6 +298,7 @@ impl Snapshot {
             tenant_hosts: TenantHosts::new(&config.tenants),
             limiters: limits.limiters,
             limit_configs: limits.configs,
+            limit_owners: limits.owners,
             routes: route::build(&config.routes)?,
             route_group: config.routes.iter().map(|r| r.upstream).collect(),
             route_split: config

@@ -65,6 +65,13 @@ pub struct GatewayOptions {
     pub source_name: &'static str,
     /// Resolves endpoint host names on refresh (the system resolver by default).
     pub resolver: Option<crate::dns::Resolver>,
+    /// The text the configuration was parsed from (a reload whose errors
+    /// are all in some tenants' sections keeps those tenants' sections from
+    /// it).
+    pub config_text: Option<String>,
+    /// Applied to every configuration read from the file on reload, as it
+    /// was at start (command-line overrides such as `--workers`).
+    pub adjust: Option<crate::control::Adjust>,
 }
 
 impl Default for GatewayOptions {
@@ -75,6 +82,8 @@ impl Default for GatewayOptions {
             config_hash: 0,
             source_name: "built-in",
             resolver: None,
+            config_text: None,
+            adjust: None,
         }
     }
 }
@@ -172,7 +181,7 @@ impl Gateway {
                     }
                     let run = driver::block_on(driver, || {
                         shard_main(
-                            id,
+                            (id, shards),
                             config,
                             sockets,
                             control_rx,
@@ -199,10 +208,7 @@ impl Gateway {
             controls,
             state: Mutex::new(State {
                 config: config.clone(),
-                text: options
-                    .config_path
-                    .as_ref()
-                    .and_then(|p| std::fs::read_to_string(p).ok()),
+                text: options.config_text.clone(),
                 info: ConfigInfo {
                     version: 1,
                     hash: options.config_hash,
@@ -217,6 +223,8 @@ impl Gateway {
                 },
             }),
             path: options.config_path.clone(),
+            adjust: options.adjust.clone(),
+            reloading: Mutex::new(()),
             log_reopen: access_log.as_ref().map(|w| w.reopen_flag()),
             log_lost: access_log.as_ref().map(|w| w.lost_counter()),
         }));
@@ -359,7 +367,7 @@ type Outlets = (
 );
 
 async fn shard_main(
-    id: usize,
+    (id, shards): (usize, usize),
     config: Arc<Config>,
     sockets: Vec<std::net::TcpListener>,
     control: mpsc::Receiver<Command>,
@@ -367,7 +375,7 @@ async fn shard_main(
     (log_tx, rate_tx): Outlets,
     ready: Ready,
 ) {
-    let shard = match Shard::new(id, &config, stats, log_tx, rate_tx) {
+    let shard = match Shard::new((id, shards), &config, stats, log_tx, rate_tx) {
         Ok(s) => Rc::new(s),
         Err(e) => {
             let _ = ready.send(Err((id, format!("cannot build the routing table: {e}"))));

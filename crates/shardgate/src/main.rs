@@ -63,6 +63,10 @@ fn main() -> ExitCode {
                     let options = GatewayOptions {
                         config_path: Some(config.clone()),
                         config_hash: shardgate_proxy::config_hash(&text),
+                        config_text: Some(text),
+                        adjust: Some(std::sync::Arc::new(
+                            move |c: &mut shardgate_config::Config| overrides.apply(c),
+                        )),
                         ..GatewayOptions::default()
                     };
                     serve(c, options, None)

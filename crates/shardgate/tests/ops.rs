@@ -75,6 +75,25 @@ fn invalid_reload_keeps_the_old_config_serving_and_says_why() {
 }
 
 #[test]
+fn command_line_overrides_hold_across_reloads() {
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let cfg = ConfigFile::new("overrides");
+    let ports = Ports::pick();
+    // The file says two workers; the command line one.
+    cfg.write(&config_text(&ports, &a, &b, "a"));
+    let _gw = Gateway::start_with(&cfg, &ports, &["--workers", "1"]);
+    cfg.write(&config_text(&ports, &a, &b, "b"));
+    let (status, body) = admin_request(&ports, "POST", "/reload");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(which(&ports), "b");
+    let metrics = admin_get(&ports, "/metrics");
+    assert!(
+        !metrics.contains("shard=\"1\""),
+        "still one shard: {metrics}"
+    );
+}
+
+#[test]
 fn binary_upgrade_under_load_drops_nothing() {
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
     let cfg = ConfigFile::new("upgrade");

@@ -3,7 +3,7 @@
 
 use shardgate_config::Driver;
 use shardgate_testkit::{DRIVERS, MockUpstream, RawClient, Reply, TestGateway, config_for};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A gateway with one route `r` (`prefix` or `path`) to the mock, carrying
 /// the given filters (TOML inline tables), plus any `extra` TOML.
@@ -200,7 +200,7 @@ fn rate_limit_answers_429_with_retry_after_and_counts_it() {
              filters = [{ type = \"rate-limit\", rate = 1, per = \"1m\", burst = 3, key = \"client-ip\" }]\n",
         );
         config.admin = Some("127.0.0.1:0".parse().unwrap());
-        let gw = TestGateway::start(config);
+        let gw = TestGateway::start(config.clone());
         let mut c = RawClient::connect(gw.addr());
         let mut remaining = Vec::new();
         for _ in 0..3 {
@@ -226,6 +226,25 @@ fn rate_limit_answers_429_with_retry_after_and_counts_it() {
             text.contains("shardgate_rate_limited_total{tenant=\"\",route=\"r\"} 1"),
             "{text}"
         );
+
+        // A reload that leaves the limit alone leaves its buckets alone (a
+        // DNS refresh must not hand out a fresh burst)...
+        let handle = gw.gateway().handle();
+        let mut other = config.clone();
+        other.timeouts.connect = Duration::from_secs(2);
+        handle.reload(other, 0, "test").unwrap();
+        c.send(b"GET /rl HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(c.read_response().unwrap().status, 429, "{driver:?}");
+        // ...and one that changes it starts afresh.
+        let mut changed = config.clone();
+        let spec = &mut changed.routes[1].filters[0];
+        let shardgate_policy::filter::FilterSpec::RateLimit(limit) = spec else {
+            panic!("{spec:?}")
+        };
+        limit.burst = 4.0;
+        handle.reload(changed, 0, "test").unwrap();
+        c.send(b"GET /rl HTTP/1.1\r\nHost: a\r\n\r\n");
+        assert_eq!(c.read_response().unwrap().status, 200);
     }
 }
 
@@ -590,6 +609,7 @@ fn a_broken_tenant_config_neither_applies_nor_holds_back_other_tenants() {
         shardgate_config::from_toml(&good).unwrap(),
         shardgate_proxy::GatewayOptions {
             config_path: Some(path.clone()),
+            config_text: Some(good.clone()),
             ..Default::default()
         },
     );

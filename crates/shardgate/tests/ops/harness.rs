@@ -140,10 +140,16 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn start(cfg: &ConfigFile, _ports: &Ports) -> Gateway {
+    pub fn start(cfg: &ConfigFile, ports: &Ports) -> Gateway {
+        Gateway::start_with(cfg, ports, &[])
+    }
+
+    /// With more `run` arguments (command-line overrides).
+    pub fn start_with(cfg: &ConfigFile, _ports: &Ports, args: &[&str]) -> Gateway {
         let mut child = Command::new(SHARDGATE)
             .args(["run", "-c"])
             .arg(&cfg.path)
+            .args(args)
             .env("SHARDGATE_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
