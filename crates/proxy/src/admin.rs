@@ -197,16 +197,26 @@ fn routes_json(handle: &GatewayHandle) -> String {
                 )
             })
             .collect();
+        // The chain as it runs: the tenant's filters, then the route's.
+        let tenant = r.tenant.map(|t| &config.tenants[t]);
+        let filters: Vec<String> = tenant
+            .map_or(&[][..], |t| &t.filters[..])
+            .iter()
+            .chain(&r.filters)
+            .map(|f| json_str(f.name()))
+            .collect();
         let _ = write!(
             out,
-            "{}{{\"name\":{},\"hosts\":[{}],\"methods\":[{}],\"{kind}\":{},\"upstream\":{},\"split\":[{}]}}",
+            "{}{{\"name\":{},\"tenant\":{},\"hosts\":[{}],\"methods\":[{}],\"{kind}\":{},\"upstream\":{},\"split\":[{}],\"filters\":[{}]}}",
             if i > 0 { "," } else { "" },
             json_str(&r.name),
+            tenant.map_or("null".to_string(), |t| json_str(&t.name)),
             list(&r.hosts),
             list(&r.methods),
             json_str(pattern),
             json_str(&config.upstreams[r.upstream].name),
-            split.join(",")
+            split.join(","),
+            filters.join(",")
         );
     }
     out.push_str("]\n");

@@ -575,6 +575,21 @@ fn tenants_have_their_own_routes_keys_and_limits() {
         assert_eq!(on("legacy.acme.test", "/api", ""), 404);
         assert_eq!(on("LEGACY.acme.test:80", "/x", ""), 404);
 
+        // The admin API shows each route's tenant and its chain as it runs.
+        let admin = gw.gateway().admin_addr().unwrap();
+        let mut a = RawClient::connect(admin);
+        a.send(b"GET /routes HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+        let routes: serde_json::Value =
+            serde_json::from_slice(&a.read_response().unwrap().body).unwrap();
+        let globex = routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "globex-api")
+            .unwrap();
+        assert_eq!(globex["tenant"], "globex");
+        assert_eq!(globex["filters"], serde_json::json!(["api-key"]));
+
         let text = gw.gateway().handle().metrics_text();
         for want in [
             "shardgate_rate_limited_total{tenant=\"acme\",route=\"acme-web\"} 1",
