@@ -11,6 +11,8 @@
 //! that matches nothing → 403; a match → the consumer name, which the proxy forwards upstream
 //! in a header and which can key a rate limit.
 
+use crate::chain::{Cx, Declare, Flow, line};
+use crate::global_rate::RateKey;
 use std::fmt;
 
 use sha2::{Digest, Sha256};
@@ -255,6 +257,67 @@ impl ApiKeyAuth {
             Some(consumer) => ApiKeyOutcome::Valid(consumer),
             None => ApiKeyOutcome::Invalid,
         }
+    }
+}
+
+impl ApiKeyAuth {
+    /// The consumer is the gateway's to say, and the key stays at the
+    /// gateway: a client's consumer field and the key field are not
+    /// forwarded, nor is the key's query parameter.
+    pub fn declare(&self, d: &mut Declare<'_>) {
+        d.own_request(&self.consumer_header);
+        if let Some(h) = &self.header {
+            d.own_request(h);
+        }
+        if let Some(q) = &self.query_param {
+            d.edits.key_param = Some(q.clone());
+        }
+    }
+
+    /// 401 without a key, 403 for a wrong one, 400 for a repeated key field;
+    /// otherwise the consumer goes upstream and keys consumer rate limits.
+    pub fn on_request(&self, cx: &mut Cx<'_, '_>) -> Flow<'static> {
+        let presented = match self.header.as_deref() {
+            Some(h) => match cx.single(h.as_bytes()) {
+                Ok(v) => v,
+                Err(_) => return Flow::answer(400),
+            },
+            None => None,
+        };
+        let query = cx
+            .target
+            .iter()
+            .position(|&b| b == b'?')
+            .map(|i| &cx.target[i + 1..]);
+        match self.check(presented, query) {
+            ApiKeyOutcome::Valid(name) => {
+                line(
+                    cx.upstream,
+                    self.consumer_header.as_bytes(),
+                    name.as_bytes(),
+                );
+                cx.consumer = RateKey::of(name.as_bytes());
+            }
+            ApiKeyOutcome::Missing => {
+                line(
+                    cx.response,
+                    b"WWW-Authenticate",
+                    self.challenge().as_bytes(),
+                );
+                return Flow::answer(401);
+            }
+            ApiKeyOutcome::Invalid => return Flow::answer(403),
+        }
+        if let Some(name) = self.query_param.as_deref() {
+            let stripped = if cx.rewritten {
+                let current = cx.path.clone();
+                strip_query_param(&current, name.as_bytes(), cx.path)
+            } else {
+                strip_query_param(cx.target, name.as_bytes(), cx.path)
+            };
+            cx.rewritten |= stripped;
+        }
+        Flow::Continue
     }
 }
 

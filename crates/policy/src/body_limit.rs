@@ -3,6 +3,32 @@
 //! total passes it. Either way the proxy answers 413; once body bytes have been forwarded
 //! upstream it must abort that exchange too, since the upstream holds a truncated body.
 
+use crate::chain::{Cx, Declare, Flow};
+
+/// The `body-limit` filter: requests with more than `max` body bytes get a
+/// 413 (a declared length at once, a chunked body as it streams).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BodyLimit {
+    pub max: u64,
+}
+
+impl BodyLimit {
+    /// The chain's limit is its smallest; the proxy applies it to chunked
+    /// bodies as they stream.
+    pub fn declare(&self, d: &mut Declare<'_>) {
+        let max = self.max;
+        d.edits.max_body = Some(d.edits.max_body.map_or(max, |m| m.min(max)));
+    }
+
+    /// 413 for a declared `Content-Length` over the limit.
+    pub fn on_request(&self, cx: &mut Cx<'_, '_>) -> Flow<'static> {
+        match cx.req.info.body {
+            shardgate_http::BodyFraming::Length(n) if n > self.max => Flow::answer(413),
+            _ => Flow::Continue,
+        }
+    }
+}
+
 /// The running count for one request body.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BodyBudget {

@@ -11,6 +11,7 @@
 //! denied passes. Order within a list does not matter, so a list can be reordered or merged
 //! from several sources (tenant defaults + route) without changing its meaning.
 
+use crate::chain::{Cx, Flow};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
@@ -194,6 +195,16 @@ impl IpRules {
             IpVerdict::Allow
         } else {
             IpVerdict::Deny
+        }
+    }
+}
+
+impl IpRules {
+    /// 403 for a client the rules refuse.
+    pub fn on_request(&self, cx: &mut Cx<'_, '_>) -> Flow<'static> {
+        match self.check(cx.client) {
+            IpVerdict::Deny => Flow::answer(403),
+            IpVerdict::Allow => Flow::Continue,
         }
     }
 }

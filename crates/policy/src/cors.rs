@@ -21,6 +21,7 @@
 //! is refused. With credentials, `*` in methods or headers is treated as "reflect what was
 //! asked", since the literal `*` means nothing to the browser then.
 
+use crate::chain::{Cx, Declare, Flow, line};
 use std::fmt;
 use std::time::Duration;
 
@@ -334,6 +335,51 @@ impl Cors {
             out.push("Vary", b"Origin");
         }
         out
+    }
+}
+
+impl Cors {
+    /// The chain answers preflights, and the gateway answers for the route's
+    /// policy: an upstream's own `Access-Control-*` would contradict it.
+    pub fn declare(&self, d: &mut Declare<'_>) {
+        d.edits.cors = true;
+        for name in [
+            "access-control-allow-origin",
+            "access-control-allow-credentials",
+            "access-control-expose-headers",
+        ] {
+            d.own_response(name);
+        }
+    }
+
+    /// The headers of an actual (not preflight) request's response; the
+    /// chain adds them before any filter runs, so refusals carry them too.
+    pub fn on_actual(&self, cx: &mut Cx<'_, '_>) {
+        for (n, v) in self.actual(cx.header(b"origin")).iter() {
+            line(cx.response, n.as_bytes(), v);
+        }
+    }
+
+    /// Answers a preflight: 204 with the allowed origin, methods and headers,
+    /// or 403. Other requests go on (their headers came from `on_actual`).
+    pub fn on_request(&self, cx: &mut Cx<'_, '_>) -> Flow<'static> {
+        let origin = cx.header(b"origin");
+        let wanted = cx.header(b"access-control-request-method");
+        if !is_preflight(cx.req.method.as_bytes(), origin, wanted) {
+            return Flow::Continue;
+        }
+        let (Some(origin), Some(wanted)) = (origin, wanted) else {
+            return Flow::answer(403);
+        };
+        match self.preflight(origin, wanted, cx.header(b"access-control-request-headers")) {
+            Ok(h) => {
+                for (n, v) in h.iter() {
+                    line(cx.response, n.as_bytes(), v);
+                }
+                Flow::answer(204)
+            }
+            Err(_) => Flow::answer(403),
+        }
     }
 }
 

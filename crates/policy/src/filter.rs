@@ -26,11 +26,14 @@
 use std::fmt;
 
 use crate::api_key::{ApiKeyAuth, KeyStore};
+use crate::body_limit::BodyLimit;
+use crate::chain::{Cx, Declare, Flow};
 use crate::cidr::IpRules;
 use crate::cors::{Cors, CorsConfig};
 use crate::global_rate::GlobalLimitConfig;
 use crate::headers::{HeaderOpsConfig, HeaderRules, is_managed, is_token, is_value};
 use crate::jwt::{JwtConfig, JwtVerifier};
+use crate::rate_limit::RateLimit;
 use crate::rewrite::{PathRewrite, Redirect};
 use crate::token_bucket::Limit;
 
@@ -336,19 +339,14 @@ pub struct BuildContext<'a> {
 pub enum Filter {
     ApiKey(ApiKeyAuth),
     Jwt(Box<JwtVerifier>),
-    RateLimit {
-        limit: GlobalLimitConfig,
-        key: RateKeySource,
-    },
+    RateLimit(RateLimit),
     Headers(HeaderRules),
     Rewrite(PathRewrite),
     Redirect(Redirect),
     DirectResponse(DirectResponseConfig),
     Cors(Cors),
     IpFilter(IpRules),
-    BodyLimit {
-        max: u64,
-    },
+    BodyLimit(BodyLimit),
     RequestId(RequestIdConfig),
     TraceContext(TraceContextConfig),
 }
@@ -459,10 +457,7 @@ impl FilterSpec {
                 }
                 let mut limit = GlobalLimitConfig::new(limit, ctx.shards);
                 limit.max_keys = c.max_keys;
-                Ok(Filter::RateLimit {
-                    limit,
-                    key: c.key.clone(),
-                })
+                Ok(Filter::RateLimit(RateLimit::new(limit, c.key.clone())))
             }
             FilterSpec::Headers(c) => HeaderRules::new(&c.request, &c.response)
                 .map(Filter::Headers)
@@ -513,7 +508,7 @@ impl FilterSpec {
             )
             .map(Filter::IpFilter)
             .map_err(|e| errs(name, e)),
-            FilterSpec::BodyLimit(c) => Ok(Filter::BodyLimit { max: c.max }),
+            FilterSpec::BodyLimit(c) => Ok(Filter::BodyLimit(BodyLimit { max: c.max })),
             FilterSpec::RequestId(c) => {
                 if !is_token(c.header.as_bytes()) {
                     return Err(one(
@@ -533,6 +528,54 @@ impl FilterSpec {
                 Ok(Filter::RequestId(c.clone()))
             }
             FilterSpec::TraceContext(c) => Ok(Filter::TraceContext(c.clone())),
+        }
+    }
+}
+
+impl DirectResponseConfig {
+    /// Answers with the configured status and body.
+    pub fn on_request(&self, _: &mut Cx<'_, '_>) -> Flow<'_> {
+        Flow::Answer {
+            status: self.status,
+            body: Some((self.content_type.as_bytes(), self.body.as_bytes())),
+            rate_limited: false,
+        }
+    }
+}
+
+impl Filter {
+    /// What the filter owns in the heads, its body limit and rate limits
+    /// (when its chain is built).
+    pub fn declare(&mut self, d: &mut Declare<'_>) {
+        match self {
+            Filter::ApiKey(f) => f.declare(d),
+            Filter::Jwt(f) => f.declare(d),
+            Filter::RateLimit(f) => f.declare(d),
+            Filter::Headers(f) => f.declare(d),
+            Filter::Cors(f) => f.declare(d),
+            Filter::BodyLimit(f) => f.declare(d),
+            Filter::RequestId(f) => f.declare(d),
+            Filter::TraceContext(f) => f.declare(d),
+            Filter::Rewrite(_) | Filter::Redirect(_) | Filter::DirectResponse(_) => {}
+            Filter::IpFilter(_) => {}
+        }
+    }
+
+    /// The request phase: go on, or answer.
+    pub fn on_request<'f>(&'f self, cx: &mut Cx<'_, '_>) -> Flow<'f> {
+        match self {
+            Filter::ApiKey(f) => f.on_request(cx),
+            Filter::Jwt(f) => f.on_request(cx),
+            Filter::RateLimit(f) => f.on_request(cx),
+            Filter::Headers(_) => Flow::Continue,
+            Filter::Rewrite(f) => f.on_request(cx),
+            Filter::Redirect(f) => f.on_request(cx),
+            Filter::DirectResponse(f) => f.on_request(cx),
+            Filter::Cors(f) => f.on_request(cx),
+            Filter::IpFilter(f) => f.on_request(cx),
+            Filter::BodyLimit(f) => f.on_request(cx),
+            Filter::RequestId(f) => f.on_request(cx),
+            Filter::TraceContext(f) => f.on_request(cx),
         }
     }
 }
@@ -725,14 +768,14 @@ mod tests {
             key: RateKeySource::Tenant,
             max_keys: 10,
         });
-        let Ok(Filter::RateLimit { limit, key }) = spec.build(&BuildContext {
+        let Ok(Filter::RateLimit(r)) = spec.build(&BuildContext {
             shards: 4,
             route_params: &[],
         }) else {
             panic!("build failed");
         };
         assert_eq!(
-            (limit.shards, limit.max_keys, key),
+            (r.limit.shards, r.limit.max_keys, r.key),
             (4, 10, RateKeySource::Tenant)
         );
         assert_eq!(

@@ -13,6 +13,7 @@
 //! proxy sets those itself, and letting config change them would let it desynchronise the two
 //! sides of a connection.
 
+use crate::chain::{Declare, line};
 use std::fmt;
 
 /// Fields no header operation may touch.
@@ -184,6 +185,22 @@ impl HeaderOps {
 pub struct HeaderRules {
     pub request: HeaderOps,
     pub response: HeaderOps,
+}
+
+impl HeaderRules {
+    /// The fields set or removed are the chain's on each side; the lines it
+    /// adds go on every request and response of the route.
+    pub fn declare(&self, d: &mut Declare<'_>) {
+        let edits = &mut *d.edits;
+        edits.request_drop.extend(self.request.dropped().cloned());
+        edits.response_drop.extend(self.response.dropped().cloned());
+        for (n, v) in self.request.appends() {
+            line(&mut edits.request_add, n, v);
+        }
+        for (n, v) in self.response.appends() {
+            line(&mut edits.response_add, n, v);
+        }
+    }
 }
 
 impl HeaderRules {

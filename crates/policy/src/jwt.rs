@@ -18,6 +18,8 @@
 //! HMAC-SHA2, RSA PKCS#1 v1.5 and PSS, ECDSA P-256/P-384, Ed25519). Every failure is a
 //! [`JwtError`] that maps to 401 with a `WWW-Authenticate: Bearer` challenge (RFC 6750).
 
+use crate::chain::{Cx, Declare, Flow, line};
+use crate::global_rate::RateKey;
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -453,6 +455,45 @@ impl JwtVerifier {
                 self.realm,
                 e.description()
             ),
+        }
+    }
+
+    /// Forwarded claims are the gateway's to say: a client's copies of their
+    /// fields are not forwarded.
+    pub fn declare(&self, d: &mut Declare<'_>) {
+        for h in self.forwarded_headers() {
+            d.own_request(h);
+        }
+    }
+
+    /// 401 with an RFC 6750 challenge for a missing or bad token, 400 for two
+    /// `Authorization` fields; otherwise the chosen claims go upstream and
+    /// `sub` keys consumer rate limits.
+    pub fn on_request(&self, cx: &mut Cx<'_, '_>) -> Flow<'static> {
+        let Ok(auth) = cx.single(b"authorization") else {
+            return Flow::answer(400);
+        };
+        match self.verify_authorization(auth, SystemTime::now()) {
+            Ok(v) => {
+                for (name, value) in &v.forward {
+                    // Refused if they hold CR/LF/NUL; other controls are left out.
+                    if crate::headers::is_value(value.as_bytes()) {
+                        line(cx.upstream, name.as_bytes(), value.as_bytes());
+                    }
+                }
+                if let Some(sub) = v.claims.get("sub").and_then(Value::as_str) {
+                    cx.consumer = RateKey::of(sub.as_bytes());
+                }
+                Flow::Continue
+            }
+            Err(e) => {
+                line(
+                    cx.response,
+                    b"WWW-Authenticate",
+                    self.challenge(&e).as_bytes(),
+                );
+                Flow::answer(e.status())
+            }
         }
     }
 

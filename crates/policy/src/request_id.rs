@@ -9,6 +9,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::chain::{Cx, Declare, Flow, line};
 use crate::hash::{Rng, mix64};
 
 /// The header, lowercase.
@@ -94,6 +95,32 @@ impl RequestId<'_> {
     /// Whether the incoming header must be replaced (it was missing or invalid).
     pub fn is_generated(&self) -> bool {
         matches!(self, RequestId::Generated(_))
+    }
+}
+
+impl crate::filter::RequestIdConfig {
+    /// The id is the gateway's to say (it keeps a valid incoming one).
+    pub fn declare(&self, d: &mut Declare<'_>) {
+        d.own_request(&self.header);
+        if self.in_response {
+            d.own_response(&self.header);
+        }
+    }
+
+    /// Keeps a valid incoming id or makes one; sends it upstream, returns
+    /// it, and hands it to the access log.
+    pub fn on_request(&self, cx: &mut Cx<'_, '_>) -> Flow<'static> {
+        let incoming = cx.header(self.header.as_bytes());
+        let id = cx.ids.resolve(incoming);
+        let value = id.as_bytes();
+        line(cx.upstream, self.header.as_bytes(), value);
+        if self.in_response {
+            line(cx.response, self.header.as_bytes(), value);
+        }
+        let n = value.len().min(cx.request_id.0.len());
+        cx.request_id.0[..n].copy_from_slice(&value[..n]);
+        cx.request_id.1 = n as u8;
+        Flow::Continue
     }
 }
 

@@ -13,6 +13,7 @@
 //! A redirect builds a `Location` from a template (which may be absolute, like
 //! `https://new.example/{rest}`), optionally keeping the query, with status 301, 302, 307 or 308.
 
+use crate::chain::{Cx, Flow, line};
 use std::fmt;
 
 /// A configuration problem.
@@ -250,6 +251,30 @@ impl Redirect {
             out.extend_from_slice(q);
         }
         self.status
+    }
+}
+
+impl PathRewrite {
+    /// Rewrites the target sent upstream (after any earlier rewrite).
+    pub fn on_request(&self, cx: &mut Cx<'_, '_>) -> Flow<'static> {
+        if cx.rewritten {
+            let current = cx.path.clone();
+            self.apply(&current, cx.params, cx.path);
+        } else {
+            self.apply(cx.target, cx.params, cx.path);
+        }
+        cx.rewritten = true;
+        Flow::Continue
+    }
+}
+
+impl Redirect {
+    /// Answers with the redirect.
+    pub fn on_request(&self, cx: &mut Cx<'_, '_>) -> Flow<'static> {
+        let mut location = Vec::new();
+        let status = self.location(cx.target, cx.params, &mut location);
+        line(cx.response, b"Location", &location);
+        Flow::answer(status)
     }
 }
 

@@ -10,6 +10,7 @@
 //! incoming `tracestate` must be dropped ([`Hop::keep_tracestate`]); otherwise `tracestate`
 //! passes through untouched.
 
+use crate::chain::{Cx, Declare, Flow, line};
 use crate::hash::Rng;
 use crate::request_id::hex_into;
 
@@ -145,6 +146,38 @@ pub fn next_hop(incoming: Option<&[u8]>, rng: &mut Rng, sample_new: bool) -> Hop
             caller_span: None,
             keep_tracestate: false,
         },
+    }
+}
+
+impl crate::filter::TraceContextConfig {
+    /// `traceparent` is the gateway's to say, and `tracestate` goes on only
+    /// with a trace that continues.
+    pub fn declare(&self, d: &mut Declare<'_>) {
+        d.own_request(TRACEPARENT);
+        d.own_request(TRACESTATE);
+    }
+
+    /// Continues an incoming trace with a new span for this hop, or starts
+    /// one; the trace id goes to the access log.
+    pub fn on_request(&self, cx: &mut Cx<'_, '_>) -> Flow<'static> {
+        let hop = next_hop(
+            cx.header(TRACEPARENT.as_bytes()),
+            cx.ids.rng(),
+            self.sample_new,
+        );
+        let value = hop.value();
+        line(cx.upstream, TRACEPARENT.as_bytes(), &value);
+        if hop.keep_tracestate {
+            for h in cx.req.headers {
+                if h.name.eq_ignore_ascii_case(TRACESTATE) {
+                    line(cx.upstream, TRACESTATE.as_bytes(), h.value);
+                }
+            }
+        }
+        let mut id = [0u8; 32];
+        id.copy_from_slice(&value[3..35]);
+        cx.trace_id = Some(id);
+        Flow::Continue
     }
 }
 

@@ -13,7 +13,6 @@
 mod access_log;
 mod admin;
 mod buffers;
-mod chain;
 mod conn;
 mod control;
 mod dns;

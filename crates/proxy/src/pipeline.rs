@@ -13,7 +13,6 @@
 //! 5. Give the upstream connection back to the pool and decide whether the
 //!    client connection lives on.
 
-use crate::chain;
 use crate::downstream;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::io::{IoFail, read_more, write_from};
@@ -29,6 +28,7 @@ use shardgate_http::{
     BodyFraming, ForwardContext, GatewayResponse, HeadEdits, RequestInfo, Target, canned_response,
     empty_headers, encode_request_head, gateway_response, parse_request,
 };
+use shardgate_policy::chain;
 use shardgate_router::Lookup;
 use std::io::Write;
 use std::mem::take;
@@ -486,34 +486,28 @@ fn prepare(
         if b.x.capacity() == 0 {
             b.x = shard.lines.take();
         }
-        let input = chain::Input {
+        let mut ids = shard.ids.borrow_mut();
+        let mut cx = chain::Cx {
             req: &req,
             target,
             params: &params[..n],
             client: client_addr,
             route: &snap.route_names[route],
             tenant: snap.tenant_of(route),
-            close,
-            head_only,
-        };
-        let mut out = chain::Output {
+            now: shard.timers.now(),
+            limiters: &snap.limiters,
+            ids: &mut ids,
             upstream: &mut edits.upstream,
             response: &mut b.x,
             path: &mut edits.path,
             rewritten: false,
             request_id: ([0; 128], 0),
             trace_id: None,
-            answer: &mut b.w,
+            consumer: shardgate_policy::global_rate::RateKey::of(b""),
         };
-        let verdict = chain.on_request(
-            &input,
-            &mut out,
-            &snap.limiters,
-            &mut shard.ids.borrow_mut(),
-            shard.timers.now(),
-        );
-        rewritten = out.rewritten;
-        let (id, trace) = (out.request_id, out.trace_id);
+        let flow = chain.on_request(&mut cx);
+        rewritten = cx.rewritten;
+        let (id, trace) = (cx.request_id, cx.trace_id);
         let keyless = logging
             && chain.key_param().is_some_and(|name| {
                 shardgate_policy::api_key::strip_query_param(
@@ -530,15 +524,24 @@ fn prepare(
             };
             b.rec.head.capture(&req, over);
         }
-        if let chain::Verdict::Answered {
+        if let chain::Flow::Answer {
             status,
+            body,
             rate_limited,
-        } = verdict
+        } = flow
         {
             if rate_limited {
                 let m = &snap.route_metrics[route].rate_limited;
                 m.set(m.get() + 1);
             }
+            b.w.clear();
+            let answer = GatewayResponse {
+                close,
+                head: head_only,
+                lines: &b.x,
+                body,
+            };
+            gateway_response(status, answer, &mut b.w);
             return Ok(Some(Plan::Respond {
                 status,
                 close,
@@ -577,7 +580,7 @@ fn prepare(
         };
         encode_request_head(&req, &ctx, &mut b.w);
     });
-    let max_body = match (snap.limits.max_body, chain.max_body) {
+    let max_body = match (snap.limits.max_body, chain.max_body()) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     };

@@ -2,13 +2,13 @@
 //! groups with their round-robin cursors, limits and timeouts. Each shard
 //! builds its own from the shared, immutable `Config`.
 
-use crate::chain::{Chain, LimitSet, Limiters};
 use crate::metrics::{GroupMetrics, NO_ROUTE, Registry, RouteMetrics};
 use crate::pool::{EndpointId, Pools};
 use crate::route::{self, RouteId};
 use shardgate_config::{Config, Limits, PoolSettings, Timeouts};
 use shardgate_config::{RetrySettings, Upstream};
 use shardgate_policy::balance::HashKey;
+use shardgate_policy::chain::{Chain, LimitSet, Limiters};
 use shardgate_policy::global_rate::GlobalLimitConfig;
 use shardgate_policy::outlier::OutlierDetector;
 use shardgate_policy::retry_budget::RetryBudget;

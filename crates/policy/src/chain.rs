@@ -1,0 +1,310 @@
+//! A route's filter chain at run time: the contract between the chain and its
+//! filters, with no I/O. The proxy parses a request, hands the chain a [`Cx`]
+//! (the request, where to write, the shard's mutable state) and acts on the
+//! [`Flow`] it gets back; each filter's part lives in that filter's own file
+//! (`declare` when the chain is built, `on_request` for each request), so the
+//! proxy knows no filter by name.
+//!
+//! - **Build** ([`Chain::build`]): each filter declares what it owns in the
+//!   heads (fields a client must not set, lines it always adds), its body
+//!   limit, and its rate limits ([`Declare`]).
+//! - **Request phase** ([`Chain::on_request`]): filters run in order; each
+//!   may add lines to the head sent upstream or to the response, rewrite the
+//!   path, or answer ([`Flow::Answer`]).
+//! - **Response phase**: the proxy re-encodes the response head without
+//!   [`Chain::response_drop`] fields and with the lines gathered in
+//!   [`Cx::response`].
+
+use crate::filter::{BuildContext, Filter, FilterSpec};
+use crate::global_rate::{GlobalLimitConfig, RateKey, ShardLimiter};
+use crate::request_id::RequestIdGen;
+use shardgate_http::Request;
+use std::cell::RefCell;
+use std::net::IpAddr;
+use std::rc::Rc;
+use std::time::Instant;
+
+/// What a chain owns in the heads, known when it is built.
+#[derive(Debug, Default, Clone)]
+pub struct Edits {
+    /// Request fields the chain owns (lower-case): removed or set by a
+    /// headers filter, or written by a filter (consumer, claims, request id,
+    /// traceparent), so a client cannot smuggle its own value through.
+    pub request_drop: Vec<Box<[u8]>>,
+    /// Response fields removed or set by the chain (and those it writes).
+    pub response_drop: Vec<Box<[u8]>>,
+    /// Lines added to each side on every request, in chain order.
+    pub request_add: Vec<u8>,
+    pub response_add: Vec<u8>,
+    /// The smallest body limit of the chain.
+    pub max_body: Option<u64>,
+    /// The chain answers CORS preflights.
+    pub cors: bool,
+    /// The query parameter an API key may come in (kept out of the
+    /// forwarded target and the access log).
+    pub key_param: Option<Box<str>>,
+}
+
+/// The rate limits of one configuration on one shard, by index. Shared with
+/// the next snapshot when a reload leaves a limit as it was.
+pub type Limiters = Vec<Rc<RefCell<ShardLimiter>>>;
+
+/// Collects a configuration's rate limits while its chains are built: this
+/// shard's buckets and each limit's settings, in the same order on every
+/// shard.
+pub struct LimitSet {
+    pub shard: usize,
+    pub shards: usize,
+    pub now: Instant,
+    pub limiters: Limiters,
+    pub configs: Vec<GlobalLimitConfig>,
+    /// Whose each limit is (`tenant acme #0`, `route api #1`): a reload keeps
+    /// a shard's buckets when owners and settings are all the same.
+    pub owners: Vec<String>,
+}
+
+/// What a filter declares when its chain is built.
+pub struct Declare<'a> {
+    pub edits: &'a mut Edits,
+    limits: &'a mut LimitSet,
+    owner: &'a str,
+}
+
+impl Declare<'_> {
+    /// A new gateway-wide limit with buckets on this shard; returns its index
+    /// in [`Cx::limiters`].
+    pub fn limiter(&mut self, limit: &GlobalLimitConfig) -> usize {
+        let l = &mut *self.limits;
+        l.limiters.push(Rc::new(RefCell::new(ShardLimiter::new(
+            limit.clone(),
+            l.shard,
+            l.now,
+        ))));
+        l.configs.push(limit.clone());
+        l.owners.push(format!("{} #{}", self.owner, l.owners.len()));
+        l.limiters.len() - 1
+    }
+
+    /// The chain owns request field `name`: a client's copies are dropped.
+    pub fn own_request(&mut self, name: &str) {
+        self.edits.request_drop.push(lower(name));
+    }
+
+    /// The chain owns response field `name`: an upstream's copies are dropped.
+    pub fn own_response(&mut self, name: &str) {
+        self.edits.response_drop.push(lower(name));
+    }
+}
+
+/// One request as the chain sees it, where its filters write, and the
+/// shard's mutable state.
+pub struct Cx<'a, 'r> {
+    pub req: &'a Request<'r, 'r>,
+    /// The normalised request target (path and query) as routed.
+    pub target: &'a [u8],
+    /// The route's captured parameters.
+    pub params: &'a [(&'a str, &'a [u8])],
+    pub client: IpAddr,
+    pub route: &'a str,
+    /// The route's tenant (empty for none).
+    pub tenant: &'a str,
+    /// The shard's clock.
+    pub now: Instant,
+    /// This shard's buckets of the configuration's rate limits.
+    pub limiters: &'a [Rc<RefCell<ShardLimiter>>],
+    /// This shard's request and trace id generator.
+    pub ids: &'a mut RequestIdGen,
+    /// Lines for the head sent upstream.
+    pub upstream: &'a mut Vec<u8>,
+    /// Lines for the response (or for the gateway's own answer).
+    pub response: &'a mut Vec<u8>,
+    /// The rewritten target; meaningful when `rewritten`.
+    pub path: &'a mut Vec<u8>,
+    pub rewritten: bool,
+    /// The request id the chain settled on, for the access log.
+    pub request_id: ([u8; 128], u8),
+    /// The trace id of this hop, for the access log (hex).
+    pub trace_id: Option<[u8; 32]>,
+    /// Who is calling, once an api-key or jwt filter has said (the empty
+    /// name before): the key of consumer rate limits.
+    pub consumer: RateKey,
+}
+
+impl<'r> Cx<'_, 'r> {
+    /// The first value of request field `name`.
+    pub fn header(&self, name: &[u8]) -> Option<&'r [u8]> {
+        header(self.req, name)
+    }
+
+    /// The value of a field that must not repeat (credentials): `Err` when
+    /// it does, since the gateway and the upstream could each read another
+    /// copy.
+    pub fn single(&self, name: &[u8]) -> Result<Option<&'r [u8]>, Repeated> {
+        let mut found = self
+            .req
+            .headers
+            .iter()
+            .filter(|h| h.name.as_bytes().eq_ignore_ascii_case(name));
+        match (found.next(), found.next()) {
+            (first, None) => Ok(first.map(|h| h.value)),
+            _ => Err(Repeated),
+        }
+    }
+}
+
+/// A field that must appear at most once appeared more often.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Repeated;
+
+/// What a filter (or the chain) decided about a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow<'f> {
+    Continue,
+    /// Answer with `status` and the lines in [`Cx::response`]; `body` is
+    /// `(content type, bytes)`, or `None` for the canned text.
+    Answer {
+        status: u16,
+        body: Option<(&'f [u8], &'f [u8])>,
+        rate_limited: bool,
+    },
+}
+
+impl Flow<'_> {
+    /// An answer with the canned body.
+    pub fn answer(status: u16) -> Flow<'static> {
+        Flow::Answer {
+            status,
+            body: None,
+            rate_limited: false,
+        }
+    }
+}
+
+/// Appends the line `name: value`.
+pub fn line(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    for part in [name, b": ", value, b"\r\n"] {
+        out.extend_from_slice(part);
+    }
+}
+
+fn header<'r>(req: &Request<'r, 'r>, name: &[u8]) -> Option<&'r [u8]> {
+    req.headers
+        .iter()
+        .find(|h| h.name.as_bytes().eq_ignore_ascii_case(name))
+        .map(|h| h.value)
+}
+
+fn lower(name: &str) -> Box<[u8]> {
+    name.to_ascii_lowercase().into_bytes().into()
+}
+
+/// A route's compiled chain (its tenant's filters, then its own).
+#[derive(Debug, Default, Clone)]
+pub struct Chain {
+    steps: Vec<Filter>,
+    edits: Edits,
+}
+
+impl Chain {
+    /// Compiles `specs` after `base` (the tenant's chain, whose rate limits
+    /// its routes share) for a route capturing `params`; new rate limits are
+    /// added to `limits` as `owner`'s.
+    pub fn build(
+        base: &Chain,
+        specs: &[FilterSpec],
+        params: &[&str],
+        limits: &mut LimitSet,
+        owner: &str,
+    ) -> Result<Chain, String> {
+        let ctx = BuildContext {
+            shards: limits.shards,
+            route_params: params,
+        };
+        let mut chain = base.clone();
+        for spec in specs {
+            let mut filter = spec.build(&ctx).map_err(|errors| {
+                errors
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })?;
+            filter.declare(&mut Declare {
+                edits: &mut chain.edits,
+                limits,
+                owner,
+            });
+            chain.steps.push(filter);
+        }
+        let edits = &mut chain.edits;
+        for list in [&mut edits.request_drop, &mut edits.response_drop] {
+            list.sort();
+            list.dedup();
+        }
+        Ok(chain)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Whether the chain answers CORS preflights.
+    pub fn has_cors(&self) -> bool {
+        self.edits.cors
+    }
+
+    /// The query parameter API keys may come in, if any.
+    pub fn key_param(&self) -> Option<&str> {
+        self.edits.key_param.as_deref()
+    }
+
+    /// The smallest request body limit of the chain.
+    pub fn max_body(&self) -> Option<u64> {
+        self.edits.max_body
+    }
+
+    /// Response fields the chain replaces or removes.
+    pub fn response_drop(&self) -> &[Box<[u8]>] {
+        &self.edits.response_drop
+    }
+
+    /// Request fields the chain replaces or removes.
+    pub fn request_drop(&self) -> &[Box<[u8]>] {
+        &self.edits.request_drop
+    }
+
+    /// Runs the request phase. On [`Flow::Continue`], `cx.upstream` and
+    /// `cx.response` hold the lines to add on each side; on an answer,
+    /// `cx.response` holds the answer's lines.
+    pub fn on_request<'s>(&'s self, cx: &mut Cx<'_, '_>) -> Flow<'s> {
+        // A browser's preflight carries no credentials: when the chain
+        // answers preflights, nothing but its CORS filters judges one.
+        let preflight = self.edits.cors
+            && crate::cors::is_preflight(
+                cx.req.method.as_bytes(),
+                cx.header(b"origin"),
+                cx.header(b"access-control-request-method"),
+            );
+        if self.edits.cors && !preflight {
+            // Up front, so a refusal by an earlier filter is readable by the
+            // page that made the request too.
+            for step in &self.steps {
+                if let Filter::Cors(cors) = step {
+                    cors.on_actual(cx);
+                }
+            }
+        }
+        for step in &self.steps {
+            if preflight && !matches!(step, Filter::Cors(_)) {
+                continue;
+            }
+            if let answer @ Flow::Answer { .. } = step.on_request(cx) {
+                cx.response.extend_from_slice(&self.edits.response_add);
+                return answer;
+            }
+        }
+        cx.upstream.extend_from_slice(&self.edits.request_add);
+        cx.response.extend_from_slice(&self.edits.response_add);
+        Flow::Continue
+    }
+}
