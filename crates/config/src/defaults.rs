@@ -48,6 +48,3 @@ pub const POOL_MAX_WAITING: u32 = 128;
 pub const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often endpoints given as host names are resolved again (`upstreams.NAME.dns_refresh`).
 pub const DNS_REFRESH: Duration = Duration::from_secs(30);
-/// What a rate limit's `rate` counts requests over when `per` is left out
-/// (`routes[].filters[]` of type `rate-limit`).
-pub const RATE_LIMIT_PER: Duration = Duration::from_secs(1);

@@ -15,7 +15,6 @@ mod error;
 mod model;
 pub mod raw;
 mod reload;
-mod units;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
@@ -24,7 +23,7 @@ pub use model::{
     PoolSettings, RetrySettings, Route, Tenant, TenantId, Timeouts, Upstream, UpstreamId, Workers,
 };
 pub use reload::{Reloaded, reload_toml};
-pub use units::{parse_duration, parse_size};
+pub use shardgate_policy::units::{parse_duration, parse_size};
 
 use std::path::Path;
 

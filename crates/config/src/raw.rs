@@ -1,8 +1,6 @@
 //! The TOML file as written: serde types, unknown keys refused. Nothing here
 //! is checked beyond its TOML type; see `validate` for the rules.
 
-pub(crate) mod filters;
-
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -60,13 +58,7 @@ pub struct RawTimeouts {
     pub send: Option<String>,
 }
 
-/// A size: a number of bytes or a string with a unit.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum RawSize {
-    Bytes(i64),
-    Text(String),
-}
+pub use shardgate_policy::units::RawSize;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -7,7 +7,7 @@ use crate::defaults as d;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::model::*;
 use crate::raw::*;
-use crate::units::{parse_duration, parse_size};
+use shardgate_policy::units::{parse_duration, parse_size};
 use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::NonZeroUsize;

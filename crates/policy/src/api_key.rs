@@ -12,7 +12,11 @@
 //! in a header and which can key a rate limit.
 
 use crate::chain::{Cx, Declare, Flow, line};
+use crate::filter::{BuildContext, BuiltIn};
 use crate::global_rate::RateKey;
+use crate::headers::{is_managed, is_token};
+use crate::syntax::ParseCx;
+use serde::Deserialize;
 use std::fmt;
 
 use sha2::{Digest, Sha256};
@@ -260,11 +264,107 @@ impl ApiKeyAuth {
     }
 }
 
-impl ApiKeyAuth {
+/// `api-key`: keys as SHA-256 hex digests with their consumers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyConfig {
+    /// `(sha256 hex, consumer)`.
+    pub keys: Vec<(String, String)>,
+    pub header: Option<String>,
+    pub query_param: Option<String>,
+    pub consumer_header: String,
+    pub realm: String,
+}
+
+impl Default for ApiKeyConfig {
+    fn default() -> Self {
+        ApiKeyConfig {
+            keys: Vec::new(),
+            header: Some(DEFAULT_HEADER.into()),
+            query_param: None,
+            consumer_header: DEFAULT_CONSUMER_HEADER.into(),
+            realm: DEFAULT_REALM.into(),
+        }
+    }
+}
+
+/// The TOML table: every field optional (defaults from [`ApiKeyConfig`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiKey {
+    keys: Option<Vec<RawApiKeyEntry>>,
+    /// `""`: no header (the query parameter only).
+    header: Option<String>,
+    query_param: Option<String>,
+    consumer_header: Option<String>,
+    realm: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApiKeyEntry {
+    /// The key's SHA-256, 64 hex digits; never the key itself.
+    sha256: String,
+    consumer: String,
+}
+
+impl BuiltIn for ApiKeyAuth {
+    type Spec = ApiKeyConfig;
+    const NAME: &'static str = "api-key";
+    const ABOUT: &'static str = "API key from a header or query parameter -> consumer";
+
+    fn parse(cx: &mut ParseCx<'_>, body: toml::Value) -> Option<ApiKeyConfig> {
+        let r: RawApiKey = cx.read(body)?;
+        let d = ApiKeyConfig::default();
+        let unless_empty = |v: String| (!v.is_empty()).then_some(v);
+        Some(ApiKeyConfig {
+            keys: r.keys.map_or(d.keys, |keys| {
+                keys.into_iter().map(|k| (k.sha256, k.consumer)).collect()
+            }),
+            header: r.header.map_or(d.header, unless_empty),
+            query_param: r.query_param.map_or(d.query_param, unless_empty),
+            consumer_header: r.consumer_header.unwrap_or(d.consumer_header),
+            realm: r.realm.unwrap_or(d.realm),
+        })
+    }
+
+    fn build(c: &ApiKeyConfig, _: &BuildContext<'_>) -> Result<ApiKeyAuth, Vec<String>> {
+        let store = KeyStore::new(c.keys.iter().map(|(h, n)| (h.as_str(), n.as_str())))
+            .map_err(|e| e.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        let mut problems = Vec::new();
+        if c.keys.is_empty() {
+            problems.push("keys: at least one key is required".to_string());
+        }
+        if c.header.is_none() && c.query_param.is_none() {
+            problems.push("header, query_param: set at least one".to_string());
+        }
+        for (field, v) in [
+            ("header", c.header.as_deref()),
+            ("consumer_header", Some(&c.consumer_header)),
+        ] {
+            if let Some(v) = v.filter(|v| !is_token(v.as_bytes())) {
+                problems.push(format!("{field}: {v:?} is not a header name"));
+            } else if let Some(v) = v.filter(|v| is_managed(v)) {
+                problems.push(format!(
+                    "{field}: {v:?} is managed by the proxy and cannot be used"
+                ));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(ApiKeyAuth::new(
+            store,
+            c.header.as_deref(),
+            c.query_param.as_deref(),
+            &c.consumer_header,
+            &c.realm,
+        ))
+    }
+
     /// The consumer is the gateway's to say, and the key stays at the
     /// gateway: a client's consumer field and the key field are not
     /// forwarded, nor is the key's query parameter.
-    pub fn declare(&self, d: &mut Declare<'_>) {
+    fn declare(&mut self, d: &mut Declare<'_>) {
         d.own_request(&self.consumer_header);
         if let Some(h) = &self.header {
             d.own_request(h);
@@ -276,7 +376,7 @@ impl ApiKeyAuth {
 
     /// 401 without a key, 403 for a wrong one, 400 for a repeated key field;
     /// otherwise the consumer goes upstream and keys consumer rate limits.
-    pub fn on_request(&self, cx: &mut Cx<'_, '_>) -> Flow<'static> {
+    fn on_request<'f>(&'f self, cx: &mut Cx<'_, '_>) -> Flow<'f> {
         let presented = match self.header.as_deref() {
             Some(h) => match cx.single(h.as_bytes()) {
                 Ok(v) => v,
@@ -318,6 +418,10 @@ impl ApiKeyAuth {
             cx.rewritten |= stripped;
         }
         Flow::Continue
+    }
+
+    fn names_consumer(_: &ApiKeyConfig) -> bool {
+        true
     }
 }
 

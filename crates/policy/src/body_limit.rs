@@ -4,6 +4,29 @@
 //! upstream it must abort that exchange too, since the upstream holds a truncated body.
 
 use crate::chain::{Cx, Declare, Flow};
+use crate::filter::{BuildContext, BuiltIn};
+use crate::syntax::ParseCx;
+use crate::units::RawSize;
+use serde::Deserialize;
+
+/// `body-limit`: 413 over `max` bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyLimitConfig {
+    pub max: u64,
+}
+
+impl Default for BodyLimitConfig {
+    fn default() -> Self {
+        BodyLimitConfig { max: 1 << 20 }
+    }
+}
+
+/// The TOML table: `max`, bytes or a size with a unit.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBodyLimit {
+    max: Option<RawSize>,
+}
 
 /// The `body-limit` filter: requests with more than `max` body bytes get a
 /// 413 (a declared length at once, a chunked body as it streams).
@@ -12,16 +35,32 @@ pub struct BodyLimit {
     pub max: u64,
 }
 
-impl BodyLimit {
+impl BuiltIn for BodyLimit {
+    type Spec = BodyLimitConfig;
+    const NAME: &'static str = "body-limit";
+    const ABOUT: &'static str = "413 for request bodies over a size, chunked too";
+
+    fn parse(cx: &mut ParseCx<'_>, body: toml::Value) -> Option<BodyLimitConfig> {
+        let r: RawBodyLimit = cx.read(body)?;
+        let d = BodyLimitConfig::default();
+        Some(BodyLimitConfig {
+            max: cx.size("max", r.max.as_ref(), d.max),
+        })
+    }
+
+    fn build(c: &BodyLimitConfig, _: &BuildContext<'_>) -> Result<BodyLimit, Vec<String>> {
+        Ok(BodyLimit { max: c.max })
+    }
+
     /// The chain's limit is its smallest; the proxy applies it to chunked
     /// bodies as they stream.
-    pub fn declare(&self, d: &mut Declare<'_>) {
+    fn declare(&mut self, d: &mut Declare<'_>) {
         let max = self.max;
         d.edits.max_body = Some(d.edits.max_body.map_or(max, |m| m.min(max)));
     }
 
     /// 413 for a declared `Content-Length` over the limit.
-    pub fn on_request(&self, cx: &mut Cx<'_, '_>) -> Flow<'static> {
+    fn on_request<'f>(&'f self, cx: &mut Cx<'_, '_>) -> Flow<'f> {
         match cx.req.info.body {
             shardgate_http::BodyFraming::Length(n) if n > self.max => Flow::answer(413),
             _ => Flow::Continue,

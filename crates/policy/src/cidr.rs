@@ -12,6 +12,9 @@
 //! from several sources (tenant defaults + route) without changing its meaning.
 
 use crate::chain::{Cx, Flow};
+use crate::filter::{BuildContext, BuiltIn};
+use crate::syntax::ParseCx;
+use serde::Deserialize;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
@@ -199,9 +202,45 @@ impl IpRules {
     }
 }
 
-impl IpRules {
+/// `ip-filter`: allow/deny by CIDR (deny wins).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IpFilterConfig {
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+}
+
+/// The TOML table: `allow` and `deny` lists of CIDRs.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIpFilter {
+    allow: Option<Vec<String>>,
+    deny: Option<Vec<String>>,
+}
+
+impl BuiltIn for IpRules {
+    type Spec = IpFilterConfig;
+    const NAME: &'static str = "ip-filter";
+    const ABOUT: &'static str = "allow/deny client addresses by CIDR, deny wins";
+
+    fn parse(cx: &mut ParseCx<'_>, body: toml::Value) -> Option<IpFilterConfig> {
+        let r: RawIpFilter = cx.read(body)?;
+        let d = IpFilterConfig::default();
+        Some(IpFilterConfig {
+            allow: r.allow.unwrap_or(d.allow),
+            deny: r.deny.unwrap_or(d.deny),
+        })
+    }
+
+    fn build(c: &IpFilterConfig, _: &BuildContext<'_>) -> Result<IpRules, Vec<String>> {
+        IpRules::parse(
+            c.allow.iter().map(String::as_str),
+            c.deny.iter().map(String::as_str),
+        )
+        .map_err(|e| e.iter().map(ToString::to_string).collect())
+    }
+
     /// 403 for a client the rules refuse.
-    pub fn on_request(&self, cx: &mut Cx<'_, '_>) -> Flow<'static> {
+    fn on_request<'f>(&'f self, cx: &mut Cx<'_, '_>) -> Flow<'f> {
         match self.check(cx.client) {
             IpVerdict::Deny => Flow::answer(403),
             IpVerdict::Allow => Flow::Continue,

@@ -22,6 +22,9 @@
 //! asked", since the literal `*` means nothing to the browser then.
 
 use crate::chain::{Cx, Declare, Flow, line};
+use crate::filter::{BuildContext, BuiltIn};
+use crate::syntax::ParseCx;
+use serde::Deserialize;
 use std::fmt;
 use std::time::Duration;
 
@@ -338,10 +341,57 @@ impl Cors {
     }
 }
 
+/// The TOML table: every field optional (defaults from [`CorsConfig`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCors {
+    origins: Option<Vec<String>>,
+    methods: Option<Vec<String>>,
+    headers: Option<Vec<String>>,
+    expose_headers: Option<Vec<String>>,
+    credentials: Option<bool>,
+    max_age: Option<String>,
+}
+
 impl Cors {
+    /// The headers of an actual (not preflight) request's response; the
+    /// chain adds them before any filter runs, so refusals carry them too.
+    pub fn on_actual(&self, cx: &mut Cx<'_, '_>) {
+        for (n, v) in self.actual(cx.header(b"origin")).iter() {
+            line(cx.response, n.as_bytes(), v);
+        }
+    }
+}
+
+impl BuiltIn for Cors {
+    type Spec = CorsConfig;
+    const NAME: &'static str = "cors";
+    const ABOUT: &'static str = "answer preflights, add Access-Control-* to responses";
+
+    fn parse(cx: &mut ParseCx<'_>, body: toml::Value) -> Option<CorsConfig> {
+        let r: RawCors = cx.read(body)?;
+        let d = CorsConfig::default();
+        let max_age = match r.max_age {
+            None => d.max_age,
+            Some(t) => Some(cx.duration_or_zero("max_age", Some(t), Duration::ZERO)),
+        };
+        Some(CorsConfig {
+            origins: r.origins.unwrap_or(d.origins),
+            methods: r.methods.unwrap_or(d.methods),
+            headers: r.headers.unwrap_or(d.headers),
+            expose_headers: r.expose_headers.unwrap_or(d.expose_headers),
+            credentials: r.credentials.unwrap_or(d.credentials),
+            max_age,
+        })
+    }
+
+    fn build(c: &CorsConfig, _: &BuildContext<'_>) -> Result<Cors, Vec<String>> {
+        Cors::new(c).map_err(|e| e.iter().map(ToString::to_string).collect())
+    }
+
     /// The chain answers preflights, and the gateway answers for the route's
     /// policy: an upstream's own `Access-Control-*` would contradict it.
-    pub fn declare(&self, d: &mut Declare<'_>) {
+    fn declare(&mut self, d: &mut Declare<'_>) {
         d.edits.cors = true;
         for name in [
             "access-control-allow-origin",
@@ -352,17 +402,9 @@ impl Cors {
         }
     }
 
-    /// The headers of an actual (not preflight) request's response; the
-    /// chain adds them before any filter runs, so refusals carry them too.
-    pub fn on_actual(&self, cx: &mut Cx<'_, '_>) {
-        for (n, v) in self.actual(cx.header(b"origin")).iter() {
-            line(cx.response, n.as_bytes(), v);
-        }
-    }
-
     /// Answers a preflight: 204 with the allowed origin, methods and headers,
     /// or 403. Other requests go on (their headers came from `on_actual`).
-    pub fn on_request(&self, cx: &mut Cx<'_, '_>) -> Flow<'static> {
+    fn on_request<'f>(&'f self, cx: &mut Cx<'_, '_>) -> Flow<'f> {
         let origin = cx.header(b"origin");
         let wanted = cx.header(b"access-control-request-method");
         if !is_preflight(cx.req.method.as_bytes(), origin, wanted) {

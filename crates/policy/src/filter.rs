@@ -1,41 +1,38 @@
-//! The filter model: what a route's (or tenant's) filter chain is made of, before the proxy
-//! wires it into its request and response phases.
+//! The filter model: what a route's (or tenant's) filter chain is made of.
 //!
-//! A chain is an ordered list of [`FilterSpec`]s, each named in config by its registry name
-//! (`"api-key"`, `"rate-limit"`, ...) and carrying a small config struct. [`FilterSpec::validate`]
-//! reports every problem with the filter's name and the field path;
-//! [`FilterSpec::build`] compiles it into a [`Filter`], the immutable, shard-cloneable form the
-//! proxy's filter enum dispatches on statically. Per-shard mutable state (rate-limit buckets,
-//! the id/trace PRNG) is not in a [`Filter`]: the proxy makes one per shard from it
-//! ([`crate::global_rate::ShardLimiter::new`], [`crate::request_id::RequestIdGen::new`]).
+//! Every built-in filter is **one file** in this crate holding all of it: its
+//! config struct and TOML syntax, its validation, its compiled form and what
+//! it does to a request ([`BuiltIn`]), and **one line** in `builtins!`
+//! below, which generates [`FilterSpec`] (a configured filter), [`Filter`]
+//! (its compiled, shard-cloneable form), the [`REGISTRY`] of names and the
+//! dispatch between them. Static dispatch throughout: a `match` over an
+//! enum, no boxing of the filters.
 //!
 //! # How to write a new built-in filter
 //!
-//! 1. **One file** in this crate, `src/my_filter.rs`: the pure logic with time passed in, its
-//!    config struct (plain data, `pub` fields, a `Default` if it has sensible defaults), its
-//!    validation (every problem with a field path), and table-driven tests. No I/O, no
-//!    allocation per request where avoidable.
-//! 2. **One enum line** in [`FilterSpec`] (`MyFilter(MyFilterConfig)`) and in [`Filter`] (its
-//!    compiled form), plus the matching arms in `validate`, `build` and `phases` here; the
-//!    compiler lists every `match` that needs one.
-//! 3. **One registry line** in [`REGISTRY`]: `("my-filter", "what it does", || FilterSpec::MyFilter(Default::default()))`.
-//!    Config loading looks the name up with [`lookup`] and fills the fields.
+//! 1. **One file**, `src/my_filter.rs`: a config struct (plain data, with a
+//!    `Default`), the logic with time passed in, table-driven tests, and
+//!    `impl BuiltIn for MyFilter`:
+//!    - `NAME` (its `type` in the configuration) and `ABOUT`;
+//!    - `parse`: read its TOML table into the config struct, reporting every
+//!      problem with its field through [`ParseCx`];
+//!    - `build`: validate and compile (problems as messages starting with
+//!      their field);
+//!    - `declare` (optional): what it owns in the heads, its body limit, its
+//!      rate limits ([`Declare`]);
+//!    - `on_request`: go on or answer, adding lines upstream or to the
+//!      response, rewriting the path ([`Cx`], [`Flow`]).
+//! 2. **One line** in the `builtins!` list: `MyFilter(crate::my_filter::MyFilter),`
+//!    (and `pub mod my_filter;` in `lib.rs`).
 //!
-//! Then the proxy adds an arm to its filter enum's request/response hooks.
+//! The configuration then knows its `type`, the proxy runs it, and nothing
+//! else changes. Per-shard mutable state (rate-limit buckets, the id and
+//! trace generator) is not in a [`Filter`]: the chain hands it over in [`Cx`].
 
 use std::fmt;
 
-use crate::api_key::{ApiKeyAuth, KeyStore};
-use crate::body_limit::BodyLimit;
 use crate::chain::{Cx, Declare, Flow};
-use crate::cidr::IpRules;
-use crate::cors::{Cors, CorsConfig};
-use crate::global_rate::GlobalLimitConfig;
-use crate::headers::{HeaderOpsConfig, HeaderRules, is_managed, is_token, is_value};
-use crate::jwt::{JwtConfig, JwtVerifier};
-use crate::rate_limit::RateLimit;
-use crate::rewrite::{PathRewrite, Redirect};
-use crate::token_bucket::Limit;
+use crate::syntax::ParseCx;
 
 /// A problem in one filter's config: `filter` is the registry name, `message` starts with the
 /// field path.
@@ -55,260 +52,160 @@ impl std::error::Error for FilterConfigError {}
 
 type Errors = Vec<FilterConfigError>;
 
-fn errs<E: fmt::Display>(filter: &'static str, list: impl IntoIterator<Item = E>) -> Errors {
-    list.into_iter()
-        .map(|e| FilterConfigError {
-            filter,
-            message: e.to_string(),
-        })
-        .collect()
+/// What a filter is when it is built for a route.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildContext<'a> {
+    /// Shards sharing global limits.
+    pub shards: usize,
+    /// Parameter names the route captures (for templates).
+    pub route_params: &'a [&'a str],
 }
 
-fn one(filter: &'static str, message: String) -> Errors {
-    vec![FilterConfigError { filter, message }]
-}
+/// A built-in filter: everything about it, in its own file.
+pub trait BuiltIn: Sized + Clone + fmt::Debug {
+    /// Its configuration: plain data, compared on reload.
+    type Spec: Clone + fmt::Debug + PartialEq + Default;
+    /// Its `type` in the configuration.
+    const NAME: &'static str;
+    /// One line about what it does.
+    const ABOUT: &'static str;
 
-/// `api-key`: keys as SHA-256 hex digests with their consumers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKeyConfig {
-    /// `(sha256 hex, consumer)`.
-    pub keys: Vec<(String, String)>,
-    pub header: Option<String>,
-    pub query_param: Option<String>,
-    pub consumer_header: String,
-    pub realm: String,
-}
+    /// Reads its TOML table (without `type`); every problem goes to `cx`.
+    fn parse(cx: &mut ParseCx<'_>, body: toml::Value) -> Option<Self::Spec>;
 
-impl Default for ApiKeyConfig {
-    fn default() -> Self {
-        ApiKeyConfig {
-            keys: Vec::new(),
-            header: Some(crate::api_key::DEFAULT_HEADER.into()),
-            query_param: None,
-            consumer_header: crate::api_key::DEFAULT_CONSUMER_HEADER.into(),
-            realm: crate::api_key::DEFAULT_REALM.into(),
-        }
+    /// Validates and compiles; problems are messages starting with their
+    /// field (`keys[0].sha256: ...`).
+    fn build(spec: &Self::Spec, cx: &BuildContext<'_>) -> Result<Self, Vec<String>>;
+
+    /// What it owns in the heads, its body limit, its rate limits.
+    fn declare(&mut self, _d: &mut Declare<'_>) {}
+
+    /// The request phase: go on, or answer.
+    fn on_request<'f>(&'f self, cx: &mut Cx<'_, '_>) -> Flow<'f>;
+
+    /// It says who the consumer is (for consumer rate limits after it).
+    fn names_consumer(_spec: &Self::Spec) -> bool {
+        false
     }
-}
 
-/// What a rate limit counts by.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RateKeySource {
-    /// One bucket for the route.
-    Route,
-    ClientIp,
-    /// The API-key consumer (requests without one share the bucket of the empty name).
-    Consumer,
-    /// A request header's value (requests without it share one bucket).
-    Header(String),
-    /// One bucket for the tenant.
-    Tenant,
-}
-
-/// `rate-limit`: a gateway-wide token bucket per key.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RateLimitConfig {
-    /// Tokens per second, for the whole gateway.
-    pub rate: f64,
-    pub burst: f64,
-    pub key: RateKeySource,
-    pub max_keys: usize,
-}
-
-impl Default for RateLimitConfig {
-    fn default() -> Self {
-        RateLimitConfig {
-            rate: 100.0,
-            burst: 100.0,
-            key: RateKeySource::ClientIp,
-            max_keys: crate::global_rate::DEFAULT_MAX_KEYS,
-        }
+    /// It needs a filter that names the consumer before it.
+    fn needs_consumer(_spec: &Self::Spec) -> bool {
+        false
     }
-}
-
-/// `headers`: add/set/remove on each side.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HeadersConfig {
-    pub request: HeaderOpsConfig,
-    pub response: HeaderOpsConfig,
-}
-
-/// `rewrite`: one path rewrite.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RewriteConfig {
-    StripPrefix(String),
-    ReplacePrefix { from: String, to: String },
-    Template(String),
-}
-
-impl Default for RewriteConfig {
-    fn default() -> Self {
-        RewriteConfig::StripPrefix("/".into())
-    }
-}
-
-/// `redirect`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RedirectConfig {
-    pub status: u16,
-    pub to: String,
-    pub keep_query: bool,
-}
-
-impl Default for RedirectConfig {
-    fn default() -> Self {
-        RedirectConfig {
-            status: 302,
-            to: "/".into(),
-            keep_query: true,
-        }
-    }
-}
-
-/// `direct-response`: answer with a fixed status and body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirectResponseConfig {
-    pub status: u16,
-    pub body: String,
-    pub content_type: String,
-}
-
-impl Default for DirectResponseConfig {
-    fn default() -> Self {
-        DirectResponseConfig {
-            status: 200,
-            body: String::new(),
-            content_type: "text/plain; charset=utf-8".into(),
-        }
-    }
-}
-
-/// `ip-filter`: allow/deny by CIDR (deny wins).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct IpFilterConfig {
-    pub allow: Vec<String>,
-    pub deny: Vec<String>,
-}
-
-/// `body-limit`: 413 over `max` bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BodyLimitConfig {
-    pub max: u64,
-}
-
-impl Default for BodyLimitConfig {
-    fn default() -> Self {
-        BodyLimitConfig { max: 1 << 20 }
-    }
-}
-
-/// `request-id`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestIdConfig {
-    pub header: String,
-    /// Return the id to the client in the response too.
-    pub in_response: bool,
-}
-
-impl Default for RequestIdConfig {
-    fn default() -> Self {
-        RequestIdConfig {
-            header: crate::request_id::HEADER.into(),
-            in_response: true,
-        }
-    }
-}
-
-/// `trace-context`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct TraceContextConfig {
-    /// Flags of traces started here: sampled or not.
-    pub sample_new: bool,
-}
-
-/// One configured filter.
-#[derive(Debug, Clone, PartialEq)]
-pub enum FilterSpec {
-    ApiKey(ApiKeyConfig),
-    Jwt(JwtConfig),
-    RateLimit(RateLimitConfig),
-    Headers(HeadersConfig),
-    Rewrite(RewriteConfig),
-    Redirect(RedirectConfig),
-    DirectResponse(DirectResponseConfig),
-    Cors(CorsConfig),
-    IpFilter(IpFilterConfig),
-    BodyLimit(BodyLimitConfig),
-    RequestId(RequestIdConfig),
-    TraceContext(TraceContextConfig),
 }
 
 /// A registered built-in: its config name, one line of doc, and its default spec.
 pub type Registered = (&'static str, &'static str, fn() -> FilterSpec);
 
-/// Every built-in filter, by config name.
-pub const REGISTRY: &[Registered] = &[
-    (
-        "api-key",
-        "API key from a header or query parameter -> consumer",
-        || FilterSpec::ApiKey(Default::default()),
-    ),
-    (
-        "jwt",
-        "bearer JWT: signature, exp/nbf, iss, aud, claims as headers",
-        || FilterSpec::Jwt(Default::default()),
-    ),
-    (
-        "rate-limit",
-        "gateway-wide token bucket per key; 429 with RateLimit-*",
-        || FilterSpec::RateLimit(Default::default()),
-    ),
-    (
-        "headers",
-        "add/set/remove request and response headers",
-        || FilterSpec::Headers(Default::default()),
-    ),
-    (
-        "rewrite",
-        "strip/replace a path prefix or fill a path template",
-        || FilterSpec::Rewrite(Default::default()),
-    ),
-    (
-        "redirect",
-        "answer 301/302/307/308 with a Location template",
-        || FilterSpec::Redirect(Default::default()),
-    ),
-    (
-        "direct-response",
-        "answer with a fixed status and body",
-        || FilterSpec::DirectResponse(Default::default()),
-    ),
-    (
-        "cors",
-        "answer preflights, add Access-Control-* to responses",
-        || FilterSpec::Cors(Default::default()),
-    ),
-    (
-        "ip-filter",
-        "allow/deny client addresses by CIDR, deny wins",
-        || FilterSpec::IpFilter(Default::default()),
-    ),
-    (
-        "body-limit",
-        "413 for request bodies over a size, chunked too",
-        || FilterSpec::BodyLimit(Default::default()),
-    ),
-    (
-        "request-id",
-        "keep or generate X-Request-Id, forward and return it",
-        || FilterSpec::RequestId(Default::default()),
-    ),
-    (
-        "trace-context",
-        "W3C traceparent: continue with a new span or start",
-        || FilterSpec::TraceContext(Default::default()),
-    ),
-];
+/// Generates the filter enums, the registry and the dispatch from the list
+/// of built-ins.
+macro_rules! builtins {
+    ($($variant:ident($ty:ty),)*) => {
+        /// One configured filter.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum FilterSpec {
+            $($variant(<$ty as BuiltIn>::Spec),)*
+        }
+
+        /// A compiled filter: immutable, cloned into each shard.
+        #[derive(Debug, Clone)]
+        pub enum Filter {
+            $($variant($ty),)*
+        }
+
+        /// Every built-in filter, by config name.
+        pub const REGISTRY: &[Registered] = &[
+            $((<$ty as BuiltIn>::NAME, <$ty as BuiltIn>::ABOUT, || {
+                FilterSpec::$variant(Default::default())
+            }),)*
+        ];
+
+        impl FilterSpec {
+            /// The registry name.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(FilterSpec::$variant(_) => <$ty as BuiltIn>::NAME,)*
+                }
+            }
+
+            /// Reads the table of the filter registered as `name` (without
+            /// `type`); `None` for an unknown name, `Some(None)` when the
+            /// table has problems (they are in `cx`).
+            pub fn parse(
+                name: &str,
+                cx: &mut ParseCx<'_>,
+                body: toml::Value,
+            ) -> Option<Option<FilterSpec>> {
+                $(if name == <$ty as BuiltIn>::NAME {
+                    return Some(<$ty as BuiltIn>::parse(cx, body).map(FilterSpec::$variant));
+                })*
+                None
+            }
+
+            /// Compiles for a route.
+            pub fn build(&self, cx: &BuildContext<'_>) -> Result<Filter, Errors> {
+                let built = match self {
+                    $(FilterSpec::$variant(s) => <$ty as BuiltIn>::build(s, cx).map(Filter::$variant),)*
+                };
+                built.map_err(|messages| {
+                    messages
+                        .into_iter()
+                        .map(|message| FilterConfigError {
+                            filter: self.name(),
+                            message,
+                        })
+                        .collect()
+                })
+            }
+
+            /// It says who the consumer is.
+            pub fn names_consumer(&self) -> bool {
+                match self {
+                    $(FilterSpec::$variant(s) => <$ty as BuiltIn>::names_consumer(s),)*
+                }
+            }
+
+            /// It needs a filter naming the consumer before it.
+            pub fn needs_consumer(&self) -> bool {
+                match self {
+                    $(FilterSpec::$variant(s) => <$ty as BuiltIn>::needs_consumer(s),)*
+                }
+            }
+        }
+
+        impl Filter {
+            /// What the filter owns in the heads, its body limit and rate
+            /// limits (when its chain is built).
+            pub fn declare(&mut self, d: &mut Declare<'_>) {
+                match self {
+                    $(Filter::$variant(f) => f.declare(d),)*
+                }
+            }
+
+            /// The request phase: go on, or answer.
+            pub fn on_request<'f>(&'f self, cx: &mut Cx<'_, '_>) -> Flow<'f> {
+                match self {
+                    $(Filter::$variant(f) => f.on_request(cx),)*
+                }
+            }
+        }
+    };
+}
+
+builtins! {
+    ApiKey(crate::api_key::ApiKeyAuth),
+    Jwt(crate::jwt::JwtFilter),
+    RateLimit(crate::rate_limit::RateLimit),
+    Headers(crate::headers::HeaderRules),
+    Rewrite(crate::rewrite::PathRewrite),
+    Redirect(crate::rewrite::Redirect),
+    DirectResponse(crate::direct_response::DirectResponse),
+    Cors(crate::cors::Cors),
+    IpFilter(crate::cidr::IpRules),
+    BodyLimit(crate::body_limit::BodyLimit),
+    RequestId(crate::request_id::RequestIdFilter),
+    TraceContext(crate::traceparent::TraceContextFilter),
+}
 
 /// The default spec for a config name, or `None` for an unknown filter.
 pub fn lookup(name: &str) -> Option<FilterSpec> {
@@ -318,68 +215,7 @@ pub fn lookup(name: &str) -> Option<FilterSpec> {
         .map(|(_, _, make)| make())
 }
 
-/// Which phases a filter takes part in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Phases {
-    pub request: bool,
-    pub response: bool,
-}
-
-/// What the proxy knows when it builds a route's filters.
-#[derive(Debug, Clone, Copy)]
-pub struct BuildContext<'a> {
-    /// Shards sharing global limits.
-    pub shards: usize,
-    /// Parameter names the route captures (for templates).
-    pub route_params: &'a [&'a str],
-}
-
-/// A compiled filter: immutable, cloned into each shard.
-#[derive(Debug, Clone)]
-pub enum Filter {
-    ApiKey(ApiKeyAuth),
-    Jwt(Box<JwtVerifier>),
-    RateLimit(RateLimit),
-    Headers(HeaderRules),
-    Rewrite(PathRewrite),
-    Redirect(Redirect),
-    DirectResponse(DirectResponseConfig),
-    Cors(Cors),
-    IpFilter(IpRules),
-    BodyLimit(BodyLimit),
-    RequestId(RequestIdConfig),
-    TraceContext(TraceContextConfig),
-}
-
 impl FilterSpec {
-    /// The registry name.
-    pub fn name(&self) -> &'static str {
-        match self {
-            FilterSpec::ApiKey(_) => "api-key",
-            FilterSpec::Jwt(_) => "jwt",
-            FilterSpec::RateLimit(_) => "rate-limit",
-            FilterSpec::Headers(_) => "headers",
-            FilterSpec::Rewrite(_) => "rewrite",
-            FilterSpec::Redirect(_) => "redirect",
-            FilterSpec::DirectResponse(_) => "direct-response",
-            FilterSpec::Cors(_) => "cors",
-            FilterSpec::IpFilter(_) => "ip-filter",
-            FilterSpec::BodyLimit(_) => "body-limit",
-            FilterSpec::RequestId(_) => "request-id",
-            FilterSpec::TraceContext(_) => "trace-context",
-        }
-    }
-
-    /// Which phases the compiled filter acts in.
-    pub fn phases(&self) -> Phases {
-        let (request, response) = match self {
-            FilterSpec::Headers(_) | FilterSpec::Cors(_) | FilterSpec::RequestId(_) => (true, true),
-            FilterSpec::RateLimit(_) => (true, true), // RateLimit-* on admitted responses
-            _ => (true, false),
-        };
-        Phases { request, response }
-    }
-
     /// Every problem in the config (route-independent checks).
     pub fn validate(&self) -> Result<(), Errors> {
         self.build(&BuildContext {
@@ -396,187 +232,6 @@ impl FilterSpec {
                 .collect();
             if rest.is_empty() { Ok(()) } else { Err(rest) }
         })
-    }
-
-    /// Compile for a route.
-    pub fn build(&self, ctx: &BuildContext) -> Result<Filter, Errors> {
-        let name = self.name();
-        match self {
-            FilterSpec::ApiKey(c) => {
-                let store = KeyStore::new(c.keys.iter().map(|(h, n)| (h.as_str(), n.as_str())))
-                    .map_err(|e| errs(name, e))?;
-                let mut problems = Errors::new();
-                if c.keys.is_empty() {
-                    problems.extend(one(name, "keys: at least one key is required".into()));
-                }
-                if c.header.is_none() && c.query_param.is_none() {
-                    problems.extend(one(name, "header, query_param: set at least one".into()));
-                }
-                for (field, v) in [
-                    ("header", c.header.as_deref()),
-                    ("consumer_header", Some(&c.consumer_header)),
-                ] {
-                    if let Some(v) = v.filter(|v| !is_token(v.as_bytes())) {
-                        problems.extend(one(name, format!("{field}: {v:?} is not a header name")));
-                    } else if let Some(v) = v.filter(|v| is_managed(v)) {
-                        problems.extend(one(
-                            name,
-                            format!("{field}: {v:?} is managed by the proxy and cannot be used"),
-                        ));
-                    }
-                }
-                if !problems.is_empty() {
-                    return Err(problems);
-                }
-                Ok(Filter::ApiKey(ApiKeyAuth::new(
-                    store,
-                    c.header.as_deref(),
-                    c.query_param.as_deref(),
-                    &c.consumer_header,
-                    &c.realm,
-                )))
-            }
-            FilterSpec::Jwt(c) => JwtVerifier::new(c)
-                .map(|v| Filter::Jwt(Box::new(v)))
-                .map_err(|e| errs(name, e)),
-            FilterSpec::RateLimit(c) => {
-                let limit = Limit::new(c.rate, c.burst).map_err(|e| {
-                    let field = match e {
-                        crate::token_bucket::LimitError::Rate(_) => "rate",
-                        crate::token_bucket::LimitError::Burst(_) => "burst",
-                    };
-                    one(name, format!("{field}: {e}"))
-                })?;
-                if let RateKeySource::Header(h) = &c.key
-                    && !is_token(h.as_bytes())
-                {
-                    return Err(one(name, format!("key.header: {h:?} is not a header name")));
-                }
-                if c.max_keys == 0 {
-                    return Err(one(name, "max_keys: must be at least 1".into()));
-                }
-                let mut limit = GlobalLimitConfig::new(limit, ctx.shards);
-                limit.max_keys = c.max_keys;
-                Ok(Filter::RateLimit(RateLimit::new(limit, c.key.clone())))
-            }
-            FilterSpec::Headers(c) => HeaderRules::new(&c.request, &c.response)
-                .map(Filter::Headers)
-                .map_err(|e| errs(name, e)),
-            FilterSpec::Rewrite(c) => {
-                let rw = match c {
-                    RewriteConfig::StripPrefix(p) => PathRewrite::strip_prefix(p),
-                    RewriteConfig::ReplacePrefix { from, to } => {
-                        PathRewrite::replace_prefix(from, to)
-                    }
-                    RewriteConfig::Template(t) => PathRewrite::template(t),
-                }
-                .map_err(|e| one(name, e.to_string()))?;
-                if let PathRewrite::Template(t) = &rw {
-                    t.check_params(ctx.route_params)
-                        .map_err(|e| one(name, format!("template: {e}")))?;
-                }
-                Ok(Filter::Rewrite(rw))
-            }
-            FilterSpec::Redirect(c) => {
-                let r = Redirect::new(c.status, &c.to, c.keep_query)
-                    .map_err(|e| one(name, e.to_string()))?;
-                r.to.check_params(ctx.route_params)
-                    .map_err(|e| one(name, format!("to: {e}")))?;
-                Ok(Filter::Redirect(r))
-            }
-            FilterSpec::DirectResponse(c) => {
-                let mut problems = Errors::new();
-                if !(200..=599).contains(&c.status) {
-                    problems.extend(one(name, format!("status: {} is not 200..=599", c.status)));
-                }
-                if c.content_type.is_empty() || !is_value(c.content_type.as_bytes()) {
-                    problems.extend(one(
-                        name,
-                        format!("content_type: {:?} is not a header value", c.content_type),
-                    ));
-                }
-                if problems.is_empty() {
-                    Ok(Filter::DirectResponse(c.clone()))
-                } else {
-                    Err(problems)
-                }
-            }
-            FilterSpec::Cors(c) => Cors::new(c).map(Filter::Cors).map_err(|e| errs(name, e)),
-            FilterSpec::IpFilter(c) => IpRules::parse(
-                c.allow.iter().map(String::as_str),
-                c.deny.iter().map(String::as_str),
-            )
-            .map(Filter::IpFilter)
-            .map_err(|e| errs(name, e)),
-            FilterSpec::BodyLimit(c) => Ok(Filter::BodyLimit(BodyLimit { max: c.max })),
-            FilterSpec::RequestId(c) => {
-                if !is_token(c.header.as_bytes()) {
-                    return Err(one(
-                        name,
-                        format!("header: {:?} is not a header name", c.header),
-                    ));
-                }
-                if is_managed(&c.header) {
-                    return Err(one(
-                        name,
-                        format!(
-                            "header: {:?} is managed by the proxy and cannot be used",
-                            c.header
-                        ),
-                    ));
-                }
-                Ok(Filter::RequestId(c.clone()))
-            }
-            FilterSpec::TraceContext(c) => Ok(Filter::TraceContext(c.clone())),
-        }
-    }
-}
-
-impl DirectResponseConfig {
-    /// Answers with the configured status and body.
-    pub fn on_request(&self, _: &mut Cx<'_, '_>) -> Flow<'_> {
-        Flow::Answer {
-            status: self.status,
-            body: Some((self.content_type.as_bytes(), self.body.as_bytes())),
-            rate_limited: false,
-        }
-    }
-}
-
-impl Filter {
-    /// What the filter owns in the heads, its body limit and rate limits
-    /// (when its chain is built).
-    pub fn declare(&mut self, d: &mut Declare<'_>) {
-        match self {
-            Filter::ApiKey(f) => f.declare(d),
-            Filter::Jwt(f) => f.declare(d),
-            Filter::RateLimit(f) => f.declare(d),
-            Filter::Headers(f) => f.declare(d),
-            Filter::Cors(f) => f.declare(d),
-            Filter::BodyLimit(f) => f.declare(d),
-            Filter::RequestId(f) => f.declare(d),
-            Filter::TraceContext(f) => f.declare(d),
-            Filter::Rewrite(_) | Filter::Redirect(_) | Filter::DirectResponse(_) => {}
-            Filter::IpFilter(_) => {}
-        }
-    }
-
-    /// The request phase: go on, or answer.
-    pub fn on_request<'f>(&'f self, cx: &mut Cx<'_, '_>) -> Flow<'f> {
-        match self {
-            Filter::ApiKey(f) => f.on_request(cx),
-            Filter::Jwt(f) => f.on_request(cx),
-            Filter::RateLimit(f) => f.on_request(cx),
-            Filter::Headers(_) => Flow::Continue,
-            Filter::Rewrite(f) => f.on_request(cx),
-            Filter::Redirect(f) => f.on_request(cx),
-            Filter::DirectResponse(f) => f.on_request(cx),
-            Filter::Cors(f) => f.on_request(cx),
-            Filter::IpFilter(f) => f.on_request(cx),
-            Filter::BodyLimit(f) => f.on_request(cx),
-            Filter::RequestId(f) => f.on_request(cx),
-            Filter::TraceContext(f) => f.on_request(cx),
-        }
     }
 }
 
@@ -597,6 +252,15 @@ pub fn validate_chain(chain: &[FilterSpec]) -> Result<(), Errors> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api_key::ApiKeyConfig;
+    use crate::body_limit::BodyLimitConfig;
+    use crate::cidr::IpFilterConfig;
+    use crate::direct_response::DirectResponseConfig;
+    use crate::headers::{HeaderOpsConfig, HeadersConfig};
+    use crate::jwt::JwtConfig;
+    use crate::rate_limit::{RateKeySource, RateLimitConfig};
+    use crate::request_id::RequestIdConfig;
+    use crate::rewrite::{RedirectConfig, RewriteConfig};
 
     #[test]
     fn registry_names_round_trip_and_are_unique() {
@@ -778,19 +442,12 @@ mod tests {
             (r.limit.shards, r.limit.max_keys, r.key),
             (4, 10, RateKeySource::Tenant)
         );
+        assert!(!spec.needs_consumer(), "a tenant key needs no consumer");
+        assert!(!spec.names_consumer());
+        assert!(FilterSpec::ApiKey(ApiKeyConfig::default()).names_consumer());
         assert_eq!(
-            spec.phases(),
-            Phases {
-                request: true,
-                response: true
-            }
-        );
-        assert_eq!(
-            FilterSpec::BodyLimit(Default::default()).phases(),
-            Phases {
-                request: true,
-                response: false
-            }
+            FilterSpec::BodyLimit(BodyLimitConfig { max: 7 }).name(),
+            "body-limit"
         );
     }
 }

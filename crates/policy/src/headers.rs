@@ -13,7 +13,11 @@
 //! proxy sets those itself, and letting config change them would let it desynchronise the two
 //! sides of a connection.
 
-use crate::chain::{Declare, line};
+use crate::chain::{Cx, Declare, Flow, line};
+use crate::filter::{BuildContext, BuiltIn};
+use crate::syntax::ParseCx;
+use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// Fields no header operation may touch.
@@ -187,10 +191,60 @@ pub struct HeaderRules {
     pub response: HeaderOps,
 }
 
-impl HeaderRules {
+/// `headers`: add/set/remove on each side.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeadersConfig {
+    pub request: HeaderOpsConfig,
+    pub response: HeaderOpsConfig,
+}
+
+/// The TOML table: `request` and `response`, each with `set`, `add`
+/// (name -> value, read in key order) and `remove` (names).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaders {
+    request: Option<RawHeaderOps>,
+    response: Option<RawHeaderOps>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaderOps {
+    #[serde(default)]
+    set: BTreeMap<String, String>,
+    #[serde(default)]
+    add: BTreeMap<String, String>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+impl BuiltIn for HeaderRules {
+    type Spec = HeadersConfig;
+    const NAME: &'static str = "headers";
+    const ABOUT: &'static str = "add/set/remove request and response headers";
+
+    fn parse(cx: &mut ParseCx<'_>, body: toml::Value) -> Option<HeadersConfig> {
+        let r: RawHeaders = cx.read(body)?;
+        let d = HeadersConfig::default();
+        let ops = |o: RawHeaderOps| HeaderOpsConfig {
+            add: o.add.into_iter().collect(),
+            set: o.set.into_iter().collect(),
+            remove: o.remove,
+        };
+        Some(HeadersConfig {
+            request: r.request.map_or(d.request, ops),
+            response: r.response.map_or(d.response, ops),
+        })
+    }
+
+    fn build(c: &HeadersConfig, _: &BuildContext<'_>) -> Result<HeaderRules, Vec<String>> {
+        HeaderRules::new(&c.request, &c.response)
+            .map_err(|e| e.iter().map(ToString::to_string).collect())
+    }
+
     /// The fields set or removed are the chain's on each side; the lines it
     /// adds go on every request and response of the route.
-    pub fn declare(&self, d: &mut Declare<'_>) {
+    fn declare(&mut self, d: &mut Declare<'_>) {
         let edits = &mut *d.edits;
         edits.request_drop.extend(self.request.dropped().cloned());
         edits.response_drop.extend(self.response.dropped().cloned());
@@ -200,6 +254,11 @@ impl HeaderRules {
         for (n, v) in self.response.appends() {
             line(&mut edits.response_add, n, v);
         }
+    }
+
+    /// Nothing per request: its edits were declared.
+    fn on_request<'f>(&'f self, _: &mut Cx<'_, '_>) -> Flow<'f> {
+        Flow::Continue
     }
 }
 

@@ -19,7 +19,11 @@
 //! [`JwtError`] that maps to 401 with a `WWW-Authenticate: Bearer` challenge (RFC 6750).
 
 use crate::chain::{Cx, Declare, Flow, line};
+use crate::filter::{BuildContext, BuiltIn};
 use crate::global_rate::RateKey;
+use crate::syntax::ParseCx;
+use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -181,6 +185,132 @@ struct Key {
 pub struct Verified<'a> {
     pub claims: Map<String, Value>,
     pub forward: Vec<(&'a str, String)>,
+}
+
+/// The `jwt` filter: a [`JwtVerifier`] (boxed: it is the largest filter).
+#[derive(Debug, Clone)]
+pub struct JwtFilter(pub Box<JwtVerifier>);
+
+/// The TOML table: every field optional (defaults from [`JwtConfig`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwt {
+    keys: Option<Vec<RawJwtKey>>,
+    issuers: Option<Vec<String>>,
+    audiences: Option<Vec<String>>,
+    leeway: Option<String>,
+    require_exp: Option<bool>,
+    required_claims: Option<Vec<String>>,
+    /// Claim -> header, read in key order.
+    forward_claims: Option<BTreeMap<String, String>>,
+    realm: Option<String>,
+}
+
+/// One key: exactly one of the material fields.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwtKey {
+    kid: Option<String>,
+    algorithms: Option<Vec<String>>,
+    /// An HMAC secret, as UTF-8 text.
+    secret: Option<String>,
+    /// An HMAC secret, base64 (standard or URL-safe, padding optional).
+    secret_base64: Option<String>,
+    /// A PEM public key, inline.
+    pem: Option<String>,
+    pem_file: Option<String>,
+    /// A JWKS document, inline JSON.
+    jwks: Option<String>,
+    jwks_file: Option<String>,
+}
+
+/// Makes key material from one field's value; problems are reported at `field`.
+type Material = fn(&mut ParseCx<'_>, &str, String) -> Option<KeyMaterial>;
+
+fn jwt_key(cx: &mut ParseCx<'_>, field: &str, k: RawJwtKey) -> Option<KeySpec> {
+    let sources: [(&'static str, Option<String>, Material); 6] = [
+        ("secret", k.secret, |_, _, v| {
+            Some(KeyMaterial::Secret(v.into_bytes()))
+        }),
+        ("secret_base64", k.secret_base64, |cx, field, v| {
+            let bytes = crate::units::parse_base64(&v);
+            if bytes.is_none() {
+                cx.push(field, "not base64 (standard or URL-safe alphabet)");
+            }
+            bytes.map(KeyMaterial::Secret)
+        }),
+        ("pem", k.pem, |_, _, v| Some(KeyMaterial::Pem(v))),
+        ("pem_file", k.pem_file, |cx, field, v| {
+            cx.read_file(field, &v).map(KeyMaterial::Pem)
+        }),
+        ("jwks", k.jwks, |_, _, v| Some(KeyMaterial::Jwks(v))),
+        ("jwks_file", k.jwks_file, |cx, field, v| {
+            cx.read_file(field, &v).map(KeyMaterial::Jwks)
+        }),
+    ];
+    let given = sources
+        .into_iter()
+        .filter_map(|(name, value, make)| Some((name, (value?, make))))
+        .collect();
+    let (name, (value, make)) = cx.exactly_one(
+        field,
+        "secret, secret_base64, pem, pem_file, jwks, jwks_file",
+        given,
+    )?;
+    Some(KeySpec {
+        kid: k.kid,
+        algorithms: k.algorithms.unwrap_or_default(),
+        material: make(cx, &format!("{field}.{name}"), value)?,
+    })
+}
+
+impl BuiltIn for JwtFilter {
+    type Spec = JwtConfig;
+    const NAME: &'static str = "jwt";
+    const ABOUT: &'static str = "bearer JWT: signature, exp/nbf, iss, aud, claims as headers";
+
+    fn parse(cx: &mut ParseCx<'_>, body: toml::Value) -> Option<JwtConfig> {
+        let r: RawJwt = cx.read(body)?;
+        let d = JwtConfig::default();
+        let keys = match r.keys {
+            None => d.keys,
+            Some(keys) => keys
+                .into_iter()
+                .enumerate()
+                .filter_map(|(k, key)| jwt_key(cx, &format!("keys[{k}]"), key))
+                .collect(),
+        };
+        Some(JwtConfig {
+            keys,
+            issuers: r.issuers.unwrap_or(d.issuers),
+            audiences: r.audiences.unwrap_or(d.audiences),
+            leeway: cx.duration_or_zero("leeway", r.leeway, d.leeway),
+            require_exp: r.require_exp.unwrap_or(d.require_exp),
+            required_claims: r.required_claims.unwrap_or(d.required_claims),
+            forward_claims: r
+                .forward_claims
+                .map_or(d.forward_claims, |m| m.into_iter().collect()),
+            realm: r.realm.unwrap_or(d.realm),
+        })
+    }
+
+    fn build(c: &JwtConfig, _: &BuildContext<'_>) -> Result<JwtFilter, Vec<String>> {
+        JwtVerifier::new(c)
+            .map(|v| JwtFilter(Box::new(v)))
+            .map_err(|e| e.iter().map(ToString::to_string).collect())
+    }
+
+    fn declare(&mut self, d: &mut Declare<'_>) {
+        self.0.declare(d);
+    }
+
+    fn on_request<'f>(&'f self, cx: &mut Cx<'_, '_>) -> Flow<'f> {
+        self.0.on_request(cx)
+    }
+
+    fn names_consumer(_: &JwtConfig) -> bool {
+        true
+    }
 }
 
 /// Signs `claims` with an HMAC-SHA256 `secret` into a compact token: for

@@ -42,16 +42,18 @@
 //! assert_eq!((first, second), (0, Some(1)));
 //! ```
 //!
-//! **Gateway filters.** The logic behind a route's filter chain lives here too, one file per
-//! filter, each with its config validation and no I/O: rate limiting with a [`token_bucket`]
+//! **Gateway filters.** Every filter lives here too, one file each holding its TOML syntax
+//! (read through [`syntax`]), validation, compiled form and request hook, with no I/O:
+//! rate limiting ([`rate_limit`]) with a [`token_bucket`]
 //! per key, shared gateway-wide across shards by [`global_rate`] (shard-local buckets, shares
 //! rebalanced off the request path from small per-period reports, per-shard [`lru`] bounds);
 //! authentication by [`api_key`] (SHA-256 digests, constant-time lookup) and [`jwt`] (HMAC,
 //! RSA, ECDSA and EdDSA signatures via `jsonwebtoken`'s RustCrypto backend, claims checked with
 //! the wall clock passed in); [`cidr`] allow/deny lists; [`cors`]; [`headers`] add/set/remove;
-//! [`rewrite`] for paths and redirects; [`body_limit`]; [`request_id`] and [`traceparent`]
-//! written into fixed buffers. [`filter`] is the model the proxy wires: a [`filter::FilterSpec`]
-//! per configured filter, a registry of names, and how to add a built-in.
+//! [`rewrite`] for paths and redirects; [`direct_response`]; [`body_limit`]; [`request_id`] and
+//! [`traceparent`] written into fixed buffers. [`filter`] is the model: the `BuiltIn` trait,
+//! the one list that registers every built-in (and how to add one); [`chain`] runs a route's
+//! filters over a parsed request for the proxy.
 
 pub mod api_key;
 pub mod balance;
@@ -60,6 +62,7 @@ pub mod breaker;
 pub mod chain;
 pub mod cidr;
 pub mod cors;
+pub mod direct_response;
 pub mod dns;
 pub mod endpoint_set;
 pub mod filter;
@@ -77,8 +80,10 @@ pub mod request_id;
 pub mod retry;
 pub mod retry_budget;
 pub mod rewrite;
+pub mod syntax;
 pub mod token_bucket;
 pub mod traceparent;
+pub mod units;
 mod window;
 
 pub use balance::{Algorithm, BalanceError, BalancerKind, EndpointSpec, PickHint, WeightedSplit};

@@ -3,8 +3,95 @@
 //! `Retry-After` and advertising `RateLimit-*` on every response.
 
 use crate::chain::{Cx, Declare, Flow};
-use crate::filter::RateKeySource;
-use crate::global_rate::{GlobalLimitConfig, RateKey};
+use crate::filter::{BuildContext, BuiltIn};
+use crate::global_rate::{DEFAULT_MAX_KEYS, GlobalLimitConfig, RateKey};
+use crate::headers::is_token;
+use crate::syntax::ParseCx;
+use crate::token_bucket::{Limit, LimitError};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// What a rate limit counts by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateKeySource {
+    /// One bucket for the route.
+    Route,
+    ClientIp,
+    /// The API-key consumer (requests without one share the bucket of the empty name).
+    Consumer,
+    /// A request header's value (requests without it share one bucket).
+    Header(String),
+    /// One bucket for the tenant.
+    Tenant,
+}
+
+/// `rate-limit`: a gateway-wide token bucket per key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitConfig {
+    /// Tokens per second, for the whole gateway.
+    pub rate: f64,
+    pub burst: f64,
+    pub key: RateKeySource,
+    pub max_keys: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            rate: 100.0,
+            burst: 100.0,
+            key: RateKeySource::ClientIp,
+            max_keys: DEFAULT_MAX_KEYS,
+        }
+    }
+}
+
+/// `rate` requests per `per` (one second when absent).
+const DEFAULT_PER: Duration = Duration::from_secs(1);
+
+/// The TOML table: every field optional (defaults from [`RateLimitConfig`]).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    /// Requests per `per`.
+    rate: Option<f64>,
+    per: Option<String>,
+    /// Defaults to the per-second rate, rounded up (at least 1).
+    burst: Option<f64>,
+    /// `route`, `client-ip`, `consumer`, `tenant` or `header:NAME`.
+    key: Option<String>,
+    max_keys: Option<i64>,
+}
+
+fn rate_key(cx: &mut ParseCx<'_>, key: Option<&str>, default: RateKeySource) -> RateKeySource {
+    let Some(key) = key else { return default };
+    match key {
+        "route" => RateKeySource::Route,
+        "client-ip" => RateKeySource::ClientIp,
+        "consumer" => RateKeySource::Consumer,
+        "tenant" if cx.tenant => RateKeySource::Tenant,
+        "tenant" => {
+            let owner = cx.owner.to_string();
+            cx.push(
+                "key",
+                format!("\"tenant\" needs the route to belong to a tenant ({owner}.tenant)"),
+            );
+            default
+        }
+        _ => match key.strip_prefix("header:") {
+            Some(name) if !name.is_empty() => RateKeySource::Header(name.to_ascii_lowercase()),
+            _ => {
+                cx.push(
+                    "key",
+                    format!(
+                        "expected route, client-ip, consumer, tenant or header:NAME, got {key:?}"
+                    ),
+                );
+                default
+            }
+        },
+    }
+}
 
 /// A compiled rate limit: its settings, what it counts by, and (once its
 /// chain is built) which of the shard's limiters holds its buckets.
@@ -23,9 +110,65 @@ impl RateLimit {
             slot: usize::MAX,
         }
     }
+}
+
+impl BuiltIn for RateLimit {
+    type Spec = RateLimitConfig;
+    const NAME: &'static str = "rate-limit";
+    const ABOUT: &'static str = "gateway-wide token bucket per key; 429 with RateLimit-*";
+
+    fn parse(cx: &mut ParseCx<'_>, body: toml::Value) -> Option<RateLimitConfig> {
+        let r: RawRateLimit = cx.read(body)?;
+        let d = RateLimitConfig::default();
+        let per = cx.duration("per", r.per.as_ref(), DEFAULT_PER);
+        let rate = match r.rate {
+            None => d.rate,
+            Some(n) if n.is_finite() && n > 0.0 => n,
+            Some(n) => {
+                cx.push(
+                    "rate",
+                    format!("must be a positive number of requests per `per`, got {n}"),
+                );
+                d.rate
+            }
+        } / per.as_secs_f64();
+        Some(RateLimitConfig {
+            rate,
+            burst: r.burst.unwrap_or_else(|| rate.ceil().max(1.0)),
+            key: rate_key(cx, r.key.as_deref(), d.key),
+            max_keys: cx.int_in(
+                "max_keys",
+                r.max_keys,
+                d.max_keys as u64,
+                1,
+                u64::from(u32::MAX),
+            ) as usize,
+        })
+    }
+
+    fn build(c: &RateLimitConfig, cx: &BuildContext<'_>) -> Result<RateLimit, Vec<String>> {
+        let limit = Limit::new(c.rate, c.burst).map_err(|e| {
+            let field = match e {
+                LimitError::Rate(_) => "rate",
+                LimitError::Burst(_) => "burst",
+            };
+            vec![format!("{field}: {e}")]
+        })?;
+        if let RateKeySource::Header(h) = &c.key
+            && !is_token(h.as_bytes())
+        {
+            return Err(vec![format!("key.header: {h:?} is not a header name")]);
+        }
+        if c.max_keys == 0 {
+            return Err(vec!["max_keys: must be at least 1".into()]);
+        }
+        let mut limit = GlobalLimitConfig::new(limit, cx.shards);
+        limit.max_keys = c.max_keys;
+        Ok(RateLimit::new(limit, c.key.clone()))
+    }
 
     /// Takes buckets on the shard; its `RateLimit-*` replace an upstream's.
-    pub fn declare(&mut self, d: &mut Declare<'_>) {
+    fn declare(&mut self, d: &mut Declare<'_>) {
         for name in ["ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"] {
             d.own_response(name);
         }
@@ -34,7 +177,7 @@ impl RateLimit {
 
     /// One token for the request's key: `RateLimit-*` on the response, or
     /// 429 with `Retry-After`.
-    pub fn on_request(&self, cx: &mut Cx<'_, '_>) -> Flow<'static> {
+    fn on_request<'f>(&'f self, cx: &mut Cx<'_, '_>) -> Flow<'f> {
         let key = match &self.key {
             RateKeySource::Route => RateKey::of(cx.route.as_bytes()),
             RateKeySource::ClientIp => RateKey::of_ip(cx.client),
@@ -58,5 +201,9 @@ impl RateLimit {
                 rate_limited: true,
             }
         }
+    }
+
+    fn needs_consumer(c: &RateLimitConfig) -> bool {
+        c.key == RateKeySource::Consumer
     }
 }

@@ -10,7 +10,11 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::chain::{Cx, Declare, Flow, line};
+use crate::filter::{BuildContext, BuiltIn};
 use crate::hash::{Rng, mix64};
+use crate::headers::{is_managed, is_token};
+use crate::syntax::ParseCx;
+use serde::Deserialize;
 
 /// The header, lowercase.
 pub const HEADER: &str = "x-request-id";
@@ -98,24 +102,80 @@ impl RequestId<'_> {
     }
 }
 
-impl crate::filter::RequestIdConfig {
+/// `request-id`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestIdConfig {
+    pub header: String,
+    /// Return the id to the client in the response too.
+    pub in_response: bool,
+}
+
+impl Default for RequestIdConfig {
+    fn default() -> Self {
+        RequestIdConfig {
+            header: HEADER.into(),
+            in_response: true,
+        }
+    }
+}
+
+/// The TOML table: every field optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRequestId {
+    header: Option<String>,
+    in_response: Option<bool>,
+}
+
+/// The compiled filter: the checked configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestIdFilter(pub RequestIdConfig);
+
+impl BuiltIn for RequestIdFilter {
+    type Spec = RequestIdConfig;
+    const NAME: &'static str = "request-id";
+    const ABOUT: &'static str = "keep or generate X-Request-Id, forward and return it";
+
+    fn parse(cx: &mut ParseCx<'_>, body: toml::Value) -> Option<RequestIdConfig> {
+        let r: RawRequestId = cx.read(body)?;
+        let d = RequestIdConfig::default();
+        Some(RequestIdConfig {
+            header: r.header.unwrap_or(d.header),
+            in_response: r.in_response.unwrap_or(d.in_response),
+        })
+    }
+
+    fn build(c: &RequestIdConfig, _: &BuildContext<'_>) -> Result<Self, Vec<String>> {
+        if !is_token(c.header.as_bytes()) {
+            return Err(vec![format!("header: {:?} is not a header name", c.header)]);
+        }
+        if is_managed(&c.header) {
+            return Err(vec![format!(
+                "header: {:?} is managed by the proxy and cannot be used",
+                c.header
+            )]);
+        }
+        Ok(RequestIdFilter(c.clone()))
+    }
+
     /// The id is the gateway's to say (it keeps a valid incoming one).
-    pub fn declare(&self, d: &mut Declare<'_>) {
-        d.own_request(&self.header);
-        if self.in_response {
-            d.own_response(&self.header);
+    fn declare(&mut self, d: &mut Declare<'_>) {
+        d.own_request(&self.0.header);
+        if self.0.in_response {
+            d.own_response(&self.0.header);
         }
     }
 
     /// Keeps a valid incoming id or makes one; sends it upstream, returns
     /// it, and hands it to the access log.
-    pub fn on_request(&self, cx: &mut Cx<'_, '_>) -> Flow<'static> {
-        let incoming = cx.header(self.header.as_bytes());
+    fn on_request<'f>(&'f self, cx: &mut Cx<'_, '_>) -> Flow<'f> {
+        let c = &self.0;
+        let incoming = cx.header(c.header.as_bytes());
         let id = cx.ids.resolve(incoming);
         let value = id.as_bytes();
-        line(cx.upstream, self.header.as_bytes(), value);
-        if self.in_response {
-            line(cx.response, self.header.as_bytes(), value);
+        line(cx.upstream, c.header.as_bytes(), value);
+        if c.in_response {
+            line(cx.response, c.header.as_bytes(), value);
         }
         let n = value.len().min(cx.request_id.0.len());
         cx.request_id.0[..n].copy_from_slice(&value[..n]);

@@ -14,6 +14,9 @@
 //! `https://new.example/{rest}`), optionally keeping the query, with status 301, 302, 307 or 308.
 
 use crate::chain::{Cx, Flow, line};
+use crate::filter::{BuildContext, BuiltIn};
+use crate::syntax::ParseCx;
+use serde::Deserialize;
 use std::fmt;
 
 /// A configuration problem.
@@ -254,9 +257,110 @@ impl Redirect {
     }
 }
 
-impl PathRewrite {
+/// `rewrite`: one path rewrite.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RewriteConfig {
+    StripPrefix(String),
+    ReplacePrefix { from: String, to: String },
+    Template(String),
+}
+
+impl Default for RewriteConfig {
+    fn default() -> Self {
+        RewriteConfig::StripPrefix("/".into())
+    }
+}
+
+/// `redirect`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectConfig {
+    pub status: u16,
+    pub to: String,
+    pub keep_query: bool,
+}
+
+impl Default for RedirectConfig {
+    fn default() -> Self {
+        RedirectConfig {
+            status: 302,
+            to: "/".into(),
+            keep_query: true,
+        }
+    }
+}
+
+/// The `rewrite` table: exactly one of the three.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRewrite {
+    strip_prefix: Option<String>,
+    replace_prefix: Option<RawReplacePrefix>,
+    template: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawReplacePrefix {
+    from: String,
+    to: String,
+}
+
+/// The `redirect` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedirect {
+    status: Option<i64>,
+    to: Option<String>,
+    keep_query: Option<bool>,
+}
+
+impl BuiltIn for PathRewrite {
+    type Spec = RewriteConfig;
+    const NAME: &'static str = "rewrite";
+    const ABOUT: &'static str = "strip/replace a path prefix or fill a path template";
+
+    fn parse(cx: &mut ParseCx<'_>, body: toml::Value) -> Option<RewriteConfig> {
+        let r: RawRewrite = cx.read(body)?;
+        let given = [
+            (
+                "strip_prefix",
+                r.strip_prefix.map(RewriteConfig::StripPrefix),
+            ),
+            (
+                "replace_prefix",
+                r.replace_prefix.map(|p| RewriteConfig::ReplacePrefix {
+                    from: p.from,
+                    to: p.to,
+                }),
+            ),
+            ("template", r.template.map(RewriteConfig::Template)),
+        ]
+        .into_iter()
+        .filter_map(|(field, c)| Some((field, c?)))
+        .collect();
+        let names = "strip_prefix, replace_prefix, template";
+        Some(
+            cx.exactly_one("", names, given)
+                .map_or_else(RewriteConfig::default, |(_, c)| c),
+        )
+    }
+
+    fn build(c: &RewriteConfig, cx: &BuildContext<'_>) -> Result<PathRewrite, Vec<String>> {
+        let rw = match c {
+            RewriteConfig::StripPrefix(p) => PathRewrite::strip_prefix(p),
+            RewriteConfig::ReplacePrefix { from, to } => PathRewrite::replace_prefix(from, to),
+            RewriteConfig::Template(t) => PathRewrite::template(t),
+        }
+        .map_err(|e| vec![e.to_string()])?;
+        if let PathRewrite::Template(t) = &rw {
+            t.check_params(cx.route_params)
+                .map_err(|e| vec![format!("template: {e}")])?;
+        }
+        Ok(rw)
+    }
+
     /// Rewrites the target sent upstream (after any earlier rewrite).
-    pub fn on_request(&self, cx: &mut Cx<'_, '_>) -> Flow<'static> {
+    fn on_request<'f>(&'f self, cx: &mut Cx<'_, '_>) -> Flow<'f> {
         if cx.rewritten {
             let current = cx.path.clone();
             self.apply(&current, cx.params, cx.path);
@@ -268,9 +372,30 @@ impl PathRewrite {
     }
 }
 
-impl Redirect {
+impl BuiltIn for Redirect {
+    type Spec = RedirectConfig;
+    const NAME: &'static str = "redirect";
+    const ABOUT: &'static str = "answer 301/302/307/308 with a Location template";
+
+    fn parse(cx: &mut ParseCx<'_>, body: toml::Value) -> Option<RedirectConfig> {
+        let r: RawRedirect = cx.read(body)?;
+        let d = RedirectConfig::default();
+        Some(RedirectConfig {
+            status: cx.status("status", r.status, d.status),
+            to: r.to.unwrap_or(d.to),
+            keep_query: r.keep_query.unwrap_or(d.keep_query),
+        })
+    }
+
+    fn build(c: &RedirectConfig, cx: &BuildContext<'_>) -> Result<Redirect, Vec<String>> {
+        let r = Redirect::new(c.status, &c.to, c.keep_query).map_err(|e| vec![e.to_string()])?;
+        r.to.check_params(cx.route_params)
+            .map_err(|e| vec![format!("to: {e}")])?;
+        Ok(r)
+    }
+
     /// Answers with the redirect.
-    pub fn on_request(&self, cx: &mut Cx<'_, '_>) -> Flow<'static> {
+    fn on_request<'f>(&'f self, cx: &mut Cx<'_, '_>) -> Flow<'f> {
         let mut location = Vec::new();
         let status = self.location(cx.target, cx.params, &mut location);
         line(cx.response, b"Location", &location);

@@ -11,8 +11,11 @@
 //! passes through untouched.
 
 use crate::chain::{Cx, Declare, Flow, line};
+use crate::filter::{BuildContext, BuiltIn};
 use crate::hash::Rng;
 use crate::request_id::hex_into;
+use crate::syntax::ParseCx;
+use serde::Deserialize;
 
 /// The header names, lowercase.
 pub const TRACEPARENT: &str = "traceparent";
@@ -149,22 +152,52 @@ pub fn next_hop(incoming: Option<&[u8]>, rng: &mut Rng, sample_new: bool) -> Hop
     }
 }
 
-impl crate::filter::TraceContextConfig {
+/// `trace-context`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceContextConfig {
+    /// Flags of traces started here: sampled or not.
+    pub sample_new: bool,
+}
+
+/// The TOML table: every field optional.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTraceContext {
+    sample_new: Option<bool>,
+}
+
+/// The compiled filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContextFilter(pub TraceContextConfig);
+
+impl BuiltIn for TraceContextFilter {
+    type Spec = TraceContextConfig;
+    const NAME: &'static str = "trace-context";
+    const ABOUT: &'static str = "W3C traceparent: continue with a new span or start";
+
+    fn parse(cx: &mut ParseCx<'_>, body: toml::Value) -> Option<TraceContextConfig> {
+        let r: RawTraceContext = cx.read(body)?;
+        Some(TraceContextConfig {
+            sample_new: r.sample_new.unwrap_or_default(),
+        })
+    }
+
+    fn build(c: &TraceContextConfig, _: &BuildContext<'_>) -> Result<Self, Vec<String>> {
+        Ok(TraceContextFilter(c.clone()))
+    }
+
     /// `traceparent` is the gateway's to say, and `tracestate` goes on only
     /// with a trace that continues.
-    pub fn declare(&self, d: &mut Declare<'_>) {
+    fn declare(&mut self, d: &mut Declare<'_>) {
         d.own_request(TRACEPARENT);
         d.own_request(TRACESTATE);
     }
 
     /// Continues an incoming trace with a new span for this hop, or starts
     /// one; the trace id goes to the access log.
-    pub fn on_request(&self, cx: &mut Cx<'_, '_>) -> Flow<'static> {
-        let hop = next_hop(
-            cx.header(TRACEPARENT.as_bytes()),
-            cx.ids.rng(),
-            self.sample_new,
-        );
+    fn on_request<'f>(&'f self, cx: &mut Cx<'_, '_>) -> Flow<'f> {
+        let incoming = cx.header(TRACEPARENT.as_bytes());
+        let hop = next_hop(incoming, cx.ids.rng(), self.0.sample_new);
         let value = hop.value();
         line(cx.upstream, TRACEPARENT.as_bytes(), &value);
         if hop.keep_tracestate {

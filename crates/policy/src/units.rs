@@ -1,6 +1,16 @@
-//! Durations (`250ms`, `10s`, `5m`, `1h`) and sizes (`512`, `16KiB`, `10MB`).
+//! Durations (`250ms`, `10s`, `5m`, `1h`), sizes (`512`, `16KiB`, `10MB`) and base64, as
+//! configuration writes them (shared by the config crate and the filters' syntax).
 
+use serde::Deserialize;
 use std::time::Duration;
+
+/// A size as written: a number of bytes or a string with a unit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawSize {
+    Bytes(i64),
+    Text(String),
+}
 
 /// Parses a duration: a whole number followed by `ms`, `s`, `m` or `h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -50,7 +60,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 
 /// Decodes base64 in the standard (`+/`) or URL-safe (`-_`) alphabet,
 /// padding optional; `None` for anything else.
-pub(crate) fn parse_base64(text: &str) -> Option<Vec<u8>> {
+pub fn parse_base64(text: &str) -> Option<Vec<u8>> {
     let t = text.trim().trim_end_matches('=');
     if t.len() % 4 == 1 {
         return None; // a lone 6-bit tail holds no whole byte

@@ -2,15 +2,20 @@
 //! naming the field for each way a filter can be wrong.
 
 use crate::{ConfigErrors, from_toml};
+use shardgate_policy::api_key::ApiKeyConfig;
 use shardgate_policy::api_key::hash_key;
+use shardgate_policy::body_limit::BodyLimitConfig;
+use shardgate_policy::cidr::IpFilterConfig;
 use shardgate_policy::cors::CorsConfig;
-use shardgate_policy::filter::{
-    ApiKeyConfig, BodyLimitConfig, DirectResponseConfig, FilterSpec, HeadersConfig, IpFilterConfig,
-    REGISTRY, RateKeySource, RateLimitConfig, RedirectConfig, RequestIdConfig, RewriteConfig,
-    TraceContextConfig, lookup,
-};
+use shardgate_policy::direct_response::DirectResponseConfig;
+use shardgate_policy::filter::{FilterSpec, REGISTRY, lookup};
 use shardgate_policy::headers::HeaderOpsConfig;
+use shardgate_policy::headers::HeadersConfig;
 use shardgate_policy::jwt::{JwtConfig, KeyMaterial, KeySpec};
+use shardgate_policy::rate_limit::{RateKeySource, RateLimitConfig};
+use shardgate_policy::request_id::RequestIdConfig;
+use shardgate_policy::rewrite::{RedirectConfig, RewriteConfig};
+use shardgate_policy::traceparent::TraceContextConfig;
 use std::time::Duration;
 
 use super::tests::MINIMAL as BASE;

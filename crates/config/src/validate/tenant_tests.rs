@@ -2,7 +2,8 @@
 //! filters are checked like a route's.
 
 use crate::from_toml;
-use shardgate_policy::filter::{FilterSpec, RateKeySource, RateLimitConfig};
+use shardgate_policy::filter::FilterSpec;
+use shardgate_policy::rate_limit::{RateKeySource, RateLimitConfig};
 
 const BASE: &str = r#"
 [[listeners]]

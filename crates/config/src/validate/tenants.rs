@@ -6,7 +6,7 @@ use super::filters::{self, Scope};
 use super::{Errors, host, valid_name};
 use crate::model::{Route, Tenant, TenantId};
 use crate::raw::RawTenant;
-use shardgate_policy::filter::{FilterSpec, RateKeySource};
+use shardgate_policy::filter::FilterSpec;
 
 pub(super) fn tenants(e: &mut Errors, raw: &[RawTenant]) -> Vec<Tenant> {
     let mut tenants: Vec<Tenant> = Vec::new();
@@ -142,17 +142,14 @@ fn covers(own: &str, host: &str) -> bool {
 pub(super) fn consumer_limits_follow_auth(e: &mut Errors, tenants: &[Tenant], routes: &[Route]) {
     let check = |e: &mut Errors, mut authenticated: bool, path: &str, chain: &[FilterSpec]| {
         for (j, f) in chain.iter().enumerate() {
-            match f {
-                FilterSpec::ApiKey(_) | FilterSpec::Jwt(_) => authenticated = true,
-                FilterSpec::RateLimit(r) if r.key == RateKeySource::Consumer && !authenticated => {
-                    e.push(
-                        format!("{path}.filters[{j}].key"),
-                        "\"consumer\" needs an api-key or jwt filter before it in the chain \
-                         (a tenant's filters run before its routes')",
-                    );
-                }
-                _ => {}
+            if f.needs_consumer() && !authenticated {
+                e.push(
+                    format!("{path}.filters[{j}].key"),
+                    "\"consumer\" needs an api-key or jwt filter before it in the chain \
+                     (a tenant's filters run before its routes')",
+                );
             }
+            authenticated |= f.names_consumer();
         }
         authenticated
     };
