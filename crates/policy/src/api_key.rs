@@ -370,7 +370,7 @@ impl BuiltIn for ApiKeyAuth {
             d.own_request(h);
         }
         if let Some(q) = &self.query_param {
-            d.edits.key_param = Some(q.clone());
+            d.edits.secret_param = Some(q.clone());
         }
     }
 

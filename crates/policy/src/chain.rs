@@ -38,11 +38,16 @@ pub struct Edits {
     pub response_add: Vec<u8>,
     /// The smallest body limit of the chain.
     pub max_body: Option<u64>,
-    /// The chain answers CORS preflights.
-    pub cors: bool,
-    /// The query parameter an API key may come in (kept out of the
-    /// forwarded target and the access log).
-    pub key_param: Option<Box<str>>,
+    /// A filter of the chain answers CORS preflights (the proxy routes a
+    /// preflight by the method it asks about).
+    pub answers_preflights: bool,
+    /// A filter may claim requests as its alone ([`crate::filter::BuiltIn::claims`]).
+    pub claims: bool,
+    /// A filter runs before the others decide ([`crate::filter::BuiltIn::before`]).
+    pub before: bool,
+    /// A query parameter that carries a secret (an API key): kept out of
+    /// the access log.
+    pub secret_param: Option<Box<str>>,
 }
 
 /// The rate limits of one configuration on one shard, by index. Shared with
@@ -248,14 +253,19 @@ impl Chain {
         self.steps.is_empty()
     }
 
-    /// Whether the chain answers CORS preflights.
-    pub fn has_cors(&self) -> bool {
-        self.edits.cors
+    /// Whether a filter of the chain answers CORS preflights.
+    pub fn answers_preflights(&self) -> bool {
+        self.edits.answers_preflights
     }
 
-    /// The query parameter API keys may come in, if any.
-    pub fn key_param(&self) -> Option<&str> {
-        self.edits.key_param.as_deref()
+    /// Writes `target` into `out` with what the chain keeps secret (an API
+    /// key in the query) taken out, for the access log; `false` (and `out`
+    /// untouched) when there was nothing to take out.
+    pub fn redact(&self, target: &[u8], out: &mut Vec<u8>) -> bool {
+        self.edits
+            .secret_param
+            .as_deref()
+            .is_some_and(|name| crate::api_key::strip_query_param(target, name.as_bytes(), out))
     }
 
     /// The smallest request body limit of the chain.
@@ -277,25 +287,16 @@ impl Chain {
     /// `cx.response` hold the lines to add on each side; on an answer,
     /// `cx.response` holds the answer's lines.
     pub fn on_request<'s>(&'s self, cx: &mut Cx<'_, '_>) -> Flow<'s> {
-        // A browser's preflight carries no credentials: when the chain
-        // answers preflights, nothing but its CORS filters judges one.
-        let preflight = self.edits.cors
-            && crate::cors::is_preflight(
-                cx.req.method.as_bytes(),
-                cx.header(b"origin"),
-                cx.header(b"access-control-request-method"),
-            );
-        if self.edits.cors && !preflight {
-            // Up front, so a refusal by an earlier filter is readable by the
-            // page that made the request too.
+        // A request some filter claims (a CORS preflight, which carries no
+        // credentials) is judged by the claiming filters alone.
+        let claimed = self.edits.claims && self.steps.iter().any(|f| f.claims(cx));
+        if self.edits.before && !claimed {
             for step in &self.steps {
-                if let Filter::Cors(cors) = step {
-                    cors.on_actual(cx);
-                }
+                step.before(cx);
             }
         }
         for step in &self.steps {
-            if preflight && !matches!(step, Filter::Cors(_)) {
+            if claimed && !step.claims(cx) {
                 continue;
             }
             if let answer @ Flow::Answer { .. } = step.on_request(cx) {

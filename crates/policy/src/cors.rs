@@ -353,16 +353,6 @@ struct RawCors {
     max_age: Option<String>,
 }
 
-impl Cors {
-    /// The headers of an actual (not preflight) request's response; the
-    /// chain adds them before any filter runs, so refusals carry them too.
-    pub fn on_actual(&self, cx: &mut Cx<'_, '_>) {
-        for (n, v) in self.actual(cx.header(b"origin")).iter() {
-            line(cx.response, n.as_bytes(), v);
-        }
-    }
-}
-
 impl BuiltIn for Cors {
     type Spec = CorsConfig;
     const NAME: &'static str = "cors";
@@ -392,7 +382,9 @@ impl BuiltIn for Cors {
     /// The chain answers preflights, and the gateway answers for the route's
     /// policy: an upstream's own `Access-Control-*` would contradict it.
     fn declare(&mut self, d: &mut Declare<'_>) {
-        d.edits.cors = true;
+        d.edits.answers_preflights = true;
+        d.edits.claims = true;
+        d.edits.before = true;
         for name in [
             "access-control-allow-origin",
             "access-control-allow-credentials",
@@ -402,8 +394,26 @@ impl BuiltIn for Cors {
         }
     }
 
+    /// A preflight is the CORS filters' alone: it carries no credentials, so
+    /// an authentication filter must not judge it.
+    fn claims(&self, cx: &Cx<'_, '_>) -> bool {
+        is_preflight(
+            cx.req.method.as_bytes(),
+            cx.header(b"origin"),
+            cx.header(b"access-control-request-method"),
+        )
+    }
+
+    /// The headers of an actual (not preflight) request's response, added
+    /// before any filter decides, so refusals carry them too.
+    fn before(&self, cx: &mut Cx<'_, '_>) {
+        for (n, v) in self.actual(cx.header(b"origin")).iter() {
+            line(cx.response, n.as_bytes(), v);
+        }
+    }
+
     /// Answers a preflight: 204 with the allowed origin, methods and headers,
-    /// or 403. Other requests go on (their headers came from `on_actual`).
+    /// or 403. Other requests go on (their headers came from `before`).
     fn on_request<'f>(&'f self, cx: &mut Cx<'_, '_>) -> Flow<'f> {
         let origin = cx.header(b"origin");
         let wanted = cx.header(b"access-control-request-method");

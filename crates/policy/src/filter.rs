@@ -18,15 +18,19 @@
 //!      problem with its field through [`ParseCx`];
 //!    - `build`: validate and compile (problems as messages starting with
 //!      their field);
-//!    - `declare` (optional): what it owns in the heads, its body limit, its
-//!      rate limits ([`Declare`]);
 //!    - `on_request`: go on or answer, adding lines upstream or to the
-//!      response, rewriting the path ([`Cx`], [`Flow`]).
+//!      response, rewriting the path ([`Cx`], [`Flow`]);
+//!    - where needed: `declare` (what it owns in the heads, its body limit,
+//!      its rate limits: [`Declare`]), `names_consumer` / `needs_consumer`
+//!      (authentication, or counting by who calls), `claims` / `before`
+//!      (requests that are its alone; lines every answer carries).
 //! 2. **One line** in the `builtins!` list: `MyFilter(crate::my_filter::MyFilter),`
 //!    (and `pub mod my_filter;` in `lib.rs`).
 //!
-//! The configuration then knows its `type`, the proxy runs it, and nothing
-//! else changes. Per-shard mutable state (rate-limit buckets, the id and
+//! The configuration then knows its `type` and the proxy runs it; neither
+//! names a filter. Two tests ask for every registered filter by name, on
+//! purpose: `configs/example.toml` must show it and the configuration's
+//! syntax test must cover it. Per-shard mutable state (rate-limit buckets, the id and
 //! trace generator) is not in a [`Filter`]: the chain hands it over in [`Cx`].
 
 use std::fmt;
@@ -83,15 +87,28 @@ pub trait BuiltIn: Sized + Clone + fmt::Debug {
     /// The request phase: go on, or answer.
     fn on_request<'f>(&'f self, cx: &mut Cx<'_, '_>) -> Flow<'f>;
 
-    /// It says who the consumer is (for consumer rate limits after it).
+    /// It says who the consumer is (sets [`Cx::consumer`]), for filters
+    /// after it that need one (api-key, jwt).
     fn names_consumer(_spec: &Self::Spec) -> bool {
         false
     }
 
-    /// It needs a filter that names the consumer before it.
-    fn needs_consumer(_spec: &Self::Spec) -> bool {
+    /// It needs a filter that names the consumer before it in the chain; the
+    /// field that asks for it (`key` of a rate limit keyed by consumer).
+    fn needs_consumer(_spec: &Self::Spec) -> Option<&'static str> {
+        None
+    }
+
+    /// Some requests are this filter's alone (a CORS preflight): when one is,
+    /// only the filters claiming it run.
+    fn claims(&self, _cx: &Cx<'_, '_>) -> bool {
         false
     }
+
+    /// Runs before any filter of the chain decides, for requests no filter
+    /// claims, so that even another filter's answer carries what it adds (the
+    /// CORS headers of an actual request).
+    fn before(&self, _cx: &mut Cx<'_, '_>) {}
 }
 
 /// A registered built-in: its config name, one line of doc, and its default spec.
@@ -165,8 +182,9 @@ macro_rules! builtins {
                 }
             }
 
-            /// It needs a filter naming the consumer before it.
-            pub fn needs_consumer(&self) -> bool {
+            /// It needs a filter naming the consumer before it: the field
+            /// that asks for one.
+            pub fn needs_consumer(&self) -> Option<&'static str> {
                 match self {
                     $(FilterSpec::$variant(s) => <$ty as BuiltIn>::needs_consumer(s),)*
                 }
@@ -186,6 +204,20 @@ macro_rules! builtins {
             pub fn on_request<'f>(&'f self, cx: &mut Cx<'_, '_>) -> Flow<'f> {
                 match self {
                     $(Filter::$variant(f) => f.on_request(cx),)*
+                }
+            }
+
+            /// The request is this filter's alone.
+            pub fn claims(&self, cx: &Cx<'_, '_>) -> bool {
+                match self {
+                    $(Filter::$variant(f) => f.claims(cx),)*
+                }
+            }
+
+            /// Runs before any filter of the chain decides.
+            pub fn before(&self, cx: &mut Cx<'_, '_>) {
+                match self {
+                    $(Filter::$variant(f) => f.before(cx),)*
                 }
             }
         }
@@ -442,7 +474,11 @@ mod tests {
             (r.limit.shards, r.limit.max_keys, r.key),
             (4, 10, RateKeySource::Tenant)
         );
-        assert!(!spec.needs_consumer(), "a tenant key needs no consumer");
+        assert_eq!(
+            spec.needs_consumer(),
+            None,
+            "a tenant key needs no consumer"
+        );
         assert!(!spec.names_consumer());
         assert!(FilterSpec::ApiKey(ApiKeyConfig::default()).names_consumer());
         assert_eq!(

@@ -185,8 +185,11 @@ impl BuiltIn for RateLimit {
             RateKeySource::Header(h) => RateKey::of(cx.header(h.as_bytes()).unwrap_or_default()),
             RateKeySource::Tenant => RateKey::of(cx.tenant.as_bytes()),
         };
+        debug_assert!(
+            self.slot != usize::MAX,
+            "a rate limit runs in the chain that declared it"
+        );
         let Some(limiter) = cx.limiters.get(self.slot) else {
-            // Not declared on this shard's chain: nothing to count against.
             return Flow::Continue;
         };
         let mut limiter = limiter.borrow_mut();
@@ -203,7 +206,7 @@ impl BuiltIn for RateLimit {
         }
     }
 
-    fn needs_consumer(c: &RateLimitConfig) -> bool {
-        c.key == RateKeySource::Consumer
+    fn needs_consumer(c: &RateLimitConfig) -> Option<&'static str> {
+        (c.key == RateKeySource::Consumer).then_some("key")
     }
 }

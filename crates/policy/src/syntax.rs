@@ -17,6 +17,9 @@ pub struct ParseCx<'a> {
     pub tenant: bool,
     /// `(field path, message)` for every problem found.
     pub problems: &'a mut Vec<(String, String)>,
+    /// Reads a file the table names (key files), so that this crate does no
+    /// I/O: the configuration loader passes its file reader.
+    pub read: &'a dyn Fn(&str) -> std::io::Result<String>,
 }
 
 impl ParseCx<'_> {
@@ -145,10 +148,9 @@ impl ParseCx<'_> {
         }
     }
 
-    /// A file named in the configuration, read now (relative to the current
-    /// directory).
+    /// A file named in the configuration, read now through [`ParseCx::read`].
     pub fn read_file(&mut self, field: &str, file: &str) -> Option<String> {
-        std::fs::read_to_string(file)
+        (self.read)(file)
             .map_err(|err| self.push(field, format!("cannot read {file:?}: {err}")))
             .ok()
     }

@@ -508,14 +508,7 @@ fn prepare(
         let flow = chain.on_request(&mut cx);
         rewritten = cx.rewritten;
         let (id, trace) = (cx.request_id, cx.trace_id);
-        let keyless = logging
-            && chain.key_param().is_some_and(|name| {
-                shardgate_policy::api_key::strip_query_param(
-                    req.path,
-                    name.as_bytes(),
-                    &mut edits.log,
-                )
-            });
+        let keyless = logging && chain.redact(req.path, &mut edits.log);
         if logging && (id.1 > 0 || trace.is_some() || keyless) {
             let over = LogOverrides {
                 path: keyless.then_some(edits.log.as_slice()),
@@ -617,7 +610,7 @@ fn preflight_route<'s, 'p>(
     header("origin")?;
     let wanted = header("access-control-request-method")?;
     match snap.routes.lookup(req.host, wanted, path) {
-        Lookup::Found(m) if snap.chains[*m.value].has_cors() => Some(m),
+        Lookup::Found(m) if snap.chains[*m.value].answers_preflights() => Some(m),
         _ => None,
     }
 }

@@ -77,6 +77,8 @@ fn spec(e: &mut Errors, path: &str, scope: &Scope<'_>, raw: &RawFilter) -> Optio
         owner: scope.path,
         tenant: scope.tenant,
         problems: &mut problems,
+        // Key files (`pem_file`, `jwks_file`), relative to the current directory.
+        read: &|file| std::fs::read_to_string(file),
     };
     let parsed = FilterSpec::parse(&name, &mut cx, toml::Value::Table(body));
     for (field, message) in problems {

@@ -118,12 +118,12 @@ fn errors_name_the_field() {
         (
             "[[routes]]\nprefix = \"/c\"\nupstream = \"app\"\n\
              filters = [{ type = \"rate-limit\", key = \"consumer\" }, { type = \"api-key\", keys = [] }]",
-            "routes[1].filters[0].key: \"consumer\" needs an api-key or jwt filter before it",
+            "routes[1].filters[0].key: needs a filter that names the consumer (api-key, jwt) before it",
         ),
         (
             "[[tenants]]\nname = \"gamma\"\nhosts = [\"g.localhost\"]\n\
              filters = [{ type = \"rate-limit\", key = \"consumer\" }]",
-            "tenants[2].filters[0].key: \"consumer\" needs an api-key or jwt filter before it",
+            "tenants[2].filters[0].key: needs a filter that names the consumer (api-key, jwt) before it",
         ),
         (
             "[[tenants]]\nname = \"gamma\"\nhosts = [\"shop.acme.example\"]",

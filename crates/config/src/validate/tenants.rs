@@ -135,6 +135,16 @@ fn covers(own: &str, host: &str) -> bool {
             .is_some_and(|dot_suffix| host.ends_with(dot_suffix))
 }
 
+/// The registered filters that name the consumer, for messages.
+fn naming() -> String {
+    let names: Vec<&str> = shardgate_policy::filter::REGISTRY
+        .iter()
+        .filter(|(_, _, make)| make().names_consumer())
+        .map(|(name, _, _)| *name)
+        .collect();
+    names.join(", ")
+}
+
 /// A rate limit keyed by consumer only means something after a filter that
 /// names the consumer (`api-key`, `jwt`) has run; before one, every request
 /// would share the bucket of the empty name. Chains run the tenant's filters
@@ -142,11 +152,14 @@ fn covers(own: &str, host: &str) -> bool {
 pub(super) fn consumer_limits_follow_auth(e: &mut Errors, tenants: &[Tenant], routes: &[Route]) {
     let check = |e: &mut Errors, mut authenticated: bool, path: &str, chain: &[FilterSpec]| {
         for (j, f) in chain.iter().enumerate() {
-            if f.needs_consumer() && !authenticated {
+            if let Some(field) = f.needs_consumer().filter(|_| !authenticated) {
                 e.push(
-                    format!("{path}.filters[{j}].key"),
-                    "\"consumer\" needs an api-key or jwt filter before it in the chain \
-                     (a tenant's filters run before its routes')",
+                    format!("{path}.filters[{j}].{field}"),
+                    format!(
+                        "needs a filter that names the consumer ({}) before it in the chain \
+                         (a tenant's filters run before its routes')",
+                        naming()
+                    ),
                 );
             }
             authenticated |= f.names_consumer();
