@@ -309,3 +309,157 @@ impl Chain {
         Flow::Continue
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api_key::{ApiKeyConfig, hash_key};
+    use crate::cors::CorsConfig;
+    use crate::rate_limit::{RateKeySource, RateLimitConfig};
+    use shardgate_http::{Limits, empty_headers, parse_request};
+    use std::time::SystemTime;
+
+    fn chain(specs: &[FilterSpec], limits: &mut LimitSet) -> Chain {
+        Chain::build(&Chain::default(), specs, &[], limits, "route r").unwrap()
+    }
+
+    fn limit_set() -> LimitSet {
+        LimitSet {
+            shard: 0,
+            shards: 1,
+            now: Instant::now(),
+            limiters: Limiters::new(),
+            configs: Vec::new(),
+            owners: Vec::new(),
+        }
+    }
+
+    /// Runs `chain` over `raw`: the flow's status (0: continue), the upstream
+    /// lines and the response lines.
+    fn run(chain: &Chain, limits: &LimitSet, raw: &[u8]) -> (u16, String, String) {
+        let mut headers = empty_headers();
+        let req = parse_request(raw, &mut headers, &Limits::default())
+            .unwrap()
+            .unwrap();
+        let (mut up, mut resp, mut path) = (Vec::new(), Vec::new(), Vec::new());
+        let mut ids = RequestIdGen::new(0, SystemTime::now());
+        let mut cx = Cx {
+            req: &req,
+            target: req.path,
+            params: &[],
+            client: "10.0.0.1".parse().unwrap(),
+            route: "r",
+            tenant: "",
+            now: limits.now,
+            limiters: &limits.limiters,
+            ids: &mut ids,
+            upstream: &mut up,
+            response: &mut resp,
+            path: &mut path,
+            rewritten: false,
+            request_id: ([0; 128], 0),
+            trace_id: None,
+            consumer: RateKey::of(b""),
+        };
+        let status = match chain.on_request(&mut cx) {
+            Flow::Continue => 0,
+            Flow::Answer { status, .. } => status,
+        };
+        let text = |v: Vec<u8>| String::from_utf8(v).unwrap();
+        (status, text(up), text(resp))
+    }
+
+    #[test]
+    fn claimed_requests_skip_other_filters_and_before_lines_reach_every_answer() {
+        let specs = [
+            FilterSpec::ApiKey(ApiKeyConfig {
+                keys: vec![(hash_key("k"), "app".into())],
+                ..Default::default()
+            }),
+            FilterSpec::Cors(CorsConfig {
+                origins: vec!["https://app.example".into()],
+                methods: vec!["PUT".into()],
+                ..Default::default()
+            }),
+        ];
+        let mut limits = limit_set();
+        let chain = chain(&specs, &mut limits);
+        assert!(chain.answers_preflights());
+
+        // A preflight has no key, and the CORS filter alone judges it.
+        let (status, up, resp) = run(
+            &chain,
+            &limits,
+            b"OPTIONS /x HTTP/1.1\r\nHost: a\r\nOrigin: https://app.example\r\n\
+              Access-Control-Request-Method: PUT\r\n\r\n",
+        );
+        assert_eq!((status, up.as_str()), (204, ""));
+        assert!(resp.contains("Access-Control-Allow-Origin: https://app.example\r\n"));
+
+        // An actual request without a key is refused by the API key filter,
+        // and the refusal carries the CORS headers added before it.
+        let (status, _, resp) = run(
+            &chain,
+            &limits,
+            b"GET /x HTTP/1.1\r\nHost: a\r\nOrigin: https://app.example\r\n\r\n",
+        );
+        assert_eq!(status, 401);
+        assert!(resp.contains("Access-Control-Allow-Origin"), "{resp}");
+        assert!(resp.contains("WWW-Authenticate: ApiKey"), "{resp}");
+
+        let (status, up, _) = run(
+            &chain,
+            &limits,
+            b"GET /x HTTP/1.1\r\nHost: a\r\nX-Api-Key: k\r\n\r\n",
+        );
+        assert_eq!((status, up.as_str()), (0, "x-consumer: app\r\n"));
+        assert_eq!(
+            chain.request_drop(),
+            [
+                b"x-api-key".as_slice().into(),
+                b"x-consumer".as_slice().into()
+            ]
+        );
+    }
+
+    #[test]
+    fn rate_limits_get_one_limiter_each_in_chain_order_and_count_per_consumer() {
+        let limit = |rate| {
+            FilterSpec::RateLimit(RateLimitConfig {
+                rate,
+                burst: 1.0,
+                key: RateKeySource::Consumer,
+                max_keys: 10,
+            })
+        };
+        let auth = FilterSpec::ApiKey(ApiKeyConfig {
+            keys: vec![
+                (hash_key("a"), "alice".into()),
+                (hash_key("b"), "bob".into()),
+            ],
+            ..Default::default()
+        });
+        let mut limits = limit_set();
+        // The tenant's limit, by client address, runs first and is roomy.
+        let roomy = FilterSpec::RateLimit(RateLimitConfig {
+            key: RateKeySource::ClientIp,
+            ..Default::default()
+        });
+        let tenant = chain(&[roomy], &mut limits);
+        let route =
+            Chain::build(&tenant, &[auth, limit(1.0)], &[], &mut limits, "route r").unwrap();
+        assert_eq!(
+            limits.owners,
+            ["route r #0", "route r #1"],
+            "one each, in order"
+        );
+        assert_eq!(limits.configs.len(), 2);
+        let get = |key: &str| {
+            let raw = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Api-Key: {key}\r\n\r\n");
+            run(&route, &limits, raw.as_bytes()).0
+        };
+        // Burst 1 per consumer on the route's own limit: alice's second is
+        // refused, bob still has his.
+        assert_eq!((get("a"), get("a"), get("b")), (0, 429, 0));
+    }
+}
