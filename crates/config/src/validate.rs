@@ -7,7 +7,7 @@ use crate::defaults as d;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::model::*;
 use crate::raw::*;
-use shardgate_policy::units::{parse_duration, parse_size};
+use shardgate_policy::units::{int_between, or_default, positive_duration, size_of};
 use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::NonZeroUsize;
@@ -20,45 +20,28 @@ impl Errors {
         self.0.push(ConfigError::new(path, msg));
     }
 
+    /// `v` read by `read`, or `default` when absent or refused (the reason
+    /// goes to `path`).
+    fn checked<V, T>(
+        &mut self,
+        path: &str,
+        v: Option<V>,
+        default: T,
+        read: impl FnOnce(V) -> Result<T, String>,
+    ) -> T {
+        or_default(v, default, read, |e| self.push(path, e))
+    }
+
     fn duration(&mut self, path: &str, v: Option<&String>, default: Duration) -> Duration {
-        match v.map(|s| parse_duration(s)) {
-            None => default,
-            Some(Ok(d)) if d.is_zero() => {
-                self.push(path, "must be greater than zero");
-                default
-            }
-            Some(Ok(d)) => d,
-            Some(Err(e)) => {
-                self.push(path, e);
-                default
-            }
-        }
+        self.checked(path, v, default, |t| positive_duration(t))
     }
 
     fn size(&mut self, path: &str, v: Option<&RawSize>, default: u64) -> u64 {
-        match v {
-            None => default,
-            Some(RawSize::Bytes(n)) if *n >= 0 => *n as u64,
-            Some(RawSize::Bytes(n)) => {
-                self.push(path, format!("must not be negative (got {n})"));
-                default
-            }
-            Some(RawSize::Text(t)) => parse_size(t).unwrap_or_else(|e| {
-                self.push(path, e);
-                default
-            }),
-        }
+        self.checked(path, v, default, size_of)
     }
 
     fn int_in(&mut self, path: &str, v: Option<i64>, default: u64, min: u64, max: u64) -> u64 {
-        match v {
-            None => default,
-            Some(n) if n >= 0 && (min..=max).contains(&(n as u64)) => n as u64,
-            Some(n) => {
-                self.push(path, format!("must be between {min} and {max} (got {n})"));
-                default
-            }
-        }
+        self.checked(path, v, default, |n| int_between(n, min, max))
     }
 }
 

@@ -3,7 +3,7 @@
 //! the table is (for error paths), and readers that report every problem
 //! with its field path instead of stopping at the first.
 
-use crate::units::{RawSize, parse_duration, parse_size};
+use crate::units::{RawSize, int_between, or_default, parse_duration, positive_duration, size_of};
 use serde::de::DeserializeOwned;
 use std::time::Duration;
 
@@ -53,20 +53,21 @@ impl ParseCx<'_> {
             .ok()
     }
 
+    /// `v` read by `read`, or `default` when absent or refused (the reason
+    /// goes to `field`).
+    fn checked<V, T>(
+        &mut self,
+        field: &str,
+        v: Option<V>,
+        default: T,
+        read: impl FnOnce(V) -> Result<T, String>,
+    ) -> T {
+        or_default(v, default, read, |e| self.push(field, e))
+    }
+
     /// A duration above zero.
     pub fn duration(&mut self, field: &str, v: Option<&String>, default: Duration) -> Duration {
-        match v.map(|s| parse_duration(s)) {
-            None => default,
-            Some(Ok(d)) if d.is_zero() => {
-                self.push(field, "must be greater than zero");
-                default
-            }
-            Some(Ok(d)) => d,
-            Some(Err(e)) => {
-                self.push(field, e);
-                default
-            }
-        }
+        self.checked(field, v, default, |t| positive_duration(t))
     }
 
     /// A duration where zero is meaningful (a leeway, a max age).
@@ -76,42 +77,17 @@ impl ParseCx<'_> {
         v: Option<String>,
         default: Duration,
     ) -> Duration {
-        match v.map(|t| parse_duration(&t)) {
-            None => default,
-            Some(Ok(d)) => d,
-            Some(Err(m)) => {
-                self.push(field, m);
-                default
-            }
-        }
+        self.checked(field, v, default, |t| parse_duration(&t))
     }
 
     /// A size: bytes, or text with a unit.
     pub fn size(&mut self, field: &str, v: Option<&RawSize>, default: u64) -> u64 {
-        match v {
-            None => default,
-            Some(RawSize::Bytes(n)) if *n >= 0 => *n as u64,
-            Some(RawSize::Bytes(n)) => {
-                self.push(field, format!("must not be negative (got {n})"));
-                default
-            }
-            Some(RawSize::Text(t)) => parse_size(t).unwrap_or_else(|e| {
-                self.push(field, e);
-                default
-            }),
-        }
+        self.checked(field, v, default, size_of)
     }
 
     /// A whole number in `min..=max`.
     pub fn int_in(&mut self, field: &str, v: Option<i64>, default: u64, min: u64, max: u64) -> u64 {
-        match v {
-            None => default,
-            Some(n) if n >= 0 && (min..=max).contains(&(n as u64)) => n as u64,
-            Some(n) => {
-                self.push(field, format!("must be between {min} and {max} (got {n})"));
-                default
-            }
-        }
+        self.checked(field, v, default, |n| int_between(n, min, max))
     }
 
     /// An HTTP status as written; which statuses a filter takes, it checks.

@@ -87,6 +87,51 @@ pub fn parse_base64(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// `v` read by `read`; `default` when absent, or when refused (the reason
+/// goes to `refused`). Configuration readers collect every problem this way
+/// instead of stopping at the first.
+pub fn or_default<V, T>(
+    v: Option<V>,
+    default: T,
+    read: impl FnOnce(V) -> Result<T, String>,
+    refused: impl FnOnce(String),
+) -> T {
+    match v.map(read) {
+        None => default,
+        Some(Ok(t)) => t,
+        Some(Err(e)) => {
+            refused(e);
+            default
+        }
+    }
+}
+
+/// A duration that must be above zero, as written.
+pub fn positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        d if d.is_zero() => Err("must be greater than zero".into()),
+        d => Ok(d),
+    }
+}
+
+/// A size as written: bytes (not negative) or text with a unit.
+pub fn size_of(raw: &RawSize) -> Result<u64, String> {
+    match raw {
+        RawSize::Bytes(n) => {
+            u64::try_from(*n).map_err(|_| format!("must not be negative (got {n})"))
+        }
+        RawSize::Text(t) => parse_size(t),
+    }
+}
+
+/// A whole number in `min..=max`.
+pub fn int_between(n: i64, min: u64, max: u64) -> Result<u64, String> {
+    u64::try_from(n)
+        .ok()
+        .filter(|v| (min..=max).contains(v))
+        .ok_or_else(|| format!("must be between {min} and {max} (got {n})"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +188,43 @@ mod tests {
         for bad in ["Z", "Zm9vY", "Zm 9v", "Zm9v!", "Zm=9v"] {
             assert_eq!(parse_base64(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn checked_readers() {
+        assert_eq!(positive_duration("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(
+            positive_duration("0s"),
+            Err("must be greater than zero".into())
+        );
+        assert_eq!(size_of(&RawSize::Bytes(7)), Ok(7));
+        assert_eq!(size_of(&RawSize::Text("2KiB".into())), Ok(2048));
+        assert_eq!(
+            size_of(&RawSize::Bytes(-1)),
+            Err("must not be negative (got -1)".into())
+        );
+        assert_eq!(int_between(3, 1, 5), Ok(3));
+        assert_eq!(
+            int_between(-3, 1, 5),
+            Err("must be between 1 and 5 (got -3)".into())
+        );
+        assert_eq!(
+            int_between(6, 1, 5),
+            Err("must be between 1 and 5 (got 6)".into())
+        );
+        let mut seen = Vec::new();
+        assert_eq!(
+            or_default(Some(9), 1, |n| int_between(n, 1, 5), |e| seen.push(e)),
+            1
+        );
+        assert_eq!(
+            or_default(None, 1, |n| int_between(n, 1, 5), |e| seen.push(e)),
+            1
+        );
+        assert_eq!(
+            or_default(Some(4), 1, |n| int_between(n, 1, 5), |e| seen.push(e)),
+            4
+        );
+        assert_eq!(seen, ["must be between 1 and 5 (got 9)"]);
     }
 }
