@@ -394,11 +394,11 @@ impl BuiltIn for Redirect {
         Ok(r)
     }
 
-    /// Answers with the redirect.
+    /// Answers with the redirect. The location is built in the path scratch
+    /// (nothing goes upstream after an answer), so no buffer is allocated.
     fn on_request<'f>(&'f self, cx: &mut Cx<'_, '_>) -> Flow<'f> {
-        let mut location = Vec::new();
-        let status = self.location(cx.target, cx.params, &mut location);
-        line(cx.response, b"Location", &location);
+        let status = self.location(cx.target, cx.params, cx.path);
+        line(cx.response, b"Location", cx.path);
         Flow::answer(status)
     }
 }
