@@ -27,13 +27,20 @@ fn get(gw: &TestGateway, target: &str, headers: &str) -> Reply {
     )
 }
 
+/// An `api-key` filter table taking `key` for `consumer`, plus `more` fields.
+fn api_key(key: &str, consumer: &str, more: &str) -> String {
+    let digest = shardgate_policy::api_key::hash_key(key);
+    format!(
+        "{{ type = \"api-key\", keys = [{{ sha256 = \"{digest}\", consumer = \"{consumer}\" }}]{more} }}"
+    )
+}
+
 fn last_request(up: &MockUpstream) -> shardgate_testkit::Recorded {
     up.requests().pop().expect("the upstream saw a request")
 }
 
 #[test]
 fn api_key_from_header_or_query_with_consumer_forwarded() {
-    let digest = shardgate_policy::api_key::hash_key("s3cret");
     for driver in DRIVERS {
         let up = MockUpstream::ok("ok");
         let gw = gateway(
@@ -41,9 +48,8 @@ fn api_key_from_header_or_query_with_consumer_forwarded() {
             &up,
             "prefix = \"/k\"",
             &format!(
-                "{{ type = \"api-key\", keys = [{{ sha256 = \"{digest}\", consumer = \"alice\" }}], \
-                 query_param = \"api_key\" }}, \
-                 {{ type = \"headers\", response = {{ set = {{ \"X-Frame-Options\" = \"DENY\" }} }} }}"
+                "{}, {{ type = \"headers\", response = {{ set = {{ \"X-Frame-Options\" = \"DENY\" }} }} }}",
+                api_key("s3cret", "alice", ", query_param = \"api_key\"")
             ),
         );
         let r = get(&gw, "/k", "");
@@ -82,7 +88,6 @@ fn api_key_from_header_or_query_with_consumer_forwarded() {
 
 #[test]
 fn one_route_s_filter_lines_never_reach_another_route_s_upstream() {
-    let digest = shardgate_policy::api_key::hash_key("s3cret");
     for driver in DRIVERS {
         let up = MockUpstream::ok("ok");
         let gw = gateway(
@@ -90,8 +95,8 @@ fn one_route_s_filter_lines_never_reach_another_route_s_upstream() {
             &up,
             "prefix = \"/k\"",
             &format!(
-                "{{ type = \"api-key\", keys = [{{ sha256 = \"{digest}\", consumer = \"alice\" }}] }}, \
-                 {{ type = \"request-id\" }}"
+                "{}, {{ type = \"request-id\" }}",
+                api_key("s3cret", "alice", "")
             ),
         );
         // One connection, so both requests run on the same shard.
@@ -342,9 +347,11 @@ fn cors_preflights_are_answered_and_responses_carry_the_origin() {
             driver,
             &up,
             "prefix = \"/c\"\nmethods = [\"GET\", \"PUT\", \"DELETE\"]",
-            "{ type = \"api-key\", keys = [{ sha256 = \"4b5e57f6eb2f42b9039b3d1e13929295f231749c510cbe341cd68036d9af97e2\", consumer = \"app\" }] }, \
-             { type = \"cors\", origins = [\"https://app.example\"], methods = [\"GET\", \"PUT\"], \
-             headers = [\"content-type\"], max_age = \"10m\" }",
+            &format!(
+                "{}, {{ type = \"cors\", origins = [\"https://app.example\"], \
+                 methods = [\"GET\", \"PUT\"], headers = [\"content-type\"], max_age = \"10m\" }}",
+                api_key("web", "app", "")
+            ),
         );
         let preflight = |origin: &str, method: &str| {
             exchange(
@@ -537,17 +544,17 @@ fn trace_context_continues_a_trace_with_a_new_span_or_starts_one() {
 
 #[test]
 fn tenants_have_their_own_routes_keys_and_limits() {
-    let acme_key = shardgate_policy::api_key::hash_key("acme-key");
     for driver in DRIVERS {
         let up = MockUpstream::ok("ok");
         let extra = format!(
             "[[tenants]]\nname = \"acme\"\nhosts = [\"acme.test\", \"legacy.acme.test\"]\n\
              filters = [{{ type = \"rate-limit\", rate = 1, per = \"1m\", burst = 2, key = \"tenant\" }}]\n\
              [[tenants]]\nname = \"globex\"\nhosts = [\"globex.test\"]\n\
-             filters = [{{ type = \"api-key\", keys = [{{ sha256 = \"{acme_key}\", consumer = \"acme-ci\" }}] }}]\n\
+             filters = [{}]\n\
              [[routes]]\nname = \"acme-api\"\ntenant = \"acme\"\nhosts = [\"acme.test\"]\nprefix = \"/api\"\nupstream = \"backend\"\n\
              [[routes]]\nname = \"acme-web\"\ntenant = \"acme\"\nhosts = [\"acme.test\"]\nprefix = \"/web\"\nupstream = \"backend\"\n\
-             [[routes]]\nname = \"globex-api\"\ntenant = \"globex\"\nprefix = \"/api\"\nupstream = \"backend\"\n"
+             [[routes]]\nname = \"globex-api\"\ntenant = \"globex\"\nprefix = \"/api\"\nupstream = \"backend\"\n",
+            api_key("acme-key", "acme-ci", "")
         );
         let mut config = config_for(driver, &[up.addr()], &extra);
         config.admin = Some("127.0.0.1:0".parse().unwrap());
