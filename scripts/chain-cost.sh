@@ -88,3 +88,14 @@ done
 delta=$((PER[chain] - PER[plain]))
 printf 'user-space instructions per request: plain %d, chain %d, chain adds %d (%+.1f%%)\n' \
     "${PER[plain]}" "${PER[chain]}" "$delta" "$(awk -v d="$delta" -v p="${PER[plain]}" 'BEGIN { print d / p * 100 }')"
+
+# Of that, the API key's check (its SHA-256 and the constant-time compare), counted inclusively.
+lookup() {
+    callgrind_annotate --inclusive=yes "$WORK/cg.chain.$1" 2>/dev/null |
+        awk '/KeyStore::lookup/ && !done { gsub(",", "", $1); print $1; done = 1 }'
+}
+if command -v callgrind_annotate >/dev/null; then
+    l1=$(lookup "$N1") l2=$(lookup "$N2")
+    [[ -n $l1 && -n $l2 ]] && printf 'of which the API key check (SHA-256 in portable code under valgrind): %d per request\n' \
+        $(( (l2 - l1) / (N2 - N1) ))
+fi
