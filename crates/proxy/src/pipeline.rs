@@ -457,14 +457,6 @@ fn prepare(
         Lookup::NotFound => return respond(404, &[], &mut b.w),
     };
     let route = *found.value;
-    // A tenant's host is answered by its own routes only (the routing table
-    // falls back to its default scope for a host none of them names).
-    if !snap.tenant_hosts.is_empty()
-        && let Some(owner) = snap.tenant_hosts.tenant_of(req.host)
-        && snap.route_tenant[route] != Some(owner)
-    {
-        return respond(404, &[], &mut b.w);
-    }
     b.rec.route = Some(route);
 
     // The route's filters: they may answer here, and say what to change in

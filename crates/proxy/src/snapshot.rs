@@ -15,7 +15,6 @@ use shardgate_policy::retry_budget::RetryBudget;
 use shardgate_policy::{BalancerKind, Breaker, EndpointSpec, Outcome, PickHint, WeightedSplit};
 use shardgate_router::Router;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
@@ -141,62 +140,6 @@ impl Group {
     }
 }
 
-/// Which tenant a request's host belongs to: exact names, then the longest
-/// `*.suffix` wildcard. A tenant's hosts are its own, so a request for one
-/// is answered only by that tenant's routes, even when the routing table has
-/// no scope for the host and would fall back to the default one.
-#[derive(Default)]
-pub(crate) struct TenantHosts {
-    exact: HashMap<Box<[u8]>, usize>,
-    /// By the domain after `*.`.
-    wildcard: HashMap<Box<[u8]>, usize>,
-}
-
-impl TenantHosts {
-    fn new(tenants: &[shardgate_config::Tenant]) -> TenantHosts {
-        let mut map = TenantHosts::default();
-        for (id, t) in tenants.iter().enumerate() {
-            for h in &t.hosts {
-                match h.strip_prefix("*.") {
-                    Some(domain) => map.wildcard.insert(domain.as_bytes().into(), id),
-                    None => map.exact.insert(h.as_bytes().into(), id),
-                };
-            }
-        }
-        map
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.exact.is_empty() && self.wildcard.is_empty()
-    }
-
-    /// The tenant of a raw `Host` value (any case, optional `:port`, one
-    /// trailing dot), if any.
-    pub(crate) fn tenant_of(&self, raw: &[u8]) -> Option<usize> {
-        let name = match raw.iter().rposition(|&b| b == b':') {
-            Some(i) if !raw.contains(&b']') || raw[..i].ends_with(b"]") => &raw[..i],
-            _ => raw,
-        };
-        let host = name.strip_suffix(b".").unwrap_or(name);
-        let mut lower = [0u8; 256];
-        let name = lower.get_mut(..host.len())?;
-        name.copy_from_slice(host);
-        name.make_ascii_lowercase();
-        if let Some(&t) = self.exact.get(&*name) {
-            return Some(t);
-        }
-        // Longest wildcard first: the domain after each dot, left to right.
-        let mut rest: &[u8] = name;
-        while let Some(dot) = rest.iter().position(|&b| b == b'.') {
-            rest = &rest[dot + 1..];
-            if let Some(&t) = self.wildcard.get(rest) {
-                return Some(t);
-            }
-        }
-        None
-    }
-}
-
 pub(crate) struct Snapshot {
     pub routes: Router<RouteId>,
     /// Upstream group of each route (the first of a split).
@@ -217,10 +160,9 @@ pub(crate) struct Snapshot {
     pub group_metrics: Vec<Rc<GroupMetrics>>,
     /// The filter chain of each route (its tenant's filters, then its own).
     pub chains: Vec<Chain>,
-    /// The tenant of each route, the tenants' names, and their hosts.
+    /// The tenant of each route, and the tenants' names.
     pub route_tenant: Vec<Option<usize>>,
     pub tenant_names: Vec<String>,
-    pub tenant_hosts: TenantHosts,
     /// This shard's buckets of every rate limit, and each limit's settings
     /// (the same indices on every shard, for rebalancing).
     pub limiters: Limiters,
@@ -295,11 +237,10 @@ impl Snapshot {
             chains,
             route_tenant: config.routes.iter().map(|r| r.tenant).collect(),
             tenant_names: config.tenants.iter().map(|t| t.name.clone()).collect(),
-            tenant_hosts: TenantHosts::new(&config.tenants),
             limiters: limits.limiters,
             limit_configs: limits.configs,
             limit_owners: limits.owners,
-            routes: route::build(&config.routes)?,
+            routes: route::build(&config.routes, &config.tenants)?,
             route_group: config.routes.iter().map(|r| r.upstream).collect(),
             route_split: config
                 .routes
@@ -337,40 +278,5 @@ impl Snapshot {
             timeouts: config.timeouts,
             pool: config.pool,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tenant_hosts_match_like_the_router() {
-        let tenant = |name: &str, hosts: &[&str]| shardgate_config::Tenant {
-            name: name.into(),
-            hosts: hosts.iter().map(|h| h.to_string()).collect(),
-            filters: Vec::new(),
-        };
-        let map = TenantHosts::new(&[
-            tenant("acme", &["acme.example", "*.acme.example"]),
-            tenant("shop", &["*.shop.example"]),
-        ]);
-        let cases: &[(&str, Option<usize>)] = &[
-            ("acme.example", Some(0)),
-            ("ACME.Example:8080", Some(0)),
-            ("acme.example.", Some(0)),
-            ("api.acme.example", Some(0)),
-            ("a.b.acme.example", Some(0)),
-            ("x.shop.example", Some(1)),
-            ("shop.example", None),
-            ("example", None),
-            ("other.example", None),
-            ("[::1]:8080", None),
-            ("", None),
-        ];
-        for (host, want) in cases {
-            assert_eq!(map.tenant_of(host.as_bytes()), *want, "{host}");
-        }
-        assert!(TenantHosts::new(&[]).is_empty());
     }
 }

@@ -107,6 +107,19 @@ impl<T> RouterBuilder<T> {
         result
     }
 
+    /// Gives `host` (a name or `*.suffix`) a scope of its own even if no route names it, so
+    /// a request for it never falls back to the default scope: with no route of its own, it
+    /// is answered 404. A tenant's hosts are reserved this way.
+    pub fn reserve_host(&mut self, host: &str) -> Result<(), BuildError> {
+        let key = parse_host(host).map_err(|reason| BuildError::InvalidHost {
+            route: String::new(),
+            host: host.to_string(),
+            reason,
+        })?;
+        self.scopes.entry(key).or_default();
+        Ok(())
+    }
+
     /// Freezes the table. Fails with every error [`RouterBuilder::insert`] returned.
     pub fn build(self) -> Result<Router<T>, Vec<BuildError>> {
         if !self.errors.is_empty() {

@@ -156,6 +156,42 @@ fn without_default_scope_unknown_hosts_are_not_found() {
 }
 
 #[test]
+fn a_reserved_host_without_routes_never_falls_back_to_the_default_scope() {
+    use shardgate_router::{RouteSpec, RouterBuilder};
+    let mut b = RouterBuilder::new();
+    b.insert(RouteSpec::prefix("all", "/"), "all").unwrap();
+    b.insert(
+        RouteSpec {
+            hosts: vec!["shop.example".into()],
+            ..RouteSpec::prefix("shop", "/")
+        },
+        "shop",
+    )
+    .unwrap();
+    for host in ["legacy.example", "*.tenant.example", "shop.example"] {
+        b.reserve_host(host).unwrap();
+    }
+    assert!(b.reserve_host("bad host").is_err());
+    let router = b.build().unwrap();
+    let cases: &[(&str, &str)] = &[
+        ("other.example", "all"),
+        ("shop.example", "shop"),
+        ("legacy.example", "404"),
+        ("LEGACY.example:8080", "404"),
+        ("a.tenant.example", "404"),
+        ("tenant.example", "all"),
+    ];
+    for (host, want) in cases {
+        let got = match router.lookup(host.as_bytes(), b"GET", b"/x") {
+            shardgate_router::Lookup::Found(m) => *m.value,
+            shardgate_router::Lookup::MethodNotAllowed(_) => "405",
+            shardgate_router::Lookup::NotFound => "404",
+        };
+        assert_eq!(got, *want, "{host}");
+    }
+}
+
+#[test]
 fn root_prefix_takes_everything_and_loses_to_any_exact_route() {
     let router = build(&[
         ("all", "", "*", "^ /"),
