@@ -13,6 +13,9 @@ pub(crate) struct Drain {
     on: Cell<bool>,
     waiters: RefCell<Vec<Option<Waker>>>,
     free: RefCell<Vec<usize>>,
+    /// Accept loops still running: a draining shard is done only once each
+    /// has stopped listening and taken the accept it had in flight.
+    accepting: Cell<usize>,
 }
 
 impl Drain {
@@ -35,12 +38,32 @@ impl Drain {
         }
     }
 
+    /// Counts an accept loop as running until the guard drops.
+    pub(crate) fn accepting(&self) -> Accepting<'_> {
+        self.accepting.set(self.accepting.get() + 1);
+        Accepting(self)
+    }
+
+    /// Whether every accept loop has stopped.
+    pub(crate) fn accepts_stopped(&self) -> bool {
+        self.accepting.get() == 0
+    }
+
     /// A future that completes once draining has started.
     pub(crate) fn wait(&self) -> DrainWait<'_> {
         DrainWait {
             drain: self,
             slot: None,
         }
+    }
+}
+
+/// See [`Drain::accepting`].
+pub(crate) struct Accepting<'d>(&'d Drain);
+
+impl Drop for Accepting<'_> {
+    fn drop(&mut self) {
+        self.0.accepting.set(self.0.accepting.get() - 1);
     }
 }
 

@@ -37,6 +37,16 @@ pub(crate) fn bind_blocking(addr: SocketAddr) -> io::Result<std::net::TcpListene
     Ok(socket.into())
 }
 
+/// Stops listening on a draining shard's socket: it leaves the
+/// `SO_REUSEPORT` group at once, and the connections queued on it move to
+/// the group's other listeners (a new process's, during a binary upgrade)
+/// when `net.ipv4.tcp_migrate_req` is on; the kernel resets them otherwise.
+fn stop_listening(shard: &Shard, socket: &std::net::TcpListener) {
+    if let Err(e) = socket2::SockRef::from(socket).shutdown(std::net::Shutdown::Read) {
+        log::warn!("shard {}: cannot stop listening: {e}", shard.id);
+    }
+}
+
 /// Accept errors that mean "out of a resource": back off instead of spinning.
 fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(
@@ -49,26 +59,52 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
 /// per connection. When file descriptors (or memory) run out, the loop
 /// sleeps with growing back-off (existing connections keep being served)
 /// and logs at most once per interval.
-pub(crate) async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+///
+/// When the shard drains, the loop stops listening (`stop` is a duplicate
+/// of the listener's descriptor) and keeps the accept it has in flight
+/// until the kernel completes it. Dropping that accept instead would lose a
+/// connection: io_uring may already have accepted one for it, and the
+/// completion of a dropped operation is discarded, so the client's request
+/// would sit unanswered until the process exits and resets it.
+pub(crate) async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    stop: std::net::TcpListener,
+) {
     const BACKOFF_MIN: Duration = Duration::from_millis(5);
     const BACKOFF_MAX: Duration = Duration::from_millis(500);
     const LOG_EVERY: Duration = Duration::from_secs(5);
     let mut backoff = BACKOFF_MIN;
     let mut last_log: Option<Instant> = None;
     let mut held_back = 0u64;
+    let _running = shard.drain.accepting();
+    let mut listening = true;
     loop {
-        let accepted = monoio::select! {
-            biased;
-            () = shard.drain.wait() => return, // the listener closes here
-            r = listener.accept() => r,
+        let mut accept = std::pin::pin!(listener.accept());
+        let accepted = if listening {
+            monoio::select! {
+                biased;
+                r = &mut accept => r,
+                () = shard.drain.wait() => {
+                    stop_listening(&shard, &stop);
+                    listening = false;
+                    accept.await
+                }
+            }
+        } else {
+            accept.await
         };
         match accepted {
+            // Accepted before or while the listener closed: served (and, on
+            // a draining shard, answered with `Connection: close`).
             Ok((stream, peer)) => {
                 backoff = BACKOFF_MIN;
                 shard.stats.accepted.incr();
                 let _ = stream.set_nodelay(true);
                 monoio::spawn(conn::serve(shard.clone(), stream, peer));
             }
+            // No longer listening: nothing more will come.
+            Err(_) if !listening => return,
             Err(e) if is_resource_exhaustion(&e) => {
                 shard.stats.accept_errors.incr();
                 let now = Instant::now();

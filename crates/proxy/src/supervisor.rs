@@ -383,9 +383,12 @@ async fn shard_main(
         }
     };
     for socket in sockets {
-        match monoio::net::TcpListener::from_std(socket) {
-            Ok(l) => {
-                monoio::spawn(listener::accept_loop(shard.clone(), l));
+        let registered = socket
+            .try_clone()
+            .and_then(|stop| Ok((monoio::net::TcpListener::from_std(socket)?, stop)));
+        match registered {
+            Ok((l, stop)) => {
+                monoio::spawn(listener::accept_loop(shard.clone(), l, stop));
             }
             Err(e) => {
                 let _ = ready.send(Err((id, format!("cannot register a listener: {e}"))));
@@ -468,7 +471,9 @@ async fn run_ticks(
         }
         if let Some(deadline) = *drain_deadline {
             let open = shard.stats.open_connections.get();
-            if open == 0 {
+            // Done once nothing is open and no accept loop can still hand
+            // over a connection it took before its listener closed.
+            if open == 0 && shard.drain.accepts_stopped() {
                 return;
             }
             if now >= deadline {

@@ -220,24 +220,22 @@ pub struct Report {
 }
 
 impl Load {
+    /// Eight keep-alive connections for `seconds`.
     pub fn start(ports: &Ports, seconds: u64) -> Load {
+        Load::start_with(ports, seconds, "keep-alive", &["-c", "8"])
+    }
+
+    /// The load generator with `extra` arguments; `name` tells its report
+    /// file apart from other loads on the same port.
+    pub fn start_with(ports: &Ports, seconds: u64, name: &str, extra: &[&str]) -> Load {
         let json = std::env::temp_dir().join(format!(
-            "shardgate-ops-{}-{}.json",
+            "shardgate-ops-{}-{}-{name}.json",
             std::process::id(),
             ports.listen
         ));
         let child = Command::new(loadtest_bin())
-            .args([
-                "-c",
-                "8",
-                "-t",
-                "1",
-                "-w",
-                "0",
-                "--no-progress",
-                "--timeout",
-                "5s",
-            ])
+            .args(extra)
+            .args(["-t", "1", "-w", "0", "--no-progress", "--timeout", "5s"])
             .args(["-d", &format!("{seconds}s"), "--json"])
             .arg(&json)
             .arg(format!("http://127.0.0.1:{}/load", ports.listen))
