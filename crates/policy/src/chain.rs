@@ -18,6 +18,7 @@
 use crate::filter::{BuildContext, Filter, FilterSpec};
 use crate::global_rate::{GlobalLimitConfig, RateKey, ShardLimiter};
 use crate::request_id::RequestIdGen;
+use crate::token_bucket::RateLimitHeaders;
 use shardgate_http::Request;
 use std::cell::RefCell;
 use std::net::IpAddr;
@@ -133,6 +134,9 @@ pub struct Cx<'a, 'r> {
     /// Who is calling, once an api-key or jwt filter has said (the empty
     /// name before): the key of consumer rate limits.
     pub consumer: RateKey,
+    /// The tightest rate limit the request has met so far: the chain writes
+    /// its `RateLimit-*` fields to the response once, at the end.
+    pub rate: Option<RateLimitHeaders>,
 }
 
 impl<'r> Cx<'_, 'r> {
@@ -300,13 +304,22 @@ impl Chain {
                 continue;
             }
             if let answer @ Flow::Answer { .. } = step.on_request(cx) {
-                cx.response.extend_from_slice(&self.edits.response_add);
+                self.finish_response(cx);
                 return answer;
             }
         }
         cx.upstream.extend_from_slice(&self.edits.request_add);
-        cx.response.extend_from_slice(&self.edits.response_add);
+        self.finish_response(cx);
         Flow::Continue
+    }
+
+    /// The response lines every outcome carries: the rate limit advertised
+    /// and the chain's fixed lines.
+    fn finish_response(&self, cx: &mut Cx<'_, '_>) {
+        if let Some(rate) = cx.rate.take() {
+            rate.write_lines(cx.response);
+        }
+        cx.response.extend_from_slice(&self.edits.response_add);
     }
 }
 
@@ -360,6 +373,7 @@ mod tests {
             request_id: ([0; 128], 0),
             trace_id: None,
             consumer: RateKey::of(b""),
+            rate: None,
         };
         let status = match chain.on_request(&mut cx) {
             Flow::Continue => 0,
@@ -456,7 +470,13 @@ mod tests {
         assert_eq!(limits.configs.len(), 2);
         let get = |key: &str| {
             let raw = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Api-Key: {key}\r\n\r\n");
-            run(&route, &limits, raw.as_bytes()).0
+            let (status, _, resp) = run(&route, &limits, raw.as_bytes());
+            // One set of fields, the tighter limit's (burst 1, not the
+            // roomy default).
+            assert_eq!(resp.matches("RateLimit-Limit").count(), 1, "{resp}");
+            assert!(resp.contains("RateLimit-Limit: 1\r\n"), "{resp}");
+            assert_eq!(resp.contains("Retry-After"), status == 429, "{resp}");
+            status
         };
         // Burst 1 per consumer on the route's own limit: alice's second is
         // refused, bob still has his.

@@ -194,7 +194,8 @@ impl BuiltIn for RateLimit {
         };
         let mut limiter = limiter.borrow_mut();
         let d = limiter.check(key, 1, cx.now);
-        limiter.headers(&d).write_lines(cx.response);
+        let met = limiter.headers(&d);
+        cx.rate = Some(cx.rate.map_or(met, |before| before.tighter(met)));
         if d.allowed {
             Flow::Continue
         } else {

@@ -218,6 +218,24 @@ impl RateLimitHeaders {
         3 + usize::from(self.retry_after_secs.is_some())
     }
 
+    /// Of two limits one request met, the one to advertise (a response
+    /// carries one set of fields): a refusal first, then the fewer requests
+    /// remaining, then the later reset.
+    pub fn tighter(self, other: RateLimitHeaders) -> RateLimitHeaders {
+        let rank = |h: &RateLimitHeaders| {
+            (
+                h.retry_after_secs.is_none(),
+                h.remaining,
+                std::cmp::Reverse(h.reset_secs),
+            )
+        };
+        if rank(&other) < rank(&self) {
+            other
+        } else {
+            self
+        }
+    }
+
     /// Always at least three fields.
     pub fn is_empty(&self) -> bool {
         false
@@ -269,6 +287,28 @@ mod tests {
 
     fn bucket(rate: f64, burst: f64, t0: Instant) -> TokenBucket {
         TokenBucket::new(Limit::new(rate, burst).unwrap(), t0)
+    }
+
+    #[test]
+    fn the_tighter_limit_is_advertised() {
+        let h = |remaining, reset_secs, retry: Option<u64>| RateLimitHeaders {
+            limit: 10,
+            remaining,
+            reset_secs,
+            retry_after_secs: retry,
+        };
+        let cases = [
+            // A refusal wins over any admission.
+            (h(0, 5, None), h(3, 1, Some(1)), h(3, 1, Some(1))),
+            // Then fewer remaining.
+            (h(4, 1, None), h(2, 9, None), h(2, 9, None)),
+            // Then the later reset.
+            (h(2, 1, None), h(2, 7, None), h(2, 7, None)),
+        ];
+        for (a, b, want) in cases {
+            assert_eq!(a.tighter(b), want, "{a:?} vs {b:?}");
+            assert_eq!(b.tighter(a), want, "{b:?} vs {a:?}");
+        }
     }
 
     #[test]

@@ -496,6 +496,7 @@ fn prepare(
             request_id: ([0; 128], 0),
             trace_id: None,
             consumer: shardgate_policy::global_rate::RateKey::of(b""),
+            rate: None,
         };
         let flow = chain.on_request(&mut cx);
         rewritten = cx.rewritten;
