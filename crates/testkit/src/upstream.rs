@@ -78,6 +78,7 @@ pub struct MockUpstream {
     addr: SocketAddr,
     recorded: Arc<Mutex<Vec<Recorded>>>,
     connections: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     /// Every accepted connection, so `kill` can cut them.
     open: Arc<Mutex<Vec<TcpStream>>>,
@@ -98,13 +99,15 @@ impl MockUpstream {
         let addr = listener.local_addr().expect("mock address");
         let recorded = Arc::new(Mutex::new(Vec::new()));
         let connections = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let open = Arc::new(Mutex::new(Vec::new()));
         let handler: Arc<Handler> = Arc::new(handler);
         {
-            let (recorded, connections, stop, open) = (
+            let (recorded, connections, closed, stop, open) = (
                 recorded.clone(),
                 connections.clone(),
+                closed.clone(),
                 stop.clone(),
                 open.clone(),
             );
@@ -118,8 +121,12 @@ impl MockUpstream {
                         o.push(c);
                     }
                     let id = connections.fetch_add(1, Ordering::AcqRel);
-                    let (recorded, handler) = (recorded.clone(), handler.clone());
-                    std::thread::spawn(move || serve(stream, id, &recorded, &*handler));
+                    let (recorded, handler, closed) =
+                        (recorded.clone(), handler.clone(), closed.clone());
+                    std::thread::spawn(move || {
+                        serve(stream, id, &recorded, &*handler);
+                        closed.fetch_add(1, Ordering::AcqRel);
+                    });
                 }
             });
         }
@@ -127,6 +134,7 @@ impl MockUpstream {
             addr,
             recorded,
             connections,
+            closed,
             stop,
             open,
         }
@@ -161,6 +169,11 @@ impl MockUpstream {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::Acquire)
+    }
+
+    /// Connections that have ended so far (closed by the peer, or cut).
+    pub fn closed(&self) -> usize {
+        self.closed.load(Ordering::Acquire)
     }
 }
 

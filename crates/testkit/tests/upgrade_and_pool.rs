@@ -1,4 +1,5 @@
-//! Protocol switches (tunnels) and the upstream pool's dead-connection retry.
+//! Protocol switches (tunnels), the upstream pool's dead-connection retry,
+//! and what a reload does to pools.
 
 use shardgate_testkit::{DRIVERS, MockUpstream, RawClient, Script, TestGateway, wait_until};
 use std::time::Duration;
@@ -115,5 +116,83 @@ fn max_requests_per_connection_retires_upstream_connections() {
             assert_eq!(c.read_response().unwrap().status, 200);
         }
         assert_eq!(up.connections(), 3, "{driver:?}");
+    }
+}
+
+#[test]
+fn a_reload_keeps_the_pools_of_endpoints_it_keeps_and_drains_the_rest() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const SLOW: Duration = Duration::from_millis(1500);
+    for driver in DRIVERS {
+        let a = MockUpstream::start(|r| {
+            if r.request_line().contains("/slow") {
+                Script::Slow(
+                    vec![
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n".to_vec(),
+                        b"s".to_vec(),
+                    ],
+                    SLOW,
+                )
+            } else {
+                Script::ok("a")
+            }
+        });
+        let b = MockUpstream::ok("b");
+        let config = shardgate_testkit::config_for(driver, &[a.addr()], "");
+        let gw = TestGateway::start(config.clone());
+        let handle = gw.gateway().handle();
+        let addr = gw.addr();
+        let get = move |path: &str| {
+            let mut c = RawClient::connect(addr);
+            c.send(format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
+            let r = c.read_response().expect("a response");
+            (r.status, r.body_str())
+        };
+        assert_eq!(get("/"), (200, "a".into()));
+
+        // A reload that still names the endpoint keeps its pool: the next
+        // request reuses the connection.
+        let mut same = config.clone();
+        same.timeouts.connect = Duration::from_secs(2);
+        handle.reload(same, 0, "test").unwrap();
+        assert_eq!(get("/"), (200, "a".into()));
+        assert_eq!((a.connections(), a.closed()), (1, 0), "{driver:?}");
+
+        // One connection busy with a slow answer, one idle in the pool.
+        let slow_done = Arc::new(AtomicBool::new(false));
+        let slow = {
+            let done = slow_done.clone();
+            std::thread::spawn(move || {
+                let r = get("/slow");
+                done.store(true, Ordering::Release);
+                r
+            })
+        };
+        assert!(wait_until(Duration::from_secs(5), || a.requests().len() == 3));
+        assert_eq!(get("/"), (200, "a".into()));
+        assert_eq!(a.connections(), 2, "{driver:?}");
+
+        // A reload that moves the group elsewhere closes the idle one at
+        // once; the busy one finishes its answer and then closes.
+        handle
+            .reload(
+                shardgate_testkit::config_for(driver, &[b.addr()], ""),
+                0,
+                "test",
+            )
+            .unwrap();
+        assert!(wait_until(Duration::from_secs(5), || a.closed() >= 1));
+        assert!(
+            !slow_done.load(Ordering::Acquire),
+            "{driver:?}: the idle connection closed only after the slow answer"
+        );
+        assert_eq!(slow.join().unwrap(), (200, "s".into()), "{driver:?}");
+        assert!(
+            wait_until(Duration::from_secs(5), || a.closed() == 2),
+            "{driver:?}: the busy connection was pooled again"
+        );
+        assert_eq!(get("/"), (200, "b".into()));
+        assert_eq!(a.connections(), 2, "{driver:?}");
     }
 }
