@@ -45,9 +45,32 @@ pub fn from_raw(raw: raw::RawConfig) -> Result<Config, ConfigErrors> {
     validate::validate(raw)
 }
 
+/// The largest configuration file read.
+pub const MAX_CONFIG_FILE: u64 = 16 << 20;
+
+/// The largest key file (`pem_file`, `jwks_file`) read.
+pub const MAX_KEY_FILE: u64 = 1 << 20;
+
+/// Reads the UTF-8 text of `path`, refusing more than `limit` bytes (so a
+/// path to `/dev/zero` or a runaway file is an error, not an endless read).
+pub fn read_text(path: &Path, limit: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!("larger than {} KiB", limit >> 10),
+        ));
+    }
+    Ok(text)
+}
+
 /// Reads, parses and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let text = read_text(path, MAX_CONFIG_FILE).map_err(|e| {
         ConfigErrors::single(ConfigError::new(
             path.display().to_string(),
             format!("cannot read the file: {e}"),

@@ -179,7 +179,8 @@ impl GatewayHandle {
             .unwrap_or_else(|p| p.into_inner())
             .text
             .clone();
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{source}: {e}"));
+        let text = shardgate_config::read_text(&path, shardgate_config::MAX_CONFIG_FILE)
+            .map_err(|e| format!("{source}: {e}"));
         let parsed = text.and_then(|t| {
             let loaded = match &previous {
                 Some(p) => shardgate_config::reload_toml(&t, p),

@@ -50,7 +50,8 @@ fn main() -> ExitCode {
             Err(errors) => config_failed(&config.display().to_string(), &errors),
         },
         Command::Run { config, overrides } => {
-            let text = match std::fs::read_to_string(&config) {
+            let text = match shardgate_config::read_text(&config, shardgate_config::MAX_CONFIG_FILE)
+            {
                 Ok(t) => t,
                 Err(e) => {
                     eprintln!("{}: cannot read the file: {e}", config.display());

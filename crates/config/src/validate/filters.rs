@@ -78,7 +78,7 @@ fn spec(e: &mut Errors, path: &str, scope: &Scope<'_>, raw: &RawFilter) -> Optio
         tenant: scope.tenant,
         problems: &mut problems,
         // Key files (`pem_file`, `jwks_file`), relative to the current directory.
-        read: &|file| std::fs::read_to_string(file),
+        read: &|file| crate::read_text(file.as_ref(), crate::MAX_KEY_FILE),
     };
     let parsed = FilterSpec::parse(&name, &mut cx, toml::Value::Table(body));
     for (field, message) in problems {
