@@ -1,0 +1,34 @@
+//! Any text as a configuration, loaded fresh and as a reload of the example configuration. No
+//! panic; a refusal names at least one problem, each with its field (or position) and a
+//! message; a reload that applies reports an effective text that loads on its own.
+//!
+//! Run with standard input closed or empty (a fuzzed key file path may name `/dev/stdin`):
+//! `cargo +nightly fuzz run config corpus/config seeds/config < /dev/null`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use shardgate_config::{ConfigErrors, from_toml, reload_toml};
+
+const PREVIOUS: &str = include_str!("../../../../configs/example.toml");
+
+fn check_refusal(errors: &ConfigErrors) {
+    let text = errors.to_string();
+    assert!(!text.trim().is_empty(), "a refusal with no problem");
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    if let Err(e) = from_toml(text) {
+        check_refusal(&e);
+    }
+    match reload_toml(text, PREVIOUS) {
+        Ok(reloaded) => {
+            if let Err(e) = from_toml(&reloaded.effective) {
+                panic!("the effective text of an applied reload does not load: {e}");
+            }
+        }
+        Err(e) => check_refusal(&e),
+    }
+});
