@@ -2,8 +2,9 @@
 //! panic; a refusal names at least one problem, each with its field (or position) and a
 //! message; a reload that applies reports an effective text that loads on its own.
 //!
-//! Run with standard input closed or empty (a fuzzed key file path may name `/dev/stdin`):
-//! `cargo +nightly fuzz run config corpus/config seeds/config < /dev/null`.
+//! Seeded with the shipped configurations; run with standard input empty (a fuzzed key file
+//! path may name `/dev/stdin`):
+//! `cargo +nightly fuzz run config corpus/config ../../../configs < /dev/null`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
