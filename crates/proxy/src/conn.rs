@@ -19,8 +19,9 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::Poll;
 
+/// Serves one accepted connection, which the accept loop has already
+/// counted in `open_connections`.
 pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
-    shard.stats.open_connections.incr();
     let mut client = Client {
         stream,
         addr: peer.ip(),

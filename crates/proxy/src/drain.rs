@@ -6,6 +6,7 @@
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 #[derive(Default)]
@@ -15,7 +16,7 @@ pub(crate) struct Drain {
     free: RefCell<Vec<usize>>,
     /// Accept loops still running: a draining shard is done only once each
     /// has stopped listening and taken the accept it had in flight.
-    accepting: Cell<usize>,
+    accepting: Rc<Cell<usize>>,
 }
 
 impl Drain {
@@ -38,10 +39,11 @@ impl Drain {
         }
     }
 
-    /// Counts an accept loop as running until the guard drops.
-    pub(crate) fn accepting(&self) -> Accepting<'_> {
+    /// Counts an accept loop as running until the guard drops (taken before
+    /// the loop is spawned, so no drain can finish before it first runs).
+    pub(crate) fn accepting(&self) -> Accepting {
         self.accepting.set(self.accepting.get() + 1);
-        Accepting(self)
+        Accepting(self.accepting.clone())
     }
 
     /// Whether every accept loop has stopped.
@@ -59,11 +61,11 @@ impl Drain {
 }
 
 /// See [`Drain::accepting`].
-pub(crate) struct Accepting<'d>(&'d Drain);
+pub(crate) struct Accepting(Rc<Cell<usize>>);
 
-impl Drop for Accepting<'_> {
+impl Drop for Accepting {
     fn drop(&mut self) {
-        self.0.accepting.set(self.0.accepting.get() - 1);
+        self.0.set(self.0.get() - 1);
     }
 }
 

@@ -2,6 +2,7 @@
 //! accept loop.
 
 use crate::conn;
+use crate::drain::Accepting;
 use crate::shard::Shard;
 use monoio::net::TcpListener;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -70,6 +71,7 @@ pub(crate) async fn accept_loop(
     shard: Rc<Shard>,
     listener: TcpListener,
     stop: std::net::TcpListener,
+    _running: Accepting,
 ) {
     const BACKOFF_MIN: Duration = Duration::from_millis(5);
     const BACKOFF_MAX: Duration = Duration::from_millis(500);
@@ -77,19 +79,20 @@ pub(crate) async fn accept_loop(
     let mut backoff = BACKOFF_MIN;
     let mut last_log: Option<Instant> = None;
     let mut held_back = 0u64;
-    let _running = shard.drain.accepting();
     let mut listening = true;
     loop {
         let mut accept = std::pin::pin!(listener.accept());
         let accepted = if listening {
+            // The drain first: on epoll, readiness kept from the last accept
+            // would otherwise let a full queue hold the drain off.
             monoio::select! {
                 biased;
-                r = &mut accept => r,
                 () = shard.drain.wait() => {
                     stop_listening(&shard, &stop);
                     listening = false;
                     accept.await
                 }
+                r = &mut accept => r,
             }
         } else {
             accept.await
@@ -101,6 +104,9 @@ pub(crate) async fn accept_loop(
                 backoff = BACKOFF_MIN;
                 shard.stats.accepted.incr();
                 let _ = stream.set_nodelay(true);
+                // Counted open now, not when the task first runs: a drain
+                // must not end between this accept and that first poll.
+                shard.stats.open_connections.incr();
                 monoio::spawn(conn::serve(shard.clone(), stream, peer));
             }
             // No longer listening: nothing more will come.

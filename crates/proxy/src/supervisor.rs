@@ -388,7 +388,8 @@ async fn shard_main(
             .and_then(|stop| Ok((monoio::net::TcpListener::from_std(socket)?, stop)));
         match registered {
             Ok((l, stop)) => {
-                monoio::spawn(listener::accept_loop(shard.clone(), l, stop));
+                let running = shard.drain.accepting();
+                monoio::spawn(listener::accept_loop(shard.clone(), l, stop, running));
             }
             Err(e) => {
                 let _ = ready.send(Err((id, format!("cannot register a listener: {e}"))));
@@ -478,7 +479,12 @@ async fn run_ticks(
             }
             if now >= deadline {
                 log::warn!(
-                    "shard {id}: drain deadline passed with {open} connections open; closing them"
+                    "shard {id}: drain deadline passed with {open} connections open{}; closing them",
+                    if shard.drain.accepts_stopped() {
+                        ""
+                    } else {
+                        " and an accept unfinished"
+                    }
                 );
                 return;
             }
