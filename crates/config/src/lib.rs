@@ -54,18 +54,30 @@ pub const MAX_KEY_FILE: u64 = 1 << 20;
 /// Reads the UTF-8 text of `path`, refusing more than `limit` bytes (so a
 /// path to `/dev/zero` or a runaway file is an error, not an endless read).
 pub fn read_text(path: &Path, limit: u64) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut text = String::new();
+    use std::io::{Error, ErrorKind, Read};
+    let mut bytes = Vec::new();
     std::fs::File::open(path)?
         .take(limit + 1)
-        .read_to_string(&mut text)?;
-    if text.len() as u64 > limit {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::FileTooLarge,
-            format!("larger than {} KiB", limit >> 10),
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        let size = if limit >= 1 << 20 && limit.is_multiple_of(1 << 20) {
+            format!("{} MiB", limit >> 20)
+        } else if limit >= 1 << 10 && limit.is_multiple_of(1 << 10) {
+            format!("{} KiB", limit >> 10)
+        } else {
+            format!("{limit} bytes")
+        };
+        return Err(Error::new(
+            ErrorKind::FileTooLarge,
+            format!("larger than {size}"),
         ));
     }
-    Ok(text)
+    String::from_utf8(bytes).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!("not UTF-8 text (byte {})", e.utf8_error().valid_up_to()),
+        )
+    })
 }
 
 /// Reads, parses and validates the configuration file at `path`.
@@ -84,4 +96,29 @@ fn line_col(text: &str, offset: usize) -> String {
     let line = before.matches('\n').count() + 1;
     let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
     format!("line {line}, column {col}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_read_whole_up_to_the_cap_and_as_utf8() {
+        let dir = std::env::temp_dir().join(format!("shardgate-read-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("f");
+        std::fs::write(&file, "0123456789").unwrap();
+        assert_eq!(read_text(&file, 10).unwrap(), "0123456789");
+        let big = read_text(&file, 9).unwrap_err();
+        assert_eq!(big.to_string(), "larger than 9 bytes");
+        std::fs::write(&file, b"ab\xffcd").unwrap();
+        assert_eq!(
+            read_text(&file, 10).unwrap_err().to_string(),
+            "not UTF-8 text (byte 2)"
+        );
+        // Too large wins over not UTF-8: the cut may split a character.
+        let zero = read_text(Path::new("/dev/zero"), 2 << 20).unwrap_err();
+        assert_eq!(zero.to_string(), "larger than 2 MiB");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

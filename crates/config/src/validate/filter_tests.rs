@@ -408,7 +408,7 @@ fn errors_name_the_field() {
         (
             "/x",
             "{ type = \"jwt\", keys = [{ jwks_file = \"/dev/zero\" }] }".into(),
-            "routes[1].filters[0].keys[0].jwks_file: cannot read \"/dev/zero\": larger than 1024 KiB".into(),
+            "routes[1].filters[0].keys[0].jwks_file: cannot read \"/dev/zero\": larger than 1 MiB".into(),
         ),
         (
             "/x",
