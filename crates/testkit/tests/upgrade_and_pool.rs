@@ -121,19 +121,18 @@ fn max_requests_per_connection_retires_upstream_connections() {
 
 #[test]
 fn a_reload_keeps_the_pools_of_endpoints_it_keeps_and_drains_the_rest() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    const SLOW: Duration = Duration::from_millis(1500);
+    use std::sync::{Mutex, mpsc};
     for driver in DRIVERS {
-        let a = MockUpstream::start(|r| {
+        // `/slow` is answered only once the test says so.
+        let (arrived_tx, arrived) = mpsc::channel::<()>();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let gate = Mutex::new((arrived_tx, release_rx));
+        let a = MockUpstream::start(move |r| {
             if r.request_line().contains("/slow") {
-                Script::Slow(
-                    vec![
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n".to_vec(),
-                        b"s".to_vec(),
-                    ],
-                    SLOW,
-                )
+                let gate = gate.lock().unwrap();
+                let _ = gate.0.send(());
+                let _ = gate.1.recv_timeout(Duration::from_secs(30));
+                Script::ok("s")
             } else {
                 Script::ok("a")
             }
@@ -145,6 +144,7 @@ fn a_reload_keeps_the_pools_of_endpoints_it_keeps_and_drains_the_rest() {
         let addr = gw.addr();
         let get = move |path: &str| {
             let mut c = RawClient::connect(addr);
+            c.set_timeout(Duration::from_secs(30));
             c.send(format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
             let r = c.read_response().expect("a response");
             (r.status, r.body_str())
@@ -159,17 +159,11 @@ fn a_reload_keeps_the_pools_of_endpoints_it_keeps_and_drains_the_rest() {
         assert_eq!(get("/"), (200, "a".into()));
         assert_eq!((a.connections(), a.closed()), (1, 0), "{driver:?}");
 
-        // One connection busy with a slow answer, one idle in the pool.
-        let slow_done = Arc::new(AtomicBool::new(false));
-        let slow = {
-            let done = slow_done.clone();
-            std::thread::spawn(move || {
-                let r = get("/slow");
-                done.store(true, Ordering::Release);
-                r
-            })
-        };
-        assert!(wait_until(Duration::from_secs(5), || a.requests().len() == 3));
+        // One connection busy with an answer held back, one idle in the pool.
+        let slow = std::thread::spawn(move || get("/slow"));
+        arrived
+            .recv_timeout(Duration::from_secs(10))
+            .expect("/slow reaches the upstream");
         assert_eq!(get("/"), (200, "a".into()));
         assert_eq!(a.connections(), 2, "{driver:?}");
 
@@ -182,14 +176,14 @@ fn a_reload_keeps_the_pools_of_endpoints_it_keeps_and_drains_the_rest() {
                 "test",
             )
             .unwrap();
-        assert!(wait_until(Duration::from_secs(5), || a.closed() >= 1));
         assert!(
-            !slow_done.load(Ordering::Acquire),
-            "{driver:?}: the idle connection closed only after the slow answer"
+            wait_until(Duration::from_secs(10), || a.closed() == 1),
+            "{driver:?}: the idle connection was kept"
         );
+        release.send(()).unwrap();
         assert_eq!(slow.join().unwrap(), (200, "s".into()), "{driver:?}");
         assert!(
-            wait_until(Duration::from_secs(5), || a.closed() == 2),
+            wait_until(Duration::from_secs(10), || a.closed() == 2),
             "{driver:?}: the busy connection was pooled again"
         );
         assert_eq!(get("/"), (200, "b".into()));
