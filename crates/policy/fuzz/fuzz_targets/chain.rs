@@ -4,9 +4,12 @@
 //!   (a token name, a value without CR, LF, NUL or other controls but tab), so nothing a client
 //!   sends can split a head;
 //! - a rewritten target is origin-form (starts with `/`) without spaces or controls;
-//! - an answer's status is a final status (200..=599).
+//! - an answer's status is a final status (200..=599);
+//! - a response carries at most one set of `RateLimit-*` fields.
 //!
-//! The first input byte picks the client address (one deny-listed, the others allowed).
+//! The first input byte picks the client address (one deny-listed, the others allowed). Each
+//! input runs twice on fresh chains (fresh rate-limit buckets, so a crash replays on its own):
+//! the second run meets a spent one-request limit.
 //!
 //! Run: `cargo +nightly fuzz run chain corpus/chain seeds/chain` (`seeds/chain` holds one request
 //! per route, including HS256 tokens signed with the configured secret, which mutation alone
@@ -40,7 +43,7 @@ filters = [
   { type = "trace-context", sample_new = true },
   { type = "api-key", keys = [{ sha256 = "231e9b2f757db8d48ecd0711b60135e1cc57a3a807be9dc12638856f17a7872c", consumer = "demo" }], query_param = "api_key" },
   { type = "rate-limit", rate = 1000, key = "consumer" },
-  { type = "rate-limit", rate = 5, key = "header:x-client" },
+  { type = "rate-limit", rate = 1, per = "1h", burst = 1, key = "header:x-client" },
   { type = "headers", request = { set = { "X-Tenant" = "acme" }, add = { "X-Via" = "gw" }, remove = ["X-Debug"] }, response = { set = { "X-Served-By" = "gw" }, remove = ["Server"] } },
   { type = "rewrite", template = "/v2/users/{id}" },
   { type = "body-limit", max = "1KiB" },
@@ -81,15 +84,17 @@ struct Chains {
 }
 
 thread_local! {
-    static CHAINS: Chains = build();
+    static CONFIG_PARSED: shardgate_config::Config =
+        shardgate_config::from_toml(CONFIG).expect("the fuzz configuration");
 }
 
-fn build() -> Chains {
-    let config = shardgate_config::from_toml(CONFIG).expect("the fuzz configuration");
+/// Fresh chains, with fresh rate-limit buckets, for every input, so that an input's outcome
+/// does not depend on the ones before it (and a crash replays).
+fn build(config: &shardgate_config::Config, now: Instant) -> Chains {
     let mut limits = LimitSet {
         shard: 0,
         shards: 1,
-        now: Instant::now(),
+        now,
         limiters: Limiters::new(),
         configs: Vec::new(),
         owners: Vec::new(),
@@ -114,26 +119,48 @@ fn build() -> Chains {
     Chains { limits, chains }
 }
 
-/// Every line is `name: value\r\n` with a token name and a clean value.
+/// Every line is `name: value\r\n` with a token name and a value holding no CR, LF, NUL or
+/// other control but tab; at most one `RateLimit-Limit`.
 fn assert_lines(what: &str, lines: &[u8]) {
-    let text = lines.strip_suffix(b"\r\n").unwrap_or(lines);
     if lines.is_empty() {
         return;
     }
-    assert!(lines.ends_with(b"\r\n"), "{what}: unterminated {lines:?}");
-    for line in text.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let colon = line.iter().position(|&b| b == b':');
-        let Some(colon) = colon else {
+    let Some(text) = lines.strip_suffix(b"\r\n") else {
+        panic!("{what}: unterminated {lines:?}")
+    };
+    let mut rate_limits = 0;
+    for line in split_crlf(text) {
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
             panic!("{what}: not a field line {line:?}")
         };
         let (name, value) = (&line[..colon], &line[colon + 1..]);
         assert!(is_token(name), "{what}: bad name in {line:?}");
-        assert!(
-            is_value(value) && !value.contains(&b'\r'),
-            "{what}: bad value in {line:?}"
-        );
+        assert!(is_value(value), "{what}: bad value in {line:?}");
+        rate_limits += usize::from(name.eq_ignore_ascii_case(b"ratelimit-limit"));
     }
+    assert!(
+        rate_limits <= 1,
+        "{what}: {rate_limits} RateLimit-Limit fields"
+    );
+}
+
+/// The pieces of `text` between `\r\n` pairs (a lone CR or LF stays inside a piece, where
+/// `is_value` refuses it).
+fn split_crlf(text: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let t = rest?;
+        match t.windows(2).position(|w| w == b"\r\n") {
+            Some(i) => {
+                rest = Some(&t[i + 2..]);
+                Some(&t[..i])
+            }
+            None => {
+                rest = None;
+                Some(t)
+            }
+        }
+    })
 }
 
 fuzz_target!(|data: &[u8]| {
@@ -150,10 +177,20 @@ fuzz_target!(|data: &[u8]| {
     let Ok(Some(req)) = parse_request(raw, &mut headers, &Limits::default()) else {
         return;
     };
-    CHAINS.with(|c| run(c, &req, client));
+    let now = Instant::now();
+    let chains = CONFIG_PARSED.with(|config| build(config, now));
+    // Twice: the second meets the spent one-request limit (429 and `Retry-After`).
+    for _ in 0..2 {
+        run(&chains, &req, client, now);
+    }
 });
 
-fn run(Chains { limits, chains }: &Chains, req: &shardgate_http::Request<'_, '_>, client: IpAddr) {
+fn run(
+    Chains { limits, chains }: &Chains,
+    req: &shardgate_http::Request<'_, '_>,
+    client: IpAddr,
+    now: Instant,
+) {
     let mut ids = RequestIdGen::new(0, SystemTime::now());
     for (chain, names) in chains {
         // The parameter takes the path (never the query) after its route's fixed first
@@ -173,7 +210,7 @@ fn run(Chains { limits, chains }: &Chains, req: &shardgate_http::Request<'_, '_>
             client,
             route: "fuzz",
             tenant: "t",
-            now: Instant::now(),
+            now,
             limiters: &limits.limiters,
             ids: &mut ids,
             upstream: &mut up,
