@@ -28,6 +28,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr)
         ip: IpText::new(peer.ip()),
     };
     let mut carried = Vec::new();
+    let mut fresh = true;
     loop {
         let buf = if carried.is_empty() {
             // Idle: no buffer is held while waiting. Not "relaxed": on the
@@ -46,9 +47,16 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr)
                 Ok(true) => shard.buffers.take(),
                 // Draining: a request may be on its way (the client cannot
                 // know yet); give it a moment, answer it with
-                // `Connection: close`, else close.
+                // `Connection: close`, else close. A connection that has
+                // not sent its first request was opened to send one: it
+                // gets longer.
                 Ok(false) if shard.drain.is_on() => {
-                    let grace = shard.timers.now() + DRAIN_GRACE;
+                    let grace = shard.timers.now()
+                        + if fresh {
+                            FIRST_REQUEST_GRACE
+                        } else {
+                            DRAIN_GRACE
+                        };
                     match shard
                         .timers
                         .within(grace, client.stream.readable(false))
@@ -70,6 +78,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr)
             .set(Some(pipeline::handle(shard.clone(), client, buf)));
         let (back, next) = run_in_slot(&mut slot).await;
         give_slot(&shard, slot);
+        fresh = false;
         client = back;
         match next {
             Next::KeepAlive(rest) => {
@@ -94,6 +103,9 @@ pub(crate) async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr)
 /// How long an idle connection stays open once its shard drains, in case a
 /// request was already on its way.
 const DRAIN_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The same for a connection that has not sent its first request yet.
+const FIRST_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Spare request-future slots a shard keeps.
 const KEEP_SLOTS: usize = 256;
