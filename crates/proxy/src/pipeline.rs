@@ -73,6 +73,10 @@ pub(crate) struct Record {
     pub method: usize,
     /// The status sent; 0 when no response was sent.
     pub status: u16,
+    /// The request is a HEAD (`None` until its head has parsed): nothing
+    /// may follow the head of its response, the gateway's own answers
+    /// included.
+    pub head_request: Option<bool>,
     pub upstream: Option<EndpointId>,
     /// From sending the request upstream to its response head.
     pub upstream_time: Option<Duration>,
@@ -222,6 +226,7 @@ async fn handle_inner(shard: &Shard, client: &mut Client, c: Vec<u8>) -> Next {
             route: None,
             method: metrics::METHODS.len() - 1,
             status: 0,
+            head_request: None,
             upstream: None,
             upstream_time: None,
             bytes_in: 0,
@@ -371,6 +376,11 @@ async fn read_head(
         let started = !b.c.is_empty();
         let (r, c) = read_more(&shard.timers, &mut client.stream, take(&mut b.c), deadline).await;
         b.c = c;
+        // A head that never parses still says whether it is a HEAD once its
+        // method has arrived: the 400, 408 or 431 it gets has no body then.
+        if b.rec.head_request.is_none() && b.c.len() >= 5 {
+            b.rec.head_request = Some(b.c.starts_with(b"HEAD "));
+        }
         match r {
             Ok(0) if !started => return Ok(None),
             Ok(0) => return Err(ProxyError::new(ErrorKind::ClientGone)),
@@ -404,6 +414,7 @@ fn prepare(
     b.rec.bytes_in = info.head_len as u64;
     let has_body = info.body != BodyFraming::None;
     let head_only = info.method == shardgate_http::Method::Head;
+    b.rec.head_request = Some(head_only);
     let close = !info.keep_alive || has_body || shard.drain.is_on();
     let logging = shard.log.is_some();
     if logging {
@@ -662,11 +673,12 @@ pub(crate) async fn respond_error(
     if b.w.capacity() == 0 {
         b.w = shard.buffers.take();
     }
+    let head = b.rec.head_request == Some(true);
     gateway_response(
         status,
         GatewayResponse {
             close: !keep,
-            head: false,
+            head,
             lines: &b.x,
             body: None,
         },

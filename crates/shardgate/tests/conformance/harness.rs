@@ -77,6 +77,8 @@ pub struct Proxy {
     child: Child,
     pub addr: SocketAddr,
     log: PathBuf,
+    /// The configuration file of `start_config` (none is written otherwise).
+    config: PathBuf,
 }
 
 impl Proxy {
@@ -104,35 +106,55 @@ impl Proxy {
             .map(ToString::to_string)
             .collect::<Vec<_>>()
             .join(",");
-        let mut last_log = String::new();
-        for _attempt in 0..3 {
-            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
-            let log = std::env::temp_dir().join(format!(
-                "shardgate-conformance-{}-{}.log",
-                std::process::id(),
-                addr.port()
-            ));
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardgate"));
-            cmd.args([
-                "proxy",
-                "--listen",
-                &addr.to_string(),
-                "--to",
-                &to,
-                "--workers",
-                "1",
-            ]);
-            cmd.args(["--driver", driver.flag()]);
+        Self::spawn(driver, |cmd, addr, _| {
+            cmd.args(["proxy", "--listen", &addr.to_string(), "--to", &to]);
+            cmd.args(["--workers", "1", "--driver", driver.flag()]);
             for (k, v) in &all {
                 cmd.args([k, v]);
             }
+        })
+    }
+
+    /// `shardgate run` with a configuration file: one shard on `driver`, listening where the
+    /// harness says, then `config` (TOML without `workers`, `driver` or `[[listeners]]`).
+    pub fn start_config(driver: Driver, config: &str) -> Proxy {
+        Self::spawn(driver, |cmd, addr, file| {
+            let text = format!(
+                "workers = 1\ndriver = \"{}\"\n\n[[listeners]]\naddress = \"{addr}\"\n\n{config}",
+                driver.flag()
+            );
+            std::fs::write(file, text).expect("write proxy config");
+            cmd.args(["run", "-c"]).arg(file);
+        })
+    }
+
+    /// Starts the binary with the arguments `args` sets (given the address to listen on and a
+    /// path for a configuration file), on a fresh port, up to three times.
+    fn spawn(driver: Driver, args: impl Fn(&mut Command, SocketAddr, &std::path::Path)) -> Proxy {
+        let mut last_log = String::new();
+        for _attempt in 0..3 {
+            let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+            let stem = format!(
+                "shardgate-conformance-{}-{}",
+                std::process::id(),
+                addr.port()
+            );
+            let log = std::env::temp_dir().join(format!("{stem}.log"));
+            let config = std::env::temp_dir().join(format!("{stem}.toml"));
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardgate"));
+            args(&mut cmd, addr, &config);
             let level = std::env::var("SHARDGATE_LOG").unwrap_or_else(|_| "info".into());
             cmd.env("SHARDGATE_LOG", level)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null());
             cmd.stderr(File::create(&log).expect("create proxy log"));
             let child = cmd.spawn().expect("spawn shardgate");
-            let mut proxy = Proxy { child, addr, log };
+            let mut proxy = Proxy {
+                child,
+                addr,
+                log,
+                config,
+            };
             if proxy.wait_ready() {
                 return proxy;
             }
@@ -173,6 +195,7 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
         if std::thread::panicking() {
             eprintln!("proxy log kept at {}", self.log.display());
         } else {
