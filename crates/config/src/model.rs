@@ -174,8 +174,9 @@ pub struct Upstream {
     pub balancer: shardgate_policy::Algorithm,
     /// Circuit breaker for the group, when configured.
     pub breaker: Option<shardgate_policy::BreakerConfig>,
-    /// Passive outlier ejection, when configured.
-    pub outlier: Option<shardgate_policy::outlier::OutlierConfig>,
+    /// Passive outlier ejection: always on, the defaults when `[outlier]`
+    /// is absent.
+    pub outlier: shardgate_policy::outlier::OutlierConfig,
     pub retry: RetrySettings,
     /// Active health checks, when configured.
     pub health: Option<shardgate_policy::health::ProbeSpec>,

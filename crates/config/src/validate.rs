@@ -326,7 +326,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         let outlier = u
             .outlier
             .as_ref()
-            .map(|o| upstream_outlier(&mut e, &path, o));
+            .map_or_else(Default::default, |o| upstream_outlier(&mut e, &path, o));
         let retry = upstream_retry(&mut e, &path, u.retry.as_ref());
         let health = u.health.as_ref().map(|h| upstream_health(&mut e, &path, h));
         let mut upstream = Upstream {
@@ -599,14 +599,14 @@ fn upstream_outlier(
             &p("consecutive_5xx"),
             o.consecutive_5xx,
             u64::from(d.consecutive_5xx),
-            1,
+            0,
             10_000,
         ) as u32,
         consecutive_connect_failures: e.int_in(
             &p("consecutive_connect_failures"),
             o.consecutive_connect_failures,
             u64::from(d.consecutive_connect_failures),
-            1,
+            0,
             10_000,
         ) as u32,
         base_ejection: e.duration(

@@ -1,10 +1,19 @@
 //! Passive health: eject endpoints that fail live traffic, for a back-off that grows on repeat.
 //!
 //! Per endpoint, two streaks are counted from real requests: consecutive server errors (5xx,
-//! resets, per-try timeouts) and consecutive connect failures. A streak reaching its threshold
-//! ejects the endpoint for `base_ejection × times ejected`, capped at `max_ejection`. An
-//! endpoint that then behaves for `max_ejection` after its last ejection ended starts again
-//! from `base_ejection`. Never more than `max_ejection_percent` of the group (rounded down) is
+//! resets, per-try timeouts) and consecutive transport failures (a connect that failed, or a
+//! connection closed before any response byte). A streak reaching its threshold ejects the
+//! endpoint for `base_ejection × times ejected`, capped at `max_ejection`. An endpoint that
+//! then behaves for `max_ejection` after its last ejection ended starts again from
+//! `base_ejection`.
+//!
+//! **On by default.** Without an `[outlier]` section a group still routes around a dead
+//! endpoint: one transport failure ejects it for 1 s, then 2 s, 3 s ... up to 30 s while it
+//! keeps failing (nginx's `max_fails=1 fail_timeout=10s` in spirit), and server errors eject
+//! nothing (an application's 5xx says nothing about the endpoint's transport). When an
+//! ejection ends the endpoint is *on probation*: it takes one request at a time (the caller
+//! asks [`OutlierDetector::on_probation`]) until one succeeds, so a still-dead endpoint costs
+//! one try per ejection, not a burst. Never more than `max_ejection_percent` of the group (rounded down) is
 //! ejected at once, so a group-wide failure degrades to "try everyone" rather than "no one";
 //! a refused ejection is reported too, and its streak restarts so the log is not flooded.
 //!
@@ -18,14 +27,16 @@ use std::time::{Duration, Instant};
 
 use crate::outcome::Outcome;
 
-/// Default consecutive server errors that eject an endpoint (0 disables).
-pub const DEFAULT_CONSECUTIVE_5XX: u32 = 5;
-/// Default consecutive connect failures that eject an endpoint (0 disables).
-pub const DEFAULT_CONSECUTIVE_CONNECT_FAILURES: u32 = 5;
-/// Default first ejection time.
-pub const DEFAULT_BASE_EJECTION: Duration = Duration::from_secs(30);
+/// Default consecutive server errors that eject an endpoint (0 disables): off, since a 5xx is
+/// usually the application's answer, not the endpoint failing.
+pub const DEFAULT_CONSECUTIVE_5XX: u32 = 0;
+/// Default consecutive transport failures (connect failures, resets before any response
+/// byte) that eject an endpoint (0 disables): the first one, as nginx's `max_fails=1`.
+pub const DEFAULT_CONSECUTIVE_CONNECT_FAILURES: u32 = 1;
+/// Default first ejection time: short, since one failure is enough to eject.
+pub const DEFAULT_BASE_EJECTION: Duration = Duration::from_secs(1);
 /// Default longest ejection time.
-pub const DEFAULT_MAX_EJECTION: Duration = Duration::from_secs(300);
+pub const DEFAULT_MAX_EJECTION: Duration = Duration::from_secs(30);
 /// Default share of a group that may be ejected at once.
 pub const DEFAULT_MAX_EJECTION_PERCENT: u8 = 50;
 
@@ -126,6 +137,9 @@ struct Streaks {
     ejected_until: Option<Instant>,
     /// Ejected and its return not yet reported by `expire`.
     reported_out: bool,
+    /// Ejected, and no request has succeeded since: after the ejection
+    /// ends it takes one request at a time.
+    probation: bool,
 }
 
 /// Outlier state for one group on one shard.
@@ -159,6 +173,15 @@ impl OutlierDetector {
             .is_some_and(|until| now < until)
     }
 
+    /// Is endpoint `i` back from an ejection with no success since? The
+    /// caller then lets it take one request at a time.
+    #[inline]
+    pub fn on_probation(&self, i: usize, now: Instant) -> bool {
+        self.endpoints
+            .get(i)
+            .is_some_and(|e| e.probation && e.ejected_until.is_some_and(|until| now >= until))
+    }
+
     /// How many endpoints are ejected at `now`.
     pub fn ejected_count(&self, now: Instant) -> usize {
         (0..self.endpoints.len())
@@ -188,11 +211,21 @@ impl OutlierDetector {
         }
         let e = &mut self.endpoints[i];
         let cause = match outcome {
-            Outcome::ConnectFailed => {
+            Outcome::ConnectFailed | Outcome::ResetBeforeResponse => {
                 e.connect_failures += 1;
-                let limit = self.cfg.consecutive_connect_failures;
-                (limit > 0 && e.connect_failures >= limit)
-                    .then_some(EjectCause::ConnectFailures(e.connect_failures))
+                if outcome == Outcome::ResetBeforeResponse {
+                    e.server_errors += 1;
+                }
+                let (conn, errors) = (
+                    self.cfg.consecutive_connect_failures,
+                    self.cfg.consecutive_5xx,
+                );
+                if conn > 0 && e.connect_failures >= conn {
+                    Some(EjectCause::ConnectFailures(e.connect_failures))
+                } else {
+                    (errors > 0 && e.server_errors >= errors)
+                        .then_some(EjectCause::Consecutive5xx(e.server_errors))
+                }
             }
             o if o.is_server_error() => {
                 e.connect_failures = 0;
@@ -204,9 +237,17 @@ impl OutlierDetector {
             _ => {
                 e.connect_failures = 0;
                 e.server_errors = 0;
+                e.probation = false;
                 None
             }
         }?;
+        if self.max_ejected() == 0 {
+            // A group too small to eject anything (one endpoint): nothing to
+            // report on every failure.
+            let e = &mut self.endpoints[i];
+            (e.server_errors, e.connect_failures) = (0, 0);
+            return None;
+        }
         Some(self.eject(i, cause, now))
     }
 
@@ -237,6 +278,7 @@ impl OutlierDetector {
             .min(cfg.max_ejection);
         e.ejected_until = Some(now + duration);
         e.reported_out = true;
+        e.probation = true;
         OutlierEvent::Ejected {
             endpoint: i,
             cause,
@@ -311,6 +353,11 @@ mod tests {
             ),
             ("two connect failures", &[CONN, CONN], true),
             (
+                "a reset before any response byte is a transport failure",
+                &[Outcome::ResetBeforeResponse, CONN],
+                true,
+            ),
+            (
                 "a 5xx breaks the connect streak",
                 &[CONN, E500, CONN],
                 false,
@@ -384,7 +431,13 @@ mod tests {
                 }
             }
             assert_eq!(d.ejected_count(t0), want, "group of {n}");
-            assert_eq!(spared, failing - want, "group of {n}");
+            // A group that can eject no one says nothing at every failure.
+            let quiet = d.max_ejected() == 0;
+            assert_eq!(
+                spared,
+                if quiet { 0 } else { failing - want },
+                "group of {n}"
+            );
         }
     }
 
@@ -448,5 +501,47 @@ mod tests {
             .is_empty()
         );
         assert!(d.record(9, E500, t0).is_none(), "unknown index ignored");
+    }
+
+    #[test]
+    fn the_default_ejects_at_the_first_transport_failure_and_grows_while_it_fails() {
+        let t0 = Instant::now();
+        let mut d = OutlierDetector::new(OutlierConfig::default(), 2);
+        // Server errors alone eject nothing by default.
+        assert!(feed(&mut d, 0, &[E500; 20], t0).is_empty());
+        // (offset in ms, outcome, ejected right after, on probation right after)
+        let steps: &[(u64, Outcome, bool, bool)] = &[
+            (0, CONN, true, false),
+            (999, CONN, true, false),   // in flight when ejected: ignored
+            (1_000, CONN, true, false), // the probe fails: 2 s now
+            (2_999, OK, true, false),
+            (3_000, Outcome::ResetBeforeResponse, true, false), // 3 s
+            (6_000, OK, false, false),                          // the probe succeeds
+            (6_001, CONN, true, false), // 4 s: the multiplier holds until a quiet max_ejection
+        ];
+        for &(ms, outcome, ejected, probation) in steps {
+            let now = t0 + Duration::from_millis(ms);
+            assert!(
+                !d.is_ejected(0, now) || ms == 999 || ms == 2_999,
+                "at {ms} ms"
+            );
+            d.record(0, outcome, now);
+            assert_eq!(
+                d.is_ejected(0, now),
+                ejected,
+                "ejected after {outcome} at {ms} ms"
+            );
+            assert_eq!(d.on_probation(0, now), probation, "probation at {ms} ms");
+        }
+        assert!(d.on_probation(0, t0 + Duration::from_millis(10_001)));
+        assert!(!d.is_ejected(0, t0 + Duration::from_millis(10_001)));
+    }
+
+    #[test]
+    fn a_single_endpoint_group_is_never_ejected_and_logs_nothing() {
+        let t0 = Instant::now();
+        let mut d = OutlierDetector::new(OutlierConfig::default(), 1);
+        assert!(feed(&mut d, 0, &[CONN; 10], t0).is_empty());
+        assert!(!d.is_ejected(0, t0));
     }
 }

@@ -30,7 +30,9 @@ pub(crate) struct Group {
     in_flight: RefCell<Vec<u32>>,
     /// Active health checks' verdict per endpoint (all up without checks).
     up: RefCell<Vec<bool>>,
-    outlier: Option<RefCell<OutlierDetector>>,
+    /// Passive detection: always on (the defaults route around a dead
+    /// endpoint; `[outlier]` tunes it).
+    outlier: RefCell<OutlierDetector>,
     pub breaker: Option<RefCell<Breaker>>,
     pub retry: RetrySettings,
     budget: RefCell<RetryBudget>,
@@ -56,10 +58,7 @@ impl Group {
             balancer: RefCell::new(balancer),
             in_flight: RefCell::new(vec![0; ids.len()]),
             up: RefCell::new(vec![true; ids.len()]),
-            outlier: u
-                .outlier
-                .clone()
-                .map(|c| RefCell::new(OutlierDetector::new(c, ids.len()))),
+            outlier: RefCell::new(OutlierDetector::new(u.outlier.clone(), ids.len())),
             breaker: u
                 .breaker
                 .clone()
@@ -71,25 +70,24 @@ impl Group {
         })
     }
 
-    /// Picks an endpoint (its position in the group) that is not ejected
-    /// and not in `tried`; when every endpoint is out, the balancer's pick
-    /// among all of them (serving beats refusing).
+    /// Picks an endpoint (its position in the group) for a try, honouring
+    /// active health verdicts, ejections and probation (one request at a
+    /// time on an endpoint back from ejection) and the `tried` set, as
+    /// [`BalancerKind::choose`] orders them.
     pub(crate) fn pick(&self, key: Option<u64>, now: Instant, tried: &[usize]) -> usize {
         let in_flight = self.in_flight.borrow();
         let hint = PickHint {
             key,
             in_flight: &in_flight,
         };
-        let ejected = |i: usize| {
-            self.outlier
-                .as_ref()
-                .is_some_and(|o| o.borrow().is_ejected(i, now))
+        let up = self.up.borrow();
+        let outlier = self.outlier.borrow();
+        let out = |i: usize| {
+            outlier.is_ejected(i, now)
+                || (outlier.on_probation(i, now) && in_flight.get(i).is_some_and(|&n| n > 0))
         };
-        let mut b = self.balancer.borrow_mut();
-        b.pick(&hint, |i| !ejected(i) && !tried.contains(&i))
-            .or_else(|| b.pick(&hint, |i| !ejected(i)))
-            .or_else(|| b.pick(&hint, |_| true))
-            .unwrap_or(0)
+        let up = |i: usize| up.get(i).copied().unwrap_or(true);
+        self.balancer.borrow_mut().choose(&hint, up, out, tried)
     }
 
     /// Active health checks' verdict for every endpoint.
@@ -115,9 +113,7 @@ impl Group {
 
     /// Feeds a try's outcome to outlier detection (logging ejections).
     pub(crate) fn record(&self, i: usize, outcome: Outcome, now: Instant, shard: usize) {
-        if let Some(o) = &self.outlier
-            && let Some(event) = o.borrow_mut().record(i, outcome, now)
-        {
+        if let Some(event) = self.outlier.borrow_mut().record(i, outcome, now) {
             log::warn!("shard {shard}: upstream {:?}: {event}", self.name);
         }
     }
@@ -134,9 +130,7 @@ impl Group {
 
     /// Endpoints ejected now.
     pub(crate) fn ejected(&self, now: Instant) -> usize {
-        self.outlier
-            .as_ref()
-            .map_or(0, |o| o.borrow().ejected_count(now))
+        self.outlier.borrow().ejected_count(now)
     }
 }
 

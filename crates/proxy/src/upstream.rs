@@ -151,7 +151,12 @@ async fn exchange_tries(
                 group.record(index, Outcome::Response(status), now, shard.id);
                 let target = (policy.on.statuses.contains(&status) && replay.is_some())
                     .then(|| {
-                        retry_target(shard, group, &mut tried, attempt, index, fwd.key, overall)
+                        let t = Try {
+                            attempt,
+                            index,
+                            free: false,
+                        };
+                        retry_target(shard, group, &mut tried, t, fwd.key, overall)
                     })
                     .flatten();
                 let Some(next) = target else {
@@ -189,9 +194,17 @@ async fn exchange_tries(
                             || (replayable
                                 && idempotent_or_opted(idempotent, policy.non_idempotent)))
                 });
+                // Nothing reached the endpoint: its retry costs the group
+                // nothing, so the budget does not ration it.
+                let free = f.outcome == Some(Outcome::ConnectFailed);
                 let target = retryable
                     .then(|| {
-                        retry_target(shard, group, &mut tried, attempt, index, fwd.key, overall)
+                        let t = Try {
+                            attempt,
+                            index,
+                            free,
+                        };
+                        retry_target(shard, group, &mut tried, t, fwd.key, overall)
                     })
                     .flatten();
                 let Some(next) = target else {
@@ -213,16 +226,27 @@ async fn exchange_tries(
     }
 }
 
-/// Where try `attempt` (which used endpoint `index`) is retried: an
-/// endpoint not tried yet, when tries are left, the overall deadline has not
-/// passed and the retry budget allows one more. Retries only ever move to
-/// another endpoint.
+/// A try that failed: its number, the endpoint it used, and whether its
+/// retry is free of the budget (nothing was sent: a connect failure).
+struct Try {
+    attempt: u32,
+    index: usize,
+    free: bool,
+}
+
+/// Where a failed try is retried: an endpoint not tried yet, when tries
+/// are left, the overall deadline has not passed and the retry is free or
+/// the retry budget allows one more. Retries only ever move to another
+/// endpoint.
 fn retry_target(
     shard: &Shard,
     group: &crate::snapshot::Group,
     tried: &mut [usize],
-    attempt: u32,
-    index: usize,
+    Try {
+        attempt,
+        index,
+        free,
+    }: Try,
     key: Option<u64>,
     overall: Instant,
 ) -> Option<usize> {
@@ -233,7 +257,7 @@ fn retry_target(
     tried[(attempt - 1) as usize] = index;
     let done = &tried[..attempt as usize];
     let next = group.pick(key, now, done);
-    (!done.contains(&next) && group.take_retry(now)).then_some(next)
+    (!done.contains(&next) && (free || group.take_retry(now))).then_some(next)
 }
 
 fn idempotent_or_opted(idempotent: bool, opted_in: bool) -> bool {

@@ -154,6 +154,30 @@ impl BalancerKind {
         }
     }
 
+    /// The group's one choice of endpoint for a try. `up(i)`: active health checks hold `i`
+    /// up (always true without checks); `out(i)`: passive detection keeps `i` out now (ejected,
+    /// or on probation with a request already in flight); `tried`: endpoints this request has
+    /// used. In order of preference: up, in and untried; up and in; up (every up endpoint is
+    /// out: serving beats refusing); and only when checks hold every endpoint down, the same
+    /// over all of them. So no request goes to an endpoint held down while another is up.
+    pub fn choose(
+        &mut self,
+        hint: &PickHint<'_>,
+        up: impl Fn(usize) -> bool,
+        out: impl Fn(usize) -> bool,
+        tried: &[usize],
+    ) -> usize {
+        let fresh = |i: usize| !tried.contains(&i);
+        self.pick(hint, |i| up(i) && !out(i) && fresh(i))
+            .or_else(|| self.pick(hint, |i| up(i) && !out(i)))
+            .or_else(|| self.pick(hint, |i| up(i) && fresh(i)))
+            .or_else(|| self.pick(hint, &up))
+            .or_else(|| self.pick(hint, |i| !out(i) && fresh(i)))
+            .or_else(|| self.pick(hint, fresh))
+            .or_else(|| self.pick(hint, |_| true))
+            .unwrap_or(0)
+    }
+
     /// Choose for a retry: an eligible endpoint not yet `tried`, else (a group of one, or all
     /// tried) an eligible one that was.
     pub fn pick_retry(
@@ -294,5 +318,78 @@ mod tests {
         };
         let err = BalancerKind::new(&algorithm, &[EndpointSpec::new("a", 1)], 0).unwrap_err();
         assert_eq!(err.to_string(), "maglev table size 100 is not prime");
+    }
+
+    #[test]
+    fn choose_honours_health_then_ejection_then_the_tried_set() {
+        // (up, out, tried, endpoints it may choose)
+        let cases: &[(&str, [bool; 3], [bool; 3], &[usize], &[usize])] = &[
+            ("all fine", [true; 3], [false; 3], &[], &[0, 1, 2]),
+            (
+                "down is never chosen while one is up",
+                [false, true, true],
+                [false; 3],
+                &[],
+                &[1, 2],
+            ),
+            (
+                "ejected is skipped",
+                [true; 3],
+                [false, true, false],
+                &[],
+                &[0, 2],
+            ),
+            ("tried is skipped", [true; 3], [false; 3], &[0, 1], &[2]),
+            (
+                "all up tried: a tried one, not a down one",
+                [true, true, false],
+                [false; 3],
+                &[0, 1],
+                &[0, 1],
+            ),
+            (
+                "every up one out: still an up one",
+                [true, false, false],
+                [true, false, false],
+                &[],
+                &[0],
+            ),
+            (
+                "all down: all are used",
+                [false; 3],
+                [false; 3],
+                &[],
+                &[0, 1, 2],
+            ),
+            (
+                "all down: ejection still counts",
+                [false; 3],
+                [true, false, true],
+                &[],
+                &[1],
+            ),
+            (
+                "all down and out: anything",
+                [false; 3],
+                [true; 3],
+                &[0],
+                &[1, 2],
+            ),
+        ];
+        let eps = [
+            EndpointSpec::new("a", 1),
+            EndpointSpec::new("b", 1),
+            EndpointSpec::new("c", 1),
+        ];
+        for (name, up, out, tried, allowed) in cases {
+            let mut b = BalancerKind::new(&Algorithm::RoundRobin, &eps, 0).unwrap();
+            for _ in 0..9 {
+                let got = b.choose(&PickHint::default(), |i| up[i], |i| out[i], tried);
+                assert!(
+                    allowed.contains(&got),
+                    "{name}: chose {got}, allowed {allowed:?}"
+                );
+            }
+        }
     }
 }
