@@ -323,7 +323,8 @@ mod tests {
     #[test]
     fn choose_honours_health_then_ejection_then_the_tried_set() {
         // (up, out, tried, endpoints it may choose)
-        let cases: &[(&str, [bool; 3], [bool; 3], &[usize], &[usize])] = &[
+        type Case<'a> = (&'a str, [bool; 3], [bool; 3], &'a [usize], &'a [usize]);
+        let cases: &[Case<'_>] = &[
             ("all fine", [true; 3], [false; 3], &[], &[0, 1, 2]),
             (
                 "down is never chosen while one is up",
