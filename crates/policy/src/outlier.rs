@@ -13,9 +13,12 @@
 //! nothing (an application's 5xx says nothing about the endpoint's transport). When an
 //! ejection ends the endpoint is *on probation*: it takes one request at a time (the caller
 //! asks [`OutlierDetector::on_probation`]) until one succeeds, so a still-dead endpoint costs
-//! one try per ejection, not a burst. Never more than `max_ejection_percent` of the group (rounded down) is
-//! ejected at once, so a group-wide failure degrades to "try everyone" rather than "no one";
-//! a refused ejection is reported too, and its streak restarts so the log is not flooded.
+//! one try per ejection, not a burst.
+//!
+//! Never more than `max_ejection_percent` of the group (rounded down) is ejected at once, so a
+//! group-wide failure degrades to "try everyone" rather than "no one"; a refused ejection is
+//! reported too, and its streak restarts so the log is not flooded. A group too small to eject
+//! anyone (a single endpoint) reports nothing.
 //!
 //! Ejection ends by the clock: [`OutlierDetector::is_ejected`] compares with `now`, and
 //! [`OutlierDetector::expire`] reports the endpoints whose ejection ended (for the log line).

@@ -364,6 +364,7 @@ async fn read_head(
     let deadline = shard.timers.now() + snap.timeouts.request_header;
     loop {
         if !b.c.is_empty() {
+            note_head_request(&mut b.rec, &b.c);
             if let Some(plan) = prepare(shard, snap, &client.ip, client.addr, b)? {
                 return Ok(Some(plan));
             }
@@ -376,11 +377,7 @@ async fn read_head(
         let started = !b.c.is_empty();
         let (r, c) = read_more(&shard.timers, &mut client.stream, take(&mut b.c), deadline).await;
         b.c = c;
-        // A head that never parses still says whether it is a HEAD once its
-        // method has arrived: the 400, 408 or 431 it gets has no body then.
-        if b.rec.head_request.is_none() && b.c.len() >= 5 {
-            b.rec.head_request = Some(b.c.starts_with(b"HEAD "));
-        }
+        note_head_request(&mut b.rec, &b.c);
         match r {
             Ok(0) if !started => return Ok(None),
             Ok(0) => return Err(ProxyError::new(ErrorKind::ClientGone)),
@@ -390,6 +387,15 @@ async fn read_head(
             Err(IoFail::Timeout) => return Err(ProxyError::new(ErrorKind::ClientHeadTimeout)),
             Err(IoFail::Io) => return Err(ProxyError::new(ErrorKind::ClientGone)),
         }
+    }
+}
+
+/// A head that never parses still says whether it is a HEAD once its
+/// method has arrived (pipelined bytes included): the 400, 408 or 431 it
+/// gets has no body then. [`prepare`] records the parsed method over this.
+fn note_head_request(rec: &mut Record, c: &[u8]) {
+    if rec.head_request.is_none() && c.len() >= 5 {
+        rec.head_request = Some(c.starts_with(b"HEAD "));
     }
 }
 

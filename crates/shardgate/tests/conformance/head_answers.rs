@@ -108,6 +108,20 @@ both_drivers! {
         answers_head(&mut proxy.client(), b"HEAD / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n", true, 400);
     }
 
+    fn head_400_pipelined_behind_a_get(d) {
+        let up = Upstream::echo();
+        let proxy = Proxy::start(d, &[up.addr]);
+        let mut c = proxy.client();
+        let mut bytes = NEXT.to_vec();
+        bytes.extend_from_slice(b"HEAD / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n");
+        c.send(&bytes);
+        let first = c.expect_final(false, "the GET's answer");
+        assert_eq!(first.status, 200, "{}", show(&first.raw));
+        let r = c.expect_final(true, "the HEAD's answer");
+        assert_eq!(r.status, 400, "{}", show(&r.raw));
+        c.closed_cleanly().unwrap_or_else(|e| panic!("after 400: {e}"));
+    }
+
     fn head_404_no_route(d) {
         let up = Upstream::echo();
         let proxy = gateway(d, &up);
