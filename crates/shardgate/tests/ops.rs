@@ -10,6 +10,18 @@ mod ops {
 use ops::harness::*;
 use std::time::{Duration, Instant};
 
+/// The tests that run full-speed load take turns: two loads at once on a
+/// two-core runner starve each other's clients, and a client descheduled
+/// for long enough turns a gateway's graceful close into a failure of the
+/// test rather than of the gateway.
+static UNDER_LOAD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn under_load() -> std::sync::MutexGuard<'static, ()> {
+    UNDER_LOAD
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn json_number(json: &str, key: &str) -> u64 {
     let v: serde_json::Value = serde_json::from_str(json).expect("JSON");
     v[key].as_u64().unwrap_or_else(|| panic!("{key} in {json}"))
@@ -17,6 +29,7 @@ fn json_number(json: &str, key: &str) -> u64 {
 
 #[test]
 fn reload_every_second_under_load_drops_nothing_and_switches_routes() {
+    let _turn = under_load();
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
     let cfg = ConfigFile::new("reload");
     let ports = Ports::pick();
@@ -49,6 +62,7 @@ fn reload_every_second_under_load_drops_nothing_and_switches_routes() {
 
 #[test]
 fn invalid_reload_keeps_the_old_config_serving_and_says_why() {
+    let _turn = under_load();
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
     let cfg = ConfigFile::new("invalid");
     let ports = Ports::pick();
@@ -95,6 +109,7 @@ fn command_line_overrides_hold_across_reloads() {
 
 #[test]
 fn binary_upgrade_under_load_drops_nothing() {
+    let _turn = under_load();
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
     let cfg = ConfigFile::new("upgrade");
     let ports = Ports::pick();
@@ -110,6 +125,7 @@ fn binary_upgrade_under_load_drops_nothing() {
     std::thread::sleep(Duration::from_millis(300));
     // The old one drains: stops accepting, finishes what it has, exits.
     old.signal("TERM");
+    let old_log = old.log.clone();
     let exited = old.wait_exit(Duration::from_secs(8));
     assert_eq!(
         exited,
@@ -119,12 +135,19 @@ fn binary_upgrade_under_load_drops_nothing() {
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(which(&ports), "a", "the new process serves");
     for report in [load.finish(), churn.finish()] {
-        assert_upgrade_lost_nothing(&report);
+        if !upgrade_lost_nothing(&report) {
+            panic!(
+                "{report:?} ({})\n-- old process:\n{}\n-- new process:\n{}",
+                report.kinds,
+                old_log.lock().unwrap(),
+                new.log.lock().unwrap()
+            );
+        }
     }
     drop(new);
 }
 
-fn assert_upgrade_lost_nothing(report: &Report) {
+fn upgrade_lost_nothing(report: &Report) -> bool {
     // Without `net.ipv4.tcp_migrate_req` (the upgrade procedure in the README
     // sets it; `.ci/run` does) the kernel resets connections still queued on
     // the old listeners when they close, and refuses a connect whose
@@ -138,12 +161,7 @@ fn assert_upgrade_lost_nothing(report: &Report) {
     if !migrate && resets > 0 {
         eprintln!("tcp_migrate_req is off: {resets} connection(s) reset or refused by the kernel");
     }
-    assert_eq!(
-        (report.errors - allowed, report.non_2xx),
-        (0, 0),
-        "{report:?} ({})",
-        report.kinds
-    );
+    (report.errors - allowed, report.non_2xx) == (0, 0)
 }
 
 #[test]
@@ -177,6 +195,7 @@ fn sigterm_lets_in_flight_requests_finish() {
 
 #[test]
 fn admin_endpoints_and_metrics_parse() {
+    let _turn = under_load();
     let (a, b) = (Upstream::start("a"), Upstream::start("b"));
     let cfg = ConfigFile::new("admin");
     let ports = Ports::pick();
