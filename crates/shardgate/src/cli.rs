@@ -5,19 +5,33 @@ use shardgate_config::{Config, ConfigError, ConfigErrors, Driver, Workers};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
-pub const USAGE: &str = "\
-Shardgate: a shard-per-core HTTP edge proxy and API gateway.
+const HEADER: &str = "Shardgate: a shard-per-core HTTP edge proxy and API gateway.";
 
-USAGE:
-  shardgate                         run the demo: the gateway on 127.0.0.1:8080
+const FOOTER: &str = "Durations: 250ms, 10s, 5m, 1h. Logging: SHARDGATE_LOG=error|warn|info|debug.";
+
+/// Each command's usage, in the order the full usage lists them.
+const COMMANDS: [(&str, &str); 5] = [
+    (
+        "demo",
+        "  shardgate                         run the demo: the gateway on 127.0.0.1:8080
                                     with the built-in configs/default.toml, three
                                     echo upstreams on 127.0.0.1:9001..9003, and a
                                     banner of curl commands (SHARDGATE_DEMO_PORT_BASE=N
-                                    moves them to N and N+1..N+3; 0: free ports)
-  shardgate run -c FILE [--workers N] [--driver uring|legacy|auto]
-                                    run with a configuration file
-  shardgate check -c FILE           validate a configuration file (exit 1 on errors)
-  shardgate proxy --listen ADDR --to ADDR[,ADDR...] [OPTIONS]
+                                    moves them to N and N+1..N+3; 0: free ports)",
+    ),
+    (
+        "run",
+        "  shardgate run -c FILE [--workers N] [--driver uring|legacy|auto]
+                                    run with a configuration file; the flags
+                                    override the file's workers and driver",
+    ),
+    (
+        "check",
+        "  shardgate check -c FILE           validate a configuration file (exit 1 on errors)",
+    ),
+    (
+        "proxy",
+        "  shardgate proxy --listen ADDR --to ADDR[,ADDR...] [OPTIONS]
                                     a reverse proxy with no configuration file
       --workers N                   shards (default: one per core)
       --driver uring|legacy|auto    I/O driver (default: auto)
@@ -26,14 +40,35 @@ USAGE:
       --connect-timeout DUR         upstream connect timeout (default 3s)
       --idle-timeout DUR            idle keep-alive timeout (default 60s)
       --max-body SIZE               request body limit, e.g. 10MiB (default: none)
-  shardgate doctor [--connections N]
-                                    can this machine hold N connections? (default 10000)
-  shardgate --help | --version
+      --pool-idle N                 idle upstream connections kept per endpoint per
+                                    shard (default 1024; a cap: the pool keeps only
+                                    what concurrent requests opened)",
+    ),
+    (
+        "doctor",
+        "  shardgate doctor [--connections N]
+                                    can this machine hold N connections? (default 10000)",
+    ),
+];
 
-Durations: 250ms, 10s, 5m, 1h. Logging: SHARDGATE_LOG=error|warn|info|debug.";
+/// The usage of one command (`Some("proxy")`), or of them all.
+pub fn usage(command: Option<&str>) -> String {
+    let body: Vec<&str> = COMMANDS
+        .iter()
+        .filter(|(name, _)| command.is_none_or(|c| c == *name))
+        .map(|(_, text)| *text)
+        .collect();
+    let more = if command.is_none() {
+        "\n  shardgate --help | --version\n  shardgate COMMAND --help"
+    } else {
+        ""
+    };
+    format!("{HEADER}\n\nUSAGE:\n{}{more}\n\n{FOOTER}", body.join("\n"))
+}
 
 pub enum Command {
-    Help,
+    /// The usage of one command, or of all.
+    Help(Option<&'static str>),
     Version,
     Demo,
     Check {
@@ -78,6 +113,7 @@ pub struct ProxyArgs {
     connect_timeout: Option<String>,
     idle_timeout: Option<String>,
     max_body: Option<String>,
+    pool_idle: Option<String>,
 }
 
 impl ProxyArgs {
@@ -91,6 +127,20 @@ impl ProxyArgs {
         if self.to.is_empty() {
             missing.push(ConfigError::new("--to", "is required"));
         }
+        let pool_idle = match self.pool_idle.as_deref().map(str::parse::<i64>) {
+            None => None,
+            Some(Ok(n)) => Some(n),
+            Some(Err(_)) => {
+                missing.push(ConfigError::new(
+                    "--pool-idle",
+                    format!(
+                        "expected a number, got {:?}",
+                        self.pool_idle.as_deref().unwrap_or_default()
+                    ),
+                ));
+                None
+            }
+        };
         if !missing.is_empty() {
             return Err(ConfigErrors(missing));
         }
@@ -110,6 +160,7 @@ impl ProxyArgs {
         raw.timeouts.upstream_response = self.upstream_timeout.clone();
         raw.timeouts.connect = self.connect_timeout.clone();
         raw.timeouts.idle = self.idle_timeout.clone();
+        raw.pool.max_idle_per_endpoint = pool_idle;
         raw.limits.max_body = self
             .max_body
             .clone()
@@ -152,6 +203,7 @@ fn flag_for(path: &str) -> String {
         "timeouts.connect" => "--connect-timeout",
         "timeouts.idle" => "--idle-timeout",
         "limits.max_body" => "--max-body",
+        "pool.max_idle_per_endpoint" => "--pool-idle",
         p if p.starts_with("listeners") => "--listen",
         p if p.starts_with("upstreams") => "--to",
         p => p,
@@ -164,8 +216,23 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         return Ok(Command::Demo);
     };
     let rest = &args[1..];
+    if let Some((name, _)) = COMMANDS.iter().find(|(name, _)| name == first)
+        && rest.iter().any(|a| a == "-h" || a == "--help")
+    {
+        return Ok(Command::Help(Some(name)));
+    }
     match first.as_str() {
-        "-h" | "--help" | "help" => Ok(Command::Help),
+        "-h" | "--help" => Ok(Command::Help(None)),
+        "help" => Ok(Command::Help(match rest.first() {
+            None => None,
+            Some(c) => Some(
+                COMMANDS
+                    .iter()
+                    .find(|(name, _)| name == c)
+                    .map(|(name, _)| *name)
+                    .ok_or_else(|| format!("unknown command {c:?}"))?,
+            ),
+        })),
         "-V" | "--version" => Ok(Command::Version),
         "check" => {
             let mut config = None;
@@ -232,6 +299,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     "--connect-timeout" => &mut p.connect_timeout,
                     "--idle-timeout" => &mut p.idle_timeout,
                     "--max-body" => &mut p.max_body,
+                    "--pool-idle" => &mut p.pool_idle,
                     _ => return Err(format!("unknown option {flag} for proxy")),
                 };
                 *slot = Some(value()?);
@@ -332,6 +400,58 @@ mod tests {
             errs.contains("--listen: is required") && errs.contains("--to: is required"),
             "{errs}"
         );
+    }
+
+    #[test]
+    fn every_command_has_its_own_help() {
+        for (name, _) in COMMANDS {
+            let line = if name == "demo" {
+                "help demo".to_string()
+            } else {
+                format!("{name} --help")
+            };
+            let Ok(Command::Help(Some(c))) = parse(&args(&line)) else {
+                panic!("{line}: not help");
+            };
+            assert_eq!(c, name);
+            let text = usage(Some(c));
+            assert!(text.contains("USAGE:"), "{text}");
+            for (other, _) in COMMANDS.iter().filter(|(o, _)| *o != name && *o != "demo") {
+                assert!(
+                    !text.contains(&format!("shardgate {other}")),
+                    "{line} shows {other}: {text}"
+                );
+            }
+        }
+        assert!(matches!(
+            parse(&args("proxy -h --listen x")),
+            Ok(Command::Help(Some("proxy")))
+        ));
+        assert!(matches!(parse(&args("--help")), Ok(Command::Help(None))));
+        assert!(parse(&args("help frobnicate")).is_err());
+        let all = usage(None);
+        for (_, text) in COMMANDS {
+            assert!(all.contains(text));
+        }
+    }
+
+    #[test]
+    fn pool_idle_flag_sets_the_cap_and_errors_name_it() {
+        let Ok(Command::Proxy(p)) = parse(&args(
+            "proxy --listen 127.0.0.1:0 --to 127.0.0.1:1 --pool-idle 7",
+        )) else {
+            panic!("not a proxy command");
+        };
+        assert_eq!(p.to_config().unwrap().pool.max_idle_per_endpoint, 7);
+        for bad in ["many", "-1"] {
+            let Ok(Command::Proxy(p)) = parse(&args(&format!(
+                "proxy --listen 127.0.0.1:0 --to 127.0.0.1:1 --pool-idle {bad}"
+            ))) else {
+                panic!("not a proxy command");
+            };
+            let errs = p.to_config().unwrap_err().to_string();
+            assert!(errs.contains("--pool-idle"), "{bad}: {errs}");
+        }
     }
 
     #[test]

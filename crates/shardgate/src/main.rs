@@ -22,14 +22,14 @@ fn main() -> ExitCode {
     let command = match cli::parse(&args) {
         Ok(c) => c,
         Err(msg) => {
-            eprintln!("shardgate: {msg}\n\n{}", cli::USAGE);
+            eprintln!("shardgate: {msg}\n\n{}", cli::usage(None));
             return ExitCode::from(2);
         }
     };
     logger::init();
     match command {
-        Command::Help => {
-            println!("{}", cli::USAGE);
+        Command::Help(command) => {
+            println!("{}", cli::usage(command));
             ExitCode::SUCCESS
         }
         Command::Version => {

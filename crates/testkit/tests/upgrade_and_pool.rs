@@ -190,3 +190,46 @@ fn a_reload_keeps_the_pools_of_endpoints_it_keeps_and_drains_the_rest() {
         assert_eq!(a.connections(), 2, "{driver:?}");
     }
 }
+
+/// A steady closed loop of 256 client connections on one shard, default
+/// pool settings: the pool keeps what the load needs, so the gateway opens
+/// about one upstream connection per concurrent request, not one per
+/// request (with a 64-connection idle cap it opened thousands a second).
+#[test]
+fn the_default_pool_does_not_churn_under_256_connections() {
+    for driver in DRIVERS {
+        let up = MockUpstream::start(|_| {
+            // Long enough that most of the 256 requests are in flight at once.
+            std::thread::sleep(Duration::from_millis(2));
+            Script::ok("x")
+        });
+        let gw = TestGateway::proxy(driver, &[up.addr()], "");
+        let addr = gw.addr();
+        let run = Duration::from_secs(2);
+        let start = std::time::Instant::now();
+        let clients: Vec<_> = (0..256)
+            .map(|_| {
+                std::thread::spawn(move || {
+                    let mut c = RawClient::connect(addr);
+                    let mut ok = 0u64;
+                    while start.elapsed() < run {
+                        c.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+                        match c.read_response() {
+                            Some(r) if r.status == 200 => ok += 1,
+                            _ => c = RawClient::connect(addr),
+                        }
+                    }
+                    ok
+                })
+            })
+            .collect();
+        let requests: u64 = clients.into_iter().map(|c| c.join().expect("client")).sum();
+        let opened = up.connections();
+        eprintln!("{driver:?}: {requests} requests over {opened} upstream connections");
+        assert!(requests > 2_000, "{driver:?}: too little load: {requests}");
+        assert!(
+            opened <= 256 + 64,
+            "{driver:?}: {opened} upstream connections for {requests} requests from 256 clients"
+        );
+    }
+}
