@@ -6,7 +6,7 @@
 //! path of the field at fault (`routes[2].upstream: unknown upstream "billing"`).
 //! Defaults are named constants in [`defaults`]. Routes and tenants carry
 //! filter chains (`filters = [{ type = "jwt", ... }]`), checked here against
-//! the policy crate's filter registry. This crate does no I/O beyond reading
+//! the filters crate's registry. This crate does no I/O beyond reading
 //! the file it is pointed at and the key files its filters name
 //! (`pem_file`, `jwks_file`), and knows nothing of sockets.
 
@@ -23,7 +23,7 @@ pub use model::{
     PoolSettings, RetrySettings, Route, Tenant, TenantId, Timeouts, Upstream, UpstreamId, Workers,
 };
 pub use reload::{Reloaded, reload_toml};
-pub use shardgate_policy::units::{parse_duration, parse_size};
+pub use shardgate_common::units::{parse_duration, parse_size};
 
 use std::path::Path;
 

@@ -35,7 +35,7 @@ pub struct Tenant {
     /// Lower-cased hosts (`*.example.com` wildcards allowed); never empty.
     pub hosts: Vec<String>,
     /// Filter defaults: run before each of the tenant's routes' own filters.
-    pub filters: Vec<shardgate_policy::filter::FilterSpec>,
+    pub filters: Vec<shardgate_filters::filter::FilterSpec>,
 }
 
 /// Where and how the access log is written.
@@ -171,15 +171,15 @@ pub struct Upstream {
     pub endpoints: Vec<SocketAddr>,
     /// One per endpoint.
     pub weights: Vec<u32>,
-    pub balancer: shardgate_policy::Algorithm,
+    pub balancer: shardgate_upstream::Algorithm,
     /// Circuit breaker for the group, when configured.
-    pub breaker: Option<shardgate_policy::BreakerConfig>,
+    pub breaker: Option<shardgate_upstream::BreakerConfig>,
     /// Passive outlier ejection: always on, the defaults when `[outlier]`
     /// is absent.
-    pub outlier: shardgate_policy::outlier::OutlierConfig,
+    pub outlier: shardgate_upstream::outlier::OutlierConfig,
     pub retry: RetrySettings,
     /// Active health checks, when configured.
-    pub health: Option<shardgate_policy::health::ProbeSpec>,
+    pub health: Option<shardgate_upstream::health::ProbeSpec>,
 }
 
 /// One configured endpoint.
@@ -215,11 +215,11 @@ impl Upstream {
 pub struct RetrySettings {
     /// Tries in total, the first included (1: no retries).
     pub attempts: u32,
-    pub on: shardgate_policy::retry::RetryOn,
+    pub on: shardgate_upstream::retry::RetryOn,
     /// Retry methods that are not idempotent too (POST, PATCH).
     pub non_idempotent: bool,
     /// Retries stay under this share of requests (the retry budget).
-    pub budget: shardgate_policy::retry_budget::RetryBudgetConfig,
+    pub budget: shardgate_upstream::retry_budget::RetryBudgetConfig,
     /// Longest wait for each try's response head (`None`: `timeouts.upstream_response`).
     pub per_try_timeout: Option<Duration>,
     /// Longest time for all tries together (`None`: no overall limit).
@@ -265,7 +265,7 @@ pub struct Route {
     /// The tenant the route belongs to (its hosts are within the tenant's).
     pub tenant: Option<TenantId>,
     /// The route's own filters, in order (after its tenant's).
-    pub filters: Vec<shardgate_policy::filter::FilterSpec>,
+    pub filters: Vec<shardgate_filters::filter::FilterSpec>,
 }
 
 impl Route {

@@ -58,7 +58,7 @@ pub struct RawTimeouts {
     pub send: Option<String>,
 }
 
-pub use shardgate_policy::units::RawSize;
+pub use shardgate_common::units::RawSize;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -181,7 +181,7 @@ pub struct RawTenant {
 }
 
 /// One filter as written: a table with a `type` (a name in
-/// `shardgate_policy::filter::REGISTRY`) and that filter's keys.
+/// `shardgate_filters::filter::REGISTRY`) and that filter's keys.
 ///
 /// Kept as a table here and read by `validate` once the type is known, so
 /// that an unknown type or key is reported with the filter's field path

@@ -7,7 +7,7 @@ use crate::defaults as d;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::model::*;
 use crate::raw::*;
-use shardgate_policy::units::{int_between, or_default, positive_duration, size_of};
+use shardgate_common::units::{int_between, or_default, positive_duration, size_of};
 use std::collections::HashSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::num::NonZeroUsize;
@@ -503,9 +503,9 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     }
 }
 
-fn upstream_balancer(e: &mut Errors, path: &str, u: &RawUpstream) -> shardgate_policy::Algorithm {
-    use shardgate_policy::Algorithm;
-    use shardgate_policy::balance::HashKey;
+fn upstream_balancer(e: &mut Errors, path: &str, u: &RawUpstream) -> shardgate_upstream::Algorithm {
+    use shardgate_upstream::Algorithm;
+    use shardgate_upstream::balance::HashKey;
     let algorithm = match u.balancer.as_deref() {
         None | Some("round_robin") => Algorithm::RoundRobin,
         Some("weighted") => Algorithm::Weighted,
@@ -529,7 +529,7 @@ fn upstream_balancer(e: &mut Errors, path: &str, u: &RawUpstream) -> shardgate_p
             };
             Algorithm::ConsistentHash {
                 key,
-                table_size: shardgate_policy::balance::DEFAULT_TABLE_SIZE,
+                table_size: shardgate_upstream::balance::DEFAULT_TABLE_SIZE,
             }
         }
         Some(b) => {
@@ -549,10 +549,14 @@ fn upstream_balancer(e: &mut Errors, path: &str, u: &RawUpstream) -> shardgate_p
     algorithm
 }
 
-fn upstream_breaker(e: &mut Errors, path: &str, b: &RawBreaker) -> shardgate_policy::BreakerConfig {
-    let d = shardgate_policy::BreakerConfig::default();
+fn upstream_breaker(
+    e: &mut Errors,
+    path: &str,
+    b: &RawBreaker,
+) -> shardgate_upstream::BreakerConfig {
+    let d = shardgate_upstream::BreakerConfig::default();
     let p = |f: &str| format!("{path}.breaker.{f}");
-    shardgate_policy::BreakerConfig {
+    shardgate_upstream::BreakerConfig {
         window: e.duration(&p("window"), b.window.as_ref(), d.window),
         buckets: d.buckets,
         min_volume: e.int_in(
@@ -591,10 +595,10 @@ fn upstream_outlier(
     e: &mut Errors,
     path: &str,
     o: &RawOutlier,
-) -> shardgate_policy::outlier::OutlierConfig {
-    let d = shardgate_policy::outlier::OutlierConfig::default();
+) -> shardgate_upstream::outlier::OutlierConfig {
+    let d = shardgate_upstream::outlier::OutlierConfig::default();
     let p = |f: &str| format!("{path}.outlier.{f}");
-    shardgate_policy::outlier::OutlierConfig {
+    shardgate_upstream::outlier::OutlierConfig {
         consecutive_5xx: e.int_in(
             &p("consecutive_5xx"),
             o.consecutive_5xx,
@@ -629,8 +633,8 @@ fn upstream_health(
     e: &mut Errors,
     path: &str,
     h: &RawHealth,
-) -> shardgate_policy::health::ProbeSpec {
-    let d = shardgate_policy::health::ProbeSpec::default();
+) -> shardgate_upstream::health::ProbeSpec {
+    let d = shardgate_upstream::health::ProbeSpec::default();
     let p = |f: &str| format!("{path}.health.{f}");
     let probe_path = h.path.clone().unwrap_or_else(|| d.path.to_string());
     if !probe_path.starts_with('/') || probe_path.bytes().any(|b| b <= b' ' || b == 0x7f) {
@@ -646,7 +650,7 @@ fn upstream_health(
             d.expected.clone()
         }),
     };
-    shardgate_policy::health::ProbeSpec {
+    shardgate_upstream::health::ProbeSpec {
         path: probe_path.into(),
         interval: e.duration(&p("interval"), h.interval.as_ref(), d.interval),
         timeout: e.duration(&p("timeout"), h.timeout.as_ref(), d.timeout),
@@ -659,7 +663,7 @@ fn upstream_health(
 
 fn upstream_retry(e: &mut Errors, path: &str, r: Option<&RawRetry>) -> RetrySettings {
     let p = |f: &str| format!("{path}.retry.{f}");
-    let default_on = shardgate_policy::retry::RetryOn {
+    let default_on = shardgate_upstream::retry::RetryOn {
         connect_failure: true,
         reset_before_response: true,
         try_timeout: false,
@@ -678,7 +682,7 @@ fn upstream_retry(e: &mut Errors, path: &str, r: Option<&RawRetry>) -> RetrySett
     let on = match &r.on {
         None => default_on,
         Some(list) => {
-            let mut on = shardgate_policy::retry::RetryOn {
+            let mut on = shardgate_upstream::retry::RetryOn {
                 connect_failure: false,
                 reset_before_response: false,
                 try_timeout: false,
@@ -703,18 +707,18 @@ fn upstream_retry(e: &mut Errors, path: &str, r: Option<&RawRetry>) -> RetrySett
             on
         }
     };
-    let d = shardgate_policy::retry_budget::RetryBudgetConfig::default();
+    let d = shardgate_upstream::retry_budget::RetryBudgetConfig::default();
     RetrySettings {
         attempts: e.int_in(
             &p("attempts"),
             r.attempts,
             2,
             1,
-            u64::from(shardgate_policy::retry::MAX_ATTEMPTS_LIMIT),
+            u64::from(shardgate_upstream::retry::MAX_ATTEMPTS_LIMIT),
         ) as u32,
         on,
         non_idempotent: r.non_idempotent.unwrap_or(false),
-        budget: shardgate_policy::retry_budget::RetryBudgetConfig {
+        budget: shardgate_upstream::retry_budget::RetryBudgetConfig {
             percent: e.int_in(
                 &p("budget_percent"),
                 r.budget_percent,

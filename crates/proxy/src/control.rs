@@ -35,7 +35,7 @@ pub(crate) enum Command {
     RateShares {
         version: u64,
         limiter: usize,
-        update: shardgate_policy::global_rate::ShareUpdate,
+        update: shardgate_filters::global_rate::ShareUpdate,
     },
     /// Exit now.
     Stop,

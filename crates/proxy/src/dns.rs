@@ -4,11 +4,11 @@
 //! endpoint set, so added addresses join the group and removed ones leave it
 //! the way any reload does: in-flight requests finish, pools of addresses
 //! that stay are kept. A failed resolution keeps the last good set and is
-//! retried sooner, with back-off (`shardgate_policy::dns`). The system
+//! retried sooner, with back-off (`shardgate_upstream::dns`). The system
 //! resolver gives no TTLs, so the configured interval is the refresh period.
 
 use crate::control::GatewayHandle;
-use shardgate_policy::dns::{DnsConfig, DnsOutcome, DnsState, Resolution};
+use shardgate_upstream::dns::{DnsConfig, DnsOutcome, DnsState, Resolution};
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;

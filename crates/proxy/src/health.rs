@@ -1,12 +1,12 @@
 //! Active health checks: one prober thread per gateway (not per shard)
 //! probes every endpoint of each group that configures checks, runs the
-//! rise/fall state machine (`shardgate_policy::health`), and sends each
+//! rise/fall state machine (`shardgate_upstream::health`), and sends each
 //! change to every shard through its control queue, off the request path.
 //! A shard then balances only over endpoints that are up (if none is, over
 //! all of them: serving beats refusing).
 
 use crate::control::{Command, GatewayHandle};
-use shardgate_policy::health::{GroupHealth, ProbeResult, ProbeSpec};
+use shardgate_upstream::health::{GroupHealth, ProbeResult, ProbeSpec};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;

@@ -2,12 +2,12 @@
 //! use per endpoint on a shard. Beyond it a request waits, in a bounded
 //! queue and first come first served, for a connection to be handed over;
 //! when the queue is full or the wait times out it gets a 503. The counting
-//! is `shardgate_policy::pool_limit`; this module adds the waiting.
+//! is `shardgate_upstream::pool_limit`; this module adds the waiting.
 
 use crate::pool::EndpointId;
 use crate::timer::Timers;
 use shardgate_config::PoolSettings;
-use shardgate_policy::pool_limit::{Acquire, PoolLimit, PoolLimitConfig, Release};
+use shardgate_upstream::pool_limit::{Acquire, PoolLimit, PoolLimitConfig, Release};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::future::Future;

@@ -23,12 +23,12 @@ use crate::shard::Shard;
 use crate::snapshot::Snapshot;
 use crate::upstream::{self, UpConn};
 use monoio::net::TcpStream;
+use shardgate_filters::chain;
 use shardgate_http::ParseError;
 use shardgate_http::{
     BodyFraming, ForwardContext, GatewayResponse, HeadEdits, RequestInfo, Target, canned_response,
     empty_headers, encode_request_head, gateway_response, parse_request,
 };
-use shardgate_policy::chain;
 use shardgate_router::Lookup;
 use std::io::Write;
 use std::mem::take;
@@ -87,7 +87,7 @@ pub(crate) struct Record {
     /// Upstream connections this request took (from the pool or new).
     pub upstream_conns: u64,
     /// The circuit breaker's admission, recorded with the outcome at the end.
-    pub ticket: Option<shardgate_policy::Ticket>,
+    pub ticket: Option<shardgate_upstream::Ticket>,
     /// (group, endpoint position) this request counts as in flight on.
     pub flight: Option<(usize, usize)>,
     /// The upstream group the request went to.
@@ -253,7 +253,7 @@ async fn handle_inner(shard: &Shard, client: &mut Client, c: Vec<u8>) -> Next {
     if let (Some(ticket), Some(g)) = (rec.ticket.take(), rec.group)
         && let Some(breaker) = &snap.groups[g].breaker
     {
-        use shardgate_policy::Verdict;
+        use shardgate_upstream::Verdict;
         let verdict = match rec.status {
             0 => Verdict::Abandoned,
             500..=599 => Verdict::Failure,
@@ -512,7 +512,7 @@ fn prepare(
             rewritten: false,
             request_id: ([0; 128], 0),
             trace_id: None,
-            consumer: shardgate_policy::global_rate::RateKey::of(b""),
+            consumer: shardgate_filters::global_rate::RateKey::of(b""),
             rate: None,
         };
         let flow = chain.on_request(&mut cx);
@@ -633,8 +633,8 @@ fn hash_key(
     req: &shardgate_http::Request<'_, '_>,
     client: IpAddr,
 ) -> Option<u64> {
-    use shardgate_policy::balance::HashKey;
-    use shardgate_policy::hash::{hash_bytes, hash_ip};
+    use shardgate_common::hash::{hash_bytes, hash_ip};
+    use shardgate_upstream::balance::HashKey;
     match group.hash_key.as_ref()? {
         HashKey::ClientIp => Some(hash_ip(client)),
         HashKey::Header(name) => req

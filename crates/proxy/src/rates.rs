@@ -1,7 +1,7 @@
 //! Gateway-wide rate limits across shards, off the request path.
 //!
 //! Each shard admits against its own share of every limit with no lock or
-//! atomic (`shardgate_policy::global_rate::ShardLimiter`). Every
+//! atomic (`shardgate_filters::global_rate::ShardLimiter`). Every
 //! [`PERIOD`], each shard closes a period of counts per limiter and sends
 //! the small reports here; one coordinator thread per gateway runs
 //! `Coordinator::rebalance` for each limiter and sends every shard its new
@@ -10,14 +10,14 @@
 //! of one configuration the same way, and a reload starts them afresh.
 
 use crate::control::{Command, GatewayHandle};
-use shardgate_policy::global_rate::{Coordinator, GlobalLimitConfig, ShardReport, ShareUpdate};
+use shardgate_filters::global_rate::{Coordinator, GlobalLimitConfig, ShardReport, ShareUpdate};
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// How often shards report and shares are rebalanced.
-pub(crate) const PERIOD: Duration = shardgate_policy::global_rate::DEFAULT_REBALANCE_PERIOD;
+pub(crate) const PERIOD: Duration = shardgate_filters::global_rate::DEFAULT_REBALANCE_PERIOD;
 
 /// Coordinators of limiters that stopped reporting (an old configuration)
 /// are dropped after this long.

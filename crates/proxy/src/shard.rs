@@ -59,7 +59,7 @@ pub(crate) struct Shard {
     /// Where rate-limit reports go (with more than one shard).
     rate_tx: Option<std::sync::mpsc::Sender<crate::rates::Batch>>,
     /// Request and trace ids.
-    pub ids: RefCell<shardgate_policy::request_id::RequestIdGen>,
+    pub ids: RefCell<shardgate_filters::request_id::RequestIdGen>,
     log_limiter: LogLimiter,
 }
 
@@ -101,7 +101,7 @@ impl Shard {
             }),
             lines: BufferPool::new(LINE_BUFFER, KEEP_BUFFERS),
             rate_tx,
-            ids: RefCell::new(shardgate_policy::request_id::RequestIdGen::new(
+            ids: RefCell::new(shardgate_filters::request_id::RequestIdGen::new(
                 id,
                 std::time::SystemTime::now(),
             )),
@@ -117,9 +117,9 @@ impl Shard {
         for g in &mut groups {
             if let Some(live) = snap.groups.iter().find(|x| x.name == g.name) {
                 g.breaker_state = live.breaker.as_ref().map(|b| match b.borrow().state() {
-                    shardgate_policy::BreakerState::Closed => 0,
-                    shardgate_policy::BreakerState::HalfOpen => 1,
-                    shardgate_policy::BreakerState::Open => 2,
+                    shardgate_upstream::BreakerState::Closed => 0,
+                    shardgate_upstream::BreakerState::HalfOpen => 1,
+                    shardgate_upstream::BreakerState::Open => 2,
                 });
                 g.ejected = live.ejected(now) as u64;
                 g.down = live.down() as u64;
@@ -168,7 +168,7 @@ impl Shard {
         &self,
         version: u64,
         limiter: usize,
-        update: &shardgate_policy::global_rate::ShareUpdate,
+        update: &shardgate_filters::global_rate::ShareUpdate,
     ) {
         let snap = self.snapshot();
         if snap.version == version

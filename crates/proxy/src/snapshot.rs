@@ -7,13 +7,13 @@ use crate::pool::{EndpointId, Pools};
 use crate::route::{self, RouteId};
 use shardgate_config::{Config, Limits, PoolSettings, Timeouts};
 use shardgate_config::{RetrySettings, Upstream};
-use shardgate_policy::balance::HashKey;
-use shardgate_policy::chain::{Chain, LimitSet, Limiters};
-use shardgate_policy::global_rate::GlobalLimitConfig;
-use shardgate_policy::outlier::OutlierDetector;
-use shardgate_policy::retry_budget::RetryBudget;
-use shardgate_policy::{BalancerKind, Breaker, EndpointSpec, Outcome, PickHint, WeightedSplit};
+use shardgate_filters::chain::{Chain, LimitSet, Limiters};
+use shardgate_filters::global_rate::GlobalLimitConfig;
 use shardgate_router::Router;
+use shardgate_upstream::balance::HashKey;
+use shardgate_upstream::outlier::OutlierDetector;
+use shardgate_upstream::retry_budget::RetryBudget;
+use shardgate_upstream::{BalancerKind, Breaker, EndpointSpec, Outcome, PickHint, WeightedSplit};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -50,7 +50,7 @@ impl Group {
         let balancer = BalancerKind::new(&u.balancer, &specs, seed)
             .map_err(|e| format!("upstream {:?}: {e}", u.name))?;
         let hash_key = match &u.balancer {
-            shardgate_policy::Algorithm::ConsistentHash { key, .. } => Some(key.clone()),
+            shardgate_upstream::Algorithm::ConsistentHash { key, .. } => Some(key.clone()),
             _ => None,
         };
         Ok(Group {

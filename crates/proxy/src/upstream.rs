@@ -13,7 +13,7 @@ use crate::shard::Shard;
 use crate::snapshot::Snapshot;
 use monoio::net::TcpStream;
 use shardgate_http::{BodyFraming, ChunkedDecoder};
-use shardgate_policy::Outcome;
+use shardgate_upstream::Outcome;
 use std::mem::take;
 use std::time::{Duration, Instant};
 
@@ -136,7 +136,7 @@ async fn exchange_tries(
     // The overall deadline of all tries (far away when none is configured).
     let overall = now + policy.deadline.unwrap_or(Duration::from_secs(86_400 * 365));
     let mut index = fwd.index;
-    let mut tried = [usize::MAX; shardgate_policy::retry::MAX_ATTEMPTS_LIMIT as usize];
+    let mut tried = [usize::MAX; shardgate_upstream::retry::MAX_ATTEMPTS_LIMIT as usize];
     let mut attempt = 1u32;
     let mut fresh = false;
     let mut replaced_dead = false;

@@ -155,8 +155,8 @@ fn substitute(text: &str, pairs: &[(&str, String)]) -> String {
 /// issued by its first accepted issuer, for [`TOKEN_SUBJECT`], valid for
 /// [`TOKEN_LIFETIME`] from now.
 fn mint_token(config: &shardgate_config::Config) -> Result<String, String> {
-    use shardgate_policy::filter::FilterSpec;
-    use shardgate_policy::jwt::KeyMaterial;
+    use shardgate_filters::filter::FilterSpec;
+    use shardgate_filters::jwt::KeyMaterial;
     let jwt = config
         .routes
         .iter()
@@ -185,7 +185,7 @@ fn mint_token(config: &shardgate_config::Config) -> Result<String, String> {
     if let Some(issuer) = jwt.issuers.first() {
         claims["iss"] = issuer.as_str().into();
     }
-    shardgate_policy::jwt::issue_hs256(secret, &claims)
+    shardgate_filters::jwt::issue_hs256(secret, &claims)
         .ok_or_else(|| format!("cannot sign a token with the secret of route {JWT_ROUTE:?}"))
 }
 
@@ -355,8 +355,8 @@ mod tests {
 
     #[test]
     fn the_configuration_holds_the_demo_keys_and_a_jwt_secret() {
-        assert!(DEFAULT_CONFIG.contains(&shardgate_policy::api_key::hash_key(DEMO_KEY)));
-        assert!(DEFAULT_CONFIG.contains(&shardgate_policy::api_key::hash_key(GLOBEX_KEY)));
+        assert!(DEFAULT_CONFIG.contains(&shardgate_filters::api_key::hash_key(DEMO_KEY)));
+        assert!(DEFAULT_CONFIG.contains(&shardgate_filters::api_key::hash_key(GLOBEX_KEY)));
         let config = shardgate_config::from_toml(DEFAULT_CONFIG).expect("valid");
         assert!(mint_token(&config).is_ok());
     }

@@ -21,10 +21,26 @@ fn run(args: &[&str]) -> (bool, String, String) {
 fn every_command_prints_its_own_usage_on_help() {
     for (args, shows, hides) in [
         (&["proxy", "--help"][..], "--pool-idle", "shardgate run"),
-        (&["proxy", "--listen", "x", "-h"][..], "--to ADDR", "shardgate check"),
-        (&["run", "--help"][..], "shardgate run -c FILE", "shardgate proxy"),
-        (&["check", "-h"][..], "shardgate check -c FILE", "shardgate doctor"),
-        (&["doctor", "--help"][..], "--connections N", "shardgate proxy"),
+        (
+            &["proxy", "--listen", "x", "-h"][..],
+            "--to ADDR",
+            "shardgate check",
+        ),
+        (
+            &["run", "--help"][..],
+            "shardgate run -c FILE",
+            "shardgate proxy",
+        ),
+        (
+            &["check", "-h"][..],
+            "shardgate check -c FILE",
+            "shardgate doctor",
+        ),
+        (
+            &["doctor", "--help"][..],
+            "--connections N",
+            "shardgate proxy",
+        ),
         (&["help", "proxy"][..], "--max-body", "shardgate doctor"),
     ] {
         let (ok, out, err) = run(args);

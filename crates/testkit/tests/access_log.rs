@@ -108,7 +108,7 @@ fn tenant_and_filter_ids_are_logged_for_forwarded_and_refused_requests() {
 fn an_api_key_in_the_query_is_not_logged() {
     let path = temp("keyless.log");
     let up = MockUpstream::ok("hello");
-    let digest = shardgate_policy::api_key::hash_key("s3cret");
+    let digest = shardgate_filters::api_key::hash_key("s3cret");
     let extra = format!(
         "{}[[routes]]\nname = \"k\"\nprefix = \"/k\"\nupstream = \"backend\"\n\
          filters = [{{ type = \"api-key\", keys = [{{ sha256 = \"{digest}\", consumer = \"c\" }}], \

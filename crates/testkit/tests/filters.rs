@@ -29,7 +29,7 @@ fn get(gw: &TestGateway, target: &str, headers: &str) -> Reply {
 
 /// An `api-key` filter table taking `key` for `consumer`, plus `more` fields.
 fn api_key(key: &str, consumer: &str, more: &str) -> String {
-    let digest = shardgate_policy::api_key::hash_key(key);
+    let digest = shardgate_filters::api_key::hash_key(key);
     format!(
         "{{ type = \"api-key\", keys = [{{ sha256 = \"{digest}\", consumer = \"{consumer}\" }}]{more} }}"
     )
@@ -131,7 +131,7 @@ fn jwt_checks_signature_and_expiry_and_forwards_claims() {
         .unwrap()
         .as_secs();
     let token = |claims: serde_json::Value, key: &str| {
-        shardgate_policy::jwt::issue_hs256(key.as_bytes(), &claims).unwrap()
+        shardgate_filters::jwt::issue_hs256(key.as_bytes(), &claims).unwrap()
     };
     let good = token(
         serde_json::json!({"sub": "bob", "iss": "demo", "exp": now + 600}),
@@ -243,7 +243,7 @@ fn rate_limit_answers_429_with_retry_after_and_counts_it() {
         // ...and one that changes it starts afresh.
         let mut changed = config.clone();
         let spec = &mut changed.routes[1].filters[0];
-        let shardgate_policy::filter::FilterSpec::RateLimit(limit) = spec else {
+        let shardgate_filters::filter::FilterSpec::RateLimit(limit) = spec else {
             panic!("{spec:?}")
         };
         limit.burst = 4.0;

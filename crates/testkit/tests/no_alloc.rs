@@ -83,7 +83,7 @@ fn steady_state_requests_do_not_allocate_on_the_shard() {
         let up = MockUpstream::ok("{\"id\":42}");
         // Connections retire after max_requests_per_connection (a reconnect
         // allocates); keep the pooled one for the whole test.
-        let key = shardgate_policy::api_key::hash_key("k");
+        let key = shardgate_filters::api_key::hash_key("k");
         let gw = TestGateway::proxy(
             driver,
             &[up.addr()],

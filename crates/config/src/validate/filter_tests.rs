@@ -2,25 +2,25 @@
 //! naming the field for each way a filter can be wrong.
 
 use crate::{ConfigErrors, from_toml};
-use shardgate_policy::api_key::ApiKeyConfig;
-use shardgate_policy::api_key::hash_key;
-use shardgate_policy::body_limit::BodyLimitConfig;
-use shardgate_policy::cidr::IpFilterConfig;
-use shardgate_policy::cors::CorsConfig;
-use shardgate_policy::direct_response::DirectResponseConfig;
-use shardgate_policy::filter::{FilterSpec, REGISTRY, lookup};
-use shardgate_policy::headers::HeaderOpsConfig;
-use shardgate_policy::headers::HeadersConfig;
-use shardgate_policy::jwt::{JwtConfig, KeyMaterial, KeySpec};
-use shardgate_policy::rate_limit::{RateKeySource, RateLimitConfig};
-use shardgate_policy::request_id::RequestIdConfig;
-use shardgate_policy::rewrite::{RedirectConfig, RewriteConfig};
-use shardgate_policy::traceparent::TraceContextConfig;
+use shardgate_filters::api_key::ApiKeyConfig;
+use shardgate_filters::api_key::hash_key;
+use shardgate_filters::body_limit::BodyLimitConfig;
+use shardgate_filters::cidr::IpFilterConfig;
+use shardgate_filters::cors::CorsConfig;
+use shardgate_filters::direct_response::DirectResponseConfig;
+use shardgate_filters::filter::{FilterSpec, REGISTRY, lookup};
+use shardgate_filters::headers::HeaderOpsConfig;
+use shardgate_filters::headers::HeadersConfig;
+use shardgate_filters::jwt::{JwtConfig, KeyMaterial, KeySpec};
+use shardgate_filters::rate_limit::{RateKeySource, RateLimitConfig};
+use shardgate_filters::request_id::RequestIdConfig;
+use shardgate_filters::rewrite::{RedirectConfig, RewriteConfig};
+use shardgate_filters::traceparent::TraceContextConfig;
 use std::time::Duration;
 
 use super::tests::MINIMAL as BASE;
 
-/// A public EC P-256 key (the policy crate's test fixture).
+/// A public EC P-256 key (the filters crate's test fixture).
 const EC_PUBLIC: &str = "-----BEGIN PUBLIC KEY-----\n\
 MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEb8aWwNNOSObUaezp/KShnrUn+5iU\n\
 VnfCC+94nLE38K7v6Qwo8j3axRVJcbxFhtzUbz8lZq/2floNnsdGSPhuSg==\n\

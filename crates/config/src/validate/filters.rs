@@ -1,6 +1,6 @@
 //! Filter tables → [`FilterSpec`]s. A table's `type` picks the filter from the
-//! policy registry, the filter reads the rest of its table itself (its syntax
-//! lives in its own file in `crates/policy`), and the result is built once
+//! filters registry, the filter reads the rest of its table itself (its syntax
+//! lives in its own file in `crates/filters`), and the result is built once
 //! against its route, so that every problem (an unknown type or key, a bad
 //! value, a key file that cannot be read, a template parameter the route does
 //! not capture) is reported with its field path. Nothing here names a filter.
@@ -10,8 +10,8 @@
 
 use super::Errors;
 use crate::raw::RawFilter;
-use shardgate_policy::filter::{BuildContext, FilterSpec, REGISTRY};
-use shardgate_policy::syntax::ParseCx;
+use shardgate_filters::filter::{BuildContext, FilterSpec, REGISTRY};
+use shardgate_filters::syntax::ParseCx;
 
 /// Where a chain is configured and what its filters may refer to.
 pub(super) struct Scope<'a> {

@@ -2,8 +2,8 @@
 //! filters are checked like a route's.
 
 use crate::from_toml;
-use shardgate_policy::filter::FilterSpec;
-use shardgate_policy::rate_limit::{RateKeySource, RateLimitConfig};
+use shardgate_filters::filter::FilterSpec;
+use shardgate_filters::rate_limit::{RateKeySource, RateLimitConfig};
 
 const BASE: &str = r#"
 [[listeners]]

@@ -6,7 +6,7 @@ use super::filters::{self, Scope};
 use super::{Errors, host, valid_name};
 use crate::model::{Route, Tenant, TenantId};
 use crate::raw::RawTenant;
-use shardgate_policy::filter::FilterSpec;
+use shardgate_filters::filter::FilterSpec;
 
 pub(super) fn tenants(e: &mut Errors, raw: &[RawTenant]) -> Vec<Tenant> {
     let mut tenants: Vec<Tenant> = Vec::new();
@@ -137,7 +137,7 @@ fn covers(own: &str, host: &str) -> bool {
 
 /// The registered filters that name the consumer, for messages.
 fn naming() -> String {
-    let names: Vec<&str> = shardgate_policy::filter::REGISTRY
+    let names: Vec<&str> = shardgate_filters::filter::REGISTRY
         .iter()
         .filter(|(_, _, make)| make().names_consumer())
         .map(|(name, _, _)| *name)

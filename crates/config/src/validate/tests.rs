@@ -219,7 +219,7 @@ fn example_config_is_valid() {
         .chain(c.routes.iter().flat_map(|r| &r.filters))
         .map(|f| f.name())
         .collect();
-    for (name, _, _) in shardgate_policy::filter::REGISTRY {
+    for (name, _, _) in shardgate_filters::filter::REGISTRY {
         assert!(used.contains(name), "configs/example.toml shows no {name}");
     }
 }

@@ -16,7 +16,7 @@
 //! stable while the outage lasts.
 
 use super::EndpointSpec;
-use crate::hash::hash_bytes_seeded;
+use shardgate_common::hash::hash_bytes_seeded;
 
 /// The default table size: prime, and ≥ 100 × any realistic group size, which keeps the slot
 /// share of each endpoint within about 1 % of ideal.
@@ -191,7 +191,7 @@ impl Maglev {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hash::hash_bytes;
+    use shardgate_common::hash::hash_bytes;
 
     fn ids(range: std::ops::Range<u32>) -> Vec<String> {
         range.map(|i| format!("10.0.0.{i}:8080")).collect()

@@ -18,10 +18,10 @@
 
 use libfuzzer_sys::fuzz_target;
 use shardgate_http::{Limits, empty_headers, parse_request};
-use shardgate_policy::chain::{Chain, Cx, Flow, LimitSet, Limiters};
-use shardgate_policy::global_rate::RateKey;
-use shardgate_policy::headers::{is_token, is_value};
-use shardgate_policy::request_id::RequestIdGen;
+use shardgate_filters::chain::{Chain, Cx, Flow, LimitSet, Limiters};
+use shardgate_filters::global_rate::RateKey;
+use shardgate_filters::headers::{is_token, is_value};
+use shardgate_filters::request_id::RequestIdGen;
 use std::net::IpAddr;
 use std::time::{Instant, SystemTime};
 

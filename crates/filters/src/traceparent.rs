@@ -12,10 +12,10 @@
 
 use crate::chain::{Cx, Declare, Flow, line};
 use crate::filter::{BuildContext, BuiltIn};
-use crate::hash::Rng;
 use crate::request_id::hex_into;
 use crate::syntax::ParseCx;
 use serde::Deserialize;
+use shardgate_common::hash::Rng;
 
 /// The header names, lowercase.
 pub const TRACEPARENT: &str = "traceparent";

@@ -6,8 +6,8 @@
 use crate::chain::{Cx, Declare, Flow};
 use crate::filter::{BuildContext, BuiltIn};
 use crate::syntax::ParseCx;
-use crate::units::RawSize;
 use serde::Deserialize;
+use shardgate_common::units::RawSize;
 
 /// `body-limit`: 413 over `max` bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 //! Four algorithms, one per file, behind [`BalancerKind`] (an enum, so a pick is a `match`, not a
 //! virtual call): [`RoundRobin`], [`SmoothWeighted`] (exact canary ratios), [`LeastRequest`]
 //! (power of two choices over the caller's in-flight counts) and [`Maglev`] (consistent hashing
-//! on a key the caller hashed with [`crate::hash`]). [`WeightedSplit`] splits a route across
+//! on a key the caller hashed with [`shardgate_common::hash`]). [`WeightedSplit`] splits a route across
 //! groups.
 //!
 //! Eligibility is the caller's predicate: healthy per the latest health snapshot, not ejected,

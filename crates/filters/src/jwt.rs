@@ -233,7 +233,7 @@ fn jwt_key(cx: &mut ParseCx<'_>, field: &str, k: RawJwtKey) -> Option<KeySpec> {
             Some(KeyMaterial::Secret(v.into_bytes()))
         }),
         ("secret_base64", k.secret_base64, |cx, field, v| {
-            let bytes = crate::units::parse_base64(&v);
+            let bytes = shardgate_common::units::parse_base64(&v);
             if bytes.is_none() {
                 cx.push(field, "not base64 (standard or URL-safe alphabet)");
             }

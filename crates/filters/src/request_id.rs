@@ -11,10 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::chain::{Cx, Declare, Flow, line};
 use crate::filter::{BuildContext, BuiltIn};
-use crate::hash::{Rng, mix64};
 use crate::headers::{is_managed, is_token};
 use crate::syntax::ParseCx;
 use serde::Deserialize;
+use shardgate_common::hash::{Rng, mix64};
 
 /// The header, lowercase.
 pub const HEADER: &str = "x-request-id";

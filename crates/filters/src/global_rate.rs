@@ -56,9 +56,9 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::hash::{hash_bytes_seeded, hash_ip};
 use crate::lru::{Lru, Prehashed, Slot};
 use crate::token_bucket::{Decision, Limit, RateLimitHeaders, TokenBucket};
+use shardgate_common::hash::{hash_bytes_seeded, hash_ip};
 
 /// Default period between rebalances (the proxy's timer; documented here as the design point).
 pub const DEFAULT_REBALANCE_PERIOD: Duration = Duration::from_millis(100);

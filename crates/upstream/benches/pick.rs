@@ -1,16 +1,16 @@
 //! Nanoseconds per operation for the hot primitives: balancer picks, breaker admit/record,
 //! hashing, retry budget. Plain `Instant` timing; run with
-//! `cargo bench -p shardgate-policy --bench pick`. Figures are printed, never asserted.
+//! `cargo bench -p shardgate-upstream --bench pick`. Figures are printed, never asserted.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use shardgate_policy::balance::{
+use shardgate_common::hash::hash_bytes;
+use shardgate_upstream::balance::{
     Algorithm, BalancerKind, EndpointSpec, HashKey, PickHint, WeightedSplit,
 };
-use shardgate_policy::breaker::{Breaker, BreakerConfig, Verdict};
-use shardgate_policy::hash::hash_bytes;
-use shardgate_policy::retry_budget::{RetryBudget, RetryBudgetConfig};
+use shardgate_upstream::breaker::{Breaker, BreakerConfig, Verdict};
+use shardgate_upstream::retry_budget::{RetryBudget, RetryBudgetConfig};
 
 const ITERS: u32 = 2_000_000;
 

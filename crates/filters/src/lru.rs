@@ -5,7 +5,7 @@
 //! Entries live in one `Vec` and are linked into a recency list by index (no pointers, no
 //! `unsafe`); a hash index maps keys to slots. Both are allocated up front for `capacity`
 //! entries, so once the map is full it recycles the least recently used slot in place and a
-//! lookup or insert never allocates. Keys are already hashes (see [`crate::hash`]), so the index
+//! lookup or insert never allocates. Keys are already hashes (see [`shardgate_common::hash`]), so the index
 //! uses them as they are instead of hashing again.
 
 use std::collections::HashMap;
@@ -256,7 +256,7 @@ mod tests {
     #[test]
     fn churn_keeps_the_bound_and_the_list_consistent() {
         let mut lru = Lru::new(100);
-        let mut rng = crate::hash::Rng::new(1);
+        let mut rng = shardgate_common::hash::Rng::new(1);
         for step in 0..50_000u64 {
             let key = if step % 2 == 0 { 42 } else { rng.next_u64() };
             lru.get_or_insert_with(key, || step);

@@ -6,7 +6,7 @@
 //! (the proxy already tracks them per endpoint); the generator is per balancer, seeded per
 //! shard, so runs are reproducible.
 
-use crate::hash::Rng;
+use shardgate_common::hash::Rng;
 
 /// How many random draws to try before scanning for an eligible endpoint.
 const RANDOM_DRAWS: usize = 4;

@@ -1,21 +1,21 @@
 //! Deterministic simulation of the gateway-wide rate limit shared by shards
-//! (`shardgate_policy::global_rate`): simulated time, no threads.
+//! (`shardgate_filters::global_rate`): simulated time, no threads.
 //!
 //! Every millisecond each shard receives its offered requests (evenly spaced); every rebalance
 //! period each shard reports, the coordinator rebalances, and the updates reach the shards
 //! `lag` later (the proxy ferries them between threads). The admitted rate over each steady
 //! window must stay within 10% of the configured rate.
 //!
-//! Run with `cargo test -p shardgate-policy --test global_rate_sim -- --nocapture` to see the
+//! Run with `cargo test -p shardgate-filters --test global_rate_sim -- --nocapture` to see the
 //! figures.
 
 use std::time::{Duration, Instant};
 
-use shardgate_policy::global_rate::{
+use shardgate_common::hash::Rng;
+use shardgate_filters::global_rate::{
     Coordinator, GlobalLimitConfig, RateKey, ShardLimiter, ShareUpdate,
 };
-use shardgate_policy::hash::Rng;
-use shardgate_policy::token_bucket::Limit;
+use shardgate_filters::token_bucket::Limit;
 
 const RATE: f64 = 1000.0;
 const BURST: f64 = 100.0;

@@ -3,8 +3,10 @@
 //! the table is (for error paths), and readers that report every problem
 //! with its field path instead of stopping at the first.
 
-use crate::units::{RawSize, int_between, or_default, parse_duration, positive_duration, size_of};
 use serde::de::DeserializeOwned;
+use shardgate_common::units::{
+    RawSize, int_between, or_default, parse_duration, positive_duration, size_of,
+};
 use std::time::Duration;
 
 /// Where a filter table is, and where its problems go.
