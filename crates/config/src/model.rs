@@ -210,21 +210,9 @@ impl Upstream {
     }
 }
 
-/// When a failed try goes to another endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetrySettings {
-    /// Tries in total, the first included (1: no retries).
-    pub attempts: u32,
-    pub on: shardgate_upstream::retry::RetryOn,
-    /// Retry methods that are not idempotent too (POST, PATCH).
-    pub non_idempotent: bool,
-    /// Retries stay under this share of requests (the retry budget).
-    pub budget: shardgate_upstream::retry_budget::RetryBudgetConfig,
-    /// Longest wait for each try's response head (`None`: `timeouts.upstream_response`).
-    pub per_try_timeout: Option<Duration>,
-    /// Longest time for all tries together (`None`: no overall limit).
-    pub deadline: Option<Duration>,
-}
+/// When a failed try goes to another endpoint (the upstream crate's type, so the group that
+/// decides retries reads the settings as validated).
+pub use shardgate_upstream::retry::RetrySettings;
 
 /// How a route matches paths.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -663,31 +663,13 @@ fn upstream_health(
 
 fn upstream_retry(e: &mut Errors, path: &str, r: Option<&RawRetry>) -> RetrySettings {
     let p = |f: &str| format!("{path}.retry.{f}");
-    let default_on = shardgate_upstream::retry::RetryOn {
-        connect_failure: true,
-        reset_before_response: true,
-        try_timeout: false,
-        statuses: Box::new([]),
-    };
     let Some(r) = r else {
-        return RetrySettings {
-            attempts: 2,
-            on: default_on,
-            non_idempotent: false,
-            budget: Default::default(),
-            per_try_timeout: None,
-            deadline: None,
-        };
+        return RetrySettings::default();
     };
     let on = match &r.on {
-        None => default_on,
+        None => shardgate_upstream::retry::RetryOn::default(),
         Some(list) => {
-            let mut on = shardgate_upstream::retry::RetryOn {
-                connect_failure: false,
-                reset_before_response: false,
-                try_timeout: false,
-                statuses: Box::new([]),
-            };
+            let mut on = shardgate_upstream::retry::RetryOn::none();
             let mut statuses = Vec::new();
             for (i, item) in list.iter().enumerate() {
                 match item.as_str() {
@@ -712,7 +694,7 @@ fn upstream_retry(e: &mut Errors, path: &str, r: Option<&RawRetry>) -> RetrySett
         attempts: e.int_in(
             &p("attempts"),
             r.attempts,
-            2,
+            u64::from(shardgate_upstream::retry::DEFAULT_ATTEMPTS),
             1,
             u64::from(shardgate_upstream::retry::MAX_ATTEMPTS_LIMIT),
         ) as u32,

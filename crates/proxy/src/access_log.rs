@@ -5,8 +5,8 @@
 //! requests never wait. The writer reopens the file when asked (SIGUSR1,
 //! for logrotate).
 
-use crate::pipeline::{IpText, Record};
 use crate::pool::Pools;
+use crate::request::{IpText, Record};
 use shardgate_config::{AccessLog, LogFormat};
 use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};

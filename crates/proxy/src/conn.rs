@@ -7,7 +7,8 @@
 //! pipeline) lives in a heap slot borrowed from the shard for the length of
 //! one request and reused by the next, never inline in this task.
 
-use crate::pipeline::{self, Client, IpText, Next};
+use crate::pipeline;
+use crate::request::{Client, IpText, Next};
 use crate::shard::Shard;
 use crate::tunnel;
 use monoio::net::TcpStream;

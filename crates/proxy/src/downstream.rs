@@ -5,35 +5,14 @@
 
 use crate::error::{ErrorKind, ProxyError};
 use crate::io::{IoFail, read_more, write_from, write_range};
-use crate::pipeline::{Bufs, Client, Next, send_to_client};
+use crate::request::{BodyLeft, Bufs, Client, Exchanged, Next, ResponsePlan};
 use crate::shard::Shard;
 use crate::snapshot::Snapshot;
-use crate::upstream::Exchanged;
 use shardgate_http::{
     ChunkedDecoder, HeadEdits, RequestInfo, ResponseEncodeOptions, ResponseError, ResponseFraming,
     Version, empty_headers, encode_response_head, parse_response,
 };
 use std::mem::take;
-
-/// What is left of the response body after the first write.
-pub(crate) enum BodyLeft {
-    Done,
-    Length(u64),
-    Chunked(ChunkedDecoder),
-    UntilClose,
-}
-
-/// How a response travels back.
-pub(crate) struct ResponsePlan {
-    pub status: u16,
-    pub body: BodyLeft,
-    /// Chunked upstream, plain (close-delimited) to an HTTP/1.0 client.
-    pub dechunk: bool,
-    /// The upstream connection may be pooled once the body is through.
-    pub upstream_reusable: bool,
-    /// The client connection stays open after this response.
-    pub client_keep_alive: bool,
-}
 
 pub(crate) struct Outcome {
     pub upstream_reusable: bool,
@@ -308,4 +287,25 @@ pub(crate) async fn switch_protocols(
         }
     }
     Next::Upgrade(ex.conn.stream)
+}
+
+/// Writes `w` to the client in full before the send deadline (and keeps
+/// `w` for reuse).
+pub(crate) async fn send_to_client(
+    shard: &Shard,
+    snap: &Snapshot,
+    client: &mut Client,
+    b: &mut Bufs,
+) -> Result<(), IoFail> {
+    let deadline = shard.timers.now() + snap.timeouts.send;
+    let (r, w) = write_from(
+        &shard.timers,
+        &mut client.stream,
+        take(&mut b.w),
+        0,
+        deadline,
+    )
+    .await;
+    b.w = w;
+    r
 }

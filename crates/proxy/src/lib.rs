@@ -28,6 +28,7 @@ pub mod metrics;
 mod pipeline;
 mod pool;
 mod rates;
+mod request;
 mod route;
 mod shard;
 mod snapshot;

@@ -14,19 +14,19 @@
 //!    client connection lives on.
 
 use crate::downstream;
+use crate::downstream::send_to_client;
 use crate::error::{ErrorKind, ProxyError, Side};
-use crate::io::{IoFail, read_more, write_from};
+use crate::io::{IoFail, read_more};
 use crate::metrics;
-use crate::pool::EndpointId;
+use crate::request::{Bufs, Client, Forward, IpText, LogOverrides, Next, Record, UpConn};
 use crate::route::RouteId;
 use crate::shard::Shard;
 use crate::snapshot::Snapshot;
-use crate::upstream::{self, UpConn};
-use monoio::net::TcpStream;
+use crate::upstream;
 use shardgate_filters::chain;
 use shardgate_http::ParseError;
 use shardgate_http::{
-    BodyFraming, ForwardContext, GatewayResponse, HeadEdits, RequestInfo, Target, canned_response,
+    BodyFraming, ForwardContext, GatewayResponse, HeadEdits, Target, canned_response,
     empty_headers, encode_request_head, gateway_response, parse_request,
 };
 use shardgate_router::Lookup;
@@ -34,152 +34,6 @@ use std::io::Write;
 use std::mem::take;
 use std::net::IpAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
-
-/// The client side of a connection.
-pub(crate) struct Client {
-    pub stream: TcpStream,
-    pub addr: IpAddr,
-    pub ip: IpText,
-}
-
-/// What the connection does after a request.
-pub(crate) enum Next {
-    /// Serve the next request; the buffer holds bytes already read.
-    KeepAlive(Vec<u8>),
-    Close,
-    /// The upstream switched protocols: tunnel bytes both ways.
-    Upgrade(TcpStream),
-}
-
-/// One request's working state: the buffers it borrows from the shard
-/// (`c` holds bytes read from the client, `u` bytes read from the upstream,
-/// `w` heads being written) and the record of what it did.
-pub(crate) struct Bufs {
-    pub c: Vec<u8>,
-    pub u: Vec<u8>,
-    pub w: Vec<u8>,
-    /// Header lines the route's filters add to the response (empty, and
-    /// without a buffer, for routes without filters).
-    pub x: Vec<u8>,
-    pub rec: Record,
-}
-
-/// What a request did, for metrics and the access log.
-pub(crate) struct Record {
-    pub started: Instant,
-    pub route: Option<RouteId>,
-    /// Index into `metrics::METHODS`.
-    pub method: usize,
-    /// The status sent; 0 when no response was sent.
-    pub status: u16,
-    /// The request is a HEAD (`None` until its head has parsed): nothing
-    /// may follow the head of its response, the gateway's own answers
-    /// included.
-    pub head_request: Option<bool>,
-    pub upstream: Option<EndpointId>,
-    /// From sending the request upstream to its response head.
-    pub upstream_time: Option<Duration>,
-    /// Bytes read from the client for this request (head and body).
-    pub bytes_in: u64,
-    /// Bytes written to the client for this request.
-    pub bytes_out: u64,
-    /// Upstream connections this request took (from the pool or new).
-    pub upstream_conns: u64,
-    /// The circuit breaker's admission, recorded with the outcome at the end.
-    pub ticket: Option<shardgate_upstream::Ticket>,
-    /// (group, endpoint position) this request counts as in flight on.
-    pub flight: Option<(usize, usize)>,
-    /// The upstream group the request went to.
-    pub group: Option<usize>,
-    /// The endpoint whose connection slot this request holds (pool limits).
-    pub permit: Option<EndpointId>,
-    /// What the access log needs of the head (captured only when logging).
-    pub head: LogHead,
-}
-
-/// What the access log records instead of the request's own fields.
-#[derive(Default, Clone, Copy)]
-struct LogOverrides<'a> {
-    path: Option<&'a [u8]>,
-    request_id: Option<&'a [u8]>,
-    trace_id: Option<&'a [u8]>,
-}
-
-/// Copies of request-head fields for the access log, bounded in size so
-/// the record never allocates.
-pub(crate) struct LogHead {
-    buf: [u8; LogHead::CAP],
-    /// End offsets of method, path, request id, trace id in `buf`.
-    ends: [u16; 4],
-}
-
-impl LogHead {
-    const CAP: usize = 448;
-    const LIMITS: [usize; 4] = [16, 256, 128, 32];
-
-    fn empty() -> LogHead {
-        LogHead {
-            buf: [0; LogHead::CAP],
-            ends: [0; 4],
-        }
-    }
-
-    /// Copies the request's fields; what the route's filters settled on
-    /// (the path with an API key taken out of its query, the request and
-    /// trace ids) wins over what came in.
-    fn capture(&mut self, req: &shardgate_http::Request<'_, '_>, over: LogOverrides<'_>) {
-        let mut incoming_id: &[u8] = b"";
-        let mut incoming_trace: &[u8] = b"";
-        for h in req.headers {
-            let name = h.name.as_bytes();
-            if name.eq_ignore_ascii_case(b"x-request-id") {
-                incoming_id = h.value;
-            } else if name.eq_ignore_ascii_case(b"traceparent") && h.value.len() >= 35 {
-                // version "-" trace-id "-" ...: the 32 hex digits of the trace id.
-                incoming_trace = &h.value[3..35];
-            }
-        }
-        let request_id = over.request_id.unwrap_or(incoming_id);
-        let trace_id = over.trace_id.unwrap_or(incoming_trace);
-        let path = over.path.unwrap_or(req.path);
-        let mut at = 0;
-        for (i, field) in [req.method.as_bytes(), path, request_id, trace_id]
-            .into_iter()
-            .enumerate()
-        {
-            let n = field.len().min(Self::LIMITS[i]);
-            self.buf[at..at + n].copy_from_slice(&field[..n]);
-            at += n;
-            self.ends[i] = at as u16;
-        }
-    }
-
-    fn field(&self, i: usize) -> &[u8] {
-        let start = if i == 0 {
-            0
-        } else {
-            usize::from(self.ends[i - 1])
-        };
-        &self.buf[start..usize::from(self.ends[i])]
-    }
-
-    pub(crate) fn method(&self) -> &[u8] {
-        self.field(0)
-    }
-
-    pub(crate) fn path(&self) -> &[u8] {
-        self.field(1)
-    }
-
-    pub(crate) fn request_id(&self) -> &[u8] {
-        self.field(2)
-    }
-
-    pub(crate) fn trace_id(&self) -> &[u8] {
-        self.field(3)
-    }
-}
 
 /// What to do with a parsed request.
 pub(crate) enum Plan {
@@ -190,20 +44,6 @@ pub(crate) enum Plan {
         head_len: usize,
     },
     Forward(Forward),
-}
-
-/// A request on its way upstream; `w` holds the head to send.
-#[derive(Clone, Copy)]
-pub(crate) struct Forward {
-    pub info: RequestInfo,
-    pub group: usize,
-    /// The endpoint's position in its group.
-    pub index: usize,
-    /// The consistent-hash key, when the group hashes.
-    pub key: Option<u64>,
-    /// The request body limit (the configuration's, or a smaller one of
-    /// the route's filters).
-    pub max_body: Option<u64>,
 }
 
 /// Serves one request whose first bytes may already be in `c`. Owns its
@@ -221,52 +61,15 @@ async fn handle_inner(shard: &Shard, client: &mut Client, c: Vec<u8>) -> Next {
         u: Vec::new(),
         w: shard.buffers.take(),
         x: Vec::new(),
-        rec: Record {
-            started: Instant::now(),
-            route: None,
-            method: metrics::METHODS.len() - 1,
-            status: 0,
-            head_request: None,
-            upstream: None,
-            upstream_time: None,
-            bytes_in: 0,
-            bytes_out: 0,
-            upstream_conns: 0,
-            ticket: None,
-            flight: None,
-            group: None,
-            permit: None,
-            head: LogHead::empty(),
-        },
+        rec: Record::new(),
     };
     let next = run(shard, &snap, client, &mut bufs).await;
-    let rec = &mut bufs.rec;
+    // The record's guards (in-flight count, pool slot, breaker admission)
+    // give back what the request held when `bufs` drops at the end.
+    let rec = &bufs.rec;
     for _ in 0..rec.upstream_conns {
         shard.stats.upstream_active.decr();
     }
-    if let Some((g, i)) = rec.flight.take() {
-        snap.groups[g].in_flight(i, -1);
-    }
-    if let Some(ep) = rec.permit.take() {
-        shard.limits.release(ep);
-    }
-    if let (Some(ticket), Some(g)) = (rec.ticket.take(), rec.group)
-        && let Some(breaker) = &snap.groups[g].breaker
-    {
-        use shardgate_upstream::Verdict;
-        let verdict = match rec.status {
-            0 => Verdict::Abandoned,
-            500..=599 => Verdict::Failure,
-            _ => Verdict::Success,
-        };
-        if let Some(t) = breaker
-            .borrow_mut()
-            .record(ticket, verdict, shard.timers.now())
-        {
-            log::warn!("shard {}: {t}", shard.id);
-        }
-    }
-    let rec = &bufs.rec;
     if rec.status != 0 {
         let m = rec
             .route
@@ -561,9 +364,11 @@ fn prepare(
             .unwrap_or(snap.route_group[route]),
         None => snap.route_group[route],
     };
-    b.rec.group = Some(group);
     let key = hash_key(&snap.groups[group], &req, client_addr);
-    let index = snap.groups[group].pick(key, shard.timers.now(), &[]);
+    let index = snap.groups[group]
+        .state
+        .borrow_mut()
+        .pick(key, shard.timers.now(), &[]);
     let endpoint = snap.groups[group].endpoints[index];
     let forward_path = if rewritten {
         Some(edits.path.as_slice())
@@ -702,27 +507,6 @@ pub(crate) async fn respond_error(
     Next::Close
 }
 
-/// Writes `w` to the client in full before the send deadline (and keeps
-/// `w` for reuse).
-pub(crate) async fn send_to_client(
-    shard: &Shard,
-    snap: &Snapshot,
-    client: &mut Client,
-    b: &mut Bufs,
-) -> Result<(), IoFail> {
-    let deadline = shard.timers.now() + snap.timeouts.send;
-    let (r, w) = write_from(
-        &shard.timers,
-        &mut client.stream,
-        take(&mut b.w),
-        0,
-        deadline,
-    )
-    .await;
-    b.w = w;
-    r
-}
-
 /// Before closing on a client that may still be sending (an unread body),
 /// stop writing and drain what it sends for a short while, so the kernel
 /// does not answer its data with a reset that destroys our response.
@@ -758,39 +542,5 @@ fn release(shard: &Shard, snap: &Snapshot, conn: UpConn) {
             snap.pool.max_idle_per_endpoint,
             shard.timers.now(),
         );
-    }
-}
-
-/// The client's IP address as text, formatted once per connection.
-pub(crate) struct IpText {
-    buf: [u8; 45],
-    len: u8,
-}
-
-impl IpText {
-    pub(crate) fn new(ip: IpAddr) -> IpText {
-        use std::io::Write;
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-            v4 => v4,
-        };
-        let mut buf = [0u8; 45];
-        let mut cursor = &mut buf[..];
-        let _ = write!(cursor, "{ip}");
-        let len = 45 - cursor.len();
-        IpText {
-            buf,
-            len: len as u8,
-        }
-    }
-
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.buf[..usize::from(self.len)]
-    }
-}
-
-impl std::fmt::Display for IpText {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(std::str::from_utf8(self.as_bytes()).unwrap_or("?"))
     }
 }

@@ -45,7 +45,7 @@ pub(crate) struct Shard {
     pub metrics: Registry,
     pub drain: Drain,
     /// Connections in use per endpoint, when limited.
-    pub limits: crate::limit::Limits,
+    pub limits: Rc<crate::limit::Limits>,
     /// The access log, when configured.
     pub log: Option<crate::access_log::ShardLog>,
     /// Reused heap slots for request futures (see `conn`).
@@ -116,13 +116,14 @@ impl Shard {
         let now = self.timers.now();
         for g in &mut groups {
             if let Some(live) = snap.groups.iter().find(|x| x.name == g.name) {
-                g.breaker_state = live.breaker.as_ref().map(|b| match b.borrow().state() {
+                let state = live.state.borrow();
+                g.breaker_state = state.breaker_state().map(|b| match b {
                     shardgate_upstream::BreakerState::Closed => 0,
                     shardgate_upstream::BreakerState::HalfOpen => 1,
                     shardgate_upstream::BreakerState::Open => 2,
                 });
-                g.ejected = live.ejected(now) as u64;
-                g.down = live.down() as u64;
+                g.ejected = state.ejected(now) as u64;
+                g.down = state.down() as u64;
             }
         }
         crate::metrics::ShardMetrics {
@@ -189,7 +190,7 @@ impl Shard {
                     .zip(endpoints)
                     .all(|(&id, a)| self.pools.addr(id) == *a);
             if same {
-                g.set_up(up);
+                g.state.borrow_mut().set_up(up);
             }
         }
     }

@@ -4,38 +4,29 @@
 
 use crate::metrics::{GroupMetrics, NO_ROUTE, Registry, RouteMetrics};
 use crate::pool::{EndpointId, Pools};
+use crate::request::GroupState;
 use crate::route::{self, RouteId};
+use shardgate_config::Upstream;
 use shardgate_config::{Config, Limits, PoolSettings, Timeouts};
-use shardgate_config::{RetrySettings, Upstream};
 use shardgate_filters::chain::{Chain, LimitSet, Limiters};
 use shardgate_filters::global_rate::GlobalLimitConfig;
 use shardgate_router::Router;
 use shardgate_upstream::balance::HashKey;
-use shardgate_upstream::outlier::OutlierDetector;
-use shardgate_upstream::retry_budget::RetryBudget;
-use shardgate_upstream::{BalancerKind, Breaker, EndpointSpec, Outcome, PickHint, WeightedSplit};
+use shardgate_upstream::{EndpointSpec, GroupConfig, WeightedSplit};
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// An upstream group on one shard: its endpoints and the shard's view of
-/// them (balancer, in-flight counts, outlier ejections, circuit breaker,
-/// retry budget). Rebuilt, and so reset, by a reload.
+/// An upstream group on one shard: its endpoints' shard ids and its state
+/// (the upstream crate's [`shardgate_upstream::Group`]: balancer, in-flight
+/// counts, health verdicts, outlier ejections, breaker, retry budget).
+/// Rebuilt, and so reset, by a reload.
 pub(crate) struct Group {
     pub name: String,
-    /// Shard endpoint ids; position `i` is the balancer's endpoint `i`.
+    /// Shard endpoint ids; position `i` is the group's endpoint `i`.
     pub endpoints: Vec<EndpointId>,
-    balancer: RefCell<BalancerKind>,
-    in_flight: RefCell<Vec<u32>>,
-    /// Active health checks' verdict per endpoint (all up without checks).
-    up: RefCell<Vec<bool>>,
-    /// Passive detection: always on (the defaults route around a dead
-    /// endpoint; `[outlier]` tunes it).
-    outlier: RefCell<OutlierDetector>,
-    pub breaker: Option<RefCell<Breaker>>,
-    pub retry: RetrySettings,
-    budget: RefCell<RetryBudget>,
+    pub state: GroupState,
     pub hash_key: Option<HashKey>,
 }
 
@@ -47,90 +38,29 @@ impl Group {
             .zip(&u.weights)
             .map(|(n, &w)| EndpointSpec::new(n, w))
             .collect();
-        let balancer = BalancerKind::new(&u.balancer, &specs, seed)
-            .map_err(|e| format!("upstream {:?}: {e}", u.name))?;
+        let state = shardgate_upstream::Group::new(
+            GroupConfig {
+                name: &u.name,
+                endpoints: &specs,
+                algorithm: &u.balancer,
+                outlier: u.outlier.clone(),
+                breaker: u.breaker.clone(),
+                retry: u.retry.clone(),
+                seed,
+            },
+            now,
+        )
+        .map_err(|e| format!("upstream {:?}: {e}", u.name))?;
         let hash_key = match &u.balancer {
             shardgate_upstream::Algorithm::ConsistentHash { key, .. } => Some(key.clone()),
             _ => None,
         };
         Ok(Group {
             name: u.name.clone(),
-            balancer: RefCell::new(balancer),
-            in_flight: RefCell::new(vec![0; ids.len()]),
-            up: RefCell::new(vec![true; ids.len()]),
-            outlier: RefCell::new(OutlierDetector::new(u.outlier.clone(), ids.len())),
-            breaker: u
-                .breaker
-                .clone()
-                .map(|c| RefCell::new(Breaker::new(&u.name, c, now))),
-            retry: u.retry.clone(),
-            budget: RefCell::new(RetryBudget::new(u.retry.budget.clone(), now)),
+            state: Rc::new(RefCell::new(state)),
             hash_key,
             endpoints: ids,
         })
-    }
-
-    /// Picks an endpoint (its position in the group) for a try, honouring
-    /// active health verdicts, ejections and probation (one request at a
-    /// time on an endpoint back from ejection) and the `tried` set, as
-    /// [`BalancerKind::choose`] orders them.
-    pub(crate) fn pick(&self, key: Option<u64>, now: Instant, tried: &[usize]) -> usize {
-        let in_flight = self.in_flight.borrow();
-        let hint = PickHint {
-            key,
-            in_flight: &in_flight,
-        };
-        let up = self.up.borrow();
-        let outlier = self.outlier.borrow();
-        let out = |i: usize| {
-            outlier.is_ejected(i, now)
-                || (outlier.on_probation(i, now) && in_flight.get(i).is_some_and(|&n| n > 0))
-        };
-        let up = |i: usize| up.get(i).copied().unwrap_or(true);
-        self.balancer.borrow_mut().choose(&hint, up, out, tried)
-    }
-
-    /// Active health checks' verdict for every endpoint.
-    pub(crate) fn set_up(&self, up: &[bool]) {
-        let mut mine = self.up.borrow_mut();
-        if mine.len() == up.len() {
-            mine.copy_from_slice(up);
-        }
-    }
-
-    /// Endpoints active health checks hold down now.
-    pub(crate) fn down(&self) -> usize {
-        self.up.borrow().iter().filter(|u| !**u).count()
-    }
-
-    /// A request starts (`+1`) or ends (`-1`) on endpoint `i`.
-    pub(crate) fn in_flight(&self, i: usize, delta: i32) {
-        let mut f = self.in_flight.borrow_mut();
-        if let Some(n) = f.get_mut(i) {
-            *n = n.saturating_add_signed(delta);
-        }
-    }
-
-    /// Feeds a try's outcome to outlier detection (logging ejections).
-    pub(crate) fn record(&self, i: usize, outcome: Outcome, now: Instant, shard: usize) {
-        if let Some(event) = self.outlier.borrow_mut().record(i, outcome, now) {
-            log::warn!("shard {shard}: upstream {:?}: {event}", self.name);
-        }
-    }
-
-    /// Counts a request towards the retry budget.
-    pub(crate) fn request_started(&self, now: Instant) {
-        self.budget.borrow_mut().record_request(now);
-    }
-
-    /// Takes a retry from the budget, if any is left.
-    pub(crate) fn take_retry(&self, now: Instant) -> bool {
-        self.budget.borrow_mut().try_withdraw(now)
-    }
-
-    /// Endpoints ejected now.
-    pub(crate) fn ejected(&self, now: Instant) -> usize {
-        self.outlier.borrow().ejected_count(now)
     }
 }
 

@@ -12,6 +12,7 @@
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -45,7 +46,19 @@ pub(crate) struct Timers {
     wheel: RefCell<Wheel>,
     /// The time at the last tick: deadlines are computed from it instead of
     /// reading the clock several times per request.
-    now: Cell<Instant>,
+    now: Clock,
+}
+
+/// The shard's tick clock, shared with what needs the time after the
+/// request that holds it is gone (a drop guard).
+#[derive(Clone)]
+pub(crate) struct Clock(Rc<Cell<Instant>>);
+
+impl Clock {
+    /// The time of the last tick.
+    pub(crate) fn now(&self) -> Instant {
+        self.0.get()
+    }
 }
 
 /// The deadline passed before the operation finished.
@@ -55,7 +68,7 @@ pub(crate) struct Elapsed;
 impl Timers {
     pub(crate) fn new() -> Timers {
         Timers {
-            now: Cell::new(Instant::now()),
+            now: Clock(Rc::new(Cell::new(Instant::now()))),
             wheel: RefCell::new(Wheel {
                 slots: Vec::with_capacity(1024),
                 free: Vec::with_capacity(1024),
@@ -144,12 +157,17 @@ impl Timers {
     /// The time of the last tick (at most one [`TICK`] behind the clock
     /// while the shard runs).
     pub(crate) fn now(&self) -> Instant {
-        self.now.get()
+        self.now.now()
+    }
+
+    /// The tick clock, to keep.
+    pub(crate) fn clock(&self) -> Clock {
+        self.now.clone()
     }
 
     /// Fires every deadline that has passed by `now`.
     pub(crate) fn advance(&self, now: Instant) {
-        self.now.set(now);
+        self.now.0.set(now);
         let mut wakers: [Option<Waker>; 32] = Default::default();
         loop {
             let mut n = 0;

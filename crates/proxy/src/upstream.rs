@@ -4,32 +4,21 @@
 //! before any response byte is replaced by a fresh one once, when the
 //! request is idempotent and was sent whole in the first write.
 
-use crate::downstream::{self, ResponsePlan};
+use crate::downstream;
 use crate::error::{ErrorKind, ProxyError};
 use crate::io::{IoFail, read_more, write_from, write_range, write_static};
-use crate::pipeline::{Bufs, Client, Forward};
 use crate::pool::EndpointId;
+use crate::request::{
+    Admitted, Bufs, Client, Exchanged, Forward, InFlight, Permit, ResponsePlan, UpConn,
+};
 use crate::shard::Shard;
 use crate::snapshot::Snapshot;
 use monoio::net::TcpStream;
 use shardgate_http::{BodyFraming, ChunkedDecoder};
 use shardgate_upstream::Outcome;
+use shardgate_upstream::retry::{StopReason, Tries};
 use std::mem::take;
-use std::time::{Duration, Instant};
-
-/// An upstream connection in use.
-pub(crate) struct UpConn {
-    pub stream: TcpStream,
-    pub endpoint: EndpointId,
-    /// Requests completed on it before this one.
-    pub requests: u32,
-}
-
-/// A request sent and a response head received.
-pub(crate) struct Exchanged {
-    pub conn: UpConn,
-    pub response: ResponsePlan,
-}
+use std::time::Instant;
 
 /// What is left of the request body after the first write.
 enum BodyLeft {
@@ -51,14 +40,15 @@ struct TryFail {
 }
 
 /// Sends the request and reads the response head, trying again elsewhere
-/// as the group's retry policy allows: after a connect failure (nothing was
-/// sent), and for idempotent requests sent whole in one write, after a reset
-/// before any response byte, a timeout, or a configured status. Retries go
-/// to an endpoint not tried yet and are limited by the retry budget. A
-/// pooled connection found dead is replaced by a fresh one to the same
-/// endpoint once, without counting as a retry. An open circuit breaker
-/// answers 503 at once. On failure, also says whether the request body was
-/// fully read from the client (so the client connection can stay open).
+/// where the group says so ([`shardgate_upstream::Group::retry`]: after a
+/// connect failure, and for requests that may be sent again, after a reset
+/// before any response byte, a timeout or a configured status; to an
+/// endpoint not tried yet, within the attempts, the deadline and the retry
+/// budget). A pooled connection found dead is replaced by a fresh one to
+/// the same endpoint once, without counting as a retry. An open circuit
+/// breaker answers 503 at once. On failure, also says whether the request
+/// body was fully read from the client (so the client connection can stay
+/// open).
 pub(crate) async fn exchange(
     shard: &Shard,
     snap: &Snapshot,
@@ -70,35 +60,42 @@ pub(crate) async fn exchange(
     // The whole request is in `w`: it can be sent again on another connection.
     let replayable = matches!(body, BodyLeft::Done);
     let group = &snap.groups[fwd.group];
-    let policy = &group.retry;
-    let idempotent = fwd.info.method.is_idempotent();
     let now = shard.timers.now();
-    group.request_started(now);
-    if let Some(breaker) = &group.breaker {
-        let admission = breaker.borrow_mut().admit(now);
-        if let Some(t) = admission.transition {
-            log::warn!("shard {}: {t}", shard.id);
+    let admission = group.state.borrow_mut().admit(now);
+    if let Some(t) = admission.transition {
+        log::warn!("shard {}: {t}", shard.id);
+    }
+    match admission.decision {
+        Ok(None) => {}
+        Ok(Some(ticket)) => {
+            b.rec.admission = Some(Admitted::new(
+                &group.state,
+                ticket,
+                shard.timers.clock(),
+                shard.id,
+            ));
         }
-        match admission.decision {
-            Ok(ticket) => b.rec.ticket = Some(ticket),
-            Err(_) => {
-                let r = &snap.group_metrics[fwd.group].breaker_rejections;
-                r.set(r.get() + 1);
-                return Err((ProxyError::new(ErrorKind::BreakerOpen), replayable));
-            }
+        Err(_) => {
+            let r = &snap.group_metrics[fwd.group].breaker_rejections;
+            r.set(r.get() + 1);
+            return Err((ProxyError::new(ErrorKind::BreakerOpen), replayable));
         }
     }
+    let mut tries = Tries::new(
+        group.state.borrow().retry_settings(),
+        fwd.info.method.is_idempotent(),
+        replayable,
+        now,
+    );
     // Retrying on a status needs the request again after `w` has been
     // reused for the response head: keep a copy (only for such groups).
-    let status_retries = !policy.on.statuses.is_empty()
-        && replayable
-        && idempotent_or_opted(idempotent, policy.non_idempotent)
-        && policy.attempts > 1;
-    let mut replay = status_retries.then(|| {
-        let mut copy = shard.buffers.take();
-        copy.extend_from_slice(&b.w);
-        copy
-    });
+    let mut replay = tries
+        .may_retry_a_status(group.state.borrow().retry_settings())
+        .then(|| {
+            let mut copy = shard.buffers.take();
+            copy.extend_from_slice(&b.w);
+            copy
+        });
     let result = exchange_tries(
         shard,
         snap,
@@ -106,8 +103,7 @@ pub(crate) async fn exchange(
         b,
         fwd,
         &mut body,
-        replayable,
-        idempotent,
+        &mut tries,
         &mut replay,
     )
     .await;
@@ -117,7 +113,7 @@ pub(crate) async fn exchange(
     result
 }
 
-/// The tries of [`exchange`].
+/// The tries of [`exchange`]: I/O here, every decision the group's.
 #[allow(clippy::too_many_arguments)]
 async fn exchange_tries(
     shard: &Shard,
@@ -126,40 +122,43 @@ async fn exchange_tries(
     b: &mut Bufs,
     fwd: Forward,
     body: &mut BodyLeft,
-    replayable: bool,
-    idempotent: bool,
+    tries: &mut Tries,
     replay: &mut Option<Vec<u8>>,
 ) -> Result<Exchanged, (ProxyError, bool)> {
     let group = &snap.groups[fwd.group];
-    let policy = &group.retry;
-    let now = shard.timers.now();
-    // The overall deadline of all tries (far away when none is configured).
-    let overall = now + policy.deadline.unwrap_or(Duration::from_secs(86_400 * 365));
+    let idempotent = fwd.info.method.is_idempotent();
     let mut index = fwd.index;
-    let mut tried = [usize::MAX; shardgate_upstream::retry::MAX_ATTEMPTS_LIMIT as usize];
-    let mut attempt = 1u32;
     let mut fresh = false;
-    let mut replaced_dead = false;
     loop {
-        group.in_flight(index, 1);
-        b.rec.flight = Some((fwd.group, index));
-        let result = try_once(shard, snap, client, b, fwd, index, fresh, body, overall).await;
+        // The previous try's count ends as this one's begins; a dead pooled
+        // connection's replacement is the same try, still in flight.
+        if !fresh {
+            b.rec.flight = Some(InFlight::begin(&group.state, tries, index));
+        }
+        let result = try_once(shard, snap, client, b, fwd, index, fresh, body, tries).await;
         fresh = false;
+        let now = shard.timers.now();
+        let outcome = match &result {
+            Ok(ex) => Some(Outcome::Response(ex.response.status)),
+            Err(f) => f.outcome,
+        };
+        if let Some(o) = outcome
+            && let Some(event) = group.state.borrow_mut().record(index, o, now)
+        {
+            log::warn!("shard {}: upstream {:?}: {event}", shard.id, group.name);
+        }
         let next = match result {
             Ok(ex) => {
                 let status = ex.response.status;
-                group.record(index, Outcome::Response(status), now, shard.id);
-                let target = (policy.on.statuses.contains(&status) && replay.is_some())
-                    .then(|| {
-                        let t = Try {
-                            attempt,
-                            index,
-                            free: false,
-                        };
-                        retry_target(shard, group, &mut tried, t, fwd.key, overall)
-                    })
-                    .flatten();
-                let Some(next) = target else {
+                if replay.is_none() {
+                    return Ok(ex);
+                }
+                let decision =
+                    group
+                        .state
+                        .borrow_mut()
+                        .retry(tries, Outcome::Response(status), fwd.key, now);
+                let Ok(next) = decision else {
                     return Ok(ex);
                 };
                 if let Some(copy) = replay.as_ref() {
@@ -173,42 +172,26 @@ async fn exchange_tries(
                 drop(ex); // the connection closes; its response is not read
                 next
             }
-            Err(f) if f.dead_pooled && !replaced_dead && replayable && idempotent => {
+            Err(f) if f.dead_pooled && tries.replace_dead_connection(idempotent) => {
                 log::debug!(
                     "pooled connection to {} was dead; retrying",
                     shard.pools.addr(group.endpoints[index])
                 );
-                group.in_flight(index, -1);
-                replaced_dead = true;
                 fresh = true;
                 shard.stats.upstream_retries.incr();
-                continue;
+                index
             }
             Err(f) => {
-                if let Some(o) = f.outcome {
-                    group.record(index, o, now, shard.id);
-                }
-                let retryable = f.outcome.is_some_and(|o| {
-                    policy.on.matches(o)
-                        && (o == Outcome::ConnectFailed
-                            || (replayable
-                                && idempotent_or_opted(idempotent, policy.non_idempotent)))
-                });
-                // Nothing reached the endpoint: its retry costs the group
-                // nothing, so the budget does not ration it.
-                let free = f.outcome == Some(Outcome::ConnectFailed);
-                let target = retryable
-                    .then(|| {
-                        let t = Try {
-                            attempt,
-                            index,
-                            free,
-                        };
-                        retry_target(shard, group, &mut tried, t, fwd.key, overall)
-                    })
-                    .flatten();
-                let Some(next) = target else {
-                    return Err((f.err, f.body_done));
+                let decision = match f.outcome {
+                    Some(o) => group.state.borrow_mut().retry(tries, o, fwd.key, now),
+                    None => Err(StopReason::NotRetryable),
+                };
+                let next = match decision {
+                    Ok(next) => next,
+                    Err(why) => {
+                        log::debug!("{}: not retried: {why}", f.err);
+                        return Err((f.err, f.body_done));
+                    }
                 };
                 log::debug!(
                     "{} to {}; retrying elsewhere",
@@ -218,50 +201,11 @@ async fn exchange_tries(
                 next
             }
         };
-        group.in_flight(index, -1);
-        b.rec.flight = None;
-        attempt += 1;
+        if !fresh {
+            shard.stats.upstream_retries.incr();
+        }
         index = next;
-        shard.stats.upstream_retries.incr();
     }
-}
-
-/// A try that failed: its number, the endpoint it used, and whether its
-/// retry is free of the budget (nothing was sent: a connect failure).
-struct Try {
-    attempt: u32,
-    index: usize,
-    free: bool,
-}
-
-/// Where a failed try is retried: an endpoint not tried yet, when tries
-/// are left, the overall deadline has not passed and the retry is free or
-/// the retry budget allows one more. Retries only ever move to another
-/// endpoint.
-fn retry_target(
-    shard: &Shard,
-    group: &crate::snapshot::Group,
-    tried: &mut [usize],
-    Try {
-        attempt,
-        index,
-        free,
-    }: Try,
-    key: Option<u64>,
-    overall: Instant,
-) -> Option<usize> {
-    let now = shard.timers.now();
-    if attempt >= group.retry.attempts || now >= overall {
-        return None;
-    }
-    tried[(attempt - 1) as usize] = index;
-    let done = &tried[..attempt as usize];
-    let next = group.pick(key, now, done);
-    (!done.contains(&next) && (free || group.take_retry(now))).then_some(next)
-}
-
-fn idempotent_or_opted(idempotent: bool, opted_in: bool) -> bool {
-    idempotent || opted_in
 }
 
 /// One try on endpoint `index` of the request's group.
@@ -275,7 +219,7 @@ async fn try_once(
     index: usize,
     fresh: bool,
     body: &mut BodyLeft,
-    overall: Instant,
+    tries: &Tries,
 ) -> Result<Exchanged, TryFail> {
     let group = &snap.groups[fwd.group];
     let endpoint = group.endpoints[index];
@@ -287,10 +231,11 @@ async fn try_once(
             dead_pooled,
             body_done,
         };
-    if snap.pool.max_connections_per_endpoint > 0 && b.rec.permit != Some(endpoint) {
-        if let Some(held) = b.rec.permit.take() {
-            shard.limits.release(held);
-        }
+    if snap.pool.max_connections_per_endpoint > 0
+        && b.rec.permit.as_ref().map(Permit::endpoint) != Some(endpoint)
+    {
+        // A slot held on another endpoint (an earlier try) goes back first.
+        b.rec.permit = None;
         let now = shard.timers.now();
         if shard
             .limits
@@ -305,7 +250,7 @@ async fn try_once(
                 body_done,
             ));
         }
-        b.rec.permit = Some(endpoint);
+        b.rec.permit = Some(Permit::held(&shard.limits, endpoint));
     }
     let (mut conn, reused) = match checkout_or_connect(shard, snap, endpoint, fresh).await {
         Ok(c) => {
@@ -361,11 +306,11 @@ async fn try_once(
     // Each try waits for its response head at most the per-try timeout,
     // and never past the overall deadline of all tries.
     let group = &snap.groups[fwd.group];
-    let per_try = group
-        .retry
-        .per_try_timeout
-        .unwrap_or(snap.timeouts.upstream_response);
-    let deadline = (shard.timers.now() + per_try).min(overall);
+    let deadline = tries.try_deadline(
+        group.state.borrow().retry_settings(),
+        snap.timeouts.upstream_response,
+        shard.timers.now(),
+    );
     match read_response_head(shard, snap, &mut conn, b, fwd, deadline).await {
         Ok(response) => {
             let took = sent_at.elapsed();

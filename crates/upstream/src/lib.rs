@@ -1,7 +1,9 @@
 //! Sans-I/O upstream behaviour for Shardgate: the decisions a shard makes about the servers
 //! behind it, with every input (including the clock) passed in.
 //!
-//! **What is here.** Choosing an endpoint ([`balance`]), tracking endpoint health from active
+//! **What is here.** [`group::Group`] is a shard's view of one group and the only place that
+//! picks an endpoint, records what a try did and decides whether and where to retry; it is
+//! built from the parts below. Choosing an endpoint ([`balance`]), tracking endpoint health from active
 //! probes ([`health`]) and from live traffic ([`outlier`]), deciding whether and how long to
 //! retry ([`retry`], [`retry_budget`]), failing fast when a group is in trouble ([`breaker`]),
 //! bounding connections per endpoint ([`pool_limit`]) and turning DNS answers into endpoint set
@@ -23,6 +25,7 @@ pub mod balance;
 pub mod breaker;
 pub mod dns;
 pub mod endpoint_set;
+pub mod group;
 pub mod health;
 pub mod outcome;
 pub mod outlier;
@@ -34,4 +37,5 @@ mod window;
 pub use balance::{Algorithm, BalanceError, BalancerKind, EndpointSpec, PickHint, WeightedSplit};
 pub use breaker::{Breaker, BreakerConfig, BreakerState, Rejected, Ticket, Verdict};
 pub use endpoint_set::EndpointSet;
+pub use group::{Group, GroupConfig};
 pub use outcome::Outcome;

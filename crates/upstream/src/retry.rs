@@ -1,37 +1,30 @@
-//! Retry decisions: whether a failed try may be retried, and how long the next try may take.
+//! Retry settings and one request's tries. The decision itself is [`crate::group::Group::retry`],
+//! the one place that says whether and where a failed try goes again.
 //!
-//! A try is retried only when all of these hold, checked in this order (the first that fails
-//! is the [`StopReason`]):
+//! A failed try is retried only when all of these hold, checked in this order (the first that
+//! fails is the [`StopReason`]):
 //!
-//! 1. the outcome is in the policy's `retry_on` set (connect failure, reset before any response
-//!    byte, per-try timeout, or a listed status such as 502/503/504); a reset after the
-//!    response started is never retried;
-//! 2. the request may be sent again: the method is idempotent (RFC 9110 §9.2.2) or the route
-//!    opted in, and its body (if any) can be replayed — unless the try failed to connect, in
-//!    which case no byte left the gateway and any request is safe to send elsewhere;
-//! 3. fewer than `max_attempts` tries were made;
-//! 4. time remains before the overall deadline;
-//! 5. the [`RetryBudget`] has a retry to spare (checked last, so a refused retry costs nothing).
-//!
-//! The retry should go to a different endpoint: [`RetryState::tried`] feeds
-//! [`crate::balance::BalancerKind::pick_retry`].
+//! 1. the outcome is in the group's `retry.on` set (connect failure, reset before any response
+//!    byte, try timeout, or a listed status); a reset after the response started never is;
+//! 2. the request may be sent again: the method is idempotent (RFC 9110 §9.2.2) or the group
+//!    opted in, and its body (if any) can be replayed; a try that failed to connect sent
+//!    nothing, so any request may go elsewhere;
+//! 3. fewer than `attempts` tries were made, and the overall deadline has not passed;
+//! 4. another endpoint is there to take it (retries never go back to one already tried);
+//! 5. the retry is free (after a connect failure nothing reached the group) or the
+//!    [`crate::retry_budget::RetryBudget`] has one to spare (checked last, so a refused retry
+//!    costs nothing).
 
 use std::fmt;
 use std::time::{Duration, Instant};
 
 use crate::outcome::Outcome;
-use crate::retry_budget::RetryBudget;
+use crate::retry_budget::RetryBudgetConfig;
 
-/// Most tries (first + retries) any policy may allow.
+/// Most tries (first + retries) any group may allow.
 pub const MAX_ATTEMPTS_LIMIT: u32 = 8;
 /// Default tries per request: the first and one retry.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 2;
-/// Default time one try may take until the response head.
-pub const DEFAULT_PER_TRY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default time all tries together may take.
-pub const DEFAULT_DEADLINE: Duration = Duration::from_secs(15);
-/// Default statuses that are retried.
-pub const DEFAULT_RETRY_STATUSES: [u16; 3] = [502, 503, 504];
+pub const DEFAULT_ATTEMPTS: u32 = 2;
 
 /// Is `method` idempotent per RFC 9110 §9.2.2 (GET, HEAD, OPTIONS, TRACE, PUT, DELETE)?
 /// Methods are case-sensitive; unknown methods are not idempotent.
@@ -52,18 +45,30 @@ pub struct RetryOn {
 }
 
 impl Default for RetryOn {
+    /// Failures where the endpoint, not the request, is at fault and nothing of a response
+    /// was seen: connect failures and resets before any response byte.
     fn default() -> Self {
         RetryOn {
             connect_failure: true,
             reset_before_response: true,
-            try_timeout: true,
-            statuses: DEFAULT_RETRY_STATUSES.into(),
+            try_timeout: false,
+            statuses: Box::new([]),
         }
     }
 }
 
 impl RetryOn {
-    /// Is this outcome one the policy retries (before the other conditions)?
+    /// Nothing is retried.
+    pub fn none() -> RetryOn {
+        RetryOn {
+            connect_failure: false,
+            reset_before_response: false,
+            try_timeout: false,
+            statuses: Box::new([]),
+        }
+    }
+
+    /// Is this outcome one the group retries (before the other conditions)?
     pub fn matches(&self, outcome: Outcome) -> bool {
         match outcome {
             Outcome::ConnectFailed => self.connect_failure,
@@ -75,26 +80,31 @@ impl RetryOn {
     }
 }
 
-/// A route's retry policy.
+/// When a failed try goes to another endpoint (a group's `[retry]` table).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Tries in total, first included (1 = no retries); clamped to [`MAX_ATTEMPTS_LIMIT`].
-    pub max_attempts: u32,
-    pub retry_on: RetryOn,
-    /// The route opts in to retrying non-idempotent methods.
+pub struct RetrySettings {
+    /// Tries in total, the first included (1: no retries).
+    pub attempts: u32,
+    pub on: RetryOn,
+    /// Retry methods that are not idempotent too (POST, PATCH).
     pub non_idempotent: bool,
-    pub per_try_timeout: Duration,
-    pub deadline: Duration,
+    /// Retries stay under this share of requests (the retry budget).
+    pub budget: RetryBudgetConfig,
+    /// Longest wait for each try's response head (`None`: the gateway's upstream timeout).
+    pub per_try_timeout: Option<Duration>,
+    /// Longest time for all tries together (`None`: no overall limit).
+    pub deadline: Option<Duration>,
 }
 
-impl Default for RetryPolicy {
+impl Default for RetrySettings {
     fn default() -> Self {
-        RetryPolicy {
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-            retry_on: RetryOn::default(),
+        RetrySettings {
+            attempts: DEFAULT_ATTEMPTS,
+            on: RetryOn::default(),
             non_idempotent: false,
-            per_try_timeout: DEFAULT_PER_TRY_TIMEOUT,
-            deadline: DEFAULT_DEADLINE,
+            budget: RetryBudgetConfig::default(),
+            per_try_timeout: None,
+            deadline: None,
         }
     }
 }
@@ -107,6 +117,7 @@ pub enum StopReason {
     BodyNotReplayable,
     AttemptsExhausted,
     DeadlineExceeded,
+    NoOtherEndpoint,
     BudgetExhausted,
 }
 
@@ -118,134 +129,123 @@ impl fmt::Display for StopReason {
             StopReason::BodyNotReplayable => "request body already streamed",
             StopReason::AttemptsExhausted => "attempts exhausted",
             StopReason::DeadlineExceeded => "deadline exceeded",
+            StopReason::NoOtherEndpoint => "no other endpoint to try",
             StopReason::BudgetExhausted => "retry budget exhausted",
         })
     }
 }
 
-/// The verdict on a failed try.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetryDecision {
-    /// Try again (on another endpoint) with this timeout.
-    Retry {
-        timeout: Duration,
-    },
-    Stop(StopReason),
-}
-
-/// Per-request retry bookkeeping: when it started, what it is, where it went.
+/// One request's tries: what it is, where it went, and until when it may go on.
 #[derive(Debug, Clone)]
-pub struct RetryState {
-    started: Instant,
-    idempotent: bool,
-    body_replayable: bool,
-    tried: [u32; MAX_ATTEMPTS_LIMIT as usize],
-    attempts: u8,
+pub struct Tries {
+    /// The method is idempotent, or the group retries any method.
+    resendable: bool,
+    /// The whole request is at hand to send again.
+    replayable: bool,
+    deadline: Option<Instant>,
+    tried: [usize; MAX_ATTEMPTS_LIMIT as usize],
+    made: u32,
+    replaced_dead: bool,
 }
 
-impl RetryState {
-    /// A request that arrived at `started`. `body_replayable` is true when it has no body or
-    /// the body is fully buffered.
-    pub fn new(started: Instant, method: &[u8], body_replayable: bool) -> Self {
-        RetryState {
-            started,
-            idempotent: is_idempotent(method),
-            body_replayable,
-            tried: [0; MAX_ATTEMPTS_LIMIT as usize],
-            attempts: 0,
+impl Tries {
+    /// A request that starts at `now`. `idempotent`: per [`is_idempotent`]; `replayable`: it
+    /// has no body or its body is held whole.
+    pub fn new(
+        settings: &RetrySettings,
+        idempotent: bool,
+        replayable: bool,
+        now: Instant,
+    ) -> Tries {
+        Tries {
+            resendable: idempotent || settings.non_idempotent,
+            replayable,
+            deadline: settings.deadline.map(|d| now + d),
+            tried: [usize::MAX; MAX_ATTEMPTS_LIMIT as usize],
+            made: 0,
+            replaced_dead: false,
         }
     }
 
-    /// Note a try sent to endpoint `i`.
-    pub fn record_attempt(&mut self, endpoint: usize) {
-        if let Some(slot) = self.tried.get_mut(usize::from(self.attempts)) {
-            *slot = u32::try_from(endpoint).unwrap_or(u32::MAX);
-            self.attempts += 1;
-        }
+    /// Endpoints tried so far, in order.
+    pub fn tried(&self) -> &[usize] {
+        &self.tried[..self.made as usize]
     }
 
     /// Tries made so far.
-    pub fn attempts(&self) -> u32 {
-        u32::from(self.attempts)
+    pub fn made(&self) -> u32 {
+        self.made
     }
 
-    /// Was endpoint `i` already tried? (Exclude it when picking the retry's endpoint.)
-    #[inline]
-    pub fn tried(&self, i: usize) -> bool {
-        self.tried[..usize::from(self.attempts)]
-            .iter()
-            .any(|&t| t as usize == i)
-    }
-
-    /// When the request started.
-    pub fn started(&self) -> Instant {
-        self.started
-    }
-}
-
-impl RetryPolicy {
-    /// The timeout for the next try at `now`: `min(per_try, deadline - elapsed)`, or `None` when
-    /// the deadline has passed.
-    pub fn try_timeout(&self, started: Instant, now: Instant) -> Option<Duration> {
-        let elapsed = now.saturating_duration_since(started);
-        let left = self
-            .deadline
-            .checked_sub(elapsed)
-            .filter(|d| !d.is_zero())?;
-        Some(left.min(self.per_try_timeout))
-    }
-
-    /// Decide about a try that ended with `outcome` at `now`; a `Retry` has taken a retry from
-    /// `budget`.
-    pub fn decide(
+    /// How long the next try may wait for its response head: the per-try timeout (or
+    /// `default`), never past the overall deadline.
+    pub fn try_deadline(
         &self,
-        state: &RetryState,
+        settings: &RetrySettings,
+        default: Duration,
+        now: Instant,
+    ) -> Instant {
+        let own = now + settings.per_try_timeout.unwrap_or(default);
+        self.deadline.map_or(own, |d| own.min(d))
+    }
+
+    /// Whether a retry on a listed status can happen at all, so the caller keeps a copy of the
+    /// request to send again.
+    pub fn may_retry_a_status(&self, settings: &RetrySettings) -> bool {
+        !settings.on.statuses.is_empty()
+            && self.replayable
+            && self.resendable
+            && settings.attempts > 1
+    }
+
+    /// A pooled connection turned out dead before any response byte: send the request again
+    /// on a fresh connection to the same endpoint, once per request, when it is safe (the
+    /// endpoint never saw it, but the gateway cannot be sure). Not a retry: it costs no
+    /// attempt and no budget.
+    pub fn replace_dead_connection(&mut self, idempotent: bool) -> bool {
+        let ok = !self.replaced_dead && self.replayable && idempotent;
+        self.replaced_dead |= ok;
+        ok
+    }
+
+    /// Records a try on `index`.
+    pub(crate) fn record(&mut self, index: usize) {
+        if let Some(slot) = self.tried.get_mut(self.made as usize) {
+            *slot = index;
+            self.made += 1;
+        }
+    }
+
+    /// Conditions 1 to 3 of the module's list, for a try that ended with `outcome`.
+    pub(crate) fn may_retry(
+        &self,
+        settings: &RetrySettings,
         outcome: Outcome,
         now: Instant,
-        budget: &mut RetryBudget,
-    ) -> RetryDecision {
-        use StopReason::*;
-        if !self.retry_on.matches(outcome) {
-            return RetryDecision::Stop(NotRetryable);
+    ) -> Result<(), StopReason> {
+        if !settings.on.matches(outcome) {
+            return Err(StopReason::NotRetryable);
         }
         let sent = outcome != Outcome::ConnectFailed;
-        if sent && !state.idempotent && !self.non_idempotent {
-            return RetryDecision::Stop(NotIdempotent);
+        if sent && !self.resendable {
+            return Err(StopReason::NotIdempotent);
         }
-        if sent && !state.body_replayable {
-            return RetryDecision::Stop(BodyNotReplayable);
+        if sent && !self.replayable {
+            return Err(StopReason::BodyNotReplayable);
         }
-        if state.attempts() >= self.max_attempts.clamp(1, MAX_ATTEMPTS_LIMIT) {
-            return RetryDecision::Stop(AttemptsExhausted);
+        if self.made >= settings.attempts.clamp(1, MAX_ATTEMPTS_LIMIT) {
+            return Err(StopReason::AttemptsExhausted);
         }
-        let Some(timeout) = self.try_timeout(state.started, now) else {
-            return RetryDecision::Stop(DeadlineExceeded);
-        };
-        if !budget.try_withdraw(now) {
-            return RetryDecision::Stop(BudgetExhausted);
+        if self.deadline.is_some_and(|d| now >= d) {
+            return Err(StopReason::DeadlineExceeded);
         }
-        RetryDecision::Retry { timeout }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::retry_budget::RetryBudgetConfig;
-
-    const S: Duration = Duration::from_secs(1);
-    const MS: Duration = Duration::from_millis(1);
-
-    fn roomy_budget(t0: Instant) -> RetryBudget {
-        RetryBudget::new(
-            RetryBudgetConfig {
-                percent: 100,
-                min_retries_per_sec: 100,
-                ..Default::default()
-            },
-            t0,
-        )
-    }
 
     #[test]
     fn idempotent_methods_per_rfc_9110() {
@@ -274,230 +274,66 @@ mod tests {
     }
 
     #[test]
-    fn deadline_arithmetic() {
+    fn each_try_waits_its_own_timeout_but_never_past_the_overall_deadline() {
+        let s = Duration::from_secs(1);
         let t0 = Instant::now();
-        let p = RetryPolicy {
-            per_try_timeout: 2 * S,
-            deadline: 5 * S,
-            ..RetryPolicy::default()
+        let settings = RetrySettings {
+            per_try_timeout: Some(2 * s),
+            deadline: Some(5 * s),
+            ..RetrySettings::default()
         };
-        // (elapsed, next try timeout)
-        let cases = [
-            (Duration::ZERO, Some(2 * S)),
-            (2 * S, Some(2 * S)),
-            (3 * S, Some(2 * S)),
-            (3500 * MS, Some(1500 * MS)),
-            (5 * S - MS, Some(MS)),
-            (5 * S, None),
-            (60 * S, None),
-        ];
-        for (elapsed, want) in cases {
-            assert_eq!(p.try_timeout(t0, t0 + elapsed), want, "after {elapsed:?}");
+        let tries = Tries::new(&settings, true, true, t0);
+        // (now, the try's deadline)
+        for (now, want) in [
+            (t0, t0 + 2 * s),
+            (t0 + 3 * s, t0 + 5 * s),
+            (t0 + 4 * s, t0 + 5 * s),
+        ] {
+            assert_eq!(tries.try_deadline(&settings, 60 * s, now), want);
         }
-        assert_eq!(
-            p.try_timeout(t0 + S, t0),
-            Some(2 * S),
-            "a clock read before start is elapsed 0"
-        );
+        let open = RetrySettings::default();
+        let tries = Tries::new(&open, true, true, t0);
+        assert_eq!(tries.try_deadline(&open, 60 * s, t0 + s), t0 + 61 * s);
     }
 
     #[test]
-    fn decision_table() {
-        use RetryDecision::{Retry, Stop};
-        use StopReason::*;
+    fn a_dead_pooled_connection_is_replaced_once_and_only_when_safe() {
         let t0 = Instant::now();
-        let p = RetryPolicy {
-            max_attempts: 3,
-            per_try_timeout: 2 * S,
-            deadline: 5 * S,
-            ..RetryPolicy::default()
-        };
-        let retry = Retry { timeout: 2 * S };
-        // (method, body replayable, attempts made, outcome, elapsed, decision)
-        type Case<'a> = (&'a [u8], bool, usize, Outcome, Duration, RetryDecision);
-        let cases: &[Case<'_>] = &[
-            (b"GET", true, 1, Outcome::ConnectFailed, S, retry),
-            (b"GET", true, 1, Outcome::ResetBeforeResponse, S, retry),
-            (b"GET", true, 1, Outcome::TryTimeout, S, retry),
-            (b"GET", true, 1, Outcome::Response(502), S, retry),
-            (b"GET", true, 1, Outcome::Response(503), S, retry),
-            (b"GET", true, 1, Outcome::Response(504), S, retry),
-            (
-                b"GET",
-                true,
-                1,
-                Outcome::Response(500),
-                S,
-                Stop(NotRetryable),
-            ),
-            (
-                b"GET",
-                true,
-                1,
-                Outcome::Response(200),
-                S,
-                Stop(NotRetryable),
-            ),
-            (
-                b"GET",
-                true,
-                1,
-                Outcome::ResetAfterResponse,
-                S,
-                Stop(NotRetryable),
-            ),
-            (
-                b"POST",
-                true,
-                1,
-                Outcome::Response(503),
-                S,
-                Stop(NotIdempotent),
-            ),
-            (
-                b"POST",
-                true,
-                1,
-                Outcome::ResetBeforeResponse,
-                S,
-                Stop(NotIdempotent),
-            ),
-            (b"POST", false, 1, Outcome::ConnectFailed, S, retry),
-            (
-                b"PUT",
-                false,
-                1,
-                Outcome::Response(503),
-                S,
-                Stop(BodyNotReplayable),
-            ),
-            (
-                b"GET",
-                true,
-                3,
-                Outcome::Response(503),
-                S,
-                Stop(AttemptsExhausted),
-            ),
-            (
-                b"GET",
-                true,
-                2,
-                Outcome::Response(503),
-                4 * S,
-                Retry { timeout: S },
-            ),
-            (
-                b"GET",
-                true,
-                2,
-                Outcome::Response(503),
-                5 * S,
-                Stop(DeadlineExceeded),
-            ),
-        ];
-        for (i, (method, replayable, made, outcome, elapsed, want)) in cases.iter().enumerate() {
-            let mut state = RetryState::new(t0, method, *replayable);
-            for e in 0..*made {
-                state.record_attempt(e);
-            }
-            let got = p.decide(&state, *outcome, t0 + *elapsed, &mut roomy_budget(t0));
-            assert_eq!(
-                got,
-                *want,
-                "case {i}: {} {outcome}",
-                String::from_utf8_lossy(method)
-            );
-        }
+        let settings = RetrySettings::default();
+        let mut get = Tries::new(&settings, true, true, t0);
+        assert!(get.replace_dead_connection(true));
+        assert!(!get.replace_dead_connection(true), "once per request");
+        let mut post = Tries::new(&settings, false, true, t0);
+        assert!(!post.replace_dead_connection(false));
+        let mut streamed = Tries::new(&settings, true, false, t0);
+        assert!(!streamed.replace_dead_connection(true));
     }
 
     #[test]
-    fn route_opt_in_retries_non_idempotent_methods() {
+    fn status_retries_need_statuses_a_replayable_resendable_request_and_attempts() {
         let t0 = Instant::now();
-        let p = RetryPolicy {
-            non_idempotent: true,
-            ..RetryPolicy::default()
-        };
-        let mut state = RetryState::new(t0, b"POST", true);
-        state.record_attempt(0);
-        let got = p.decide(&state, Outcome::Response(503), t0, &mut roomy_budget(t0));
-        assert!(matches!(got, RetryDecision::Retry { .. }), "{got:?}");
-    }
-
-    #[test]
-    fn regression_connect_failure_retries_post_because_nothing_was_sent() {
-        let t0 = Instant::now();
-        let mut state = RetryState::new(t0, b"POST", false);
-        state.record_attempt(4);
-        let got = RetryPolicy::default().decide(
-            &state,
-            Outcome::ConnectFailed,
-            t0,
-            &mut roomy_budget(t0),
-        );
-        assert!(matches!(got, RetryDecision::Retry { .. }), "{got:?}");
-    }
-
-    #[test]
-    fn empty_budget_stops_and_a_refused_decision_spends_nothing() {
-        let t0 = Instant::now();
-        let cfg = RetryBudgetConfig {
-            percent: 0,
-            min_retries_per_sec: 0,
-            ..Default::default()
-        };
-        let mut empty = RetryBudget::new(cfg, t0);
-        let mut state = RetryState::new(t0, b"GET", true);
-        state.record_attempt(0);
-        let p = RetryPolicy::default();
-        assert_eq!(
-            p.decide(&state, Outcome::Response(503), t0, &mut empty),
-            RetryDecision::Stop(StopReason::BudgetExhausted)
-        );
-
-        let mut budget = RetryBudget::new(
-            RetryBudgetConfig {
-                percent: 0,
-                min_retries_per_sec: 1,
-                ..Default::default()
+        let with = RetrySettings {
+            on: RetryOn {
+                statuses: Box::new([503]),
+                ..RetryOn::default()
             },
-            t0,
-        );
-        let before = budget.remaining(t0);
-        assert_eq!(
-            p.decide(&state, Outcome::Response(200), t0, &mut budget),
-            RetryDecision::Stop(StopReason::NotRetryable)
-        );
-        assert_eq!(budget.remaining(t0), before);
-        assert!(matches!(
-            p.decide(&state, Outcome::Response(503), t0, &mut budget),
-            RetryDecision::Retry { .. }
-        ));
-        assert_eq!(budget.remaining(t0), before - 1);
-    }
-
-    #[test]
-    fn tried_endpoints_are_remembered_up_to_the_limit() {
-        let t0 = Instant::now();
-        let mut state = RetryState::new(t0, b"GET", true);
-        for e in [3, 7, 3] {
-            state.record_attempt(e);
-        }
-        assert_eq!(state.attempts(), 3);
-        assert!(state.tried(3) && state.tried(7) && !state.tried(0));
-        for e in 0..20 {
-            state.record_attempt(e);
-        }
-        assert_eq!(state.attempts(), MAX_ATTEMPTS_LIMIT);
-        let p = RetryPolicy {
-            max_attempts: 50,
-            ..RetryPolicy::default()
+            ..RetrySettings::default()
         };
-        let got = p.decide(&state, Outcome::Response(503), t0, &mut roomy_budget(t0));
-        assert_eq!(
-            got,
-            RetryDecision::Stop(StopReason::AttemptsExhausted),
-            "clamped to the limit"
-        );
+        // (settings, idempotent, replayable, keep a copy)
+        let one_try = RetrySettings {
+            attempts: 1,
+            ..with.clone()
+        };
+        let cases = [
+            (&with, true, true, true),
+            (&with, false, true, false),
+            (&with, true, false, false),
+            (&one_try, true, true, false),
+            (&RetrySettings::default(), true, true, false),
+        ];
+        for (i, (settings, idempotent, replayable, want)) in cases.into_iter().enumerate() {
+            let tries = Tries::new(settings, idempotent, replayable, t0);
+            assert_eq!(tries.may_retry_a_status(settings), want, "case {i}");
+        }
     }
 }

@@ -6,9 +6,9 @@
 //! on a key the caller hashed with [`shardgate_common::hash`]). [`WeightedSplit`] splits a route across
 //! groups.
 //!
-//! Eligibility is the caller's predicate: healthy per the latest health snapshot, not ejected,
-//! and — on a retry — not already tried ([`BalancerKind::pick_retry`]). Every algorithm falls
-//! back deterministically when its first choice is ineligible and returns `None` only when no
+//! Eligibility is the caller's predicate; [`BalancerKind::choose`] orders health, ejection and
+//! the tried set for [`crate::group::Group::pick`]. Every algorithm falls back
+//! deterministically when its first choice is ineligible and returns `None` only when no
 //! endpoint is eligible.
 
 mod least_request;
@@ -177,18 +177,6 @@ impl BalancerKind {
             .or_else(|| self.pick(hint, |_| true))
             .unwrap_or(0)
     }
-
-    /// Choose for a retry: an eligible endpoint not yet `tried`, else (a group of one, or all
-    /// tried) an eligible one that was.
-    pub fn pick_retry(
-        &mut self,
-        hint: &PickHint<'_>,
-        eligible: impl Fn(usize) -> bool,
-        tried: impl Fn(usize) -> bool,
-    ) -> Option<usize> {
-        self.pick(hint, |i| eligible(i) && !tried(i))
-            .or_else(|| self.pick(hint, eligible))
-    }
 }
 
 #[cfg(test)]
@@ -269,14 +257,10 @@ mod tests {
                     in_flight: &[0; 3],
                 };
                 let first = b.pick(&hint, |_| true).unwrap();
-                let again = b.pick_retry(&hint, |_| true, |i| i == first).unwrap();
+                let again = b.choose(&hint, |_| true, |_| false, &[first]);
                 assert_ne!(again, first, "{algorithm:?}");
-                let only = b.pick_retry(&hint, |i| i == first, |i| i == first);
-                assert_eq!(
-                    only,
-                    Some(first),
-                    "{algorithm:?}: falls back to the tried one"
-                );
+                let only = b.choose(&hint, |i| i == first, |_| false, &[first]);
+                assert_eq!(only, first, "{algorithm:?}: falls back to the tried one");
             }
         }
     }
