@@ -217,16 +217,7 @@ pub(crate) async fn relay(
             to - from
         } as u64;
         let r = if from == usize::MAX {
-            let (r, w) = write_from(
-                &shard.timers,
-                &mut client.stream,
-                take(&mut b.w),
-                0,
-                deadline,
-            )
-            .await;
-            b.w = w;
-            r
+            send_to_client(shard, snap, client, b).await
         } else {
             let (r, u) = write_range(
                 &shard.timers,

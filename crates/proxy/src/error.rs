@@ -4,6 +4,35 @@
 
 use shardgate_http::{ChunkedError, ParseError, ResponseError};
 use std::fmt;
+use std::io;
+
+/// What the operating system said about a failed socket operation: kept
+/// (it is `Copy`, unlike `io::Error`) so the log line names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct IoCause {
+    pub kind: io::ErrorKind,
+    /// The errno, when the failure came from a system call.
+    pub errno: Option<i32>,
+}
+
+impl From<&io::Error> for IoCause {
+    fn from(e: &io::Error) -> IoCause {
+        IoCause {
+            kind: e.kind(),
+            errno: e.raw_os_error(),
+        }
+    }
+}
+
+impl fmt::Display for IoCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.errno {
+            // "Connection refused (os error 111)"
+            Some(n) => write!(f, "{}", io::Error::from_raw_os_error(n)),
+            None => write!(f, "{}", self.kind),
+        }
+    }
+}
 
 /// Which side of the proxy a failure came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +79,8 @@ pub(crate) struct ProxyError {
     /// Retrying on another connection cannot repeat an effect upstream
     /// (nothing reached it, or what did is known to be unprocessed).
     pub retry_safe: bool,
+    /// The socket error behind it, if one was.
+    pub io: Option<IoCause>,
 }
 
 impl ProxyError {
@@ -57,7 +88,13 @@ impl ProxyError {
         ProxyError {
             kind,
             retry_safe: false,
+            io: None,
         }
+    }
+
+    /// The same failure, with the socket error that caused it.
+    pub(crate) fn because(self, io: Option<IoCause>) -> Self {
+        ProxyError { io, ..self }
     }
 
     pub(crate) fn side(&self) -> Side {
@@ -92,7 +129,17 @@ impl ProxyError {
 
 impl fmt::Display for ProxyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.kind {
+        self.kind.fmt(f)?;
+        match self.io {
+            Some(io) => write!(f, " ({io})"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
             ErrorKind::BadRequest(p) => write!(f, "bad request: {p}"),
             ErrorKind::BadRequestBody(c) => write!(f, "bad request body: {c}"),
             ErrorKind::ClientHeadTimeout => f.write_str("client sent no complete head in time"),
@@ -135,5 +182,20 @@ mod tests {
         }
         assert_eq!(ProxyError::new(ClientHeadTimeout).side(), Side::Client);
         assert_eq!(ProxyError::new(ConnectFailed).side(), Side::Upstream);
+    }
+
+    #[test]
+    fn the_socket_error_reaches_the_message() {
+        let refused = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        let e = ProxyError::new(ErrorKind::ConnectFailed).because(Some(IoCause::from(&refused)));
+        let text = e.to_string();
+        assert!(
+            text.starts_with("upstream connect failed (") && text.contains("os error 111"),
+            "{text}"
+        );
+        assert_eq!(
+            ProxyError::new(ErrorKind::ConnectFailed).to_string(),
+            "upstream connect failed"
+        );
     }
 }

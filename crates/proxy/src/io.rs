@@ -3,6 +3,7 @@
 //! the buffer stays with the kernel until it completes, so these helpers
 //! return an empty `Vec` in its place (the buffer pool refills itself).
 
+use crate::error::IoCause;
 use crate::timer::Timers;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
@@ -12,7 +13,18 @@ use std::time::Instant;
 #[derive(Debug)]
 pub(crate) enum IoFail {
     Timeout,
-    Io,
+    /// The socket failed; what the kernel said.
+    Io(IoCause),
+}
+
+impl IoFail {
+    /// The socket error, if this was one.
+    pub(crate) fn cause(&self) -> Option<IoCause> {
+        match self {
+            IoFail::Io(c) => Some(*c),
+            IoFail::Timeout => None,
+        }
+    }
 }
 
 /// Reads whatever is available into the spare capacity of `buf` (after its
@@ -29,7 +41,7 @@ pub(crate) async fn read_more(
     let slice = buf.slice_mut(start..cap);
     match t.within(deadline, stream.read(slice)).await {
         Ok((Ok(n), slice)) => (Ok(n), slice.into_inner()),
-        Ok((Err(_), slice)) => (Err(IoFail::Io), slice.into_inner()),
+        Ok((Err(e), slice)) => (Err(IoFail::Io(IoCause::from(&e))), slice.into_inner()),
         Err(_) => (Err(IoFail::Timeout), Vec::new()),
     }
 }
@@ -62,7 +74,7 @@ pub(crate) async fn write_range(
     let slice = buf.slice(from..end);
     match t.within(deadline, stream.write_all(slice)).await {
         Ok((Ok(_), slice)) => (Ok(()), slice.into_inner()),
-        Ok((Err(_), slice)) => (Err(IoFail::Io), slice.into_inner()),
+        Ok((Err(e), slice)) => (Err(IoFail::Io(IoCause::from(&e))), slice.into_inner()),
         Err(_) => (Err(IoFail::Timeout), Vec::new()),
     }
 }
@@ -76,7 +88,7 @@ pub(crate) async fn write_static(
 ) -> Result<(), IoFail> {
     match t.within(deadline, stream.write_all(msg)).await {
         Ok((Ok(_), _)) => Ok(()),
-        Ok((Err(_), _)) => Err(IoFail::Io),
+        Ok((Err(e), _)) => Err(IoFail::Io(IoCause::from(&e))),
         Err(_) => Err(IoFail::Timeout),
     }
 }

@@ -188,7 +188,9 @@ async fn read_head(
             // Nothing at all arrived: an idle connection, closed quietly.
             Err(IoFail::Timeout) if !started => return Ok(None),
             Err(IoFail::Timeout) => return Err(ProxyError::new(ErrorKind::ClientHeadTimeout)),
-            Err(IoFail::Io) => return Err(ProxyError::new(ErrorKind::ClientGone)),
+            Err(IoFail::Io(c)) => {
+                return Err(ProxyError::new(ErrorKind::ClientGone).because(Some(c)));
+            }
         }
     }
 }

@@ -5,7 +5,7 @@
 //! request is idempotent and was sent whole in the first write.
 
 use crate::downstream;
-use crate::error::{ErrorKind, ProxyError};
+use crate::error::{ErrorKind, IoCause, ProxyError};
 use crate::io::{IoFail, read_more, write_from, write_range, write_static};
 use crate::pool::EndpointId;
 use crate::request::{
@@ -266,8 +266,8 @@ async fn try_once(
     b.w = w;
     match r {
         Ok(()) => {}
-        Err(IoFail::Io) => {
-            let e = ProxyError::new(ErrorKind::UpstreamClosed);
+        Err(IoFail::Io(c)) => {
+            let e = ProxyError::new(ErrorKind::UpstreamClosed).because(Some(c));
             return Err(fail(
                 e,
                 (!reused).then_some(Outcome::ResetBeforeResponse),
@@ -397,7 +397,10 @@ async fn stream_body(
                 read_more(&shard.timers, &mut client.stream, take(&mut b.c), deadline).await;
             b.c = c;
             match r {
-                Ok(0) | Err(IoFail::Io) => return Err(ProxyError::new(ErrorKind::ClientGone)),
+                Ok(0) => return Err(ProxyError::new(ErrorKind::ClientGone)),
+                Err(IoFail::Io(c)) => {
+                    return Err(ProxyError::new(ErrorKind::ClientGone).because(Some(c)));
+                }
                 Err(IoFail::Timeout) => return Err(ProxyError::new(ErrorKind::ClientTimeout)),
                 Ok(_) => {}
             }
@@ -435,7 +438,9 @@ async fn stream_body(
         b.c = c;
         match r {
             Ok(()) => {}
-            Err(IoFail::Io) => return Err(ProxyError::new(ErrorKind::UpstreamClosed)),
+            Err(IoFail::Io(c)) => {
+                return Err(ProxyError::new(ErrorKind::UpstreamClosed).because(Some(c)));
+            }
             Err(IoFail::Timeout) => return Err(ProxyError::new(ErrorKind::UpstreamTimeout)),
         }
         b.c.drain(..n);
@@ -473,10 +478,11 @@ async fn read_response_head(
         let (r, u) = read_more(&shard.timers, &mut conn.stream, take(&mut b.u), deadline).await;
         b.u = u;
         match r {
-            Ok(0) | Err(IoFail::Io) => {
+            Ok(0) | Err(IoFail::Io(_)) => {
                 return Err(ProxyError {
                     kind: ErrorKind::UpstreamClosed,
                     retry_safe: !received,
+                    io: r.err().and_then(|f| f.cause()),
                 });
             }
             Err(IoFail::Timeout) => return Err(ProxyError::new(ErrorKind::UpstreamTimeout)),
@@ -521,18 +527,20 @@ async fn checkout_or_connect(
         }
         Ok(Err(e)) => {
             shard.stats.upstream_connect_errors.incr();
-            shard.log_limited(|| format!("connect to upstream {addr} failed: {e}"));
-            Err(ProxyError {
+            let e = ProxyError {
                 kind: ErrorKind::ConnectFailed,
                 retry_safe: true,
-            })
+                io: Some(IoCause::from(&e)),
+            };
+            shard.log_limited(|| format!("upstream {addr}: {e}"));
+            Err(e)
         }
         Err(_) => {
             shard.stats.upstream_connect_errors.incr();
             shard.log_limited(|| format!("connect to upstream {addr} timed out"));
             Err(ProxyError {
-                kind: ErrorKind::ConnectTimeout,
                 retry_safe: true,
+                ..ProxyError::new(ErrorKind::ConnectTimeout)
             })
         }
     }

@@ -270,3 +270,39 @@ fn admin_endpoints_and_metrics_parse() {
         "request duration is a histogram: {text}"
     );
 }
+
+#[test]
+fn an_upstream_reset_is_logged_in_the_kernels_words() {
+    // An upstream that reads the request and resets the connection.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        for mut conn in listener.incoming().map_while(Result::ok) {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = socket2::SockRef::from(&conn).set_linger(Some(Duration::ZERO));
+        }
+    });
+    let cfg = ConfigFile::new("reset");
+    let ports = Ports::pick();
+    cfg.write(&format!(
+        "workers = 1\n[[listeners]]\naddress = \"127.0.0.1:{}\"\n\
+         [upstreams.app]\nendpoints = [\"{addr}\"]\n\
+         [[routes]]\nprefix = \"/\"\nupstream = \"app\"\n",
+        ports.listen
+    ));
+    let gw = Gateway::start(&cfg, &ports);
+    let (status, _) = raw_get(ports.listen, "/");
+    assert_eq!(status, 502);
+    // ECONNRESET, as the kernel words it.
+    assert!(
+        wait_for(Duration::from_secs(3), || gw
+            .log
+            .lock()
+            .unwrap()
+            .contains("Connection reset by peer (os error 104)")),
+        "the errno is not in the log: {}",
+        gw.log.lock().unwrap()
+    );
+}
