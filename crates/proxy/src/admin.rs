@@ -113,7 +113,11 @@ fn route(method: &str, path: &str, handle: &GatewayHandle) -> (u16, &'static str
         ),
         ("POST", "/reload") => match handle.reload_from_file() {
             Ok(v) => (200, JSON, format!("{{\"version\":{v}}}\n")),
-            Err(e) => (400, JSON, format!("{{\"error\":{}}}\n", json_str(&e))),
+            Err(e) => (
+                400,
+                JSON,
+                format!("{{\"error\":{}}}\n", json_str(&e.to_string())),
+            ),
         },
         (
             _,

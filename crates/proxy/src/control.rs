@@ -4,6 +4,7 @@
 //! channel.
 
 use crate::metrics::{GatewayFacts, ShardMetrics};
+use crate::snapshot::BuildError;
 use shardgate_config::Config;
 use std::path::PathBuf;
 use std::sync::mpsc;
@@ -18,7 +19,7 @@ pub(crate) enum Command {
     Reload {
         config: Arc<Config>,
         version: u64,
-        ack: mpsc::Sender<(usize, Result<(), String>)>,
+        ack: mpsc::Sender<(usize, Result<(), BuildError>)>,
     },
     /// Copy out the shard's metrics.
     Collect { reply: mpsc::Sender<ShardMetrics> },
@@ -55,6 +56,47 @@ pub struct ConfigInfo {
     /// The errors of the last refused reload, if the last attempt failed.
     pub last_error: Option<String>,
 }
+
+/// Why a reload was refused: the previous configuration keeps serving.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The gateway was started from a configuration built in code.
+    NotFromFile,
+    /// The file could not be read.
+    Read {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    /// The file is not a valid configuration (every error, with its field).
+    Invalid(String),
+    /// The change needs a restart (or a binary upgrade).
+    RestartRequired { field: &'static str },
+    /// A shard has stopped and cannot take the configuration.
+    ShardStopped,
+    /// A shard could not build the configuration.
+    ShardRefused { shard: usize, error: BuildError },
+    /// A shard did not answer in time.
+    ShardSilent,
+}
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReloadError::NotFromFile => f.write_str("this gateway was not started from a file"),
+            ReloadError::Read { path, error } => write!(f, "{}: {error}", path.display()),
+            ReloadError::Invalid(errors) => f.write_str(errors),
+            ReloadError::RestartRequired { field } => write!(
+                f,
+                "{field} cannot change on reload: restart (or upgrade the binary) to apply it"
+            ),
+            ReloadError::ShardStopped => f.write_str("a shard has stopped"),
+            ReloadError::ShardRefused { shard, error } => write!(f, "shard {shard}: {error}"),
+            ReloadError::ShardSilent => f.write_str("a shard did not answer in time"),
+        }
+    }
+}
+
+impl std::error::Error for ReloadError {}
 
 /// A change applied to every configuration read on reload.
 pub type Adjust = Arc<dyn Fn(&mut Config) + Send + Sync>;
@@ -97,7 +139,7 @@ impl GatewayHandle {
     /// Applies a new configuration on every shard. Refused (the old one keeps
     /// serving) when it changes a setting that needs a restart. Returns the
     /// new version.
-    pub fn reload(&self, config: Config, hash: u64, source: &str) -> Result<u64, String> {
+    pub fn reload(&self, config: Config, hash: u64, source: &str) -> Result<u64, ReloadError> {
         let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
         let result = self.apply(&mut state, config, hash, source);
         match &result {
@@ -108,7 +150,7 @@ impl GatewayHandle {
             }
             Err(e) => {
                 state.info.reload_failures += 1;
-                state.info.last_error = Some(e.clone());
+                state.info.last_error = Some(e.to_string());
                 log::error!(
                     "reload from {source} refused, the previous configuration keeps serving: {e}"
                 );
@@ -123,11 +165,9 @@ impl GatewayHandle {
         config: Config,
         hash: u64,
         source: &str,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, ReloadError> {
         if let Some(field) = state.config.restart_required(&config) {
-            return Err(format!(
-                "{field} cannot change on reload: restart (or upgrade the binary) to apply it"
-            ));
+            return Err(ReloadError::RestartRequired { field });
         }
         let config = Arc::new(config);
         let version = state.info.version + 1;
@@ -138,7 +178,7 @@ impl GatewayHandle {
                 version,
                 ack: ack.clone(),
             })
-            .map_err(|_| "a shard has stopped".to_string())?;
+            .map_err(|_| ReloadError::ShardStopped)?;
         }
         drop(ack);
         let deadline = Instant::now() + ANSWER_TIMEOUT;
@@ -146,8 +186,8 @@ impl GatewayHandle {
             let left = deadline.saturating_duration_since(Instant::now());
             match acks.recv_timeout(left) {
                 Ok((_, Ok(()))) => {}
-                Ok((shard, Err(e))) => return Err(format!("shard {shard}: {e}")),
-                Err(_) => return Err("a shard did not answer in time".into()),
+                Ok((shard, Err(error))) => return Err(ReloadError::ShardRefused { shard, error }),
+                Err(_) => return Err(ReloadError::ShardSilent),
             }
         }
         state.config = config;
@@ -166,9 +206,9 @@ impl GatewayHandle {
     /// their previous sections and the rest applies (see
     /// `shardgate_config::reload_toml`); the refusal is logged, counted and
     /// shown at `/config`.
-    pub fn reload_from_file(&self) -> Result<u64, String> {
+    pub fn reload_from_file(&self) -> Result<u64, ReloadError> {
         let Some(path) = self.0.path.clone() else {
-            return Err("this gateway was not started from a file".into());
+            return Err(ReloadError::NotFromFile);
         };
         let _one_at_a_time = self.0.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let source = path.display().to_string();
@@ -179,8 +219,12 @@ impl GatewayHandle {
             .unwrap_or_else(|p| p.into_inner())
             .text
             .clone();
-        let text = shardgate_config::read_text(&path, shardgate_config::MAX_CONFIG_FILE)
-            .map_err(|e| format!("{source}: {e}"));
+        let text = shardgate_config::read_text(&path, shardgate_config::MAX_CONFIG_FILE).map_err(
+            |error| ReloadError::Read {
+                path: path.clone(),
+                error,
+            },
+        );
         let parsed = text.and_then(|t| {
             let loaded = match &previous {
                 Some(p) => shardgate_config::reload_toml(&t, p),
@@ -192,14 +236,14 @@ impl GatewayHandle {
             };
             loaded
                 .map(|r| (r, config_hash(&t)))
-                .map_err(|e| e.to_string().trim_end().to_string())
+                .map_err(|e| ReloadError::Invalid(e.to_string().trim_end().to_string()))
         });
         let (loaded, hash) = match parsed {
             Ok(p) => p,
             Err(e) => {
                 let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
                 state.info.reload_failures += 1;
-                state.info.last_error = Some(e.clone());
+                state.info.last_error = Some(e.to_string());
                 log::error!("reload refused, the previous configuration keeps serving: {e}");
                 return Err(e);
             }

@@ -2,7 +2,7 @@
 //! one configuration, each shard holding its own immutable copy.
 
 use shardgate_config::{Route, Tenant};
-use shardgate_router::{Router, RouterBuilder};
+use shardgate_router::{BuildError, Router, RouterBuilder};
 
 /// Index of a route in the configuration.
 pub(crate) type RouteId = usize;
@@ -12,20 +12,16 @@ pub(crate) type RouteId = usize;
 /// error is returned for the caller to report. Every tenant host gets a scope
 /// even if no route names it, so a request for it is answered by the
 /// tenant's routes or 404, never by routes outside the tenant.
-pub(crate) fn build(routes: &[Route], tenants: &[Tenant]) -> Result<Router<RouteId>, String> {
+pub(crate) fn build(
+    routes: &[Route],
+    tenants: &[Tenant],
+) -> Result<Router<RouteId>, Vec<BuildError>> {
     let mut builder = RouterBuilder::new();
     for (id, r) in routes.iter().enumerate() {
-        builder
-            .insert(r.router_spec(), id)
-            .map_err(|e| e.to_string())?;
+        builder.insert(r.router_spec(), id).map_err(|e| vec![e])?;
     }
     for host in tenants.iter().flat_map(|t| &t.hosts) {
-        builder.reserve_host(host).map_err(|e| e.to_string())?;
+        builder.reserve_host(host).map_err(|e| vec![e])?;
     }
-    builder.build().map_err(|errs| {
-        errs.iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    })
+    builder.build()
 }

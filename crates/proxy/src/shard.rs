@@ -71,7 +71,7 @@ impl Shard {
         stats: Arc<ShardStats>,
         log_tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
         rate_tx: Option<std::sync::mpsc::Sender<crate::rates::Batch>>,
-    ) -> Result<Shard, String> {
+    ) -> Result<Shard, crate::snapshot::BuildError> {
         let pools = Pools::new();
         let metrics = Registry::default();
         let snapshot = Snapshot::build(config, 1, &pools, &metrics, (id, shards))?;
@@ -208,7 +208,11 @@ impl Shard {
     /// Builds a snapshot of `config` and makes it current: requests that
     /// start from now on use it; pools of endpoints it no longer names are
     /// drained.
-    pub(crate) fn install(&self, config: &Arc<Config>, version: u64) -> Result<(), String> {
+    pub(crate) fn install(
+        &self,
+        config: &Arc<Config>,
+        version: u64,
+    ) -> Result<(), crate::snapshot::BuildError> {
         let mut snap = Snapshot::build(
             config,
             version,

@@ -18,6 +18,39 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
+/// Why a configuration could not be compiled into a shard's snapshot
+/// (validation catches these first; a shard refusing is a last line).
+#[derive(Debug, Clone)]
+pub enum BuildError {
+    /// A group's balancer could not be built from its endpoints.
+    Balancer {
+        upstream: String,
+        error: shardgate_upstream::BalanceError,
+    },
+    /// A tenant's or route's filter chain could not be built (the filter's
+    /// own words).
+    Chain { owner: String, message: String },
+    /// The routing table could not be built.
+    Routes(Vec<shardgate_router::BuildError>),
+}
+
+impl std::fmt::Display for BuildError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildError::Balancer { upstream, error } => write!(f, "upstream {upstream:?}: {error}"),
+            BuildError::Chain { owner, message } => write!(f, "{owner}: {message}"),
+            BuildError::Routes(errors) => {
+                for (i, e) in errors.iter().enumerate() {
+                    write!(f, "{}{e}", if i > 0 { "; " } else { "" })?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for BuildError {}
+
 /// An upstream group on one shard: its endpoints' shard ids and its state
 /// (the upstream crate's [`shardgate_upstream::Group`]: balancer, in-flight
 /// counts, health verdicts, outlier ejections, breaker, retry budget).
@@ -31,7 +64,12 @@ pub(crate) struct Group {
 }
 
 impl Group {
-    fn build(u: &Upstream, ids: Vec<EndpointId>, seed: u64, now: Instant) -> Result<Group, String> {
+    fn build(
+        u: &Upstream,
+        ids: Vec<EndpointId>,
+        seed: u64,
+        now: Instant,
+    ) -> Result<Group, BuildError> {
         let names: Vec<String> = u.endpoints.iter().map(|a| a.to_string()).collect();
         let specs: Vec<EndpointSpec<'_>> = names
             .iter()
@@ -50,7 +88,10 @@ impl Group {
             },
             now,
         )
-        .map_err(|e| format!("upstream {:?}: {e}", u.name))?;
+        .map_err(|error| BuildError::Balancer {
+            upstream: u.name.clone(),
+            error,
+        })?;
         let hash_key = match &u.balancer {
             shardgate_upstream::Algorithm::ConsistentHash { key, .. } => Some(key.clone()),
             _ => None,
@@ -122,7 +163,7 @@ impl Snapshot {
         pools: &Pools,
         registry: &Registry,
         (shard, shards): (usize, usize),
-    ) -> Result<Snapshot, String> {
+    ) -> Result<Snapshot, BuildError> {
         let seed = shard as u64;
         let mut endpoints = Vec::new();
         let now = Instant::now();
@@ -145,8 +186,13 @@ impl Snapshot {
         let mut tenant_chains = Vec::new();
         for t in &config.tenants {
             let owner = format!("tenant {}", t.name);
-            let chain = Chain::build(&none, &t.filters, &[], &mut limits, &owner)
-                .map_err(|e| format!("tenant {:?}: {e}", t.name))?;
+            let chain =
+                Chain::build(&none, &t.filters, &[], &mut limits, &owner).map_err(|message| {
+                    BuildError::Chain {
+                        owner: format!("tenant {:?}", t.name),
+                        message,
+                    }
+                })?;
             tenant_chains.push(chain);
         }
         let mut chains = Vec::with_capacity(config.routes.len());
@@ -154,7 +200,10 @@ impl Snapshot {
             let base = r.tenant.map_or(&none, |t| &tenant_chains[t]);
             let owner = format!("route {}", r.name);
             let chain = Chain::build(base, &r.filters, &r.path.params(), &mut limits, &owner)
-                .map_err(|e| format!("route {:?}: {e}", r.name))?;
+                .map_err(|message| BuildError::Chain {
+                    owner: format!("route {:?}", r.name),
+                    message,
+                })?;
             chains.push(chain);
         }
         Ok(Snapshot {
@@ -164,7 +213,7 @@ impl Snapshot {
             limiters: limits.limiters,
             limit_configs: limits.configs,
             limit_owners: limits.owners,
-            routes: route::build(&config.routes, &config.tenants)?,
+            routes: route::build(&config.routes, &config.tenants).map_err(BuildError::Routes)?,
             route_group: config.routes.iter().map(|r| r.upstream).collect(),
             route_split: config
                 .routes
