@@ -8,13 +8,16 @@
 //! filter chains (`filters = [{ type = "jwt", ... }]`), checked here against
 //! the filters crate's registry. This crate does no I/O beyond reading
 //! the file it is pointed at and the key files its filters name
-//! (`pem_file`, `jwks_file`), and knows nothing of sockets.
+//! (`pem_file`, `jwks_file`), and knows nothing of sockets. Validation does
+//! no DNS: [`check_toml`] and [`check`] are pure; [`from_toml`], [`load`]
+//! and [`from_raw`] then resolve endpoint host names ([`resolve`]).
 
 pub mod defaults;
 mod error;
 mod model;
 pub mod raw;
 mod reload;
+pub mod resolve;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
@@ -27,8 +30,17 @@ pub use shardgate_common::units::{parse_duration, parse_size};
 
 use std::path::Path;
 
-/// Parses and validates a configuration from TOML text.
+/// Parses and validates a configuration from TOML text, resolving the
+/// host names of upstream endpoints (see [`resolve`]).
 pub fn from_toml(text: &str) -> Result<Config, ConfigErrors> {
+    let mut config = check_toml(text)?;
+    resolve::resolve_hosts(&mut config, &resolve::system)?;
+    Ok(config)
+}
+
+/// Parses and validates TOML text without touching the network: host names
+/// in endpoints are left unresolved (what `shardgate check` runs).
+pub fn check_toml(text: &str) -> Result<Config, ConfigErrors> {
     let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
         ConfigErrors::single(ConfigError::new(
             e.span()
@@ -40,9 +52,12 @@ pub fn from_toml(text: &str) -> Result<Config, ConfigErrors> {
     validate::validate(raw)
 }
 
-/// Validates a configuration built in code (the CLI's one-line proxy).
+/// Validates a configuration built in code (the CLI's one-line proxy) and
+/// resolves its host names.
 pub fn from_raw(raw: raw::RawConfig) -> Result<Config, ConfigErrors> {
-    validate::validate(raw)
+    let mut config = validate::validate(raw)?;
+    resolve::resolve_hosts(&mut config, &resolve::system)?;
+    Ok(config)
 }
 
 /// The largest configuration file read.
@@ -80,15 +95,24 @@ pub fn read_text(path: &Path, limit: u64) -> std::io::Result<String> {
     })
 }
 
-/// Reads, parses and validates the configuration file at `path`.
+/// Reads, parses and validates the configuration file at `path`, resolving
+/// host names.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = read_text(path, MAX_CONFIG_FILE).map_err(|e| {
+    from_toml(&read_file(path)?)
+}
+
+/// Reads, parses and validates the file at `path` offline (no DNS).
+pub fn check(path: &Path) -> Result<Config, ConfigErrors> {
+    check_toml(&read_file(path)?)
+}
+
+fn read_file(path: &Path) -> Result<String, ConfigErrors> {
+    read_text(path, MAX_CONFIG_FILE).map_err(|e| {
         ConfigErrors::single(ConfigError::new(
             path.display().to_string(),
             format!("cannot read the file: {e}"),
         ))
-    })?;
-    from_toml(&text)
+    })
 }
 
 fn line_col(text: &str, offset: usize) -> String {

@@ -9,7 +9,7 @@ use crate::model::*;
 use crate::raw::*;
 use shardgate_common::units::{int_between, or_default, positive_duration, size_of};
 use std::collections::HashSet;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
@@ -45,10 +45,72 @@ impl Errors {
     }
 }
 
+/// The whole configuration, section by section; every error of every
+/// section is collected before the verdict.
 pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let mut e = Errors(Vec::new());
 
-    let workers = match raw.workers {
+    let workers = workers(&mut e, &raw);
+    let driver = driver(&mut e, &raw);
+    let listeners = listeners(&mut e, &raw);
+    let timeouts = timeouts(&mut e, &raw);
+    let limits = limits(&mut e, &raw);
+    let pool = pool(&mut e, &raw);
+    let admin = admin(&mut e, &raw);
+    let access_log = access_log(&mut e, &raw);
+    let drain_timeout = e.duration(
+        "shutdown.drain_timeout",
+        raw.shutdown.drain_timeout.as_ref(),
+        d::DRAIN_TIMEOUT,
+    );
+
+    let upstreams = upstreams(&mut e, &raw);
+    let tenants = tenants::tenants(&mut e, &raw.tenants);
+    let routes = routes(&mut e, &raw, &upstreams, &tenants);
+
+    tenants::consumer_limits_follow_auth(&mut e, &tenants, &routes);
+
+    // The routing table itself: malformed patterns, conflicts between
+    // routes (each error names both), all reported against the route.
+    if e.0.is_empty() {
+        let mut builder = shardgate_router::RouterBuilder::new();
+        for (i, r) in routes.iter().enumerate() {
+            if let Err(err) = builder.insert(r.router_spec(), i) {
+                e.push(format!("routes[{i}]"), err.to_string());
+            }
+        }
+        if e.0.is_empty()
+            && let Err(errs) = builder.build()
+        {
+            for err in errs {
+                e.push("routes", err.to_string());
+            }
+        }
+    }
+
+    if e.0.is_empty() {
+        Ok(Config {
+            workers,
+            driver,
+            listeners,
+            timeouts,
+            limits,
+            pool,
+            admin,
+            access_log,
+            drain_timeout,
+            upstreams,
+            routes,
+            tenants,
+        })
+    } else {
+        Err(ConfigErrors(e.0))
+    }
+}
+
+/// `workers`: a count or `auto`.
+fn workers(e: &mut Errors, raw: &RawConfig) -> Workers {
+    match &raw.workers {
         None => Workers::Auto,
         Some(RawWorkers::Word(w)) if w == "auto" => Workers::Auto,
         Some(RawWorkers::Word(w)) => {
@@ -58,16 +120,19 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             );
             Workers::Auto
         }
-        Some(RawWorkers::Count(n)) => match usize::try_from(n).ok().and_then(NonZeroUsize::new) {
+        Some(RawWorkers::Count(n)) => match usize::try_from(*n).ok().and_then(NonZeroUsize::new) {
             Some(n) if n.get() <= 1024 => Workers::Count(n),
             _ => {
                 e.push("workers", format!("must be between 1 and 1024 (got {n})"));
                 Workers::Auto
             }
         },
-    };
+    }
+}
 
-    let driver = match raw.driver.as_deref() {
+/// `driver`: `auto`, `uring` or `legacy`.
+fn driver(e: &mut Errors, raw: &RawConfig) -> Driver {
+    match raw.driver.as_deref() {
         None => Driver::Auto,
         Some(t) => Driver::parse(t).unwrap_or_else(|| {
             e.push(
@@ -76,8 +141,11 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             );
             Driver::Auto
         }),
-    };
+    }
+}
 
+/// `[[listeners]]`: at least one, each address once.
+fn listeners(e: &mut Errors, raw: &RawConfig) -> Vec<Listener> {
     let mut listeners = Vec::new();
     if raw.listeners.is_empty() {
         e.push("listeners", "at least one listener is required");
@@ -108,9 +176,14 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             ),
         }
     }
+    listeners
+}
 
+/// `[timeouts]`.
+fn timeouts(e: &mut Errors, raw: &RawConfig) -> Timeouts {
     let t = &raw.timeouts;
-    let timeouts = Timeouts {
+
+    Timeouts {
         connect: e.duration("timeouts.connect", t.connect.as_ref(), d::CONNECT_TIMEOUT),
         request_header: e.duration(
             "timeouts.request_header",
@@ -129,8 +202,12 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             d::CLIENT_BODY_TIMEOUT,
         ),
         send: e.duration("timeouts.send", t.send.as_ref(), d::SEND_TIMEOUT),
-    };
+    }
+}
 
+/// `[limits]`: sizes that fit each other (the head fits a buffer, the
+/// request line fits the head).
+fn limits(e: &mut Errors, raw: &RawConfig) -> Limits {
     let l = &raw.limits;
     let max_request_line = e.size(
         "limits.max_request_line",
@@ -171,16 +248,21 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             format!("must be between 1 and limits.max_head ({max_head}) (got {max_request_line})"),
         );
     }
-    let limits = Limits {
+
+    Limits {
         max_request_line: max_request_line as usize,
         max_head: max_head as usize,
         max_headers: max_headers as usize,
         max_body: (max_body > 0).then_some(max_body),
         buffer_size: buffer_size as usize,
-    };
+    }
+}
 
+/// `[pool]`.
+fn pool(e: &mut Errors, raw: &RawConfig) -> PoolSettings {
     let p = &raw.pool;
-    let pool = PoolSettings {
+
+    PoolSettings {
         max_connections_per_endpoint: e.int_in(
             "pool.max_connections_per_endpoint",
             p.max_connections_per_endpoint,
@@ -219,10 +301,12 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             1,
             u64::from(u32::MAX),
         ) as u32,
-    };
+    }
+}
 
-    let admin = raw
-        .admin
+/// `[admin]`.
+fn admin(e: &mut Errors, raw: &RawConfig) -> Option<SocketAddr> {
+    raw.admin
         .as_ref()
         .and_then(|a| match a.address.parse::<SocketAddr>() {
             Ok(addr) => Some(addr),
@@ -233,8 +317,12 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
                 );
                 None
             }
-        });
-    let access_log = raw.access_log.as_ref().map(|l| {
+        })
+}
+
+/// `[access_log]`.
+fn access_log(e: &mut Errors, raw: &RawConfig) -> Option<AccessLog> {
+    raw.access_log.as_ref().map(|l| {
         let format = match l.format.as_deref() {
             None | Some("json") => LogFormat::Json,
             Some("text") => LogFormat::Text,
@@ -261,13 +349,12 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             format,
             buffer: buffer as usize,
         }
-    });
-    let drain_timeout = e.duration(
-        "shutdown.drain_timeout",
-        raw.shutdown.drain_timeout.as_ref(),
-        d::DRAIN_TIMEOUT,
-    );
+    })
+}
 
+/// `[upstreams.<name>]`: endpoints (parsed, not resolved), weights,
+/// balancer, breaker, outlier detection, retries, health checks.
+fn upstreams(e: &mut Errors, raw: &RawConfig) -> Vec<Upstream> {
     let mut upstreams = Vec::new();
     for (name, u) in &raw.upstreams {
         let path = format!("upstreams.{name}");
@@ -291,7 +378,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
                 }
                 _ => 1,
             };
-            match resolve(ep) {
+            match parse_endpoint(ep) {
                 Ok((addrs, host)) => sources.push(EndpointSource {
                     text: ep.clone(),
                     weight,
@@ -318,17 +405,14 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             u.dns_refresh.as_ref(),
             d::DNS_REFRESH,
         );
-        let balancer = upstream_balancer(&mut e, &path, u);
-        let breaker = u
-            .breaker
-            .as_ref()
-            .map(|b| upstream_breaker(&mut e, &path, b));
+        let balancer = upstream_balancer(e, &path, u);
+        let breaker = u.breaker.as_ref().map(|b| upstream_breaker(e, &path, b));
         let outlier = u
             .outlier
             .as_ref()
-            .map_or_else(Default::default, |o| upstream_outlier(&mut e, &path, o));
-        let retry = upstream_retry(&mut e, &path, u.retry.as_ref());
-        let health = u.health.as_ref().map(|h| upstream_health(&mut e, &path, h));
+            .map_or_else(Default::default, |o| upstream_outlier(e, &path, o));
+        let retry = upstream_retry(e, &path, u.retry.as_ref());
+        let health = u.health.as_ref().map(|h| upstream_health(e, &path, h));
         let mut upstream = Upstream {
             name: name.clone(),
             sources,
@@ -344,9 +428,17 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         upstream.flatten();
         upstreams.push(upstream);
     }
+    upstreams
+}
 
-    let tenants = tenants::tenants(&mut e, &raw.tenants);
-
+/// `[[routes]]`: names, hosts, methods, paths, the upstreams and tenant
+/// they name and their filters (the table they make is checked after).
+fn routes(
+    e: &mut Errors,
+    raw: &RawConfig,
+    upstreams: &[Upstream],
+    tenants: &[Tenant],
+) -> Vec<Route> {
     let mut routes = Vec::new();
     let mut names = HashSet::new();
     for (i, r) in raw.routes.iter().enumerate() {
@@ -369,13 +461,13 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             }
         };
         let (upstream, split) = match (&r.upstream, &r.upstreams) {
-            (Some(name), None) => (lookup(&mut e, format!("{path}.upstream"), name), Vec::new()),
+            (Some(name), None) => (lookup(e, format!("{path}.upstream"), name), Vec::new()),
             (None, Some(list)) if !list.is_empty() => {
                 let split: Vec<(UpstreamId, u32)> = list
                     .iter()
                     .enumerate()
                     .map(|(j, t)| {
-                        let id = lookup(&mut e, format!("{path}.upstreams[{j}].name"), &t.name);
+                        let id = lookup(e, format!("{path}.upstreams[{j}].name"), &t.name);
                         let w = e.int_in(
                             &format!("{path}.upstreams[{j}].weight"),
                             Some(t.weight),
@@ -428,9 +520,9 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             .hosts
             .iter()
             .enumerate()
-            .map(|(j, h)| host(&mut e, &format!("{path}.hosts[{j}]"), h))
+            .map(|(j, h)| host(e, &format!("{path}.hosts[{j}]"), h))
             .collect();
-        let tenant = tenants::assign(&mut e, &path, r.tenant.as_deref(), &mut hosts, &tenants);
+        let tenant = tenants::assign(e, &path, r.tenant.as_deref(), &mut hosts, tenants);
         let mut methods = Vec::new();
         for (j, m) in r.methods.iter().enumerate() {
             if m.is_empty()
@@ -450,7 +542,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             params: &path_match.params(),
             tenant: r.tenant.is_some(),
         };
-        let filters = filters::chain(&mut e, &scope, &r.filters);
+        let filters = filters::chain(e, &scope, &r.filters);
         routes.push(Route {
             name,
             hosts,
@@ -462,45 +554,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             filters,
         });
     }
-
-    tenants::consumer_limits_follow_auth(&mut e, &tenants, &routes);
-
-    // The routing table itself: malformed patterns, conflicts between
-    // routes (each error names both), all reported against the route.
-    if e.0.is_empty() {
-        let mut builder = shardgate_router::RouterBuilder::new();
-        for (i, r) in routes.iter().enumerate() {
-            if let Err(err) = builder.insert(r.router_spec(), i) {
-                e.push(format!("routes[{i}]"), err.to_string());
-            }
-        }
-        if e.0.is_empty()
-            && let Err(errs) = builder.build()
-        {
-            for err in errs {
-                e.push("routes", err.to_string());
-            }
-        }
-    }
-
-    if e.0.is_empty() {
-        Ok(Config {
-            workers,
-            driver,
-            listeners,
-            timeouts,
-            limits,
-            pool,
-            admin,
-            access_log,
-            drain_timeout,
-            upstreams,
-            routes,
-            tenants,
-        })
-    } else {
-        Err(ConfigErrors(e.0))
-    }
+    routes
 }
 
 fn upstream_balancer(e: &mut Errors, path: &str, u: &RawUpstream) -> shardgate_upstream::Algorithm {
@@ -744,11 +798,11 @@ fn valid_name(n: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
-/// An endpoint is `IP:port`, or `host:port` resolved now (off the request
-/// path) to all its addresses; the host is returned for later refreshes.
-type Resolved = (Vec<SocketAddr>, Option<(String, u16)>);
+/// An endpoint is `IP:port` (its address), or `host:port` (no address yet:
+/// the loader resolves it, see [`crate::resolve`]; validation does no DNS).
+type Parsed = (Vec<SocketAddr>, Option<(String, u16)>);
 
-fn resolve(ep: &str) -> Result<Resolved, String> {
+fn parse_endpoint(ep: &str) -> Result<Parsed, String> {
     if let Ok(a) = ep.parse::<SocketAddr>() {
         return Ok((vec![a], None));
     }
@@ -758,18 +812,21 @@ fn resolve(ep: &str) -> Result<Resolved, String> {
     let port: u16 = port
         .parse()
         .map_err(|_| format!("{ep:?}: {port:?} is not a port"))?;
-    match (host, port).to_socket_addrs() {
-        Ok(addrs) => {
-            let mut addrs: Vec<SocketAddr> = addrs.collect();
-            addrs.sort();
-            addrs.dedup();
-            if addrs.is_empty() {
-                return Err(format!("{ep:?} resolved to no address"));
-            }
-            Ok((addrs, Some((host.to_string(), port))))
-        }
-        Err(err) => Err(format!("cannot resolve {ep:?}: {err}")),
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!(
+            "{ep:?}: {host:?} is neither an IP address nor a host name"
+        ));
     }
+    Ok((Vec::new(), Some((host.to_string(), port))))
 }
 
 #[cfg(test)]

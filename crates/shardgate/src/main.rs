@@ -36,7 +36,7 @@ fn main() -> ExitCode {
             println!("shardgate {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Check { config } => match shardgate_config::load(&config) {
+        Command::Check { config } => match shardgate_config::check(&config) {
             Ok(c) => {
                 println!(
                     "{}: OK ({} listener(s), {} upstream group(s), {} route(s))",
@@ -45,6 +45,10 @@ fn main() -> ExitCode {
                     c.upstreams.len(),
                     c.routes.len()
                 );
+                // Checked offline: names are resolved when the gateway starts.
+                for (upstream, host) in shardgate_config::resolve::unresolved(&c) {
+                    println!("  upstream {upstream:?}: {host} is resolved at start");
+                }
                 ExitCode::SUCCESS
             }
             Err(errors) => config_failed(&config.display().to_string(), &errors),

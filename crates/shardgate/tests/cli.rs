@@ -56,3 +56,44 @@ fn every_command_prints_its_own_usage_on_help() {
     let (ok, _, err) = run(&["proxy", "--bogus"]);
     assert!(!ok && err.contains("unknown option --bogus"), "{err}");
 }
+
+/// `check` judges the file alone and never asks DNS (it works offline);
+/// `run` resolves the names and refuses one that does not resolve, naming
+/// the endpoint's field.
+#[test]
+fn check_is_offline_and_run_resolves() {
+    let dir = std::env::temp_dir().join(format!("shardgate-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("names.toml");
+    // `.invalid` never resolves (RFC 6761).
+    std::fs::write(
+        &file,
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstreams.app]\n\
+         endpoints = [\"127.0.0.1:9\", \"backend.invalid:8080\"]\n\
+         [[routes]]\nprefix = \"/\"\nupstream = \"app\"\n",
+    )
+    .unwrap();
+    let path = file.to_str().unwrap();
+    let (ok, out, err) = run(&["check", "-c", path]);
+    assert!(ok, "check failed: {out}{err}");
+    assert!(
+        out.contains("backend.invalid:8080 is resolved at start"),
+        "{out}"
+    );
+    let (ok, _, err) = run(&["run", "-c", path]);
+    assert!(!ok);
+    assert!(
+        err.contains("upstreams.app.endpoints[1]: cannot resolve \"backend.invalid:8080\""),
+        "{err}"
+    );
+    // A malformed endpoint is the file's fault: check says so.
+    std::fs::write(
+        &file,
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstreams.app]\n\
+         endpoints = [\"bad host:80\"]\n[[routes]]\nprefix = \"/\"\nupstream = \"app\"\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run(&["check", "-c", path]);
+    assert!(!ok && err.contains("upstreams.app.endpoints[0]"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
