@@ -12,6 +12,8 @@
 #    shardgate-uring-chain: io_uring with a route filter chain of api-key, rate-limit,
 #    request-id and headers, every request carrying a valid key and admitted)
 #   SHARDGATE_BIN  use this binary instead of building crates/shardgate
+#   BASELINE_BIN   another shardgate binary, run as proxy "shardgate-baseline" (io_uring),
+#                  to compare two builds in one interleaved run
 #   LOADTEST_BIN   use this binary instead of building loadtest
 #   OUT [bench-results.json]  NO_INSTALL=1 never apt-get  NO_BUILD=1 never cargo build
 #
@@ -212,12 +214,17 @@ start_proxy() {
     local name=$1 port=$2
     port_busy "$port" && die "port $port is taken (set BASE_PORT)"
     case $name in
-        shardgate-uring | shardgate-legacy)
+        shardgate-uring | shardgate-legacy | shardgate-baseline)
             # mimalloc commits whole arenas eagerly by default; with it off an idle
             # connection's memory is what it really touches (measured: about half).
-            MIMALLOC_ARENA_EAGER_COMMIT=0 "${PROXY_CPU[@]}" "$SHARDGATE" proxy \
+            local bin=$SHARDGATE driver=${name#shardgate-}
+            if [[ $name == shardgate-baseline ]]; then
+                bin=${BASELINE_BIN:?shardgate-baseline needs BASELINE_BIN}
+                driver=uring
+            fi
+            MIMALLOC_ARENA_EAGER_COMMIT=0 "${PROXY_CPU[@]}" "$bin" proxy \
                 --listen "127.0.0.1:$port" --to "127.0.0.1:$UP_PORT" --workers 1 \
-                --driver "${name#shardgate-}" >"$WORK/$name.log" 2>&1 &
+                --driver "$driver" >"$WORK/$name.log" 2>&1 &
             ;;
         shardgate-uring-log | shardgate-uring-chain)
             printf '%s\n' 'workers = 1' 'driver = "uring"' '[[listeners]]' \
@@ -244,7 +251,7 @@ start_proxy() {
             "${PROXY_CPU[@]}" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" \
                 -e "$WORK/nginx/error.log" >"$WORK/nginx.log" 2>&1 &
             ;;
-        *) die "unknown proxy $name (known: shardgate-uring shardgate-legacy shardgate-uring-log shardgate-uring-chain nginx)" ;;
+        *) die "unknown proxy $name (known: shardgate-uring shardgate-legacy shardgate-uring-log shardgate-uring-chain shardgate-baseline nginx)" ;;
     esac
     PROXY_PID=$!
     PIDS+=("$PROXY_PID")
