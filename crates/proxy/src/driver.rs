@@ -34,17 +34,35 @@ fn uring_unavailable() -> Option<String> {
     None
 }
 
+/// Why the configured driver cannot run here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DriverError {
+    /// `driver = "uring"` was asked for and io_uring cannot be used (why).
+    UringUnavailable(String),
+}
+
+impl std::fmt::Display for DriverError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DriverError::UringUnavailable(why) => write!(
+                f,
+                "driver \"uring\" requested but io_uring is unavailable: {why}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DriverError {}
+
 /// Resolves the configured driver against what this machine allows.
 /// `Auto` falls back to epoll with one log line; an explicit `Uring` that
 /// cannot work is an error.
-pub fn resolve_driver(d: Driver) -> Result<DriverChoice, String> {
+pub fn resolve_driver(d: Driver) -> Result<DriverChoice, DriverError> {
     match d {
         Driver::Legacy => Ok(DriverChoice::Legacy),
         Driver::Uring => match uring_unavailable() {
             None => Ok(DriverChoice::Uring),
-            Some(why) => Err(format!(
-                "driver \"uring\" requested but io_uring is unavailable: {why}"
-            )),
+            Some(why) => Err(DriverError::UringUnavailable(why)),
         },
         Driver::Auto => match uring_unavailable() {
             None => Ok(DriverChoice::Uring),

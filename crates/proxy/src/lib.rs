@@ -41,6 +41,6 @@ mod upstream;
 pub use access_log::civil_time;
 pub use control::{Adjust, ConfigInfo, GatewayHandle, config_hash};
 pub use dns::{Resolver, system_resolver};
-pub use driver::{DriverChoice, resolve_driver};
+pub use driver::{DriverChoice, DriverError, resolve_driver};
 pub use stats::StatsSnapshot;
-pub use supervisor::{Gateway, GatewayError, GatewayOptions};
+pub use supervisor::{Gateway, GatewayError, GatewayOptions, ShardStartError};

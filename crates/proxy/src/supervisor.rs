@@ -25,26 +25,66 @@ const SWEEP_EVERY: u64 = 100;
 /// Why a gateway could not start.
 #[derive(Debug)]
 pub enum GatewayError {
-    Driver(String),
+    Driver(driver::DriverError),
     Bind {
         address: SocketAddr,
         source: io::Error,
     },
+    /// The access log file could not be opened.
+    AccessLog {
+        path: std::path::PathBuf,
+        source: io::Error,
+    },
     Shard {
         shard: usize,
-        message: String,
+        cause: ShardStartError,
     },
+}
+
+/// Why one shard could not start.
+#[derive(Debug)]
+pub enum ShardStartError {
+    /// Its thread could not be spawned.
+    Thread(io::Error),
+    /// Its I/O runtime could not be built (`driver` names it).
+    Runtime {
+        driver: &'static str,
+        source: io::Error,
+    },
+    /// Its snapshot of the configuration could not be built.
+    Build(crate::snapshot::BuildError),
+    /// A listening socket could not be registered with its runtime.
+    Listener(io::Error),
+    /// Its thread ended before saying it was ready.
+    Exited,
+}
+
+impl fmt::Display for ShardStartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShardStartError::Thread(e) => write!(f, "cannot spawn its thread: {e}"),
+            ShardStartError::Runtime { driver, source } => {
+                write!(f, "cannot start the {driver} runtime: {source}")
+            }
+            ShardStartError::Build(e) => write!(f, "cannot build the routing table: {e}"),
+            ShardStartError::Listener(e) => write!(f, "cannot register a listener: {e}"),
+            ShardStartError::Exited => f.write_str("its thread exited during start-up"),
+        }
+    }
 }
 
 impl fmt::Display for GatewayError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            GatewayError::Driver(m) => f.write_str(m),
+            GatewayError::Driver(e) => e.fmt(f),
             GatewayError::Bind { address, source } => {
                 write!(f, "cannot listen on {address}: {source}")
             }
-            GatewayError::Shard { shard, message } => {
-                write!(f, "shard {shard} failed to start: {message}")
+            GatewayError::AccessLog { path, source } => {
+                write!(f, "cannot open the access log {}: {source}", path.display())
+            }
+            GatewayError::Shard { shard, cause } => {
+                write!(f, "shard {shard} failed to start: {cause}")
             }
         }
     }
@@ -139,12 +179,14 @@ impl Gateway {
         };
 
         let access_log = match &config.access_log {
-            Some(c) => Some(crate::access_log::Writer::start(c, shards).map_err(|e| {
-                GatewayError::Shard {
-                    shard: 0,
-                    message: format!("cannot open the access log {}: {e}", c.path.display()),
-                }
-            })?),
+            Some(c) => Some(
+                crate::access_log::Writer::start(c, shards).map_err(|source| {
+                    GatewayError::AccessLog {
+                        path: c.path.clone(),
+                        source,
+                    }
+                })?,
+            ),
             None => None,
         };
         let config = Arc::new(config);
@@ -190,16 +232,19 @@ impl Gateway {
                             ready.clone(),
                         )
                     });
-                    if let Err(e) = run {
+                    if let Err(source) = run {
                         let _ = ready.send(Err((
                             id,
-                            format!("cannot start the {} runtime: {e}", driver.name()),
+                            ShardStartError::Runtime {
+                                driver: driver.name(),
+                                source,
+                            },
                         )));
                     }
                 })
                 .map_err(|e| GatewayError::Shard {
                     shard: id,
-                    message: e.to_string(),
+                    cause: ShardStartError::Thread(e),
                 })?;
             threads.push(spawned);
         }
@@ -244,10 +289,10 @@ impl Gateway {
         for _ in 0..shards {
             let failed = match ready_rx.recv() {
                 Ok(Ok(())) => None,
-                Ok(Err((shard, message))) => Some(GatewayError::Shard { shard, message }),
+                Ok(Err((shard, cause))) => Some(GatewayError::Shard { shard, cause }),
                 Err(_) => Some(GatewayError::Shard {
                     shard: 0,
-                    message: "a shard thread exited during start-up".into(),
+                    cause: ShardStartError::Exited,
                 }),
             };
             if let Some(e) = failed {
@@ -358,7 +403,7 @@ impl Drop for Gateway {
     }
 }
 
-type Ready = mpsc::Sender<Result<(), (usize, String)>>;
+type Ready = mpsc::Sender<Result<(), (usize, ShardStartError)>>;
 
 /// Where a shard sends access log lines and rate-limit reports.
 type Outlets = (
@@ -378,7 +423,7 @@ async fn shard_main(
     let shard = match Shard::new((id, shards), &config, stats, log_tx, rate_tx) {
         Ok(s) => Rc::new(s),
         Err(e) => {
-            let _ = ready.send(Err((id, format!("cannot build the routing table: {e}"))));
+            let _ = ready.send(Err((id, ShardStartError::Build(e))));
             return;
         }
     };
@@ -392,7 +437,7 @@ async fn shard_main(
                 monoio::spawn(listener::accept_loop(shard.clone(), l, stop, running));
             }
             Err(e) => {
-                let _ = ready.send(Err((id, format!("cannot register a listener: {e}"))));
+                let _ = ready.send(Err((id, ShardStartError::Listener(e))));
                 return;
             }
         }
