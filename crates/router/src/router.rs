@@ -113,15 +113,22 @@ impl<T> Router<T> {
         }
         let mut walk = Walk::new(path, request_bit(method, &self.extensions));
         let trie = &self.scopes[scope as usize];
+        // The most specific routes that match the path decide: routes of the
+        // whole path before prefixes, longer prefixes before shorter ones. If
+        // they do not take the method the answer is 405, never a less specific
+        // route (a GET-only `/panel` behind an ip-filter must not let a POST
+        // through to a catch-all `/`).
+        let not_allowed = |mask| {
+            Lookup::MethodNotAllowed(AllowMethods {
+                mask,
+                extensions: &self.extensions,
+            })
+        };
         let route = match trie.find(&mut walk) {
             Some(r) => r,
+            None if walk.allow != 0 => return not_allowed(walk.allow),
             None if walk.prefix_route != NONE => walk.prefix_route,
-            None if walk.allow != 0 => {
-                return Lookup::MethodNotAllowed(AllowMethods {
-                    mask: walk.allow,
-                    extensions: &self.extensions,
-                });
-            }
+            None if walk.prefix_allow != 0 => return not_allowed(walk.prefix_allow),
             None => return Lookup::NotFound,
         };
         let route = &self.routes[route as usize];

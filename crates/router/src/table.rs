@@ -109,10 +109,14 @@ pub(crate) struct Walk<'p> {
     path: &'p [u8],
     bit: u64,
     pub(crate) spans: Spans,
-    /// Union of the methods of every route whose path matched.
+    /// Union of the methods of every route whose whole path matched.
     pub(crate) allow: u64,
-    /// Longest prefix route so far that accepts the method.
+    /// The longest prefix route so far, if it accepts the method (a longer
+    /// prefix that does not resets it: a less specific route never answers
+    /// for a more specific one).
     pub(crate) prefix_route: u32,
+    /// The methods of the longest prefix route so far.
+    pub(crate) prefix_allow: u64,
 }
 
 impl<'p> Walk<'p> {
@@ -124,6 +128,7 @@ impl<'p> Walk<'p> {
             spans: Spans::new(),
             allow: 0,
             prefix_route: NONE,
+            prefix_allow: 0,
         }
     }
 }
@@ -322,9 +327,18 @@ impl PathTable {
 
     #[inline]
     fn leaf_route(&self, leaf: u32, w: &mut Walk<'_>) -> Option<u32> {
+        let r = self.leaf_for(leaf, w.bit);
+        if r.is_none() {
+            w.allow |= self.leaves[leaf as usize].mask;
+        }
+        r
+    }
+
+    /// The route of `leaf` that takes the method `bit`, if any.
+    #[inline]
+    fn leaf_for(&self, leaf: u32, bit: u64) -> Option<u32> {
         let leaf = &self.leaves[leaf as usize];
-        if leaf.mask & w.bit == 0 {
-            w.allow |= leaf.mask;
+        if leaf.mask & bit == 0 {
             return None;
         }
         if leaf.more_len == 0 {
@@ -332,19 +346,18 @@ impl PathTable {
         }
         let more = &self.more[leaf.more as usize..][..leaf.more_len as usize];
         // The first route is the one whose mask is not in `more`: check the others first.
-        match more.iter().find(|(m, _)| m & w.bit != 0) {
+        match more.iter().find(|(m, _)| m & bit != 0) {
             Some(&(_, r)) => Some(r),
             None => Some(leaf.first_route),
         }
     }
 
-    /// Prefix leaves are met in order of increasing length, so a later hit replaces an
-    /// earlier one.
+    /// Prefix leaves are met in order of increasing length, so a later one
+    /// replaces an earlier one, whether or not it takes the method.
     #[inline]
     fn prefix_candidate(&self, leaf: u32, w: &mut Walk<'_>) {
-        if let Some(r) = self.leaf_route(leaf, w) {
-            w.prefix_route = r;
-        }
+        w.prefix_route = self.leaf_for(leaf, w.bit).unwrap_or(NONE);
+        w.prefix_allow = self.leaves[leaf as usize].mask;
     }
 }
 

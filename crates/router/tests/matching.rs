@@ -88,7 +88,9 @@ fn lookup_table() {
         ("", "GET", "/files/upload", "files-any name=upload"),
         ("", "BREW", "/files/x", "files-any name=x"),
         ("", "BREW", "/files/x/y", "405 GET"),
-        // Prefixes: segment boundary, longest wins, any exact match beats them.
+        // Prefixes: segment boundary, longest wins, any exact match beats them. The most
+        // specific match decides the method too: a method it does not take is a 405, never
+        // a shorter prefix's (which would bypass what the specific route guards).
         ("", "GET", "/api", "api"),
         ("", "GET", "/api/", "api"),
         ("", "GET", "/api/x/y", "api"),
@@ -97,9 +99,9 @@ fn lookup_table() {
         ("", "GET", "/api/v2/", "api-v2"),
         ("", "GET", "/api/v2/x", "api-v2"),
         ("", "GET", "/api/v2x", "api"),
-        ("", "POST", "/api/v2/x", "api"),
+        ("", "POST", "/api/v2/x", "405 GET"),
         ("", "GET", "/api/health", "api-health"),
-        ("", "POST", "/api/health", "api"),
+        ("", "POST", "/api/health", "405 GET"),
         ("", "GET", "/admin", "admin-tree"),
         ("", "GET", "/admin/users/1", "admin-tree"),
         ("", "POST", "/admin/x", "405 GET"),

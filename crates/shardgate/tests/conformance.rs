@@ -50,6 +50,8 @@ mod wire;
 
 #[path = "conformance/forwarding.rs"]
 mod forwarding;
+#[path = "conformance/hardening.rs"]
+mod hardening;
 #[path = "conformance/head_answers.rs"]
 mod head_answers;
 #[path = "conformance/integrity.rs"]

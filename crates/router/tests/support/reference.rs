@@ -130,40 +130,54 @@ fn takes(r: &RouteSpec, method: &[u8]) -> bool {
     }
 }
 
-/// The reference lookup over the routes that were accepted, in insertion order.
+/// The reference lookup over the routes that were accepted, in insertion order. The most
+/// specific routes matching the path decide: routes of the whole path (the best-ranked one
+/// that takes the method), else the longest matching prefix; when those do not take the
+/// method, 405 with their methods, never a less specific route.
 pub fn lookup(routes: &[RouteSpec], host: &[u8], method: &[u8], path: &[u8]) -> Expect {
     let scope = select_scope(routes, host);
-    let in_scope: Vec<&RouteSpec> = routes
+    let matching: Vec<(Rank, &RouteSpec, Captures)> = routes
         .iter()
         .filter(|r| route_keys(r).contains(&scope))
+        .filter_map(|r| match_path(r, path).map(|(rank, params)| (rank, r, params)))
         .collect();
-    let mut best: Option<(Rank, &RouteSpec, Captures)> = None;
+    let whole: Vec<&(Rank, &RouteSpec, Captures)> =
+        matching.iter().filter(|(rank, _, _)| rank.0 == 0).collect();
+    let deciding: Vec<&(Rank, &RouteSpec, Captures)> = if whole.is_empty() {
+        // The longest prefix: the smallest rank key.
+        let longest = matching.iter().map(|(rank, _, _)| rank).min();
+        matching
+            .iter()
+            .filter(|(rank, _, _)| Some(rank) == longest)
+            .collect()
+    } else {
+        whole
+    };
+    let mut best: Option<&(Rank, &RouteSpec, Captures)> = None;
     let mut allow: Vec<String> = Vec::new();
-    for r in in_scope {
-        let Some((rank, params)) = match_path(r, path) else {
-            continue;
-        };
+    for m in deciding {
+        let (rank, r, _) = m;
         if !takes(r, method) {
             for m in r.methods.iter().flatten() {
                 allow.push(m.as_str().to_string());
             }
             continue;
         }
-        match &best {
-            Some((b, other, _)) if *b == rank => {
+        match best {
+            Some((b, other, _)) if b == rank => {
                 panic!(
                     "ambiguous: {} and {} both rank {rank:?}",
                     other.name, r.name
                 )
             }
-            Some((b, _, _)) if *b < rank => {}
-            _ => best = Some((rank, r, params)),
+            Some((b, _, _)) if b < rank => {}
+            _ => best = Some(m),
         }
     }
     match best {
         Some((_, r, params)) => Expect::Found {
             name: r.name.clone(),
-            params,
+            params: params.clone(),
         },
         None if !allow.is_empty() => {
             allow.sort();
