@@ -59,7 +59,11 @@ impl Config {
     /// The settings a reload cannot change (they need a restart or a binary
     /// upgrade), with the first field that differs.
     pub fn restart_required(&self, new: &Config) -> Option<&'static str> {
-        if self.listeners != new.listeners {
+        // The sockets: their options apply on reload.
+        let sockets = |c: &Config| -> Vec<(SocketAddr, u32)> {
+            c.listeners.iter().map(|l| (l.address, l.backlog)).collect()
+        };
+        if sockets(self) != sockets(new) {
             Some("listeners")
         } else if self.workers != new.workers {
             Some("workers")
@@ -121,6 +125,8 @@ impl Driver {
 pub struct Listener {
     pub address: SocketAddr,
     pub backlog: u32,
+    /// How strictly request paths are read (`escaped_slashes`, `path_semicolons`).
+    pub paths: shardgate_router::PathOptions,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

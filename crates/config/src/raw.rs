@@ -40,11 +40,13 @@ pub enum RawWorkers {
     Word(String),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListener {
     pub address: String,
     pub backlog: Option<i64>,
+    pub escaped_slashes: Option<String>,
+    pub path_semicolons: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

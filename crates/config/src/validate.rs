@@ -150,6 +150,9 @@ fn listeners(e: &mut Errors, raw: &RawConfig) -> Vec<Listener> {
     if raw.listeners.is_empty() {
         e.push("listeners", "at least one listener is required");
     }
+    if raw.listeners.len() > 255 {
+        e.push("listeners", "at most 255 listeners");
+    }
     let mut seen_addrs = HashSet::new();
     for (i, l) in raw.listeners.iter().enumerate() {
         let path = format!("listeners[{i}]");
@@ -168,7 +171,11 @@ fn listeners(e: &mut Errors, raw: &RawConfig) -> Vec<Listener> {
                         format!("{address} is listed twice"),
                     );
                 }
-                listeners.push(Listener { address, backlog });
+                listeners.push(Listener {
+                    address,
+                    backlog,
+                    paths: listener_paths(e, &path, l),
+                });
             }
             Err(_) => e.push(
                 format!("{path}.address"),
@@ -177,6 +184,31 @@ fn listeners(e: &mut Errors, raw: &RawConfig) -> Vec<Listener> {
         }
     }
     listeners
+}
+
+/// A listener's path options: `escaped_slashes` (`reject`, `keep`, `decode`)
+/// and `path_semicolons` (`reject`, `keep`); both refuse by default.
+fn listener_paths(e: &mut Errors, path: &str, l: &RawListener) -> shardgate_router::PathOptions {
+    use shardgate_router::{EscapedSlashes, PathOptions, Semicolons};
+    let mut opts = PathOptions::default();
+    match l.escaped_slashes.as_deref() {
+        None | Some("reject") => {}
+        Some("keep") => opts.escaped_slashes = EscapedSlashes::Keep,
+        Some("decode") => opts.escaped_slashes = EscapedSlashes::Decode,
+        Some(other) => e.push(
+            format!("{path}.escaped_slashes"),
+            format!("expected \"reject\", \"keep\" or \"decode\", got {other:?}"),
+        ),
+    }
+    match l.path_semicolons.as_deref() {
+        None | Some("reject") => {}
+        Some("keep") => opts.semicolons = Semicolons::Keep,
+        Some(other) => e.push(
+            format!("{path}.path_semicolons"),
+            format!("expected \"reject\" or \"keep\", got {other:?}"),
+        ),
+    }
+    opts
 }
 
 /// `[timeouts]`.

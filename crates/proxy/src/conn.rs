@@ -30,11 +30,13 @@ pub(crate) fn serve(
     shard: Rc<Shard>,
     stream: TcpStream,
     peer: SocketAddr,
+    listener: u8,
 ) -> impl Future<Output = ()> {
     let mut client = Client {
         stream,
         addr: peer.ip(),
         ip: IpText::new(peer.ip()),
+        listener,
     };
     async move {
         let mut carried = Vec::new();
@@ -192,7 +194,7 @@ mod tests {
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();
             let stream = monoio::net::TcpStream::connect(addr).await.unwrap();
-            let fut = serve(shard, stream, addr);
+            let fut = serve(shard, stream, addr, 0);
             std::mem::size_of_val(&fut)
         });
         println!("connection future: {size} bytes");

@@ -71,6 +71,7 @@ pub(crate) async fn accept_loop(
     shard: Rc<Shard>,
     listener: TcpListener,
     stop: std::net::TcpListener,
+    index: u8,
     _running: Accepting,
 ) {
     const BACKOFF_MIN: Duration = Duration::from_millis(5);
@@ -107,7 +108,7 @@ pub(crate) async fn accept_loop(
                 // Counted open now, not when the task first runs: a drain
                 // must not end between this accept and that first poll.
                 shard.stats.open_connections.incr();
-                monoio::spawn(conn::serve(shard.clone(), stream, peer));
+                monoio::spawn(conn::serve(shard.clone(), stream, peer, index));
             }
             // No longer listening: nothing more will come.
             Err(_) if !listening => return,

@@ -18,7 +18,7 @@ use crate::downstream::send_to_client;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::io::{IoFail, read_more};
 use crate::metrics;
-use crate::request::{Bufs, Client, Forward, IpText, LogOverrides, Next, Record, UpConn};
+use crate::request::{Bufs, Client, Forward, LogOverrides, Next, Record, UpConn};
 use crate::route::RouteId;
 use crate::shard::Shard;
 use crate::snapshot::Snapshot;
@@ -168,7 +168,7 @@ async fn read_head(
     loop {
         if !b.c.is_empty() {
             note_head_request(&mut b.rec, &b.c);
-            if let Some(plan) = prepare(shard, snap, &client.ip, client.addr, b)? {
+            if let Some(plan) = prepare(shard, snap, client, b)? {
                 return Ok(Some(plan));
             }
             if b.c.len() == b.c.capacity() {
@@ -210,10 +210,10 @@ fn note_head_request(rec: &mut Record, c: &[u8]) {
 fn prepare(
     shard: &Shard,
     snap: &Snapshot,
-    ip: &IpText,
-    client_addr: IpAddr,
+    client: &Client,
     b: &mut Bufs,
 ) -> Result<Option<Plan>, ProxyError> {
+    let (ip, client_addr) = (&client.ip, client.addr);
     let mut headers = empty_headers();
     let req = match parse_request(&b.c, &mut headers, &snap.http_limits) {
         Ok(Some(r)) => r,
@@ -251,7 +251,13 @@ fn prepare(
     // and `//admin` all become `/admin`).
     let mut scratch = shard.path_scratch.borrow_mut();
     scratch.clear();
-    let target: &[u8] = match shardgate_router::normalize_path(req.path, &mut scratch) {
+    let paths = snap
+        .listener_paths
+        .get(usize::from(client.listener))
+        .copied()
+        .unwrap_or_default();
+    let target: &[u8] = match shardgate_router::normalize_path_with(req.path, &mut scratch, &paths)
+    {
         Ok(shardgate_router::Normalized::Unchanged) => req.path,
         Ok(shardgate_router::Normalized::Rewritten) => &scratch,
         Err(_) => {

@@ -30,6 +30,8 @@ pub(crate) struct Client {
     pub stream: TcpStream,
     pub addr: IpAddr,
     pub ip: IpText,
+    /// The configured listener (its index) the connection came in on.
+    pub listener: u8,
 }
 
 /// What the connection does after a request.

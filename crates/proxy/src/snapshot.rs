@@ -137,6 +137,8 @@ pub(crate) struct Snapshot {
     pub http_limits: shardgate_http::Limits,
     pub timeouts: Timeouts,
     pub pool: PoolSettings,
+    /// Each listener's path options, by listener index.
+    pub listener_paths: Vec<shardgate_router::PathOptions>,
 }
 
 impl Snapshot {
@@ -249,6 +251,7 @@ impl Snapshot {
                 max_body: l.max_body,
             },
             timeouts: config.timeouts,
+            listener_paths: config.listeners.iter().map(|l| l.paths).collect(),
             pool: config.pool,
         })
     }

@@ -427,14 +427,21 @@ async fn shard_main(
             return;
         }
     };
-    for socket in sockets {
+    for (index, socket) in sockets.into_iter().enumerate() {
         let registered = socket
             .try_clone()
             .and_then(|stop| Ok((monoio::net::TcpListener::from_std(socket)?, stop)));
         match registered {
             Ok((l, stop)) => {
                 let running = shard.drain.accepting();
-                monoio::spawn(listener::accept_loop(shard.clone(), l, stop, running));
+                let index = u8::try_from(index).unwrap_or(u8::MAX);
+                monoio::spawn(listener::accept_loop(
+                    shard.clone(),
+                    l,
+                    stop,
+                    index,
+                    running,
+                ));
             }
             Err(e) => {
                 let _ = ready.send(Err((id, ShardStartError::Listener(e))));

@@ -53,6 +53,9 @@ mod trie;
 pub use builder::{PatternKind, RouteSpec, RouterBuilder};
 pub use error::BuildError;
 pub use method::{AllowMethods, MAX_EXTENSION_METHODS, Method};
-pub use normalize::{Normalized, PathError, is_normal, normalize_path, split_query};
+pub use normalize::{
+    EscapedSlashes, Normalized, PathError, PathOptions, Semicolons, is_normal, is_normal_with,
+    normalize_path, normalize_path_with, split_query,
+};
 pub use pattern::MAX_PARAMS;
 pub use router::{Lookup, Match, Params, Router};

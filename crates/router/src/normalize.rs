@@ -15,9 +15,21 @@
 //! 6. The query (from the first `?`) is kept byte for byte and is not part of matching.
 //!
 //! The proxy routes on the normalised path and, when it was rewritten, forwards the rewritten
-//! target upstream, so the upstream sees exactly what was routed on. Not handled (the upstream
-//! must agree with the above): `\` as a separator, `;` path parameters, double encoding
-//! (`%252e` stays `%252e`), non-ASCII bytes (passed through).
+//! target upstream, so the upstream sees exactly what was routed on.
+//!
+//! Bytes that origins read differently from the router are refused by default
+//! ([`PathOptions`]), since each is a way around a route's protection:
+//! - `%2F` and `%5C` (an origin that decodes them before routing sees more segments),
+//!   unless the listener keeps them encoded ([`EscapedSlashes::Keep`], today's reading: they
+//!   never split a segment) or decodes them into separators before routing
+//!   ([`EscapedSlashes::Decode`]);
+//! - a raw `\` (a separator to IIS and other Windows stacks);
+//! - `;` (Tomcat, Jetty and Spring strip path parameters, so `/public/..;/admin` is their
+//!   `/admin`), unless the listener keeps them ([`Semicolons::Keep`]);
+//! - `%00`.
+//!
+//! Not handled (the upstream must agree): double encoding (`%252e` stays `%252e`), non-ASCII
+//! bytes (passed through).
 
 use std::fmt;
 
@@ -32,6 +44,44 @@ pub enum PathError {
     BadPercentEncoding(usize),
     /// A `..` segment would climb above the root.
     AboveRoot,
+    /// `%2F` or `%5C` at this offset, on a listener that refuses them.
+    EscapedSlash(usize),
+    /// A raw `\` at this offset.
+    Backslash(usize),
+    /// A `;` at this offset, on a listener that refuses path parameters.
+    Semicolon(usize),
+    /// `%00` at this offset.
+    EncodedNul(usize),
+}
+
+/// What a listener does with `%2F` and `%5C` in a path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EscapedSlashes {
+    /// Refuse the request (400).
+    #[default]
+    Reject,
+    /// Keep them encoded: they never split a segment or match a `/` in a route.
+    Keep,
+    /// Decode them into `/` before routing, so the route and the origin see the same
+    /// segments (`/a%2F..%2Fadmin` is `/admin`).
+    Decode,
+}
+
+/// What a listener does with `;` in a path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Semicolons {
+    /// Refuse the request (400).
+    #[default]
+    Reject,
+    /// Keep them as ordinary bytes of their segment.
+    Keep,
+}
+
+/// How strictly a listener reads paths; the default refuses everything ambiguous.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PathOptions {
+    pub escaped_slashes: EscapedSlashes,
+    pub semicolons: Semicolons,
 }
 
 impl fmt::Display for PathError {
@@ -43,6 +93,10 @@ impl fmt::Display for PathError {
                 write!(f, "bad percent-encoding in path at offset {at}")
             }
             PathError::AboveRoot => f.write_str("path climbs above the root with '..'"),
+            PathError::EscapedSlash(at) => write!(f, "encoded '/' or '\\' in path at offset {at}"),
+            PathError::Backslash(at) => write!(f, "'\\' in path at offset {at}"),
+            PathError::Semicolon(at) => write!(f, "';' in path at offset {at}"),
+            PathError::EncodedNul(at) => write!(f, "encoded NUL in path at offset {at}"),
         }
     }
 }
@@ -64,12 +118,21 @@ pub enum Normalized {
 /// returns [`Normalized::Unchanged`] without touching `out`. Otherwise `out` is cleared and
 /// receives the normal target (query included); reuse it across requests to avoid allocation.
 pub fn normalize_path(raw: &[u8], out: &mut Vec<u8>) -> Result<Normalized, PathError> {
+    normalize_path_with(raw, out, &PathOptions::default())
+}
+
+/// [`normalize_path`] with a listener's options.
+pub fn normalize_path_with(
+    raw: &[u8],
+    out: &mut Vec<u8>,
+    opts: &PathOptions,
+) -> Result<Normalized, PathError> {
     let (path, query) = split_query(raw);
-    if check_normal(path)? {
+    if check_normal(path, opts)? {
         return Ok(Normalized::Unchanged);
     }
     out.clear();
-    rewrite(path, out)?;
+    rewrite(path, out, opts)?;
     if let Some(q) = query {
         out.push(b'?');
         out.extend_from_slice(q);
@@ -86,9 +149,14 @@ pub fn split_query(target: &[u8]) -> (&[u8], Option<&[u8]>) {
     }
 }
 
-/// Whether a path (no query) is already in normal form.
+/// Whether a path (no query) is already in normal form (default options).
 pub fn is_normal(path: &[u8]) -> bool {
-    matches!(check_normal(path), Ok(true))
+    is_normal_with(path, &PathOptions::default())
+}
+
+/// Whether a path (no query) is already in normal form under `opts`.
+pub fn is_normal_with(path: &[u8], opts: &PathOptions) -> bool {
+    matches!(check_normal(path, opts), Ok(true))
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -126,8 +194,34 @@ fn percent(path: &[u8], at: usize) -> Result<(u8, bool), PathError> {
     }
 }
 
+/// The byte a `%XX` at `at` stands for is one the listener refuses, or (Decode) a
+/// separator: `Ok(true)` when it separates segments.
+#[inline]
+fn escaped_separator(byte: u8, at: usize, opts: &PathOptions) -> Result<bool, PathError> {
+    match byte {
+        0 => Err(PathError::EncodedNul(at)),
+        b'/' | b'\\' => match opts.escaped_slashes {
+            EscapedSlashes::Reject => Err(PathError::EscapedSlash(at)),
+            EscapedSlashes::Keep => Ok(false),
+            EscapedSlashes::Decode => Ok(true),
+        },
+        _ => Ok(false),
+    }
+}
+
+/// A raw byte the listener refuses.
+#[inline]
+fn refused(b: u8, at: usize, opts: &PathOptions) -> Result<(), PathError> {
+    match b {
+        b'\\' => Err(PathError::Backslash(at)),
+        b';' if opts.semicolons == Semicolons::Reject => Err(PathError::Semicolon(at)),
+        _ if is_invalid(b) => Err(PathError::InvalidByte(at)),
+        _ => Ok(()),
+    }
+}
+
 /// One pass: `Ok(true)` if normal, `Ok(false)` if it needs rewriting, `Err` if invalid.
-fn check_normal(path: &[u8]) -> Result<bool, PathError> {
+fn check_normal(path: &[u8], opts: &PathOptions) -> Result<bool, PathError> {
     if path.first() != Some(&b'/') {
         return Err(PathError::NotOriginForm);
     }
@@ -145,30 +239,44 @@ fn check_normal(path: &[u8]) -> Result<bool, PathError> {
             }
             i += 1;
         } else if b == b'%' {
-            let (_, ok) = percent(path, i)?;
-            normal &= ok;
+            let (byte, ok) = percent(path, i)?;
+            normal &= ok && !escaped_separator(byte, i, opts)?;
             i += 3;
-        } else if is_invalid(b) {
-            return Err(PathError::InvalidByte(i));
         } else {
+            refused(b, i, opts)?;
             i += 1;
         }
     }
     Ok(normal)
 }
 
+/// Where the segment starting at `start` ends, and how long the separator there is (0 at the
+/// end of the path): a `/`, or with [`EscapedSlashes::Decode`] an encoded `/` or `\`.
+fn segment_end(path: &[u8], start: usize, opts: &PathOptions) -> (usize, usize) {
+    let mut i = start;
+    while i < path.len() {
+        match path[i] {
+            b'/' => return (i, 1),
+            b'%' if opts.escaped_slashes == EscapedSlashes::Decode
+                && matches!(percent(path, i), Ok((b'/' | b'\\', _))) =>
+            {
+                return (i, 3);
+            }
+            _ => i += 1,
+        }
+    }
+    (path.len(), 0)
+}
+
 /// Writes the normal form of `path` (which starts with '/') into `out`.
-fn rewrite(path: &[u8], out: &mut Vec<u8>) -> Result<(), PathError> {
+fn rewrite(path: &[u8], out: &mut Vec<u8>, opts: &PathOptions) -> Result<(), PathError> {
     out.push(b'/');
     let mut last_was_segment;
     let mut start = 1;
     loop {
-        let end = path[start..]
-            .iter()
-            .position(|&b| b == b'/')
-            .map_or(path.len(), |p| start + p);
+        let (end, sep) = segment_end(path, start, opts);
         let seg_start = out.len();
-        decode_segment(path, start, end, out)?;
+        decode_segment(path, start, end, out, opts)?;
         let seg = &out[seg_start..];
         last_was_segment = false;
         if seg.is_empty() || seg == b"." {
@@ -186,10 +294,10 @@ fn rewrite(path: &[u8], out: &mut Vec<u8>) -> Result<(), PathError> {
             out.push(b'/');
             last_was_segment = true;
         }
-        if end == path.len() {
+        if sep == 0 {
             break;
         }
-        start = end + 1;
+        start = end + sep;
     }
     if last_was_segment {
         out.pop();
@@ -202,21 +310,22 @@ fn decode_segment(
     start: usize,
     end: usize,
     out: &mut Vec<u8>,
+    opts: &PathOptions,
 ) -> Result<(), PathError> {
     let mut i = start;
     while i < end {
         let b = path[i];
         if b == b'%' {
             let (byte, _) = percent(path, i)?;
+            escaped_separator(byte, i, opts)?;
             if is_unreserved(byte) {
                 out.push(byte);
             } else {
                 out.extend_from_slice(&[b'%', upper_hex(byte >> 4), upper_hex(byte & 15)]);
             }
             i += 3;
-        } else if is_invalid(b) {
-            return Err(PathError::InvalidByte(i));
         } else {
+            refused(b, i, opts)?;
             out.push(b);
             i += 1;
         }

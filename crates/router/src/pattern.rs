@@ -12,7 +12,7 @@
 //! [`crate::normalize_path`] (a route `/%61dmin` or `/a//b` could never match and is refused).
 //! Prefix routes take static patterns only; a trailing `/` on a prefix is ignored.
 
-use crate::normalize::is_normal;
+use crate::normalize::is_normal_with;
 
 /// Most parameters (catch-all included) one route may capture. Lookups keep captures inline,
 /// so this bound is what makes a lookup allocation-free.
@@ -87,9 +87,15 @@ fn check_common(pattern: &str) -> Result<(), String> {
     if pattern.contains('?') {
         return Err("must not contain a query ('?')".into());
     }
-    if !is_normal(pattern.as_bytes()) {
+    // Judged by the most permissive listener: one that keeps `%2F` and `;`
+    // can match a route that has them.
+    let keep = crate::PathOptions {
+        escaped_slashes: crate::EscapedSlashes::Keep,
+        semicolons: crate::Semicolons::Keep,
+    };
+    if !is_normal_with(pattern.as_bytes(), &keep) {
         let mut out = Vec::new();
-        let hint = match crate::normalize_path(pattern.as_bytes(), &mut out) {
+        let hint = match crate::normalize_path_with(pattern.as_bytes(), &mut out, &keep) {
             Ok(_) => format!("; its normal form is {:?}", String::from_utf8_lossy(&out)),
             Err(e) => format!(" ({e})"),
         };

@@ -5,13 +5,20 @@ mod support {
     pub mod table;
 }
 
-use shardgate_router::{Normalized, PathError, is_normal, normalize_path, split_query};
+use shardgate_router::{
+    EscapedSlashes, Normalized, PathError, PathOptions, Semicolons, is_normal, normalize_path,
+    normalize_path_with, split_query,
+};
 use support::generate::{Rng, Source};
 use support::table::{Row, build, render};
 
 fn norm(raw: &str) -> Result<String, PathError> {
+    norm_with(raw, &PathOptions::default())
+}
+
+fn norm_with(raw: &str, opts: &PathOptions) -> Result<String, PathError> {
     let mut out = b"garbage".to_vec();
-    match normalize_path(raw.as_bytes(), &mut out)? {
+    match normalize_path_with(raw.as_bytes(), &mut out, opts)? {
         Normalized::Unchanged => {
             assert_eq!(out, b"garbage", "Unchanged must not touch the buffer");
             Ok(raw.to_string())
@@ -35,8 +42,6 @@ fn normalize_table() {
         // Unreserved encodings decoded, others kept with upper-case hex.
         ("/%61dmin", Ok("/admin")),
         ("/%41%5a%30%2D%2E%5F%7E", Ok("/AZ0-._~")),
-        ("/a%2Fb", Ok("/a%2Fb")),
-        ("/a%2fb", Ok("/a%2Fb")),
         ("/a%20b", Ok("/a%20b")),
         ("/%e2%82%ac", Ok("/%E2%82%AC")),
         ("/%25", Ok("/%25")),
@@ -79,10 +84,54 @@ fn normalize_table() {
         ("/a%4", Err(PathError::BadPercentEncoding(2))),
         ("/a%zz", Err(PathError::BadPercentEncoding(2))),
         ("//%g0", Err(PathError::BadPercentEncoding(2))),
+        // What origins read differently from the router, refused by default.
+        ("/a%2Fb", Err(PathError::EscapedSlash(2))),
+        ("/a%2fb", Err(PathError::EscapedSlash(2))),
+        ("/a%5Cb", Err(PathError::EscapedSlash(2))),
+        ("/a%5cb", Err(PathError::EscapedSlash(2))),
+        ("//x/%2F", Err(PathError::EscapedSlash(4))),
+        ("/a\\b", Err(PathError::Backslash(2))),
+        ("/public/..\\admin", Err(PathError::Backslash(10))),
+        ("/public/..;/admin", Err(PathError::Semicolon(10))),
+        ("/a;jsessionid=1", Err(PathError::Semicolon(2))),
+        ("/a%00b", Err(PathError::EncodedNul(2))),
+        ("/a?x=%2F;y=\\", Ok("/a?x=%2F;y=\\")),
     ];
     for (raw, want) in cases {
         let want = want.map(str::to_string);
         assert_eq!(norm(raw), want, "{raw:?}");
+    }
+}
+
+#[test]
+fn listener_options_keep_or_decode_what_the_default_refuses() {
+    let keep = PathOptions {
+        escaped_slashes: EscapedSlashes::Keep,
+        semicolons: Semicolons::Keep,
+    };
+    let decode = PathOptions {
+        escaped_slashes: EscapedSlashes::Decode,
+        ..PathOptions::default()
+    };
+    let cases: &[(&PathOptions, &str, Result<&str, PathError>)] = &[
+        (&keep, "/a%2Fb", Ok("/a%2Fb")),
+        (&keep, "/a%2fb", Ok("/a%2Fb")),
+        (&keep, "/a%5cb", Ok("/a%5Cb")),
+        (&keep, "/a;v=1/b", Ok("/a;v=1/b")),
+        (&keep, "/a\\b", Err(PathError::Backslash(2))),
+        (&keep, "/a%00", Err(PathError::EncodedNul(2))),
+        // Decoded into separators before dot segments are resolved.
+        (&decode, "/a%2Fb", Ok("/a/b")),
+        (&decode, "/a%5cb", Ok("/a/b")),
+        (&decode, "/public%2F..%2Fadmin", Ok("/admin")),
+        (&decode, "/a%2F%2Fb%2F", Ok("/a/b/")),
+        (&decode, "/%2F..", Err(PathError::AboveRoot)),
+        (&decode, "/a;b", Err(PathError::Semicolon(2))),
+        (&decode, "/a%00", Err(PathError::EncodedNul(2))),
+    ];
+    for (opts, raw, want) in cases {
+        let want = want.map(str::to_string);
+        assert_eq!(norm_with(raw, opts), want, "{raw:?} with {opts:?}");
     }
 }
 
@@ -127,13 +176,45 @@ fn bypass_attempts_reach_the_specific_route() {
         ("/admin//x", "admin-tree"),
         ("/x/../admin/y", "admin-tree"),
         ("/%2e%2e/admin", "400"),
-        // Pinned: an encoded slash never splits a segment, so this is one segment, not /admin.
-        ("/admin%2Fx", "public"),
+        ("/public%2F..%2Fadmin", "400"),
+        ("/public/..;/admin", "400"),
+        ("/public\\..\\admin", "400"),
         ("/Admin", "public"),
     ];
+    check_bypass(&router, cases, &PathOptions::default());
+    // A listener that keeps encoded slashes: one segment, never /admin.
+    let keep = PathOptions {
+        escaped_slashes: EscapedSlashes::Keep,
+        ..PathOptions::default()
+    };
+    check_bypass(
+        &router,
+        &[("/admin%2Fx", "public"), ("/public%2F..%2Fadmin", "public")],
+        &keep,
+    );
+    // One that decodes them: the segments the origin would see, routed as such.
+    let decode = PathOptions {
+        escaped_slashes: EscapedSlashes::Decode,
+        ..PathOptions::default()
+    };
+    check_bypass(
+        &router,
+        &[
+            ("/admin%2Fx", "admin-tree"),
+            ("/public%2F..%2Fadmin", "admin"),
+        ],
+        &decode,
+    );
+}
+
+fn check_bypass(
+    router: &shardgate_router::Router<usize>,
+    cases: &[(&str, &str)],
+    opts: &PathOptions,
+) {
     let mut buf = Vec::new();
     for (raw, want) in cases {
-        let got = match normalize_path(raw.as_bytes(), &mut buf) {
+        let got = match normalize_path_with(raw.as_bytes(), &mut buf, opts) {
             Err(_) => "400".to_string(),
             Ok(n) => {
                 let target = if n == Normalized::Rewritten {
@@ -145,7 +226,7 @@ fn bypass_attempts_reach_the_specific_route() {
                 render(router.lookup(b"", b"GET", path))
             }
         };
-        assert_eq!(got, *want, "{raw}");
+        assert_eq!(got, *want, "{raw} with {opts:?}");
     }
 }
 

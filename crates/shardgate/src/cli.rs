@@ -154,7 +154,7 @@ impl ProxyArgs {
         };
         raw.listeners.push(RawListener {
             address: self.listen.clone().unwrap_or_default(),
-            backlog: None,
+            ..RawListener::default()
         });
         raw.timeouts.request_header = self.header_timeout.clone();
         raw.timeouts.upstream_response = self.upstream_timeout.clone();

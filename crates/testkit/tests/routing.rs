@@ -109,6 +109,15 @@ fn params_methods_and_hosts() {
         let mut c = RawClient::connect(gw.addr());
         c.send(b"DELETE /users/42 HTTP/1.1\r\nHost: a\r\n\r\n");
         let r = c.read_response().unwrap();
+        // The most specific route decides: a method it does not take is a 405,
+        // never the catch-all's.
+        assert_eq!(r.status, 405, "{driver:?}");
+        assert!(
+            r.header("allow").is_some_and(|a| a.contains("GET")),
+            "{driver:?}"
+        );
+        c.send(b"DELETE /elsewhere HTTP/1.1\r\nHost: a\r\n\r\n");
+        let r = c.read_response().unwrap();
         assert_eq!(
             r.status, 200,
             "the prefix route / takes other methods ({driver:?})"

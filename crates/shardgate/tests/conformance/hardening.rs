@@ -60,3 +60,83 @@ both_drivers! {
         );
     }
 }
+
+/// A listener with `listener` options (TOML lines of the `[[listeners]]` table), an `admin`
+/// route and a catch-all to the same upstream.
+fn paths_gateway(d: crate::harness::Driver, up: &Upstream, listener: &str) -> Proxy {
+    Proxy::start_config(
+        d,
+        &format!(
+            r#"{listener}
+[upstreams.app]
+endpoints = ["{}"]
+
+[[routes]]
+name = "admin"
+prefix = "/admin"
+upstream = "app"
+filters = [{{ type = "ip-filter", allow = ["10.0.0.0/8"] }}]
+
+[[routes]]
+name = "site"
+prefix = "/"
+upstream = "app"
+"#,
+            up.addr
+        ),
+    )
+}
+
+fn get(c: &mut Client, target: &str) -> crate::harness::Response {
+    ask(
+        c,
+        format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes(),
+    )
+}
+
+both_drivers! {
+    fn what_origins_read_differently_is_refused_by_default(d) {
+        let up = Upstream::echo();
+        let proxy = paths_gateway(d, &up, "");
+        for target in [
+            "/public%2F..%2Fadmin",
+            "/admin%2fx",
+            "/public%5C..%5Cadmin",
+            "/public\\..\\admin",
+            "/public/..;/admin",
+            "/a;jsessionid=1",
+            "/a%00.html",
+        ] {
+            let r = get(&mut proxy.client(), target);
+            assert_eq!(r.status, 400, "{target}: {}", show(&r.raw));
+        }
+        assert!(up.requests().is_empty(), "a refused request reached the origin");
+        let r = get(&mut proxy.client(), "/public/page?next=%2Fhome;x=\\");
+        assert_eq!(r.status, 200, "the query is not the path's: {}", show(&r.raw));
+    }
+
+    fn a_listener_may_keep_encoded_slashes_and_semicolons(d) {
+        let up = Upstream::echo();
+        let proxy = paths_gateway(d, &up, "escaped_slashes = \"keep\"\npath_semicolons = \"keep\"");
+        let r = get(&mut proxy.client(), "/files/a%2fb;v=2");
+        assert_eq!(r.status, 200, "{}", show(&r.raw));
+        // One segment, never /admin.
+        let r = get(&mut proxy.client(), "/public%2F..%2Fadmin");
+        assert_eq!(r.status, 200, "{}", show(&r.raw));
+        let seen: Vec<String> = up.requests().iter().map(|q| q.target.clone()).collect();
+        assert_eq!(seen, ["/files/a%2Fb;v=2", "/public%2F..%2Fadmin"]);
+        let r = get(&mut proxy.client(), "/a\\b");
+        assert_eq!(r.status, 400, "a raw backslash stays refused: {}", show(&r.raw));
+    }
+
+    fn a_listener_may_decode_encoded_slashes_and_routes_what_the_origin_sees(d) {
+        let up = Upstream::echo();
+        let proxy = paths_gateway(d, &up, "escaped_slashes = \"decode\"");
+        let r = get(&mut proxy.client(), "/public%2F..%2Fadmin");
+        assert_eq!(r.status, 403, "it is /admin, and /admin is guarded: {}", show(&r.raw));
+        let r = get(&mut proxy.client(), "/files%2Fa%5Cb");
+        assert_eq!(r.status, 200, "{}", show(&r.raw));
+        let seen: Vec<String> = up.requests().iter().map(|q| q.target.clone()).collect();
+        assert_eq!(seen, ["/files/a/b"], "the origin sees the decoded path");
+    }
+}
