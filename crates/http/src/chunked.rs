@@ -183,7 +183,7 @@ impl ChunkedDecoder {
             (SizeStart, _) => {
                 let d = hex_value(b).ok_or(ChunkedError::BadSize)?;
                 self.remaining = u64::from(d);
-                self.digits = u8::from(d != 0);
+                self.digits = 1;
                 Size
             }
             (Size, b'\r') => SizeLf,
@@ -194,11 +194,12 @@ impl ChunkedDecoder {
             (Size, b' ' | b'\t') => SizeWs,
             (Size, _) => {
                 let d = hex_value(b).ok_or(ChunkedError::BadSize)?;
-                if self.digits > 0 || d != 0 {
-                    self.digits += 1;
-                }
-                if self.digits > 15 {
-                    // 15 hex digits is over 10^18 bytes: nobody sends that.
+                self.digits += 1;
+                // 15 significant hex digits is over 10^18 bytes: nobody sends that.
+                if self.digits > 16 || self.remaining >> 56 != 0 {
+                    // More digits than a 64-bit size has, leading zeros
+                    // included: a peer that pads sizes to slip past another
+                    // parser's limit is not a peer to trust.
                     return Err(ChunkedError::BadSize);
                 }
                 self.remaining = (self.remaining << 4) | u64::from(d);
@@ -426,9 +427,16 @@ mod tests {
     }
 
     #[test]
-    fn leading_zeros_do_not_count_against_digit_limit() {
-        let input = b"0000000000000000000001\r\nx\r\n0\r\n\r\n";
-        assert!(run(input).is_ok());
+    fn more_than_16_size_digits_are_refused_leading_zeros_included() {
+        assert!(run(b"0000000000000001\r\nx\r\n0\r\n\r\n").is_ok());
+        assert_eq!(
+            run(b"00000000000000001\r\nx\r\n0\r\n\r\n").err(),
+            Some(ChunkedError::BadSize)
+        );
+        assert_eq!(
+            run(b"0000000000000000000001\r\nx\r\n0\r\n\r\n").err(),
+            Some(ChunkedError::BadSize)
+        );
     }
 
     #[test]

@@ -51,9 +51,10 @@ fn put(out: &mut Vec<u8>, parts: &[&[u8]]) {
 
 /// Whether the encoder drops or rewrites this request field itself.
 fn owned_request_field(name: &[u8]) -> bool {
-    const OWNED: [&[u8]; 6] = [
+    const OWNED: [&[u8]; 7] = [
         b"host",
         b"content-length",
+        b"transfer-encoding",
         b"x-forwarded-for",
         b"x-forwarded-proto",
         b"x-forwarded-host",
@@ -79,11 +80,6 @@ pub fn encode_request_head(req: &Request<'_, '_>, ctx: &ForwardContext<'_>, out:
 
     for h in req.headers {
         let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            // Validated by the parser: the body is forwarded chunked as received.
-            put(out, &[name, b": ", h.value, b"\r\n"]);
-            continue;
-        }
         if owned_request_field(name) || dropped(name, &req.connection) || ctx.edits.drops(name) {
             continue;
         }
@@ -102,12 +98,19 @@ pub fn encode_request_head(req: &Request<'_, '_>, ctx: &ForwardContext<'_>, out:
     if !req.host.is_empty() {
         put(out, &[b"X-Forwarded-Host: ", req.host, b"\r\n"]);
     }
-    if let BodyFraming::Length(n) = req.info.body {
-        let mut digits = itoa_buf();
-        put(
-            out,
-            &[b"Content-Length: ", fmt_u64(n, &mut digits), b"\r\n"],
-        );
+    match req.info.body {
+        BodyFraming::Length(n) => {
+            let mut digits = itoa_buf();
+            put(
+                out,
+                &[b"Content-Length: ", fmt_u64(n, &mut digits), b"\r\n"],
+            );
+        }
+        // One canonical line, however the client spelled it (the parser
+        // accepted exactly one `chunked`): the upstream has nothing to
+        // read differently.
+        BodyFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyFraming::None => {}
     }
     if req.info.upgrade {
         put(

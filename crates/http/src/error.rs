@@ -29,9 +29,13 @@ pub enum ParseError {
     BadContentLength,
     /// Both Content-Length and Transfer-Encoding.
     ContentLengthWithTransferEncoding,
-    /// Transfer-Encoding whose final coding is not `chunked`, a repeated
-    /// `chunked`, or any Transfer-Encoding on HTTP/1.0.
+    /// A request Transfer-Encoding that is not exactly `chunked`: an empty list
+    /// element (`chunked,`), `chunked` twice or with parameters, a non-token,
+    /// or any Transfer-Encoding on HTTP/1.0.
     BadTransferEncoding,
+    /// A request transfer coding other than `chunked` (`gzip, chunked`): the
+    /// gateway implements only chunked (501, RFC 9112 §6.1).
+    TransferCodingNotImplemented,
     /// The declared Content-Length is over the body limit (413).
     BodyTooLarge,
     /// An `Expect` other than `100-continue` (417).
@@ -51,7 +55,7 @@ impl ParseError {
             ParseError::BodyTooLarge => 413,
             ParseError::UnsupportedExpectation => 417,
             ParseError::UnsupportedVersion => 505,
-            ParseError::MethodNotImplemented => 501,
+            ParseError::MethodNotImplemented | ParseError::TransferCodingNotImplemented => 501,
             _ => 400,
         }
     }
@@ -72,7 +76,8 @@ impl ParseError {
             ParseError::ContentLengthWithTransferEncoding => {
                 "Content-Length together with Transfer-Encoding"
             }
-            ParseError::BadTransferEncoding => "unsupported Transfer-Encoding",
+            ParseError::BadTransferEncoding => "malformed Transfer-Encoding",
+            ParseError::TransferCodingNotImplemented => "transfer coding not implemented",
             ParseError::BodyTooLarge => "body over the size limit",
             ParseError::UnsupportedExpectation => "unsupported Expect",
             ParseError::UnsupportedVersion => "unsupported HTTP version",

@@ -170,6 +170,49 @@ pub(crate) fn fold_transfer_encoding(prev: Option<TeVerdict>, value: &[u8]) -> T
     verdict.unwrap_or(TeVerdict::Invalid)
 }
 
+/// What a request's `Transfer-Encoding` fields amount to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct RequestTe {
+    /// `chunked` items seen.
+    chunked: u8,
+    /// Another coding seen.
+    other: bool,
+    /// An empty list element, a non-token, or `chunked` with parameters.
+    malformed: bool,
+}
+
+impl RequestTe {
+    /// Adds one field value.
+    pub(crate) fn add(&mut self, value: &[u8]) {
+        for item in value.split(|&b| b == b',') {
+            let item = trim_ows(item);
+            let name = trim_ows(item.split(|&b| b == b';').next().unwrap_or(item));
+            if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+                self.malformed = true;
+            } else if name.eq_ignore_ascii_case(b"chunked") {
+                self.malformed |= name.len() != item.len();
+                self.chunked = self.chunked.saturating_add(1);
+            } else {
+                self.other = true;
+            }
+        }
+    }
+
+    /// `Ok` when the body is chunked, exactly once and nothing else; the
+    /// error to answer otherwise.
+    pub(crate) fn verdict(&self) -> Result<(), crate::ParseError> {
+        if self.malformed {
+            Err(crate::ParseError::BadTransferEncoding)
+        } else if self.other {
+            Err(crate::ParseError::TransferCodingNotImplemented)
+        } else if self.chunked != 1 {
+            Err(crate::ParseError::BadTransferEncoding)
+        } else {
+            Ok(())
+        }
+    }
+}
+
 /// `tchar` from RFC 9110 §5.6.2.
 pub(crate) fn is_tchar(b: u8) -> bool {
     matches!(b,

@@ -2,9 +2,7 @@
 //! needs before it may forward anything.
 
 use crate::error::ParseError;
-use crate::header::{
-    ConnectionTokens, TeVerdict, fold_transfer_encoding, parse_content_length, tokens_contain,
-};
+use crate::header::{ConnectionTokens, RequestTe, parse_content_length, tokens_contain};
 
 /// Bounds on what a client may send.
 #[derive(Debug, Clone, Copy)]
@@ -191,7 +189,7 @@ pub fn parse_request<'h, 'b>(
 
     let mut host: Option<&'b [u8]> = None;
     let mut content_length: Option<u64> = None;
-    let mut te: Option<TeVerdict> = None;
+    let mut te: Option<RequestTe> = None;
     let mut connection = ConnectionTokens::default();
     let mut expect_continue = false;
     let mut upgrade_value: &'b [u8] = b"";
@@ -213,7 +211,7 @@ pub fn parse_request<'h, 'b>(
             }
             content_length = Some(n);
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            te = Some(fold_transfer_encoding(te, value));
+            te.get_or_insert_default().add(value);
         } else if name.eq_ignore_ascii_case(b"connection") {
             if !connection.add(value) {
                 return Err(ParseError::BadHeaderValue);
@@ -245,8 +243,10 @@ pub fn parse_request<'h, 'b>(
         (Some(_), None) if version == Version::Http10 => {
             return Err(ParseError::BadTransferEncoding);
         }
-        (Some(TeVerdict::Chunked), None) => BodyFraming::Chunked,
-        (Some(_), None) => return Err(ParseError::BadTransferEncoding),
+        (Some(te), None) => {
+            te.verdict()?;
+            BodyFraming::Chunked
+        }
         (None, Some(0)) | (None, None) => BodyFraming::None,
         (None, Some(n)) => {
             if limits.max_body.is_some_and(|max| n > max) {

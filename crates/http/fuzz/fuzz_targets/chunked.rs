@@ -4,7 +4,8 @@
 //! - A metadata limit only ever turns an answer into `TooLarge` (payload seen so far a prefix).
 //! - With no metadata limit, it agrees with `reference` below: a direct transcription of the
 //!   RFC 9112 §7.1 grammar with the crate's documented strictness (no whitespace after the size
-//!   except before `;`, CRLF only, at most 15 significant hex digits, extensions checked byte
+//!   except before `;`, CRLF only, at most 16 hex digits counting leading zeros and at most 15
+//!   significant ones, extensions checked byte
 //!   by byte: tchar `=` `;` SP HTAB, or quoted-strings; trailer fields `tchar+ ":" value`).
 //!
 //! Run: `cargo +nightly fuzz run chunked`.
@@ -150,6 +151,7 @@ fn chunk_size_line(c: &mut Cursor<'_>) -> Result<u64, Stop> {
     let bad_size = || Stop::Error(ChunkedError::BadSize);
     let mut size = u64::from(hex(c.next()?).ok_or_else(bad_size)?);
     let mut significant = u32::from(size != 0);
+    let mut digits = 1u32;
     loop {
         match c.next()? {
             b'\r' => break,
@@ -174,7 +176,8 @@ fn chunk_size_line(c: &mut Cursor<'_>) -> Result<u64, Stop> {
                 if significant > 0 || d != 0 {
                     significant += 1;
                 }
-                if significant > 15 {
+                digits += 1;
+                if significant > 15 || digits > 16 {
                     return Err(bad_size());
                 }
                 size = size * 16 + u64::from(d);

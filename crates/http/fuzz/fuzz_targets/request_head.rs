@@ -143,6 +143,26 @@ fn check_forward(req: &Request<'_, '_>, ctx: &ForwardContext<'_>) {
                     || name.eq_ignore_ascii_case(b"upgrade")))
     };
 
+    if chunked {
+        // What was accepted is one `chunked` and nothing else, however spelled, and it
+        // leaves as one canonical line.
+        let items: Vec<Vec<u8>> = req
+            .headers
+            .iter()
+            .filter(|f| f.name.eq_ignore_ascii_case("transfer-encoding"))
+            .flat_map(|f| f.value.split(|&b| b == b','))
+            .map(|i| i.trim_ascii().to_ascii_lowercase())
+            .collect();
+        assert_eq!(items, [b"chunked".to_vec()], "{shown}");
+        let sent: Vec<&[u8]> = again
+            .headers
+            .iter()
+            .filter(|f| f.name.eq_ignore_ascii_case("transfer-encoding"))
+            .map(|f| f.value)
+            .collect();
+        assert_eq!(sent, [b"chunked".as_slice()], "{shown}");
+    }
+
     let mut xff = Vec::new();
     let mut xff_lines = 0;
     for f in again.headers {

@@ -140,3 +140,24 @@ both_drivers! {
         assert_eq!(seen, ["/files/a/b"], "the origin sees the decoded path");
     }
 }
+
+both_drivers! {
+    fn transfer_encoding_leaves_as_one_canonical_line(d) {
+        let up = Upstream::echo();
+        let proxy = Proxy::start(d, &[up.addr]);
+        let r = ask(
+            &mut proxy.client(),
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:  CHUNKED \r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        );
+        assert_eq!(r.status, 200, "{}", show(&r.raw));
+        let seen = up.requests();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(
+            seen[0].head.all("transfer-encoding"),
+            ["chunked"],
+            "{}",
+            show(&seen[0].raw)
+        );
+        assert_eq!(seen[0].body, b"hello");
+    }
+}
