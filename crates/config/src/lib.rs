@@ -23,7 +23,8 @@ mod validate;
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     AccessLog, Config, Driver, EndpointSource, Limits, Listener, LogFormat, PathMatch,
-    PoolSettings, RetrySettings, Route, Tenant, TenantId, Timeouts, Upstream, UpstreamId, Workers,
+    PoolSettings, RetrySettings, Route, Tenant, TenantId, Timeouts, Underscores, Upstream,
+    UpstreamId, Workers,
 };
 pub use reload::{Reloaded, reload_toml};
 pub use shardgate_common::units::{parse_duration, parse_size};

@@ -9,6 +9,8 @@ use std::time::Duration;
 pub struct Config {
     pub workers: Workers,
     pub driver: Driver,
+    /// Proxies in front whose `X-Forwarded-For` is believed (empty: none).
+    pub trusted_proxies: Vec<shardgate_filters::cidr::Cidr>,
     pub listeners: Vec<Listener>,
     pub timeouts: Timeouts,
     pub limits: Limits,
@@ -127,6 +129,22 @@ pub struct Listener {
     pub backlog: u32,
     /// How strictly request paths are read (`escaped_slashes`, `path_semicolons`).
     pub paths: shardgate_router::PathOptions,
+    /// What happens to request fields with `_` in their names.
+    pub underscores: Underscores,
+}
+
+/// What a listener does with request header fields whose names hold `_`
+/// (CGI and WSGI origins read `X_Consumer` as `X-Consumer`, so a client
+/// could pass for a field the gateway owns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Underscores {
+    /// Leave them out of the forwarded request (nginx's default).
+    #[default]
+    Drop,
+    /// Refuse the request (400).
+    Reject,
+    /// Forward them.
+    Keep,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,6 +11,9 @@ pub struct RawConfig {
     pub workers: Option<RawWorkers>,
     /// `"auto"`, `"uring"` or `"legacy"`.
     pub driver: Option<String>,
+    /// CIDR blocks of proxies in front whose `X-Forwarded-For` is believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
     #[serde(default)]
     pub listeners: Vec<RawListener>,
     #[serde(default)]
@@ -47,6 +50,7 @@ pub struct RawListener {
     pub backlog: Option<i64>,
     pub escaped_slashes: Option<String>,
     pub path_semicolons: Option<String>,
+    pub headers_with_underscores: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -53,6 +53,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let workers = workers(&mut e, &raw);
     let driver = driver(&mut e, &raw);
     let listeners = listeners(&mut e, &raw);
+    let trusted_proxies = trusted_proxies(&mut e, &raw);
     let timeouts = timeouts(&mut e, &raw);
     let limits = limits(&mut e, &raw);
     let pool = pool(&mut e, &raw);
@@ -92,6 +93,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         Ok(Config {
             workers,
             driver,
+            trusted_proxies,
             listeners,
             timeouts,
             limits,
@@ -171,10 +173,23 @@ fn listeners(e: &mut Errors, raw: &RawConfig) -> Vec<Listener> {
                         format!("{address} is listed twice"),
                     );
                 }
+                let underscores = match l.headers_with_underscores.as_deref() {
+                    None | Some("drop") => Underscores::Drop,
+                    Some("reject") => Underscores::Reject,
+                    Some("keep") => Underscores::Keep,
+                    Some(other) => {
+                        e.push(
+                            format!("{path}.headers_with_underscores"),
+                            format!("expected \"drop\", \"reject\" or \"keep\", got {other:?}"),
+                        );
+                        Underscores::Drop
+                    }
+                };
                 listeners.push(Listener {
                     address,
                     backlog,
                     paths: listener_paths(e, &path, l),
+                    underscores,
                 });
             }
             Err(_) => e.push(
@@ -209,6 +224,18 @@ fn listener_paths(e: &mut Errors, path: &str, l: &RawListener) -> shardgate_rout
         ),
     }
     opts
+}
+
+/// `trusted_proxies`: CIDR blocks.
+fn trusted_proxies(e: &mut Errors, raw: &RawConfig) -> Vec<shardgate_filters::cidr::Cidr> {
+    let mut out = Vec::new();
+    for (i, text) in raw.trusted_proxies.iter().enumerate() {
+        match text.trim().parse() {
+            Ok(c) => out.push(c),
+            Err(err) => e.push(format!("trusted_proxies[{i}]"), format!("{err}")),
+        }
+    }
+    out
 }
 
 /// `[timeouts]`.

@@ -9,8 +9,14 @@ use crate::response::{Response, ResponseFraming};
 /// What the proxy adds to a forwarded request.
 #[derive(Debug, Clone, Copy)]
 pub struct ForwardContext<'a> {
-    /// The client's address as text, appended to `X-Forwarded-For`.
+    /// The peer's address as text, appended to `X-Forwarded-For`.
     pub client_ip: &'a [u8],
+    /// Keep the incoming `X-Forwarded-For` entries before the peer's: only when the peer is
+    /// a trusted proxy; otherwise what the client claims is dropped.
+    pub keep_forwarded_for: bool,
+    /// Leave out fields with `_` in their names (CGI and WSGI origins read `X_Consumer`
+    /// as `X-Consumer`).
+    pub drop_underscored: bool,
     /// `http` or `https`, sent as `X-Forwarded-Proto`.
     pub proto: &'a [u8],
     /// The path to send instead of the request's own (after normalisation).
@@ -49,15 +55,22 @@ fn put(out: &mut Vec<u8>, parts: &[&[u8]]) {
     }
 }
 
-/// Whether the encoder drops or rewrites this request field itself.
-fn owned_request_field(name: &[u8]) -> bool {
-    const OWNED: [&[u8]; 7] = [
+/// Whether the encoder drops or rewrites this request field itself: framing,
+/// the client-address story (a client must not be able to claim an address or
+/// a scheme), and the URL overrides some frameworks honour over the request line.
+pub fn owned_request_field(name: &[u8]) -> bool {
+    const OWNED: [&[u8]; 12] = [
         b"host",
         b"content-length",
         b"transfer-encoding",
         b"x-forwarded-for",
         b"x-forwarded-proto",
         b"x-forwarded-host",
+        b"x-real-ip",
+        b"true-client-ip",
+        b"forwarded",
+        b"x-original-url",
+        b"x-rewrite-url",
         b"expect",
     ];
     OWNED.iter().any(|o| name.eq_ignore_ascii_case(o))
@@ -80,17 +93,24 @@ pub fn encode_request_head(req: &Request<'_, '_>, ctx: &ForwardContext<'_>, out:
 
     for h in req.headers {
         let name = h.name.as_bytes();
-        if owned_request_field(name) || dropped(name, &req.connection) || ctx.edits.drops(name) {
+        if owned_request_field(name)
+            || dropped(name, &req.connection)
+            || ctx.edits.drops(name)
+            || (ctx.drop_underscored && name.contains(&b'_'))
+        {
             continue;
         }
         put(out, &[name, b": ", h.value, b"\r\n"]);
     }
     out.extend_from_slice(ctx.edits.add);
-    // Every incoming X-Forwarded-For value, in order, then the client.
+    // From a trusted proxy, every incoming X-Forwarded-For value in order;
+    // then the peer.
     out.extend_from_slice(b"X-Forwarded-For: ");
-    for h in req.headers {
-        if h.name.as_bytes().eq_ignore_ascii_case(b"x-forwarded-for") {
-            put(out, &[h.value, b", "]);
+    if ctx.keep_forwarded_for {
+        for h in req.headers {
+            if h.name.as_bytes().eq_ignore_ascii_case(b"x-forwarded-for") {
+                put(out, &[h.value, b", "]);
+            }
         }
     }
     put(out, &[ctx.client_ip, b"\r\n"]);
@@ -231,6 +251,8 @@ mod tests {
         let mut out = Vec::new();
         let ctx = ForwardContext {
             client_ip: b"10.0.0.9",
+            keep_forwarded_for: true,
+            drop_underscored: true,
             proto: b"http",
             path: None,
             fallback_host: b"127.0.0.1:9000",
@@ -264,6 +286,48 @@ mod tests {
             got,
             "POST / HTTP/1.1\r\nHost: ex.com\r\nX-Forwarded-For: 1.1.1.1, 2.2.2.2, 10.0.0.9\r\n\
              X-Forwarded-Proto: http\r\nX-Forwarded-Host: ex.com\r\nContent-Length: 3\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn what_the_client_claims_about_itself_is_dropped() {
+        let got = forward(
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Real-IP: 1.1.1.1\r\nTrue-Client-IP: 1.1.1.1\r\n\
+              Forwarded: for=1.1.1.1\r\nX-Original-URL: /admin\r\nX-Rewrite-URL: /admin\r\n\
+              X_Consumer: root\r\nX-Kept: 1\r\n\r\n",
+        );
+        assert_eq!(
+            got,
+            "GET / HTTP/1.1\r\nHost: a\r\nX-Kept: 1\r\nX-Forwarded-For: 10.0.0.9\r\n\
+             X-Forwarded-Proto: http\r\nX-Forwarded-Host: a\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn an_untrusted_peer_s_forwarded_for_is_replaced() {
+        let mut h = empty_headers();
+        let req = parse_request(
+            b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 1.1.1.1\r\nX_Keep: 1\r\n\r\n",
+            &mut h,
+            &Limits::default(),
+        )
+        .unwrap()
+        .unwrap();
+        let mut out = Vec::new();
+        let ctx = ForwardContext {
+            client_ip: b"10.0.0.9",
+            keep_forwarded_for: false,
+            drop_underscored: false,
+            proto: b"http",
+            path: None,
+            fallback_host: b"",
+            edits: HeadEdits::NONE,
+        };
+        encode_request_head(&req, &ctx, &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "GET / HTTP/1.1\r\nHost: a\r\nX_Keep: 1\r\nX-Forwarded-For: 10.0.0.9\r\n\
+             X-Forwarded-Proto: http\r\nX-Forwarded-Host: a\r\n\r\n"
         );
     }
 

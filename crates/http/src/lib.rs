@@ -22,6 +22,7 @@ pub use canned::{Canned, GatewayResponse, canned_response, gateway_response};
 pub use chunked::{ChunkedDecoder, ChunkedError, Progress};
 pub use encode::{
     ForwardContext, HeadEdits, ResponseEncodeOptions, encode_request_head, encode_response_head,
+    owned_request_field,
 };
 pub use error::{ParseError, ResponseError};
 pub use header::{ConnectionTokens, is_hop_by_hop, tokens_contain};

@@ -18,11 +18,12 @@ use crate::downstream::send_to_client;
 use crate::error::{ErrorKind, ProxyError, Side};
 use crate::io::{IoFail, read_more};
 use crate::metrics;
-use crate::request::{Bufs, Client, Forward, LogOverrides, Next, Record, UpConn};
+use crate::request::{Bufs, Client, Forward, IpText, LogOverrides, Next, Record, UpConn};
 use crate::route::RouteId;
 use crate::shard::Shard;
 use crate::snapshot::Snapshot;
 use crate::upstream;
+use shardgate_config::Underscores;
 use shardgate_filters::chain;
 use shardgate_http::ParseError;
 use shardgate_http::{
@@ -78,7 +79,8 @@ async fn handle_inner(shard: &Shard, client: &mut Client, c: Vec<u8>) -> Next {
         if let Some(log) = &shard.log {
             let route = rec.route.map_or("", |r| snap.route_names[r].as_str());
             let tenant = rec.route.map_or("", |r| snap.tenant_of(r));
-            log.append(rec, &client.ip, tenant, route, &shard.pools);
+            let ip = rec.client.as_ref().unwrap_or(&client.ip);
+            log.append(rec, ip, tenant, route, &shard.pools);
         }
     }
     shard.buffers.give(take(&mut bufs.u));
@@ -213,12 +215,30 @@ fn prepare(
     client: &Client,
     b: &mut Bufs,
 ) -> Result<Option<Plan>, ProxyError> {
-    let (ip, client_addr) = (&client.ip, client.addr);
+    let ip = &client.ip;
     let mut headers = empty_headers();
     let req = match parse_request(&b.c, &mut headers, &snap.http_limits) {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(None),
         Err(e) => return Err(ProxyError::new(ErrorKind::BadRequest(e))),
+    };
+    let listener = snap.listeners.get(usize::from(client.listener));
+    let underscores = listener.map_or(Underscores::Drop, |l| l.underscores);
+    if underscores == Underscores::Reject && req.headers.iter().any(|h| h.name.contains('_')) {
+        return Err(ProxyError::new(ErrorKind::BadRequest(
+            ParseError::BadHeaderName,
+        )));
+    }
+    // Behind a trusted proxy the client is who it says; otherwise the peer.
+    let trusted_peer = snap.trusted_proxies.iter().any(|c| c.contains(client.addr));
+    let client_addr = if trusted_peer {
+        let said = forwarded_client(&req, &snap.trusted_proxies).unwrap_or(client.addr);
+        if said != client.addr {
+            b.rec.client = Some(IpText::new(said));
+        }
+        said
+    } else {
+        client.addr
     };
     let info = req.info;
     b.rec.method = metrics::method_index(req.method.as_bytes());
@@ -251,11 +271,7 @@ fn prepare(
     // and `//admin` all become `/admin`).
     let mut scratch = shard.path_scratch.borrow_mut();
     scratch.clear();
-    let paths = snap
-        .listener_paths
-        .get(usize::from(client.listener))
-        .copied()
-        .unwrap_or_default();
+    let paths = listener.map(|l| l.paths).unwrap_or_default();
     let target: &[u8] = match shardgate_router::normalize_path_with(req.path, &mut scratch, &paths)
     {
         Ok(shardgate_router::Normalized::Unchanged) => req.path,
@@ -386,6 +402,8 @@ fn prepare(
     shard.pools.with_host(endpoint, |fallback_host| {
         let ctx = ForwardContext {
             client_ip: ip.as_bytes(),
+            keep_forwarded_for: trusted_peer,
+            drop_underscored: underscores == Underscores::Drop,
             proto: b"http",
             path: forward_path,
             fallback_host,
@@ -536,6 +554,34 @@ async fn linger(shard: &Shard, client: &mut Client) {
         }
     }
     shard.buffers.give(buf);
+}
+
+/// The client a trusted proxy reported: walking `X-Forwarded-For` from the
+/// right (the entry the nearest proxy wrote), the first address that is not a
+/// trusted proxy itself; the leftmost when every one is. An entry that is not
+/// an address breaks the chain there: the last trusted proxy before it is the
+/// client as far as anyone can tell. `None` without a usable entry.
+fn forwarded_client(
+    req: &shardgate_http::Request<'_, '_>,
+    trusted: &[shardgate_filters::cidr::Cidr],
+) -> Option<IpAddr> {
+    let mut last = None;
+    for h in req.headers.iter().rev() {
+        if !h.name.eq_ignore_ascii_case("x-forwarded-for") {
+            continue;
+        }
+        for item in h.value.rsplit(|&b| b == b',') {
+            let parsed = std::str::from_utf8(item.trim_ascii()).map(str::parse::<IpAddr>);
+            let Ok(Ok(addr)) = parsed else {
+                return last;
+            };
+            if !trusted.iter().any(|c| c.contains(addr)) {
+                return Some(addr);
+            }
+            last = Some(addr);
+        }
+    }
+    last
 }
 
 /// Phase 5: a finished upstream connection goes back to its pool unless it

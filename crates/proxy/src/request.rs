@@ -87,6 +87,8 @@ pub(crate) struct Record {
     pub permit: Option<Permit>,
     /// What the access log needs of the head (captured only when logging).
     pub head: LogHead,
+    /// The client a trusted proxy reported, when it is not the peer.
+    pub client: Option<IpText>,
 }
 
 /// What the access log records instead of the request's own fields.
@@ -276,6 +278,7 @@ impl Record {
             flight: None,
             permit: None,
             head: LogHead::empty(),
+            client: None,
         }
     }
 }

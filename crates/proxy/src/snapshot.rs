@@ -137,8 +137,10 @@ pub(crate) struct Snapshot {
     pub http_limits: shardgate_http::Limits,
     pub timeouts: Timeouts,
     pub pool: PoolSettings,
-    /// Each listener's path options, by listener index.
-    pub listener_paths: Vec<shardgate_router::PathOptions>,
+    /// Each listener's settings (path and header options), by index.
+    pub listeners: Vec<shardgate_config::Listener>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<shardgate_filters::cidr::Cidr>,
 }
 
 impl Snapshot {
@@ -251,7 +253,8 @@ impl Snapshot {
                 max_body: l.max_body,
             },
             timeouts: config.timeouts,
-            listener_paths: config.listeners.iter().map(|l| l.paths).collect(),
+            listeners: config.listeners.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
             pool: config.pool,
         })
     }

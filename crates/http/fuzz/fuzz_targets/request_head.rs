@@ -33,6 +33,8 @@ const WIDE: Limits = Limits {
 const CONTEXTS: [ForwardContext<'static>; 2] = [
     ForwardContext {
         client_ip: b"192.0.2.7",
+        keep_forwarded_for: true,
+        drop_underscored: false,
         proto: b"http",
         path: None,
         fallback_host: b"127.0.0.1:9000",
@@ -40,6 +42,8 @@ const CONTEXTS: [ForwardContext<'static>; 2] = [
     },
     ForwardContext {
         client_ip: b"2001:db8::1",
+        keep_forwarded_for: false,
+        drop_underscored: true,
         proto: b"https",
         path: Some(b"/normalised?q=1"),
         fallback_host: b"",
@@ -185,7 +189,7 @@ fn check_forward(req: &Request<'_, '_>, ctx: &ForwardContext<'_>) {
     }
     assert_eq!(xff_lines, 1, "{shown}");
     let mut want_xff = Vec::new();
-    for f in req.headers {
+    for f in req.headers.iter().filter(|_| ctx.keep_forwarded_for) {
         if f.name.eq_ignore_ascii_case("x-forwarded-for") {
             want_xff.extend_from_slice(f.value);
             want_xff.extend_from_slice(b", ");
@@ -194,10 +198,20 @@ fn check_forward(req: &Request<'_, '_>, ctx: &ForwardContext<'_>) {
     want_xff.extend_from_slice(ctx.client_ip);
     assert_eq!(xff, want_xff, "{shown}");
 
+    // No field a client may not claim, nor (when dropping them) one with `_` in its name.
+    for f in again.headers {
+        let name = f.name.as_bytes();
+        if shardgate_http::owned_request_field(name) {
+            assert!(written(name) || name.eq_ignore_ascii_case(b"x-forwarded-for"), "{:?} forwarded\n{shown}", f.name);
+        }
+        assert!(!(ctx.drop_underscored && name.contains(&b'_')), "{:?} forwarded\n{shown}", f.name);
+    }
+
     // Every other end-to-end field travels, in order, byte for byte.
     let passed = |name: &[u8]| {
         !name.eq_ignore_ascii_case(b"x-forwarded-for")
-            && !name.eq_ignore_ascii_case(b"expect")
+            && !shardgate_http::owned_request_field(name)
+            && !(ctx.drop_underscored && name.contains(&b'_'))
             && !written(name)
             && !is_hop_by_hop(name)
             && !req.connection.names(name)

@@ -161,3 +161,64 @@ both_drivers! {
         assert_eq!(seen[0].body, b"hello");
     }
 }
+
+/// `/inner` admits only 10.0.0.0/8; `top` holds top-level keys, `listener` the listener's.
+fn inner_gateway(d: crate::harness::Driver, up: &Upstream, top: &str, listener: &str) -> Proxy {
+    Proxy::start_config_with(
+        d,
+        top,
+        &format!(
+            r#"{listener}
+[upstreams.app]
+endpoints = ["{}"]
+
+[[routes]]
+path = "/inner"
+upstream = "app"
+filters = [{{ type = "ip-filter", allow = ["10.0.0.0/8"] }}]
+
+[[routes]]
+prefix = "/"
+upstream = "app"
+"#,
+            up.addr
+        ),
+    )
+}
+
+const FROM_INSIDE: &[u8] = b"GET /inner HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.9.9.9\r\n\r\n";
+
+both_drivers! {
+    fn a_client_cannot_claim_an_address(d) {
+        let up = Upstream::echo();
+        let proxy = inner_gateway(d, &up, "", "");
+        let r = ask(&mut proxy.client(), FROM_INSIDE);
+        assert_eq!(r.status, 403, "X-Forwarded-For from an untrusted peer is ignored: {}", show(&r.raw));
+    }
+
+    fn a_trusted_proxy_s_client_is_the_client(d) {
+        let up = Upstream::echo();
+        let proxy = inner_gateway(d, &up, "trusted_proxies = [\"127.0.0.0/8\"]", "");
+        let r = ask(&mut proxy.client(), FROM_INSIDE);
+        assert_eq!(r.status, 200, "the proxy's client is 10.9.9.9: {}", show(&r.raw));
+        // Walking from the right, the first address that is not a trusted proxy: what a
+        // client put in front of the list does not count.
+        let r = ask(
+            &mut proxy.client(),
+            b"GET /inner HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.9.9.9, 203.0.113.5\r\n\r\n",
+        );
+        assert_eq!(r.status, 403, "{}", show(&r.raw));
+    }
+
+    fn a_listener_may_refuse_or_keep_underscored_fields(d) {
+        let up = Upstream::echo();
+        let refuse = inner_gateway(d, &up, "", "headers_with_underscores = \"reject\"");
+        let r = ask(&mut refuse.client(), b"GET / HTTP/1.1\r\nHost: a\r\nX_Consumer: root\r\n\r\n");
+        assert_eq!(r.status, 400, "{}", show(&r.raw));
+        assert!(up.requests().is_empty());
+        let keep = inner_gateway(d, &up, "", "headers_with_underscores = \"keep\"");
+        let r = ask(&mut keep.client(), b"GET / HTTP/1.1\r\nHost: a\r\nX_Legacy: 1\r\n\r\n");
+        assert_eq!(r.status, 200, "{}", show(&r.raw));
+        assert_eq!(up.requests()[0].head.get("x_legacy"), Some("1"));
+    }
+}

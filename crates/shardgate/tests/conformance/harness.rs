@@ -118,9 +118,14 @@ impl Proxy {
     /// `shardgate run` with a configuration file: one shard on `driver`, listening where the
     /// harness says, then `config` (TOML without `workers`, `driver` or `[[listeners]]`).
     pub fn start_config(driver: Driver, config: &str) -> Proxy {
+        Self::start_config_with(driver, "", config)
+    }
+
+    /// [`Proxy::start_config`] with top-level keys (`top`) before the listener's table.
+    pub fn start_config_with(driver: Driver, top: &str, config: &str) -> Proxy {
         Self::spawn(driver, |cmd, addr, file| {
             let text = format!(
-                "workers = 1\ndriver = \"{}\"\n\n[[listeners]]\naddress = \"{addr}\"\n\n{config}",
+                "workers = 1\ndriver = \"{}\"\n{top}\n\n[[listeners]]\naddress = \"{addr}\"\n\n{config}",
                 driver.flag()
             );
             std::fs::write(file, text).expect("write proxy config");
