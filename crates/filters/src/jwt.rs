@@ -130,6 +130,9 @@ pub enum JwtError {
     MissingClaim(String),
     /// A claim to forward holds CR, LF or NUL.
     UnsafeClaimValue(String),
+    /// The header names `crit` extensions, which the gateway implements none of
+    /// (RFC 7515 §4.1.11: such a token must be refused).
+    UnsupportedCritical,
 }
 
 impl JwtError {
@@ -153,6 +156,7 @@ impl JwtError {
             JwtError::WrongAudience => "audience not accepted".into(),
             JwtError::MissingClaim(c) => format!("missing {} claim", sanitize(c)),
             JwtError::UnsafeClaimValue(c) => format!("claim {} not forwardable", sanitize(c)),
+            JwtError::UnsupportedCritical => "critical header extension not supported".into(),
         }
     }
 }
@@ -645,6 +649,11 @@ impl JwtVerifier {
             return Err(JwtError::Malformed);
         }
         let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Malformed)?;
+        // No extension is understood here, so any `crit` (even an empty list,
+        // which producers must not send) refuses the token.
+        if header.crit.is_some() {
+            return Err(JwtError::UnsupportedCritical);
+        }
         let alg = header.alg;
         let by_kid = |k: &&Key| match (&header.kid, &k.kid) {
             (Some(want), Some(have)) => **have == **want,

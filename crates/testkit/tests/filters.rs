@@ -145,6 +145,17 @@ fn jwt_checks_signature_and_expiry_and_forwards_claims() {
         serde_json::json!({"sub": "bob", "iss": "demo", "exp": now + 600}),
         "another-secret",
     );
+    // Validly signed, but naming a critical extension the gateway does not implement.
+    let critical = {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+        header.crit = Some(vec!["b64".into()]);
+        jsonwebtoken::encode(
+            &header,
+            &serde_json::json!({"sub": "bob", "iss": "demo", "exp": now + 600}),
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    };
     for driver in DRIVERS {
         let up = MockUpstream::ok("ok");
         let gw = gateway(
@@ -162,7 +173,7 @@ fn jwt_checks_signature_and_expiry_and_forwards_claims() {
             r.header("www-authenticate").as_deref(),
             Some("Bearer realm=\"shardgate\"")
         );
-        for bad in [&expired, &forged] {
+        for bad in [&expired, &forged, &critical] {
             let r = get(&gw, "/j", &format!("Authorization: Bearer {bad}\r\n"));
             assert_eq!(r.status, 401);
             assert!(

@@ -24,10 +24,7 @@ fn get_is_forwarded_with_forwarding_headers_and_without_hop_by_hop() {
         assert_eq!(seen.request_line(), "GET /a/b?x=1 HTTP/1.1", "{driver:?}");
         assert_eq!(seen.header("host").as_deref(), Some("example.com"));
         // The client is not a trusted proxy: what it claims is replaced.
-        assert_eq!(
-            seen.header("x-forwarded-for").as_deref(),
-            Some("127.0.0.1")
-        );
+        assert_eq!(seen.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
         assert_eq!(seen.header("x-forwarded-proto").as_deref(), Some("http"));
         assert_eq!(
             seen.header("x-forwarded-host").as_deref(),

@@ -284,7 +284,23 @@ fn attacks_and_malformed_tokens_table() {
         &EncodingKey::from_secret(b"another secret that is long enough!!"),
         &c,
     );
+    // Validly signed, with critical extensions nobody here implements.
+    let critical = |crit: Vec<String>| {
+        let mut header = Header::new(Algorithm::RS256);
+        header.crit = Some(crit);
+        encode(&header, &c, &rsa_key()).unwrap()
+    };
     let cases: Vec<(&str, String, JwtError)> = vec![
+        (
+            "crit extension",
+            critical(vec!["b64".into()]),
+            JwtError::UnsupportedCritical,
+        ),
+        (
+            "empty crit",
+            critical(Vec::new()),
+            JwtError::UnsupportedCritical,
+        ),
         ("tampered payload", tampered, JwtError::BadSignature),
         ("alg none", none, JwtError::Malformed),
         ("foreign secret", foreign, JwtError::BadSignature),
