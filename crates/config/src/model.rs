@@ -60,6 +60,26 @@ pub enum LogFormat {
 impl Config {
     /// The settings a reload cannot change (they need a restart or a binary
     /// upgrade), with the first field that differs.
+    /// Settings that are valid but probably not meant, one line each naming
+    /// where (`shardgate check` prints them; nothing refuses them).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut chain = |owner: String, filters: &[shardgate_filters::filter::FilterSpec]| {
+            for (j, f) in filters.iter().enumerate() {
+                for w in f.warnings() {
+                    out.push(format!("{owner}, filters[{j}] ({}): {w}", f.name()));
+                }
+            }
+        };
+        for t in &self.tenants {
+            chain(format!("tenant {:?}", t.name), &t.filters);
+        }
+        for r in &self.routes {
+            chain(format!("route {:?}", r.name), &r.filters);
+        }
+        out
+    }
+
     pub fn restart_required(&self, new: &Config) -> Option<&'static str> {
         // The sockets: their options apply on reload.
         let sockets = |c: &Config| -> Vec<(SocketAddr, u32)> {

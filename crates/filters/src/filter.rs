@@ -99,6 +99,12 @@ pub trait BuiltIn: Sized + Clone + fmt::Debug {
         None
     }
 
+    /// Settings that are valid but probably not meant (`shardgate check`
+    /// prints them): one message each, starting with the field.
+    fn warnings(_spec: &Self::Spec) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Some requests are this filter's alone (a CORS preflight): when one is,
     /// only the filters claiming it run.
     fn claims(&self, _cx: &Cx<'_, '_>) -> bool {
@@ -187,6 +193,13 @@ macro_rules! builtins {
             pub fn needs_consumer(&self) -> Option<&'static str> {
                 match self {
                     $(FilterSpec::$variant(s) => <$ty as BuiltIn>::needs_consumer(s),)*
+                }
+            }
+
+            /// Settings that are valid but probably not meant.
+            pub fn warnings(&self) -> Vec<String> {
+                match self {
+                    $(FilterSpec::$variant(s) => <$ty as BuiltIn>::warnings(s),)*
                 }
             }
         }

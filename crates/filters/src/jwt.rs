@@ -298,6 +298,18 @@ impl BuiltIn for JwtFilter {
         })
     }
 
+    fn warnings(spec: &JwtConfig) -> Vec<String> {
+        if spec.audiences.is_empty() {
+            vec![
+                "audiences: empty, so a token issued for any other service is accepted here; \
+                 list this API's audience"
+                    .into(),
+            ]
+        } else {
+            Vec::new()
+        }
+    }
+
     fn build(c: &JwtConfig, _: &BuildContext<'_>) -> Result<JwtFilter, Vec<String>> {
         JwtVerifier::new(c)
             .map(|v| JwtFilter(Box::new(v)))

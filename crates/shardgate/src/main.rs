@@ -49,6 +49,9 @@ fn main() -> ExitCode {
                 for (upstream, host) in shardgate_config::resolve::unresolved(&c) {
                     println!("  upstream {upstream:?}: {host} is resolved at start");
                 }
+                for w in c.warnings() {
+                    println!("  warning: {w}");
+                }
                 ExitCode::SUCCESS
             }
             Err(errors) => config_failed(&config.display().to_string(), &errors),

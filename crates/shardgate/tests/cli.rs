@@ -97,3 +97,30 @@ fn check_is_offline_and_run_resolves() {
     assert!(!ok && err.contains("upstreams.app.endpoints[0]"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `check` warns about a JWT filter that takes a token for any audience, and still passes.
+#[test]
+fn check_warns_about_a_jwt_filter_without_audiences() {
+    let dir = std::env::temp_dir().join(format!("shardgate-cli-jwt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("jwt.toml");
+    let route = |audiences: &str| {
+        format!(
+            "[[listeners]]\naddress = \"127.0.0.1:0\"\n[upstreams.app]\nendpoints = [\"127.0.0.1:9\"]\n\
+             [[routes]]\nname = \"api\"\nprefix = \"/\"\nupstream = \"app\"\n\
+             filters = [{{ type = \"jwt\", keys = [{{ algorithms = [\"HS256\"], secret = \"a-test-secret-of-at-least-32-bytes\" }}]{audiences} }}]\n"
+        )
+    };
+    std::fs::write(&file, route("")).unwrap();
+    let path = file.to_str().unwrap();
+    let (ok, out, err) = run(&["check", "-c", path]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.contains("warning: route \"api\", filters[0] (jwt): audiences: empty"),
+        "{out}"
+    );
+    std::fs::write(&file, route(", audiences = [\"api\"]")).unwrap();
+    let (ok, out, _) = run(&["check", "-c", path]);
+    assert!(ok && !out.contains("warning"), "{out}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
