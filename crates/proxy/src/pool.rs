@@ -99,7 +99,8 @@ impl Pools {
             .collect()
     }
 
-    /// The freshest idle connection to `ep` that is still within `idle_timeout`.
+    /// The freshest idle connection to `ep` that is still within `idle_timeout`
+    /// and has stayed quiet while idle.
     pub(crate) fn checkout(
         &self,
         ep: EndpointId,
@@ -109,11 +110,19 @@ impl Pools {
         let mut idle = self.idle.borrow_mut();
         let stack = idle.get_mut(ep)?;
         while let Some(c) = stack.pop() {
-            if now.duration_since(c.idle_since) < idle_timeout {
+            if now.duration_since(c.idle_since) >= idle_timeout {
+                // Too old: dropped (closed). Everything below it is older still.
+                stack.clear();
+                break;
+            }
+            if quiet(&c.stream) {
                 return Some(c);
             }
-            // Too old: dropped (closed). Everything below it is older still.
-            stack.clear();
+            // Bytes arrived while it was idle (a late body after a HEAD, 204 or
+            // 304 answer, an early response) or the upstream closed it: those
+            // bytes belong to no request, so the connection closes and the
+            // next one is tried.
+            log::debug!("pooled connection to endpoint {ep} was not quiet; closed");
         }
         None
     }
@@ -155,4 +164,28 @@ impl Pools {
             stack.retain(|c| now.duration_since(c.idle_since) < idle_timeout);
         }
     }
+}
+
+/// Whether nothing arrived on an idle connection: no byte and no end of
+/// stream. One non-blocking peek, which never consumes anything.
+#[allow(unsafe_code)]
+fn quiet(stream: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut byte = 0u8;
+    // SAFETY: the descriptor is the stream's and stays open while `stream` is
+    // borrowed; recv(2) writes at most one byte into `byte`, which lives for
+    // the call; MSG_DONTWAIT makes it return at once, MSG_PEEK leaves the data.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0
+        && matches!(
+            std::io::Error::last_os_error().raw_os_error(),
+            Some(libc::EAGAIN | libc::EINTR)
+        )
 }
