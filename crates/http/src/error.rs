@@ -107,6 +107,9 @@ pub enum ResponseError {
     Ambiguous,
     /// A `101 Switching Protocols` the client did not ask for.
     UnexpectedUpgrade,
+    /// A `101` to another protocol than the one asked for, or a WebSocket
+    /// `101` without the right `Sec-WebSocket-Accept`.
+    BadUpgrade,
 }
 
 impl ResponseError {
@@ -118,6 +121,7 @@ impl ResponseError {
             ResponseError::BadContentLength => "invalid upstream Content-Length",
             ResponseError::Ambiguous => "upstream sent Content-Length with Transfer-Encoding",
             ResponseError::UnexpectedUpgrade => "upstream switched protocols unasked",
+            ResponseError::BadUpgrade => "upstream's 101 does not complete the handshake asked for",
         }
     }
 }

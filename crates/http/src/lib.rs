@@ -17,6 +17,7 @@ mod error;
 mod header;
 mod request;
 mod response;
+mod websocket;
 
 pub use canned::{Canned, GatewayResponse, canned_response, gateway_response};
 pub use chunked::{ChunkedDecoder, ChunkedError, Progress};
@@ -30,6 +31,7 @@ pub use request::{
     BodyFraming, Limits, Method, Request, RequestInfo, Target, Version, parse_request,
 };
 pub use response::{Response, ResponseFraming, ResponseInfo, parse_response};
+pub use websocket::websocket_accept;
 
 /// The most headers a head may carry; the configured limit may only be lower.
 pub const MAX_HEADERS_CAP: usize = 128;

@@ -55,6 +55,25 @@ pub(crate) fn plan_response(
                 ResponseError::UnexpectedUpgrade,
             )));
         }
+        if upgrade {
+            let field = |name: &str| {
+                res.headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| h.value)
+            };
+            let answered = b.rec.upgrade.is_some_and(|want| {
+                want.answered_by(
+                    field("upgrade").unwrap_or(b""),
+                    field("sec-websocket-accept"),
+                )
+            });
+            if !answered {
+                return Err(ProxyError::new(ErrorKind::BadResponse(
+                    ResponseError::BadUpgrade,
+                )));
+            }
+        }
         let dechunk = info.framing == ResponseFraming::Chunked && req.version == Version::Http10;
         // A draining shard tells every client it answers to go elsewhere.
         let client_keep_alive = req.keep_alive

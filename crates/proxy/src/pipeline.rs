@@ -229,6 +229,14 @@ fn prepare(
             ParseError::BadHeaderName,
         )));
     }
+    if req.info.upgrade {
+        let key = req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-key"))
+            .map(|h| h.value);
+        b.rec.upgrade = Some(crate::request::UpgradeExpect::new(req.upgrade, key));
+    }
     // Behind a trusted proxy the client is who it says; otherwise the peer.
     let trusted_peer = snap.trusted_proxies.iter().any(|c| c.contains(client.addr));
     let client_addr = if trusted_peer {

@@ -89,6 +89,53 @@ pub(crate) struct Record {
     pub head: LogHead,
     /// The client a trusted proxy reported, when it is not the peer.
     pub client: Option<IpText>,
+    /// What an upstream's `101` must say, when the request asks to upgrade.
+    pub upgrade: Option<UpgradeExpect>,
+}
+
+/// The protocol a request asked to switch to, and for a WebSocket the
+/// `Sec-WebSocket-Accept` its `101` must carry.
+#[derive(Clone, Copy)]
+pub(crate) struct UpgradeExpect {
+    protocol: [u8; 32],
+    len: u8,
+    pub accept: Option<[u8; 28]>,
+}
+
+impl UpgradeExpect {
+    /// From the request's `Upgrade` value (its first protocol) and its
+    /// `Sec-WebSocket-Key`, if any.
+    pub(crate) fn new(upgrade: &[u8], key: Option<&[u8]>) -> UpgradeExpect {
+        let first = upgrade
+            .split(|&b| b == b',')
+            .next()
+            .unwrap_or(b"")
+            .trim_ascii();
+        let mut protocol = [0u8; 32];
+        let len = first.len().min(32);
+        protocol[..len].copy_from_slice(&first[..len]);
+        let websocket = first.eq_ignore_ascii_case(b"websocket");
+        UpgradeExpect {
+            protocol,
+            len: len as u8,
+            accept: websocket.then(|| shardgate_http::websocket_accept(key.unwrap_or(b""))),
+        }
+    }
+
+    /// Whether a `101` with these `Upgrade` and `Sec-WebSocket-Accept` values
+    /// completes the handshake asked for.
+    pub(crate) fn answered_by(&self, upgrade: &[u8], accept: Option<&[u8]>) -> bool {
+        let asked = &self.protocol[..usize::from(self.len)];
+        let to = upgrade
+            .split(|&b| b == b',')
+            .next()
+            .unwrap_or(b"")
+            .trim_ascii();
+        to.eq_ignore_ascii_case(asked)
+            && self
+                .accept
+                .is_none_or(|want| accept.is_some_and(|a| a.trim_ascii() == want))
+    }
 }
 
 /// What the access log records instead of the request's own fields.
@@ -279,6 +326,7 @@ impl Record {
             permit: None,
             head: LogHead::empty(),
             client: None,
+            upgrade: None,
         }
     }
 }

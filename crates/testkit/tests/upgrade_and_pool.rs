@@ -4,8 +4,11 @@
 use shardgate_testkit::{DRIVERS, MockUpstream, RawClient, Script, TestGateway, wait_until};
 use std::time::Duration;
 
+/// A WebSocket `101` for the key [`WS_KEY`] (RFC 6455 §1.3's example).
 const SWITCH: &[u8] =
-    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
+    b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+    Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n";
+const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
 #[test]
 fn websocket_upgrade_tunnels_both_ways() {
@@ -13,7 +16,7 @@ fn websocket_upgrade_tunnels_both_ways() {
         let up = MockUpstream::start(|_| Script::Echo(SWITCH.to_vec()));
         let gw = TestGateway::proxy(driver, &[up.addr()], "");
         let mut c = RawClient::connect(gw.addr());
-        c.send(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: x\r\n\r\n");
+        c.send(format!("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: {WS_KEY}\r\n\r\n").as_bytes());
         let r = c.read_response().expect("101");
         assert_eq!(r.status, 101, "{driver:?}");
         assert_eq!(r.header("upgrade").as_deref(), Some("websocket"));
@@ -27,6 +30,35 @@ fn websocket_upgrade_tunnels_both_ways() {
         // Closing our side ends the tunnel: the echo upstream closes back.
         c.shutdown_write();
         assert!(c.is_closed(), "{driver:?}");
+    }
+}
+
+/// A `101` that does not complete the handshake the client asked for is a 502, and nothing
+/// is tunnelled: a WebSocket answer without the right `Sec-WebSocket-Accept`, or a switch to
+/// another protocol.
+#[test]
+fn a_101_that_does_not_answer_the_handshake_is_502() {
+    let wrong: [&'static [u8]; 3] = [
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Accept: AAAAAAAAAAAAAAAAAAAAAAAAAAA=\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: something-else\r\nConnection: Upgrade\r\n\
+          Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+    ];
+    for driver in DRIVERS {
+        for answer in wrong {
+            let up = MockUpstream::start(move |_| Script::Echo(answer.to_vec()));
+            let gw = TestGateway::proxy(driver, &[up.addr()], "");
+            let mut c = RawClient::connect(gw.addr());
+            c.send(format!("GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: {WS_KEY}\r\n\r\n").as_bytes());
+            let r = c.read_response().expect("an answer");
+            assert_eq!(
+                r.status,
+                502,
+                "{driver:?}: {}",
+                String::from_utf8_lossy(answer)
+            );
+        }
     }
 }
 
