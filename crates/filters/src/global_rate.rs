@@ -58,7 +58,6 @@ use std::time::{Duration, Instant};
 
 use crate::lru::{Lru, Prehashed, Slot};
 use crate::token_bucket::{Decision, Limit, RateLimitHeaders, TokenBucket};
-use shardgate_common::hash::{hash_bytes_seeded, hash_ip};
 
 /// Default period between rebalances (the proxy's timer; documented here as the design point).
 pub const DEFAULT_REBALANCE_PERIOD: Duration = Duration::from_millis(100);
@@ -76,22 +75,45 @@ pub const DEFAULT_HEADROOM: f64 = 0.05;
 /// Default age after which a shard's last report no longer steers its shares.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(1);
 
-/// Seed separating rate-limit key hashes from consistent-hash keys.
-const KEY_SEED: u64 = 0x7261_7465_6b65_7931;
+/// The process's secret key for rate-limit key hashes: SipHash keyed at
+/// random once per process (std's `RandomState`), the same for every shard.
+/// With a fixed, public seed a client could compute keys that collide with a
+/// victim's and spend the victim's budget.
+fn key_hasher() -> &'static std::collections::hash_map::RandomState {
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    KEY.get_or_init(std::collections::hash_map::RandomState::new)
+}
 
-/// A rate-limited key: a stable hash of what is limited, equal on every shard.
+/// IPv6 client addresses count per /64: one host usually holds a whole /64,
+/// so a limit per address would be a limit per 2^64 addresses.
+const IPV6_CLIENT_PREFIX_BYTES: usize = 8;
+
+/// A rate-limited key: a keyed hash of what is limited, equal on every shard
+/// of the process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RateKey(pub u64);
 
 impl RateKey {
     /// The key for a byte string (consumer name, header value, route or tenant id).
     pub fn of(bytes: &[u8]) -> RateKey {
-        RateKey(hash_bytes_seeded(KEY_SEED, bytes))
+        use std::hash::BuildHasher;
+        RateKey(key_hasher().hash_one(bytes))
     }
 
-    /// The key for a client address.
+    /// The key for a client address: IPv4 by address, IPv6 by its /64
+    /// (IPv4-mapped IPv6 addresses count as IPv4).
     pub fn of_ip(ip: IpAddr) -> RateKey {
-        RateKey(hash_ip(ip) ^ KEY_SEED)
+        use std::hash::BuildHasher;
+        let hash = match ip {
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+                let octets = v6.octets();
+                key_hasher().hash_one((6u8, &octets[..IPV6_CLIENT_PREFIX_BYTES]))
+            }
+            IpAddr::V6(v6) => key_hasher().hash_one((4u8, v6.to_ipv4_mapped().map(|a| a.octets()))),
+            IpAddr::V4(v4) => key_hasher().hash_one((4u8, Some(v4.octets()))),
+        };
+        RateKey(hash)
     }
 }
 
@@ -474,6 +496,24 @@ impl ShardLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ipv6_clients_share_a_key_per_64_and_keys_are_keyed() {
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let key = |s: &str| RateKey::of_ip(ip(s));
+        assert_eq!(key("2001:db8::1"), key("2001:db8::ffff:1234"));
+        assert_eq!(key("2001:db8:0:0:8000::1"), key("2001:db8::1"));
+        assert_ne!(key("2001:db8:0:1::1"), key("2001:db8::1"));
+        assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
+        assert_eq!(key("::ffff:192.0.2.1"), key("192.0.2.1"));
+        assert_eq!(RateKey::of(b"alice"), RateKey::of(b"alice"));
+        assert_ne!(RateKey::of(b"alice"), RateKey::of(b"bob"));
+        // Keyed: not the fixed-seed hash a client could compute offline.
+        assert_ne!(
+            RateKey::of(b"alice").0,
+            shardgate_common::hash::hash_bytes_seeded(0x7261_7465_6b65_7931, b"alice")
+        );
+    }
 
     fn cfg(rate: f64, burst: f64, shards: usize) -> GlobalLimitConfig {
         GlobalLimitConfig::new(Limit::new(rate, burst).unwrap(), shards)

@@ -222,3 +222,34 @@ both_drivers! {
         assert_eq!(up.requests()[0].head.get("x_legacy"), Some("1"));
     }
 }
+
+both_drivers! {
+    fn ipv6_clients_are_rate_limited_per_64(d) {
+        let up = Upstream::echo();
+        let proxy = Proxy::start_config_with(
+            d,
+            "trusted_proxies = [\"127.0.0.0/8\"]",
+            &format!(
+                r#"
+[upstreams.app]
+endpoints = ["{}"]
+
+[[routes]]
+prefix = "/"
+upstream = "app"
+filters = [{{ type = "rate-limit", rate = 1, per = "1h", burst = 1, key = "client-ip" }}]
+"#,
+                up.addr
+            ),
+        );
+        let from = |client: &str| {
+            let req = format!("GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: {client}\r\n\r\n");
+            ask(&mut proxy.client(), req.as_bytes()).status
+        };
+        assert_eq!(from("2001:db8::1"), 200);
+        assert_eq!(from("2001:db8::2"), 429, "the same /64 shares one budget");
+        assert_eq!(from("2001:db8:0:1::1"), 200, "another /64 has its own");
+        assert_eq!(from("192.0.2.1"), 200);
+        assert_eq!(from("192.0.2.2"), 200, "IPv4 counts per address");
+    }
+}
