@@ -12,19 +12,27 @@ fn ask(c: &mut Client, req: &[u8]) -> crate::harness::Response {
     c.expect_final(false, "the answer")
 }
 
-/// A GET-only `/panel` that only 10.0.0.0/8 may use (so never this client), and a catch-all.
-fn panel_gateway(d: crate::harness::Driver, up: &Upstream) -> Proxy {
-    Proxy::start_config(
+/// A route matching `matching` (TOML lines) that only 10.0.0.0/8 may use (so never this
+/// client), and a catch-all, both to `up`; `top` holds top-level keys and `listener` the
+/// listener's.
+fn guarded(
+    d: crate::harness::Driver,
+    up: &Upstream,
+    top: &str,
+    listener: &str,
+    matching: &str,
+) -> Proxy {
+    Proxy::start_config_with(
         d,
+        top,
         &format!(
-            r#"
+            r#"{listener}
 [upstreams.app]
 endpoints = ["{}"]
 
 [[routes]]
-name = "panel"
-path = "/panel"
-methods = ["GET"]
+name = "guarded"
+{matching}
 upstream = "app"
 filters = [{{ type = "ip-filter", allow = ["10.0.0.0/8"] }}]
 
@@ -36,6 +44,11 @@ upstream = "app"
             up.addr
         ),
     )
+}
+
+/// A GET-only, guarded `/panel`.
+fn panel_gateway(d: crate::harness::Driver, up: &Upstream) -> Proxy {
+    guarded(d, up, "", "", "path = \"/panel\"\nmethods = [\"GET\"]")
 }
 
 both_drivers! {
@@ -61,30 +74,9 @@ both_drivers! {
     }
 }
 
-/// A listener with `listener` options (TOML lines of the `[[listeners]]` table), an `admin`
-/// route and a catch-all to the same upstream.
+/// A listener with `listener` options, a guarded `/admin` subtree and a catch-all.
 fn paths_gateway(d: crate::harness::Driver, up: &Upstream, listener: &str) -> Proxy {
-    Proxy::start_config(
-        d,
-        &format!(
-            r#"{listener}
-[upstreams.app]
-endpoints = ["{}"]
-
-[[routes]]
-name = "admin"
-prefix = "/admin"
-upstream = "app"
-filters = [{{ type = "ip-filter", allow = ["10.0.0.0/8"] }}]
-
-[[routes]]
-name = "site"
-prefix = "/"
-upstream = "app"
-"#,
-            up.addr
-        ),
-    )
+    guarded(d, up, "", listener, "prefix = \"/admin\"")
 }
 
 fn get(c: &mut Client, target: &str) -> crate::harness::Response {
@@ -162,28 +154,9 @@ both_drivers! {
     }
 }
 
-/// `/inner` admits only 10.0.0.0/8; `top` holds top-level keys, `listener` the listener's.
+/// A guarded `/inner`; `top` holds top-level keys, `listener` the listener's.
 fn inner_gateway(d: crate::harness::Driver, up: &Upstream, top: &str, listener: &str) -> Proxy {
-    Proxy::start_config_with(
-        d,
-        top,
-        &format!(
-            r#"{listener}
-[upstreams.app]
-endpoints = ["{}"]
-
-[[routes]]
-path = "/inner"
-upstream = "app"
-filters = [{{ type = "ip-filter", allow = ["10.0.0.0/8"] }}]
-
-[[routes]]
-prefix = "/"
-upstream = "app"
-"#,
-            up.addr
-        ),
-    )
+    guarded(d, up, top, listener, "path = \"/inner\"")
 }
 
 const FROM_INSIDE: &[u8] = b"GET /inner HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.9.9.9\r\n\r\n";
