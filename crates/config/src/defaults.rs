@@ -17,6 +17,22 @@ pub const UPSTREAM_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest gap between two reads of a request body (`timeouts.client_body`).
 pub const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time a client may spend sending a whole request body (`timeouts.request_body`),
+/// extended by a second for each `limits.min_rate` bytes it sent: a client
+/// trickling a byte every few seconds never trips `client_body` but is ended here.
+pub const REQUEST_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time a client that does not read may keep a response's writes waiting
+/// (`timeouts.response_send`), extended by a second for each `limits.min_rate`
+/// bytes sent; time spent waiting for the upstream does not count.
+pub const RESPONSE_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+/// The average rate below which a body transfer is too slow (`limits.min_rate`),
+/// in bytes a second; 0 turns the extensions off (the base times then bound
+/// the whole transfer).
+pub const MIN_RATE: u64 = 1024;
+/// Request bodies up to this size are read whole before the upstream is
+/// contacted (`limits.request_buffer`), so a slow client cannot hold an
+/// upstream connection while it trickles one in; larger bodies stream.
+pub const REQUEST_BUFFER: u64 = 64 * 1024;
 /// Longest wait for a write to a client or upstream to progress (`timeouts.send`).
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest request line (`limits.max_request_line`); 414 beyond.

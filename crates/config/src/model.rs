@@ -47,6 +47,9 @@ pub struct AccessLog {
     pub format: LogFormat,
     /// Bytes a shard buffers before handing lines to the writer.
     pub buffer: usize,
+    /// Query parameters left out of every logged target (beside every
+    /// api-key filter's, which always are).
+    pub redact_query: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,7 +98,15 @@ impl Config {
             Some("admin.address")
         } else if self.limits.buffer_size != new.limits.buffer_size {
             Some("limits.buffer_size")
-        } else if self.access_log != new.access_log {
+        } else if self
+            .access_log
+            .as_ref()
+            .map(|l| (&l.path, l.format, l.buffer))
+            != new
+                .access_log
+                .as_ref()
+                .map(|l| (&l.path, l.format, l.buffer))
+        {
             Some("access_log")
         } else {
             None
@@ -174,7 +185,13 @@ pub struct Timeouts {
     pub upstream_response: Duration,
     pub idle: Duration,
     pub client_body: Duration,
+    /// The whole request body's time (waiting on the client), extended by a
+    /// second per `limits.min_rate` bytes received.
+    pub request_body: Duration,
     pub send: Duration,
+    /// The whole response's time blocked on a client that does not read,
+    /// extended by a second per `limits.min_rate` bytes sent.
+    pub response_send: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +202,12 @@ pub struct Limits {
     /// `None`: no limit.
     pub max_body: Option<u64>,
     pub buffer_size: usize,
+    /// Request bodies up to this size are read whole before the upstream is
+    /// contacted (0: every body streams).
+    pub request_buffer: usize,
+    /// Bytes a second a client must at least move on average (see
+    /// `Timeouts::request_body` and `Timeouts::response_send`).
+    pub min_rate: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -61,7 +61,9 @@ pub struct RawTimeouts {
     pub upstream_response: Option<String>,
     pub idle: Option<String>,
     pub client_body: Option<String>,
+    pub request_body: Option<String>,
     pub send: Option<String>,
+    pub response_send: Option<String>,
 }
 
 pub use shardgate_common::units::RawSize;
@@ -74,6 +76,8 @@ pub struct RawLimits {
     pub max_headers: Option<i64>,
     pub max_body: Option<RawSize>,
     pub buffer_size: Option<RawSize>,
+    pub request_buffer: Option<RawSize>,
+    pub min_rate: Option<RawSize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -214,6 +218,10 @@ pub struct RawAdmin {
 #[serde(deny_unknown_fields)]
 pub struct RawAccessLog {
     pub path: String,
+    /// Query parameters never written to the log (beside every api-key
+    /// filter's).
+    #[serde(default)]
+    pub redact_query: Vec<String>,
     pub format: Option<String>,
     pub buffer: Option<RawSize>,
 }

@@ -7,7 +7,9 @@ use crate::defaults as d;
 use crate::error::{ConfigError, ConfigErrors};
 use crate::model::*;
 use crate::raw::*;
-use shardgate_common::units::{int_between, or_default, positive_duration, size_of};
+use shardgate_common::units::{
+    int_between, or_default, parse_duration, positive_duration, size_of,
+};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -34,6 +36,11 @@ impl Errors {
 
     fn duration(&mut self, path: &str, v: Option<&String>, default: Duration) -> Duration {
         self.checked(path, v, default, |t| positive_duration(t))
+    }
+
+    /// A duration where `0s` turns the bound off.
+    fn duration_or_off(&mut self, path: &str, v: Option<&String>, default: Duration) -> Duration {
+        self.checked(path, v, default, |t| parse_duration(t))
     }
 
     fn size(&mut self, path: &str, v: Option<&RawSize>, default: u64) -> u64 {
@@ -260,7 +267,17 @@ fn timeouts(e: &mut Errors, raw: &RawConfig) -> Timeouts {
             t.client_body.as_ref(),
             d::CLIENT_BODY_TIMEOUT,
         ),
+        request_body: e.duration_or_off(
+            "timeouts.request_body",
+            t.request_body.as_ref(),
+            d::REQUEST_BODY_TIMEOUT,
+        ),
         send: e.duration("timeouts.send", t.send.as_ref(), d::SEND_TIMEOUT),
+        response_send: e.duration_or_off(
+            "timeouts.response_send",
+            t.response_send.as_ref(),
+            d::RESPONSE_SEND_TIMEOUT,
+        ),
     }
 }
 
@@ -276,6 +293,18 @@ fn limits(e: &mut Errors, raw: &RawConfig) -> Limits {
     let max_head = e.size("limits.max_head", l.max_head.as_ref(), d::MAX_HEAD);
     let buffer_size = e.size("limits.buffer_size", l.buffer_size.as_ref(), d::BUFFER_SIZE);
     let max_body = e.size("limits.max_body", l.max_body.as_ref(), d::MAX_BODY);
+    let request_buffer = e.size(
+        "limits.request_buffer",
+        l.request_buffer.as_ref(),
+        d::REQUEST_BUFFER,
+    );
+    if request_buffer > 64 * 1024 * 1024 {
+        e.push(
+            "limits.request_buffer",
+            format!("must be at most 64MiB (got {request_buffer})"),
+        );
+    }
+    let min_rate = e.size("limits.min_rate", l.min_rate.as_ref(), d::MIN_RATE);
     let max_headers = e.int_in(
         "limits.max_headers",
         l.max_headers,
@@ -314,6 +343,8 @@ fn limits(e: &mut Errors, raw: &RawConfig) -> Limits {
         max_headers: max_headers as usize,
         max_body: (max_body > 0).then_some(max_body),
         buffer_size: buffer_size as usize,
+        request_buffer: request_buffer as usize,
+        min_rate,
     }
 }
 
@@ -403,10 +434,23 @@ fn access_log(e: &mut Errors, raw: &RawConfig) -> Option<AccessLog> {
                 format!("must be between 4KiB and 64MiB (got {buffer})"),
             );
         }
+        for (i, name) in l.redact_query.iter().enumerate() {
+            if name.is_empty()
+                || name
+                    .bytes()
+                    .any(|b| matches!(b, b'&' | b'=' | b'?' | b'#') || !b.is_ascii_graphic())
+            {
+                e.push(
+                    format!("access_log.redact_query[{i}]"),
+                    format!("{name:?} is not a query parameter name"),
+                );
+            }
+        }
         AccessLog {
             path: l.path.clone().into(),
             format,
             buffer: buffer as usize,
+            redact_query: l.redact_query.clone(),
         }
     })
 }

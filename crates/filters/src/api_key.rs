@@ -443,10 +443,19 @@ pub fn find_query_param<'q>(query: &'q [u8], name: &[u8]) -> Option<&'q [u8]> {
 /// query goes neither upstream nor into a log. Returns whether one was
 /// removed; `out` is only written when it was.
 pub fn strip_query_param(target: &[u8], name: &[u8], out: &mut Vec<u8>) -> bool {
+    strip_query_params(target, |n| n == name, out)
+}
+
+/// [`strip_query_param`] for every parameter whose name `secret` holds for.
+pub fn strip_query_params(
+    target: &[u8],
+    secret: impl Fn(&[u8]) -> bool,
+    out: &mut Vec<u8>,
+) -> bool {
     let Some(q) = target.iter().position(|&b| b == b'?') else {
         return false;
     };
-    let is_key = |pair: &[u8]| pair.split(|&b| b == b'=').next() == Some(name);
+    let is_key = |pair: &[u8]| pair.split(|&b| b == b'=').next().is_some_and(&secret);
     let query = &target[q + 1..];
     if !query.split(|&b| b == b'&').any(is_key) {
         return false;

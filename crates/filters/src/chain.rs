@@ -137,6 +137,10 @@ pub struct Cx<'a, 'r> {
     /// The tightest rate limit the request has met so far: the chain writes
     /// its `RateLimit-*` fields to the response once, at the end.
     pub rate: Option<RateLimitHeaders>,
+    /// Query parameters that carry secrets anywhere in the configuration
+    /// (every api-key filter's, and `access_log.redact_query`): a redirect
+    /// never copies them into its `Location`.
+    pub secrets: &'a [Box<[u8]>],
 }
 
 impl<'r> Cx<'_, 'r> {
@@ -262,14 +266,10 @@ impl Chain {
         self.edits.answers_preflights
     }
 
-    /// Writes `target` into `out` with what the chain keeps secret (an API
-    /// key in the query) taken out, for the access log; `false` (and `out`
-    /// untouched) when there was nothing to take out.
-    pub fn redact(&self, target: &[u8], out: &mut Vec<u8>) -> bool {
-        self.edits
-            .secret_param
-            .as_deref()
-            .is_some_and(|name| crate::api_key::strip_query_param(target, name.as_bytes(), out))
+    /// The query parameter the chain's api-key filter reads, if any: a
+    /// secret, kept out of logs and redirects.
+    pub fn secret_param(&self) -> Option<&str> {
+        self.edits.secret_param.as_deref()
     }
 
     /// The smallest request body limit of the chain.
@@ -374,6 +374,7 @@ mod tests {
             trace_id: None,
             consumer: RateKey::of(b""),
             rate: None,
+            secrets: &[],
         };
         let status = match chain.on_request(&mut cx) {
             Flow::Continue => 0,

@@ -243,15 +243,34 @@ impl Redirect {
         })
     }
 
-    /// Write the `Location` value into `out` (cleared first) and return the status.
-    pub fn location(&self, target: &[u8], params: &[(&str, &[u8])], out: &mut Vec<u8>) -> u16 {
+    /// Write the `Location` value into `out` (cleared first) and return the
+    /// status. A kept query leaves out the parameters named in `secrets`
+    /// (API keys): a redirect must not echo a credential to another place.
+    pub fn location(
+        &self,
+        target: &[u8],
+        params: &[(&str, &[u8])],
+        secrets: &[Box<[u8]>],
+        out: &mut Vec<u8>,
+    ) -> u16 {
         out.clear();
         self.to.render(params, out);
         if self.keep_query
             && let (_, Some(q)) = split_query(target)
         {
-            out.push(if out.contains(&b'?') { b'&' } else { b'?' });
-            out.extend_from_slice(q);
+            let secret = |pair: &[u8]| {
+                let name = pair.split(|&b| b == b'=').next().unwrap_or_default();
+                secrets.iter().any(|s| **s == *name)
+            };
+            let mut sep = if out.contains(&b'?') { b'&' } else { b'?' };
+            for pair in q
+                .split(|&b| b == b'&')
+                .filter(|p| !p.is_empty() && !secret(p))
+            {
+                out.push(sep);
+                out.extend_from_slice(pair);
+                sep = b'&';
+            }
         }
         self.status
     }
@@ -397,7 +416,7 @@ impl BuiltIn for Redirect {
     /// Answers with the redirect. The location is built in the path scratch
     /// (nothing goes upstream after an answer), so no buffer is allocated.
     fn on_request<'f>(&'f self, cx: &mut Cx<'_, '_>) -> Flow<'f> {
-        let status = self.location(cx.target, cx.params, cx.path);
+        let status = self.location(cx.target, cx.params, cx.secrets, cx.path);
         line(cx.response, b"Location", cx.path);
         Flow::answer(status)
     }
@@ -490,6 +509,24 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_query_never_carries_a_secret_parameter() {
+        let r = Redirect::new(302, "https://new.example/{rest}?a=1", true).unwrap();
+        let params: &[(&str, &[u8])] = &[("rest", b"x")];
+        let secrets: Vec<Box<[u8]>> =
+            vec![b"api_key".as_slice().into(), b"token".as_slice().into()];
+        let mut out = Vec::new();
+        r.location(
+            b"/old/x?api_key=s3&v=2&token=t&&w",
+            params,
+            &secrets,
+            &mut out,
+        );
+        assert_eq!(out, b"https://new.example/x?a=1&v=2&w");
+        r.location(b"/old/x?api_key=s3", params, &secrets, &mut out);
+        assert_eq!(out, b"https://new.example/x?a=1");
+    }
+
+    #[test]
     fn redirect_table() {
         let params: &[(&str, &[u8])] = &[("rest", b"docs/intro")];
         let cases: &[(u16, &str, bool, &[u8], &[u8])] = &[
@@ -513,7 +550,7 @@ mod tests {
         let mut out = Vec::new();
         for (status, to, keep, target, want) in cases {
             let r = Redirect::new(*status, to, *keep).unwrap();
-            assert_eq!(r.location(target, params, &mut out), *status);
+            assert_eq!(r.location(target, params, &[], &mut out), *status);
             assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(want));
         }
     }

@@ -90,6 +90,9 @@ pub struct Progress {
     pub consumed: usize,
     /// The body's last byte was among the consumed bytes.
     pub done: bool,
+    /// Where in the input the trailer section's first field begins, when it
+    /// began in this input (a body without trailer fields never sets it).
+    pub trailers_at: Option<usize>,
 }
 
 /// Incremental chunked scanner. See the module docs.
@@ -106,6 +109,8 @@ pub struct ChunkedDecoder {
     /// Payload bytes seen so far, against `max_body`.
     body: u64,
     max_body: Option<u64>,
+    /// A trailer field has begun.
+    trailers: bool,
 }
 
 impl ChunkedDecoder {
@@ -120,12 +125,18 @@ impl ChunkedDecoder {
             max_meta,
             body: 0,
             max_body,
+            trailers: false,
         }
     }
 
     /// Whether the whole body has been seen.
     pub fn is_done(&self) -> bool {
         self.state == State::Done
+    }
+
+    /// Whether the trailer section has begun (with a field).
+    pub fn in_trailers(&self) -> bool {
+        self.trailers
     }
 
     /// Payload bytes seen so far.
@@ -141,6 +152,7 @@ impl ChunkedDecoder {
         mut on_data: impl FnMut(Range<usize>),
     ) -> Result<Progress, ChunkedError> {
         let mut i = 0;
+        let mut trailers_at = None;
         while i < input.len() {
             if self.state == State::Data {
                 let n =
@@ -155,17 +167,24 @@ impl ChunkedDecoder {
             }
             let b = input[i];
             i += 1;
+            let before = self.state;
             self.step(b)?;
+            if before == State::TrailerStart && self.state == State::TrailerName && !self.trailers {
+                self.trailers = true;
+                trailers_at = Some(i - 1);
+            }
             if self.state == State::Done {
                 return Ok(Progress {
                     consumed: i,
                     done: true,
+                    trailers_at,
                 });
             }
         }
         Ok(Progress {
             consumed: i,
             done: self.state == State::Done,
+            trailers_at,
         })
     }
 
@@ -381,6 +400,22 @@ mod tests {
         let input = b"1\r\nx\r\n0\r\n\r\nGET / HTTP/1.1\r\n";
         let (consumed, _) = run(input).unwrap();
         assert_eq!(consumed, 11);
+    }
+
+    #[test]
+    fn says_where_trailer_fields_begin() {
+        let mut d = ChunkedDecoder::new(1024, None);
+        let p = d.feed(b"1\r\nx\r\n0\r\n\r\n", |_| {}).unwrap();
+        assert_eq!(
+            p.trailers_at, None,
+            "no field, no trailer section to filter"
+        );
+        let mut d = ChunkedDecoder::new(1024, None);
+        let p = d.feed(b"1\r\nx\r\n0\r\nA:", |_| {}).unwrap();
+        assert_eq!((p.trailers_at, p.done), (Some(9), false));
+        assert!(d.in_trailers());
+        let p = d.feed(b" 1\r\nB: 2\r\n\r\n", |_| {}).unwrap();
+        assert_eq!((p.trailers_at, p.done, p.consumed), (None, true, 12));
     }
 
     #[test]

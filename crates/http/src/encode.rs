@@ -44,7 +44,8 @@ impl HeadEdits<'_> {
         add: b"",
     };
 
-    fn drops(&self, name: &[u8]) -> bool {
+    /// Whether the edits drop (or replace) field `name`.
+    pub fn drops(&self, name: &[u8]) -> bool {
         self.drop.iter().any(|d| d.eq_ignore_ascii_case(name))
     }
 }

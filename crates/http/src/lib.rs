@@ -17,6 +17,7 @@ mod error;
 mod header;
 mod request;
 mod response;
+mod trailers;
 mod websocket;
 
 pub use canned::{Canned, GatewayResponse, canned_response, gateway_response};
@@ -31,6 +32,7 @@ pub use request::{
     BodyFraming, Limits, Method, Request, RequestInfo, Target, Version, parse_request,
 };
 pub use response::{Response, ResponseFraming, ResponseInfo, parse_response};
+pub use trailers::{filter_trailers, trailer_field_allowed};
 pub use websocket::websocket_accept;
 
 /// The most headers a head may carry; the configured limit may only be lower.

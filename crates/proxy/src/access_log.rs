@@ -251,6 +251,25 @@ fn push_json_str(b: &mut Vec<u8>, s: &[u8]) {
     b.push(b'"');
 }
 
+/// A client-supplied value in a text line, as nginx escapes them: `"`, `\`
+/// and every byte outside printable ASCII (space included) become `\xHH`, so
+/// no value can end its field, forge another, or break the line.
+fn push_text_escaped(b: &mut Vec<u8>, s: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    for &c in s {
+        if c == b'"' || c == b'\\' || !(0x21..0x7f).contains(&c) {
+            b.extend_from_slice(&[
+                b'\\',
+                b'x',
+                HEX[usize::from(c >> 4)],
+                HEX[usize::from(c & 15)],
+            ]);
+        } else {
+            b.push(c);
+        }
+    }
+}
+
 fn push_time(b: &mut Vec<u8>, stamp: &[u8; 19], millis: u32) {
     b.extend_from_slice(stamp);
     b.push(b'.');
@@ -327,13 +346,7 @@ fn text_line(
     b.extend_from_slice(b"] \"");
     b.extend_from_slice(rec.head.method());
     b.push(b' ');
-    for &c in rec.head.path() {
-        b.push(if c == b'"' || !(0x20..0x7f).contains(&c) {
-            b'?'
-        } else {
-            c
-        });
-    }
+    push_text_escaped(b, rec.head.path());
     b.extend_from_slice(b"\" ");
     push_u64(b, u64::from(rec.status));
     b.push(b' ');
@@ -364,7 +377,13 @@ fn text_line(
     }
     b.extend_from_slice(b" request_id=");
     let id = rec.head.request_id();
-    b.extend_from_slice(if id.is_empty() { b"-" } else { id });
+    if id.is_empty() {
+        b.push(b'-');
+    } else {
+        b.push(b'"');
+        push_text_escaped(b, id);
+        b.push(b'"');
+    }
     b.push(b'\n');
 }
 
@@ -409,6 +428,13 @@ mod tests {
         assert_eq!(&civil_time(0), b"1970-01-01T00:00:00");
         assert_eq!(&civil_time(951_782_400 + 3661), b"2000-02-29T01:01:01");
         assert_eq!(&civil_time(1_795_741_937), b"2026-11-27T01:12:17");
+    }
+
+    #[test]
+    fn text_escapes() {
+        let mut b = Vec::new();
+        push_text_escaped(&mut b, b"/a\"b\\c d\n\x01\xff");
+        assert_eq!(b, b"/a\\x22b\\x5Cc\\x20d\\x0A\\x01\\xFF");
     }
 
     #[test]

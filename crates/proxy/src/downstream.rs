@@ -229,7 +229,8 @@ pub(crate) async fn relay(
                 }
             }
         };
-        let deadline = shard.timers.now() + snap.timeouts.send;
+        let now = shard.timers.now();
+        let deadline = client_deadline(snap, b, now);
         b.rec.bytes_out += if from == usize::MAX {
             b.w.len()
         } else {
@@ -248,6 +249,8 @@ pub(crate) async fn relay(
             )
             .await;
             b.u = u;
+            let waited = shard.timers.now().saturating_duration_since(now);
+            b.rec.send_pace.record(waited, (to - from) as u64);
             r
         };
         if let Err(e) = r {
@@ -299,15 +302,17 @@ pub(crate) async fn switch_protocols(
     Next::Upgrade(ex.conn.stream)
 }
 
-/// Writes `w` to the client in full before the send deadline (and keeps
-/// `w` for reuse).
+/// Writes `w` to the client in full before its deadline (and keeps `w` for
+/// reuse).
 pub(crate) async fn send_to_client(
     shard: &Shard,
     snap: &Snapshot,
     client: &mut Client,
     b: &mut Bufs,
 ) -> Result<(), IoFail> {
-    let deadline = shard.timers.now() + snap.timeouts.send;
+    let now = shard.timers.now();
+    let deadline = client_deadline(snap, b, now);
+    let n = b.w.len() as u64;
     let (r, w) = write_from(
         &shard.timers,
         &mut client.stream,
@@ -317,5 +322,17 @@ pub(crate) async fn send_to_client(
     )
     .await;
     b.w = w;
+    let waited = shard.timers.now().saturating_duration_since(now);
+    b.rec.send_pace.record(waited, n);
     r
+}
+
+/// The deadline of the next write to the client: the gap a write may take
+/// (`timeouts.send`), within what is left of the response's time
+/// (`timeouts.response_send`, extended at `limits.min_rate`).
+fn client_deadline(snap: &Snapshot, b: &Bufs, now: std::time::Instant) -> std::time::Instant {
+    let t = &snap.timeouts;
+    b.rec
+        .send_pace
+        .deadline(now, t.send, t.response_send, snap.limits.min_rate)
 }

@@ -116,7 +116,9 @@ impl ProxyError {
             ErrorKind::BadRequestBody(ChunkedError::BodyTooLarge) => 413,
             ErrorKind::BadRequestBody(_) => 400,
             ErrorKind::ClientHeadTimeout => 408,
-            ErrorKind::ClientTimeout | ErrorKind::ClientGone => return None,
+            // The body's deadline: the client may still read the answer.
+            ErrorKind::ClientTimeout => 408,
+            ErrorKind::ClientGone => return None,
             ErrorKind::ConnectFailed
             | ErrorKind::UpstreamClosed
             | ErrorKind::BadResponse(_)

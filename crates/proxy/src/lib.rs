@@ -12,6 +12,7 @@
 
 mod access_log;
 mod admin;
+mod body;
 mod buffers;
 mod conn;
 mod control;

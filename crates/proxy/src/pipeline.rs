@@ -256,8 +256,25 @@ fn prepare(
     b.rec.head_request = Some(head_only);
     let close = !info.keep_alive || has_body || shard.drain.is_on();
     let logging = shard.log.is_some();
+    let mut edits = shard.edits.borrow_mut();
+    let edits = &mut *edits;
+    // Secrets in the query never reach the log, whatever becomes of the
+    // request (refused, unrouted, or proxied).
+    let secrets = &snap.query_secrets;
+    let keyless = logging
+        && !secrets.is_empty()
+        && shardgate_filters::api_key::strip_query_params(
+            req.path,
+            |name| secrets.iter().any(|s| **s == *name),
+            &mut edits.log,
+        );
+    let log_path = keyless.then_some(edits.log.as_slice());
     if logging {
-        b.rec.head.capture(&req, LogOverrides::default());
+        let over = LogOverrides {
+            path: log_path,
+            ..LogOverrides::default()
+        };
+        b.rec.head.capture(&req, over);
     }
     let respond = |status: u16, extra: &[(&str, &[u8])], w: &mut Vec<u8>| {
         canned_response(status, close, head_only, extra, w);
@@ -314,8 +331,6 @@ fn prepare(
     // The route's filters: they may answer here, and say what to change in
     // the head sent upstream and in the response.
     let chain = &snap.chains[route];
-    let mut edits = shard.edits.borrow_mut();
-    let edits = &mut *edits;
     // The scratch is the shard's: what the last filtered request left in it
     // must never reach this one's upstream.
     edits.upstream.clear();
@@ -349,14 +364,14 @@ fn prepare(
             trace_id: None,
             consumer: shardgate_filters::global_rate::RateKey::of(b""),
             rate: None,
+            secrets,
         };
         let flow = chain.on_request(&mut cx);
         rewritten = cx.rewritten;
         let (id, trace) = (cx.request_id, cx.trace_id);
-        let keyless = logging && chain.redact(req.path, &mut edits.log);
-        if logging && (id.1 > 0 || trace.is_some() || keyless) {
+        if logging && (id.1 > 0 || trace.is_some()) {
             let over = LogOverrides {
-                path: keyless.then_some(edits.log.as_slice()),
+                path: log_path,
                 request_id: (id.1 > 0).then(|| &id.0[..usize::from(id.1)]),
                 trace_id: trace.as_ref().map(|t| t.as_slice()),
             };

@@ -8,6 +8,7 @@
 //! A leaf of the proxy's module graph: it names no phase, so the phases
 //! import it and not each other in a circle.
 
+use crate::body::Pace;
 use crate::limit::Limits;
 use crate::metrics;
 use crate::pool::EndpointId;
@@ -91,6 +92,10 @@ pub(crate) struct Record {
     pub client: Option<IpText>,
     /// What an upstream's `101` must say, when the request asks to upgrade.
     pub upgrade: Option<UpgradeExpect>,
+    /// The time spent waiting for the request body, against its deadline.
+    pub body_pace: Pace,
+    /// The time spent blocked writing to the client, against its deadline.
+    pub send_pace: Pace,
 }
 
 /// The protocol a request asked to switch to, and for a WebSocket the
@@ -327,6 +332,8 @@ impl Record {
             head: LogHead::empty(),
             client: None,
             upgrade: None,
+            body_pace: Pace::default(),
+            send_pace: Pace::default(),
         }
     }
 }

@@ -141,6 +141,10 @@ pub(crate) struct Snapshot {
     pub listeners: Vec<shardgate_config::Listener>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<shardgate_filters::cidr::Cidr>,
+    /// Query parameters that carry secrets: every api-key filter's (on any
+    /// route or tenant) and `access_log.redact_query`. Left out of every
+    /// logged target and of redirects.
+    pub query_secrets: Vec<Box<[u8]>>,
 }
 
 impl Snapshot {
@@ -210,7 +214,19 @@ impl Snapshot {
                 })?;
             chains.push(chain);
         }
+        let mut query_secrets: Vec<Box<[u8]>> = Vec::new();
+        let named = config.access_log.iter().flat_map(|l| l.redact_query.iter());
+        let keys = chains
+            .iter()
+            .chain(&tenant_chains)
+            .filter_map(Chain::secret_param);
+        for name in named.map(String::as_str).chain(keys) {
+            if !query_secrets.iter().any(|s| **s == *name.as_bytes()) {
+                query_secrets.push(name.as_bytes().into());
+            }
+        }
         Ok(Snapshot {
+            query_secrets,
             chains,
             route_tenant: config.routes.iter().map(|r| r.tenant).collect(),
             tenant_names: config.tenants.iter().map(|t| t.name.clone()).collect(),

@@ -4,9 +4,10 @@
 //! before any response byte is replaced by a fresh one once, when the
 //! request is idempotent and was sent whole in the first write.
 
+use crate::body::{self, RequestBody};
 use crate::downstream;
 use crate::error::{ErrorKind, IoCause, ProxyError};
-use crate::io::{IoFail, read_more, write_from, write_range, write_static};
+use crate::io::{IoFail, read_more, write_from};
 use crate::pool::EndpointId;
 use crate::request::{
     Admitted, Bufs, Client, Exchanged, Forward, InFlight, Permit, ResponsePlan, UpConn,
@@ -14,18 +15,10 @@ use crate::request::{
 use crate::shard::Shard;
 use crate::snapshot::Snapshot;
 use monoio::net::TcpStream;
-use shardgate_http::{BodyFraming, ChunkedDecoder};
 use shardgate_upstream::Outcome;
 use shardgate_upstream::retry::{StopReason, Tries};
 use std::mem::take;
 use std::time::Instant;
-
-/// What is left of the request body after the first write.
-enum BodyLeft {
-    Done,
-    Length(u64),
-    Chunked(ChunkedDecoder),
-}
 
 /// Why one try failed, and what that says about the endpoint.
 struct TryFail {
@@ -56,9 +49,12 @@ pub(crate) async fn exchange(
     b: &mut Bufs,
     fwd: Forward,
 ) -> Result<Exchanged, (ProxyError, bool)> {
-    let mut body = first_body_part(snap, b, fwd).map_err(|e| (e, false))?;
+    let mut body = RequestBody::new(&fwd.info, snap.limits.max_head, fwd.max_body);
+    body::gather(shard, snap, client, b, &mut body, fwd.info.head_len)
+        .await
+        .map_err(|e| (e, false))?;
     // The whole request is in `w`: it can be sent again on another connection.
-    let replayable = matches!(body, BodyLeft::Done);
+    let replayable = body.is_done();
     let group = &snap.groups[fwd.group];
     let now = shard.timers.now();
     let admission = group.state.borrow_mut().admit(now);
@@ -121,7 +117,7 @@ async fn exchange_tries(
     client: &mut Client,
     b: &mut Bufs,
     fwd: Forward,
-    body: &mut BodyLeft,
+    body: &mut RequestBody,
     tries: &mut Tries,
     replay: &mut Option<Vec<u8>>,
 ) -> Result<Exchanged, (ProxyError, bool)> {
@@ -218,12 +214,12 @@ async fn try_once(
     fwd: Forward,
     index: usize,
     fresh: bool,
-    body: &mut BodyLeft,
+    body: &mut RequestBody,
     tries: &Tries,
 ) -> Result<Exchanged, TryFail> {
     let group = &snap.groups[fwd.group];
     let endpoint = group.endpoints[index];
-    let body_done = matches!(body, BodyLeft::Done);
+    let body_done = body.is_done();
     let fail =
         |err: ProxyError, outcome: Option<Outcome>, dead_pooled: bool, body_done: bool| TryFail {
             err,
@@ -282,19 +278,8 @@ async fn try_once(
         }
     }
 
-    if !matches!(body, BodyLeft::Done) {
-        if fwd.info.expect_continue {
-            let deadline = shard.timers.now() + snap.timeouts.send;
-            write_static(
-                &shard.timers,
-                &mut client.stream,
-                b"HTTP/1.1 100 Continue\r\n\r\n",
-                deadline,
-            )
-            .await
-            .map_err(|_| fail(ProxyError::new(ErrorKind::ClientGone), None, false, false))?;
-        }
-        stream_body(shard, snap, client, &mut conn, b, body)
+    if !body.is_done() {
+        body::stream(shard, snap, client, &mut conn, b, body)
             .await
             .map_err(|e| {
                 let outcome = (e.side() == crate::error::Side::Upstream)
@@ -336,115 +321,6 @@ async fn try_once(
             let dead_pooled = reused && e.kind == ErrorKind::UpstreamClosed && e.retry_safe;
             Err(fail(e, outcome, dead_pooled, true))
         }
-    }
-}
-
-/// Moves the body bytes that arrived with the head from `c` to `w`, so the
-/// head and the start of the body leave in one write; `c` keeps only what
-/// follows this request.
-fn first_body_part(snap: &Snapshot, b: &mut Bufs, fwd: Forward) -> Result<BodyLeft, ProxyError> {
-    let head_len = fwd.info.head_len;
-    let avail = &b.c[head_len..];
-    let (n, left) = match fwd.info.body {
-        BodyFraming::None => (0, BodyLeft::Done),
-        BodyFraming::Length(len) => {
-            let n = len.min(avail.len() as u64);
-            let left = if n == len {
-                BodyLeft::Done
-            } else {
-                BodyLeft::Length(len - n)
-            };
-            (n as usize, left)
-        }
-        BodyFraming::Chunked => {
-            let mut d = ChunkedDecoder::new(snap.limits.max_head, fwd.max_body);
-            let p = d
-                .feed(avail, |_| {})
-                .map_err(|e| ProxyError::new(ErrorKind::BadRequestBody(e)))?;
-            (
-                p.consumed,
-                if p.done {
-                    BodyLeft::Done
-                } else {
-                    BodyLeft::Chunked(d)
-                },
-            )
-        }
-    };
-    b.w.extend_from_slice(&b.c[head_len..head_len + n]);
-    b.c.drain(..head_len + n);
-    b.rec.bytes_in += n as u64;
-    Ok(left)
-}
-
-/// Streams the rest of the request body from the client to the upstream,
-/// one read and one write at a time (back-pressure both ways).
-async fn stream_body(
-    shard: &Shard,
-    snap: &Snapshot,
-    client: &mut Client,
-    conn: &mut UpConn,
-    b: &mut Bufs,
-    body: &mut BodyLeft,
-) -> Result<(), ProxyError> {
-    loop {
-        if matches!(body, BodyLeft::Done) {
-            return Ok(());
-        }
-        if b.c.is_empty() {
-            let deadline = shard.timers.now() + snap.timeouts.client_body;
-            let (r, c) =
-                read_more(&shard.timers, &mut client.stream, take(&mut b.c), deadline).await;
-            b.c = c;
-            match r {
-                Ok(0) => return Err(ProxyError::new(ErrorKind::ClientGone)),
-                Err(IoFail::Io(c)) => {
-                    return Err(ProxyError::new(ErrorKind::ClientGone).because(Some(c)));
-                }
-                Err(IoFail::Timeout) => return Err(ProxyError::new(ErrorKind::ClientTimeout)),
-                Ok(_) => {}
-            }
-        }
-        let n = match body {
-            BodyLeft::Done => 0,
-            BodyLeft::Length(left) => {
-                let n = (*left).min(b.c.len() as u64);
-                *left -= n;
-                if *left == 0 {
-                    *body = BodyLeft::Done;
-                }
-                n as usize
-            }
-            BodyLeft::Chunked(d) => {
-                let p = d
-                    .feed(&b.c, |_| {})
-                    .map_err(|e| ProxyError::new(ErrorKind::BadRequestBody(e)))?;
-                if p.done {
-                    *body = BodyLeft::Done;
-                }
-                p.consumed
-            }
-        };
-        let deadline = shard.timers.now() + snap.timeouts.send;
-        let (r, c) = write_range(
-            &shard.timers,
-            &mut conn.stream,
-            take(&mut b.c),
-            0,
-            n,
-            deadline,
-        )
-        .await;
-        b.c = c;
-        match r {
-            Ok(()) => {}
-            Err(IoFail::Io(c)) => {
-                return Err(ProxyError::new(ErrorKind::UpstreamClosed).because(Some(c)));
-            }
-            Err(IoFail::Timeout) => return Err(ProxyError::new(ErrorKind::UpstreamTimeout)),
-        }
-        b.c.drain(..n);
-        b.rec.bytes_in += n as u64;
     }
 }
 

@@ -64,5 +64,7 @@ mod pooling;
 mod request_cases;
 #[path = "conformance/response_cases.rs"]
 mod response_cases;
+#[path = "conformance/slow_peers.rs"]
+mod slow_peers;
 #[path = "conformance/timing.rs"]
 mod timing;

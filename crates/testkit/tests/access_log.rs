@@ -130,6 +130,99 @@ fn an_api_key_in_the_query_is_not_logged() {
 }
 
 #[test]
+fn secrets_in_the_query_never_reach_the_log_or_a_redirect() {
+    for driver in DRIVERS {
+        let path = temp(&format!("secrets-{driver:?}.log"));
+        let up = MockUpstream::ok("hello");
+        let digest = shardgate_filters::api_key::hash_key("s3cret");
+        let text = format!(
+            "workers = 1\ndriver = \"{}\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n\
+             [access_log]\npath = \"{}\"\nredact_query = [\"token\"]\n\
+             [upstreams.backend]\nendpoints = [\"{}\"]\n\
+             [[routes]]\nname = \"k\"\nprefix = \"/k\"\nupstream = \"backend\"\n\
+             filters = [{{ type = \"api-key\", keys = [{{ sha256 = \"{digest}\", consumer = \"c\" }}], \
+             query_param = \"key\" }}]\n\
+             [[routes]]\nname = \"old\"\nprefix = \"/old\"\nupstream = \"backend\"\n\
+             filters = [{{ type = \"redirect\", status = 302, to = \"/new\", keep_query = true }}]\n",
+            if driver == shardgate_config::Driver::Uring {
+                "uring"
+            } else {
+                "legacy"
+            },
+            path.display(),
+            up.addr()
+        );
+        let gw = TestGateway::start(shardgate_config::from_toml(&text).unwrap());
+        let mut c = RawClient::connect(gw.addr());
+        // Unrouted, refused as a path, a wrong key, a good key, a redirect, no key.
+        let cases = [
+            ("/nowhere?key=S1", 404),
+            ("/k/a%2Fb?key=S2", 400),
+            ("/k?key=S3", 403),
+            ("/k?token=S4&key=s3cret", 200),
+            ("/old?key=S5&v=1", 302),
+            ("/k?token=S6", 401),
+        ];
+        for (target, status) in cases {
+            let mut c2 = RawClient::connect(gw.addr());
+            let c = if status == 400 { &mut c2 } else { &mut c };
+            c.send(format!("GET {target} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+            let r = c.read_response().unwrap();
+            assert_eq!(r.status, status, "{driver:?} {target}");
+            if status == 302 {
+                assert_eq!(
+                    r.header("location").as_deref(),
+                    Some("/new?v=1"),
+                    "{driver:?}"
+                );
+            }
+        }
+        assert!(
+            wait_until(Duration::from_secs(3), || lines(&path).len() == cases.len()),
+            "{driver:?}: {:?}",
+            lines(&path)
+        );
+        let all = lines(&path).join("\n");
+        for secret in ["S1", "S2", "S3", "S4", "S5", "S6", "s3cret"] {
+            assert!(
+                !all.contains(secret),
+                "{driver:?}: {secret} was logged:\n{all}"
+            );
+        }
+        assert!(
+            all.contains("\"/old?v=1\""),
+            "the rest of the query is kept:\n{all}"
+        );
+    }
+}
+
+#[test]
+fn text_lines_escape_what_clients_send() {
+    for driver in DRIVERS {
+        let path = temp(&format!("text-{driver:?}.log"));
+        let up = MockUpstream::ok("hello");
+        let gw = TestGateway::proxy(driver, &[up.addr()], &log_config(&path, "text"));
+        let mut c = RawClient::connect(gw.addr());
+        c.send(
+            b"GET /a\"b HTTP/1.1\r\nHost: a\r\nX-Request-Id: x\" status=999 route=\"admin\r\n\r\n",
+        );
+        c.read_response().unwrap();
+        assert!(wait_until(Duration::from_secs(3), || lines(&path).len() == 1));
+        let line = &lines(&path)[0];
+        assert!(
+            line.contains("request_id=\"x\\x22\\x20status=999\\x20route=\\x22admin\""),
+            "{driver:?}: {line}"
+        );
+        assert_eq!(line.matches(" route=").count(), 1, "{line}");
+        assert_eq!(
+            line.matches('"').count(),
+            4,
+            "only the gateway's own quotes: {line}"
+        );
+    }
+}
+
+#[test]
 fn a_full_disk_drops_lines_not_requests() {
     for driver in DRIVERS {
         let up = MockUpstream::ok("x");

@@ -221,6 +221,7 @@ fn run(
             trace_id: None,
             consumer: RateKey::of(b""),
             rate: None,
+            secrets: &[],
         };
         let flow = chain.on_request(&mut cx);
         let rewritten = cx.rewritten;

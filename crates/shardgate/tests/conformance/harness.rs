@@ -191,6 +191,11 @@ impl Proxy {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// The process id (for its memory in `/proc`).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn client(&self) -> Client {
         Client::connect(self.addr)
     }
@@ -282,6 +287,11 @@ impl Client {
             buf: Vec::new(),
             closed: false,
         }
+    }
+
+    /// The socket itself, for reads the harness does not frame.
+    pub fn raw_stream(&self) -> TcpStream {
+        self.stream.try_clone().expect("clone client socket")
     }
 
     pub fn shutdown_write(&self) {

@@ -116,8 +116,10 @@ both_drivers! {
         });
         let proxy = Proxy::start(d, &[up.addr]);
         let mut c = proxy.client();
-        c.send(b"POST /abort HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nhello");
-        assert!(up.wait_until(|s| s.conns.concat().ends_with(b"hello")), "body never streamed");
+        // Larger than `limits.request_buffer` (64 KiB), so it streams before it is whole.
+        c.send(b"POST /abort HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n");
+        c.send(&[b'h'; 70_000]);
+        assert!(up.wait_until(|s| s.conns.concat().ends_with(b"hhhhh")), "body never streamed");
         drop(c);
         assert!(up.wait_until(|_| eof.load(Ordering::SeqCst)), "upstream connection kept open");
         assert!(up.requests().is_empty(), "an aborted request was completed upstream");

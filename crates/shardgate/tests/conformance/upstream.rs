@@ -219,6 +219,11 @@ impl UpConn {
         let _ = self.stream.write_all(bytes);
     }
 
+    /// Writes `bytes`; `false` once the proxy has gone (or stopped reading for `IO_TIMEOUT`).
+    pub fn try_write(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).is_ok()
+    }
+
     /// Bytes received but not yet consumed as a request, waiting (bounded) for at least `n`.
     pub fn read_bytes(&mut self, n: usize) -> Vec<u8> {
         while self.buf.len() < n && self.fill() {}
