@@ -22,7 +22,7 @@ mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use model::{
-    AccessLog, Config, Driver, EndpointSource, Limits, Listener, LogFormat, PathMatch,
+    AccessLog, Admin, Config, Driver, EndpointSource, Limits, Listener, LogFormat, PathMatch,
     PoolSettings, RetrySettings, Route, Tenant, TenantId, Timeouts, Underscores, Upstream,
     UpstreamId, Workers,
 };

@@ -15,8 +15,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub pool: PoolSettings,
-    /// The admin listener, if any.
-    pub admin: Option<SocketAddr>,
+    /// The admin server, if any.
+    pub admin: Option<Admin>,
     pub access_log: Option<AccessLog>,
     /// How long a graceful shutdown waits for in-flight requests.
     pub drain_timeout: Duration,
@@ -38,6 +38,19 @@ pub struct Tenant {
     pub hosts: Vec<String>,
     /// Filter defaults: run before each of the tenant's routes' own filters.
     pub filters: Vec<shardgate_filters::filter::FilterSpec>,
+}
+
+/// The admin server: where it listens and who may talk to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub address: SocketAddr,
+    /// Lower-cased `Host` names (no port) it answers besides `localhost`,
+    /// loopback addresses and its own address: a browser tricked by DNS
+    /// rebinding sends the attacker's name and is refused.
+    pub hosts: Vec<String>,
+    /// When set, every request except `GET /healthz` and `GET /ready` needs
+    /// `Authorization: Bearer <token>`.
+    pub token: Option<String>,
 }
 
 /// Where and how the access log is written.
@@ -94,7 +107,7 @@ impl Config {
             Some("workers")
         } else if self.driver != new.driver {
             Some("driver")
-        } else if self.admin != new.admin {
+        } else if self.admin.as_ref().map(|a| a.address) != new.admin.as_ref().map(|a| a.address) {
             Some("admin.address")
         } else if self.limits.buffer_size != new.limits.buffer_size {
             Some("limits.buffer_size")

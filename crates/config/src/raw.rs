@@ -212,6 +212,11 @@ pub struct RawSplit {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub address: String,
+    /// `Host` names the admin server answers besides loopback ones.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// A bearer token every request but `GET /healthz` and `/ready` must carry.
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -395,19 +395,41 @@ fn pool(e: &mut Errors, raw: &RawConfig) -> PoolSettings {
 }
 
 /// `[admin]`.
-fn admin(e: &mut Errors, raw: &RawConfig) -> Option<SocketAddr> {
-    raw.admin
-        .as_ref()
-        .and_then(|a| match a.address.parse::<SocketAddr>() {
-            Ok(addr) => Some(addr),
-            Err(_) => {
-                e.push(
-                    "admin.address",
-                    format!("{:?} is not an IP:port address", a.address),
-                );
-                None
-            }
-        })
+fn admin(e: &mut Errors, raw: &RawConfig) -> Option<Admin> {
+    let a = raw.admin.as_ref()?;
+    for (i, h) in a.hosts.iter().enumerate() {
+        if h.is_empty()
+            || h.contains(':') && !h.starts_with('[')
+            || !h.bytes().all(|b| b.is_ascii_graphic())
+        {
+            e.push(
+                format!("admin.hosts[{i}]"),
+                format!("{h:?} is not a host name (give it without a port)"),
+            );
+        }
+    }
+    if let Some(t) = &a.token
+        && (t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        e.push(
+            "admin.token",
+            "must be at least 16 printable characters without spaces",
+        );
+    }
+    match a.address.parse::<SocketAddr>() {
+        Ok(address) => Some(Admin {
+            address,
+            hosts: a.hosts.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            token: a.token.clone(),
+        }),
+        Err(_) => {
+            e.push(
+                "admin.address",
+                format!("{:?} is not an IP:port address", a.address),
+            );
+            None
+        }
+    }
 }
 
 /// `[access_log]`.

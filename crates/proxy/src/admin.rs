@@ -1,10 +1,17 @@
-//! The admin server: a plain blocking HTTP/1.1 server on its own thread,
-//! loopback by default, far from the shards' request paths. It answers from
-//! the control plane (`GatewayHandle`): metrics are collected from the
-//! shards when scraped, never read from their hot state.
+//! The admin server: a plain blocking HTTP/1.1 server, loopback by default,
+//! far from the shards' request paths. It answers from the control plane
+//! (`GatewayHandle`): metrics are collected from the shards when scraped,
+//! never read from their hot state.
 //!
 //! `GET /healthz`, `/ready`, `/config`, `/routes`, `/upstreams`, `/metrics`;
 //! `POST /reload`.
+//!
+//! Each connection has a thread of its own (up to [`MAX_CONNECTIONS`]; one
+//! more is answered 503) and [`REQUEST_DEADLINE`] to send its whole
+//! request, so a client that connects and stalls cannot keep `/healthz` from
+//! the others. A request must name the server in `Host` (loopback names, its
+//! own address, or `admin.hosts`), which defeats DNS rebinding from a
+//! browser, and carry `admin.token` when one is set.
 
 use crate::control::GatewayHandle;
 use shardgate_config::PathMatch;
@@ -13,9 +20,14 @@ use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
+/// Connections served at once; one more is answered 503 and closed.
+const MAX_CONNECTIONS: usize = 32;
+/// Time a client has to send its whole request head.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(5);
 
 pub(crate) struct AdminServer {
     stop: Arc<AtomicBool>,
@@ -33,12 +45,13 @@ impl AdminServer {
         let thread = std::thread::Builder::new()
             .name("shardgate-admin".into())
             .spawn(move || {
+                let busy = Arc::new(AtomicUsize::new(0));
                 for conn in listener.incoming() {
                     if flag.load(Ordering::Acquire) {
                         break;
                     }
                     match conn {
-                        Ok(conn) => serve(conn, &handle),
+                        Ok(conn) => dispatch(conn, &handle, &busy),
                         // EMFILE and friends: do not spin.
                         Err(_) => std::thread::sleep(Duration::from_millis(50)),
                     }
@@ -68,34 +81,181 @@ impl AdminServer {
     }
 }
 
-fn serve(mut conn: TcpStream, handle: &GatewayHandle) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+/// Serves `conn` on a thread of its own, or answers 503 when
+/// [`MAX_CONNECTIONS`] are being served.
+fn dispatch(mut conn: TcpStream, handle: &GatewayHandle, busy: &Arc<AtomicUsize>) {
     let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
+    if busy.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+        busy.fetch_sub(1, Ordering::AcqRel);
+        let _ = conn.set_write_timeout(Some(Duration::from_millis(100)));
+        respond(&mut conn, 503, "text/plain", "admin server busy\n");
+        return;
+    }
+    let (handle, count) = (handle.clone(), busy.clone());
+    let spawned = std::thread::Builder::new()
+        .name("shardgate-admin-conn".into())
+        .spawn(move || {
+            serve(conn, &handle);
+            count.fetch_sub(1, Ordering::AcqRel);
+        });
+    if spawned.is_err() {
+        busy.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What the admin server needs of a request head.
+struct AdminRequest {
+    method: String,
+    path: String,
+    host: Vec<u8>,
+    authorization: Option<Vec<u8>>,
+}
+
+fn serve(mut conn: TcpStream, handle: &GatewayHandle) {
+    let Some(req) = read_request(&mut conn) else {
+        return;
+    };
+    let (config, _) = handle.config();
+    let local = conn.local_addr().ok();
+    let (status, content_type, body) = match config.admin.as_ref() {
+        Some(admin) if !host_allowed(&req.host, admin, local) => (
+            403,
+            "text/plain",
+            "Host is not this admin server (add it to admin.hosts)\n".to_string(),
+        ),
+        Some(admin) if !authorized(&req, admin) => {
+            respond_with(
+                &mut conn,
+                401,
+                "text/plain",
+                "WWW-Authenticate: Bearer realm=\"shardgate-admin\"\r\n",
+                "a bearer token is required\n",
+            );
+            return;
+        }
+        _ => {
+            let path = req.path.split('?').next().unwrap_or("");
+            route(&req.method, path, handle)
+        }
+    };
+    respond(&mut conn, status, content_type, &body);
+}
+
+/// Reads a request head within [`REQUEST_DEADLINE`]; `None` (after a 400
+/// when it was malformed) when there is none to answer.
+fn read_request(conn: &mut TcpStream) -> Option<AdminRequest> {
+    let deadline = Instant::now() + REQUEST_DEADLINE;
     let mut buf = Vec::with_capacity(4096);
     let mut chunk = [0u8; 4096];
-    let (method, path) = loop {
+    loop {
         let mut headers = empty_headers();
         match parse_request(&buf, &mut headers, &Limits::default()) {
             Ok(Some(req)) => {
-                break (
-                    req.method.to_string(),
-                    String::from_utf8_lossy(req.path).into_owned(),
-                );
+                let field = |name: &str| {
+                    req.headers
+                        .iter()
+                        .find(|h| h.name.eq_ignore_ascii_case(name))
+                        .map(|h| h.value.to_vec())
+                };
+                return Some(AdminRequest {
+                    method: req.method.to_string(),
+                    path: String::from_utf8_lossy(req.path).into_owned(),
+                    host: req.host.to_vec(),
+                    authorization: field("authorization"),
+                });
             }
             Ok(None) => {}
             Err(e) => {
-                respond(&mut conn, 400, "text/plain", &format!("{e}\n"));
-                return;
+                respond(conn, 400, "text/plain", &format!("{e}\n"));
+                return None;
             }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || conn.set_read_timeout(Some(left)).is_err() {
+            respond(conn, 408, "text/plain", "request head too slow\n");
+            return None;
         }
         match conn.read(&mut chunk) {
             Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => return,
+            Ok(_) => return None,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                respond(conn, 408, "text/plain", "request head too slow\n");
+                return None;
+            }
+            Err(_) => return None,
         }
+    }
+}
+
+/// Whether `host` (a `Host` value, port included or not) names this
+/// server: `localhost`, a loopback address, the address it was reached on,
+/// or one of `admin.hosts`. An absent `Host` (HTTP/1.0) is no browser's.
+fn host_allowed(
+    host: &[u8],
+    admin: &shardgate_config::Admin,
+    local: Option<std::net::SocketAddr>,
+) -> bool {
+    if host.is_empty() {
+        return true;
+    }
+    let Ok(host) = std::str::from_utf8(host) else {
+        return false;
     };
-    let path = path.split('?').next().unwrap_or("");
-    let (status, content_type, body) = route(&method, path, handle);
-    respond(&mut conn, status, content_type, &body);
+    let host = host.to_ascii_lowercase();
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host.as_str(), |(h, _)| h),
+    };
+    if name == "localhost" || name.ends_with(".localhost") {
+        return true;
+    }
+    if let Ok(ip) = name.parse::<std::net::IpAddr>()
+        && (ip.is_loopback() || local.is_some_and(|l| l.ip() == ip))
+    {
+        return true;
+    }
+    admin
+        .hosts
+        .iter()
+        .any(|h| h.trim_start_matches('[').trim_end_matches(']') == name)
+}
+
+/// Whether the request may go on: no token is set, it is a probe
+/// (`GET /healthz`, `GET /ready`), or it carries the token.
+fn authorized(req: &AdminRequest, admin: &shardgate_config::Admin) -> bool {
+    let Some(token) = &admin.token else {
+        return true;
+    };
+    let path = req.path.split('?').next().unwrap_or("");
+    if req.method == "GET" && matches!(path, "/healthz" | "/ready") {
+        return true;
+    }
+    let presented = req
+        .authorization
+        .as_deref()
+        .and_then(|v| {
+            let (scheme, rest) = v.split_at(v.iter().position(|&b| b == b' ')?);
+            scheme
+                .eq_ignore_ascii_case(b"bearer")
+                .then(|| rest.trim_ascii())
+        })
+        .unwrap_or_default();
+    constant_time_eq(presented, token.as_bytes())
+}
+
+/// Compares without an early exit, so the time taken says nothing about
+/// how much of a guess was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for (i, &x) in b.iter().enumerate() {
+        diff |= usize::from(x ^ a.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
 }
 
 fn route(method: &str, path: &str, handle: &GatewayHandle) -> (u16, &'static str, String) {
@@ -297,9 +457,14 @@ fn json_str(s: &str) -> String {
 }
 
 fn respond(conn: &mut TcpStream, status: u16, content_type: &str, body: &str) {
+    respond_with(conn, status, content_type, "", body);
+}
+
+/// [`respond`] with `extra` header lines (each ending in CRLF).
+fn respond_with(conn: &mut TcpStream, status: u16, content_type: &str, extra: &str, body: &str) {
     let reason = shardgate_http::Canned::for_status(status).reason;
     let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n{extra}Content-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let _ = conn.write_all(head.as_bytes());

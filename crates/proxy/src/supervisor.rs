@@ -170,7 +170,7 @@ impl Gateway {
             }
             addrs.push(actual);
         }
-        let admin_listener = match config.admin {
+        let admin_listener = match config.admin.as_ref().map(|a| a.address) {
             Some(a) => Some(
                 listener::bind_blocking(a)
                     .map_err(|source| GatewayError::Bind { address: a, source })?,

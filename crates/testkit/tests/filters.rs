@@ -208,14 +208,13 @@ fn jwt_checks_signature_and_expiry_and_forwards_claims() {
 fn rate_limit_answers_429_with_retry_after_and_counts_it() {
     for driver in DRIVERS {
         let up = MockUpstream::ok("ok");
-        let mut config = config_for(
+        let config = config_for(
             driver,
             &[up.addr()],
             "[admin]\naddress = \"127.0.0.1:0\"\n[[routes]]\nname = \"r\"\nprefix = \"/rl\"\n\
              upstream = \"backend\"\n\
              filters = [{ type = \"rate-limit\", rate = 1, per = \"1m\", burst = 3, key = \"client-ip\" }]\n",
         );
-        config.admin = Some("127.0.0.1:0".parse().unwrap());
         let gw = TestGateway::start(config.clone());
         let mut c = RawClient::connect(gw.addr());
         let mut remaining = Vec::new();
@@ -568,7 +567,11 @@ fn tenants_have_their_own_routes_keys_and_limits() {
             api_key("acme-key", "acme-ci", "")
         );
         let mut config = config_for(driver, &[up.addr()], &extra);
-        config.admin = Some("127.0.0.1:0".parse().unwrap());
+        config.admin = Some(shardgate_config::Admin {
+            address: "127.0.0.1:0".parse().unwrap(),
+            hosts: Vec::new(),
+            token: None,
+        });
         let gw = TestGateway::start(config);
         let on = |host: &str, path: &str, headers: &str| {
             exchange(
@@ -596,7 +599,7 @@ fn tenants_have_their_own_routes_keys_and_limits() {
         // The admin API shows each route's tenant and its chain as it runs.
         let admin = gw.gateway().admin_addr().unwrap();
         let mut a = RawClient::connect(admin);
-        a.send(b"GET /routes HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n");
+        a.send(b"GET /routes HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
         let routes: serde_json::Value =
             serde_json::from_slice(&a.read_response().unwrap().body).unwrap();
         let globex = routes

@@ -87,6 +87,31 @@ fn errors_name_the_field() {
             "[pool]\nmax_requests_per_connection = 0",
             "pool.max_requests_per_connection",
         ),
+        (
+            "[timeouts]\nrequest_body = \"soon\"",
+            "timeouts.request_body",
+        ),
+        (
+            "[timeouts]\nresponse_send = \"5\"",
+            "timeouts.response_send",
+        ),
+        (
+            "[limits]\nrequest_buffer = \"1GiB\"",
+            "limits.request_buffer",
+        ),
+        ("[limits]\nmin_rate = -1", "limits.min_rate"),
+        (
+            "[admin]\naddress = \"127.0.0.1:9901\"\ntoken = \"short\"",
+            "admin.token",
+        ),
+        (
+            "[admin]\naddress = \"127.0.0.1:9901\"\nhosts = [\"gw:9901\"]",
+            "admin.hosts[0]",
+        ),
+        (
+            "[access_log]\npath = \"/tmp/a.log\"\nredact_query = [\"a=b\"]",
+            "access_log.redact_query[0]",
+        ),
     ];
     for (extra, path) in cases {
         let text = format!("{extra}\n{MINIMAL}");
