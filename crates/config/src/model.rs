@@ -175,6 +175,26 @@ pub struct Listener {
     pub paths: shardgate_router::PathOptions,
     /// What happens to request fields with `_` in their names.
     pub underscores: Underscores,
+    /// Every connection starts with a PROXY protocol header (v1 or v2)
+    /// naming the client; without one it is closed. Off: a connection that
+    /// starts with one is refused with 400.
+    pub proxy_protocol: bool,
+    /// Which form of the request target goes upstream.
+    pub forward_path: ForwardPath,
+}
+
+/// Which form of a request's target a listener forwards (it always routes
+/// on the normal form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardPath {
+    /// The normal form the route matched (`/%61pi/../x` goes as `/x`).
+    #[default]
+    Normalized,
+    /// Byte for byte as received (RFC 9110 §7.7); a target whose normal
+    /// form differs in more than spelling (a dot segment, a doubled `/`, a
+    /// decoded separator) is refused with 400, since the origin could read
+    /// another path than the one routed.
+    AsReceived,
 }
 
 /// What a listener does with request header fields whose names hold `_`

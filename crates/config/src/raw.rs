@@ -51,6 +51,10 @@ pub struct RawListener {
     pub escaped_slashes: Option<String>,
     pub path_semicolons: Option<String>,
     pub headers_with_underscores: Option<String>,
+    /// Connections start with a PROXY protocol header (v1 or v2).
+    pub proxy_protocol: Option<bool>,
+    /// `normalized` or `as_received`.
+    pub forward_path: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

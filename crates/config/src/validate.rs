@@ -197,6 +197,20 @@ fn listeners(e: &mut Errors, raw: &RawConfig) -> Vec<Listener> {
                     backlog,
                     paths: listener_paths(e, &path, l),
                     underscores,
+                    proxy_protocol: l.proxy_protocol.unwrap_or(false),
+                    forward_path: match l.forward_path.as_deref() {
+                        None | Some("normalized") => ForwardPath::Normalized,
+                        Some("as_received") => ForwardPath::AsReceived,
+                        Some(other) => {
+                            e.push(
+                                format!("{path}.forward_path"),
+                                format!(
+                                    "expected \"normalized\" or \"as_received\", got {other:?}"
+                                ),
+                            );
+                            ForwardPath::Normalized
+                        }
+                    },
                 });
             }
             Err(_) => e.push(

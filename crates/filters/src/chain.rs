@@ -457,7 +457,7 @@ mod tests {
         let mut limits = limit_set();
         // The tenant's limit, by client address, runs first and is roomy.
         let roomy = FilterSpec::RateLimit(RateLimitConfig {
-            key: RateKeySource::ClientIp,
+            key: RateKeySource::ClientIp { ipv6_prefix: 64 },
             ..Default::default()
         });
         let tenant = chain(&[roomy], &mut limits);

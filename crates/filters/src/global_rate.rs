@@ -85,9 +85,9 @@ fn key_hasher() -> &'static std::collections::hash_map::RandomState {
     KEY.get_or_init(std::collections::hash_map::RandomState::new)
 }
 
-/// IPv6 client addresses count per /64: one host usually holds a whole /64,
-/// so a limit per address would be a limit per 2^64 addresses.
-const IPV6_CLIENT_PREFIX_BYTES: usize = 8;
+/// IPv6 client addresses count per /64 by default: one host usually holds a
+/// whole /64, so a limit per address would be a limit per 2^64 addresses.
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 
 /// A rate-limited key: a keyed hash of what is limited, equal on every shard
 /// of the process.
@@ -104,11 +104,18 @@ impl RateKey {
     /// The key for a client address: IPv4 by address, IPv6 by its /64
     /// (IPv4-mapped IPv6 addresses count as IPv4).
     pub fn of_ip(ip: IpAddr) -> RateKey {
+        RateKey::of_ip_within(ip, DEFAULT_IPV6_PREFIX)
+    }
+
+    /// [`RateKey::of_ip`] with IPv6 addresses counted per `/ipv6_prefix`
+    /// (at most 128).
+    pub fn of_ip_within(ip: IpAddr, ipv6_prefix: u8) -> RateKey {
         use std::hash::BuildHasher;
         let hash = match ip {
             IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
-                let octets = v6.octets();
-                key_hasher().hash_one((6u8, &octets[..IPV6_CLIENT_PREFIX_BYTES]))
+                let bits = u32::from(ipv6_prefix.min(128));
+                let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+                key_hasher().hash_one((6u8, bits, u128::from(v6) & mask))
             }
             IpAddr::V6(v6) => key_hasher().hash_one((4u8, v6.to_ipv4_mapped().map(|a| a.octets()))),
             IpAddr::V4(v4) => key_hasher().hash_one((4u8, Some(v4.octets()))),
@@ -506,6 +513,11 @@ mod tests {
         assert_ne!(key("2001:db8:0:1::1"), key("2001:db8::1"));
         assert_ne!(key("192.0.2.1"), key("192.0.2.2"));
         assert_eq!(key("::ffff:192.0.2.1"), key("192.0.2.1"));
+        let within = |s: &str, bits| RateKey::of_ip_within(ip(s), bits);
+        assert_eq!(within("2001:db8:0:ff::1", 56), within("2001:db8::1", 56));
+        assert_ne!(within("2001:db8:0:100::1", 56), within("2001:db8::1", 56));
+        assert_ne!(within("2001:db8::1", 128), within("2001:db8::2", 128));
+        assert_eq!(within("2001:db8::1", 64), key("2001:db8::1"));
         assert_eq!(RateKey::of(b"alice"), RateKey::of(b"alice"));
         assert_ne!(RateKey::of(b"alice"), RateKey::of(b"bob"));
         // Keyed: not the fixed-seed hash a client could compute offline.

@@ -4,7 +4,7 @@
 
 use crate::chain::{Cx, Declare, Flow};
 use crate::filter::{BuildContext, BuiltIn};
-use crate::global_rate::{DEFAULT_MAX_KEYS, GlobalLimitConfig, RateKey};
+use crate::global_rate::{DEFAULT_IPV6_PREFIX, DEFAULT_MAX_KEYS, GlobalLimitConfig, RateKey};
 use crate::headers::is_token;
 use crate::syntax::ParseCx;
 use crate::token_bucket::{Limit, LimitError};
@@ -16,7 +16,8 @@ use std::time::Duration;
 pub enum RateKeySource {
     /// One bucket for the route.
     Route,
-    ClientIp,
+    /// The client address; IPv6 addresses per `/ipv6_prefix` (64 unless set).
+    ClientIp { ipv6_prefix: u8 },
     /// The API-key consumer (requests without one share the bucket of the empty name).
     Consumer,
     /// A request header's value (requests without it share one bucket).
@@ -40,7 +41,9 @@ impl Default for RateLimitConfig {
         RateLimitConfig {
             rate: 100.0,
             burst: 100.0,
-            key: RateKeySource::ClientIp,
+            key: RateKeySource::ClientIp {
+                ipv6_prefix: DEFAULT_IPV6_PREFIX,
+            },
             max_keys: DEFAULT_MAX_KEYS,
         }
     }
@@ -60,6 +63,8 @@ struct RawRateLimit {
     burst: Option<f64>,
     /// `route`, `client-ip`, `consumer`, `tenant` or `header:NAME`.
     key: Option<String>,
+    /// With `client-ip`: the IPv6 prefix length clients are counted by.
+    ipv6_prefix: Option<i64>,
     max_keys: Option<i64>,
 }
 
@@ -67,7 +72,9 @@ fn rate_key(cx: &mut ParseCx<'_>, key: Option<&str>, default: RateKeySource) -> 
     let Some(key) = key else { return default };
     match key {
         "route" => RateKeySource::Route,
-        "client-ip" => RateKeySource::ClientIp,
+        "client-ip" => RateKeySource::ClientIp {
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
+        },
         "consumer" => RateKeySource::Consumer,
         "tenant" if cx.tenant => RateKeySource::Tenant,
         "tenant" => {
@@ -132,10 +139,19 @@ impl BuiltIn for RateLimit {
                 d.rate
             }
         } / per.as_secs_f64();
+        let mut key = rate_key(cx, r.key.as_deref(), d.key);
+        if let Some(bits) = r.ipv6_prefix {
+            match &mut key {
+                RateKeySource::ClientIp { ipv6_prefix } => {
+                    *ipv6_prefix = cx.int_in("ipv6_prefix", Some(bits), 64, 1, 128) as u8;
+                }
+                _ => cx.push("ipv6_prefix", "applies only to key = \"client-ip\""),
+            }
+        }
         Some(RateLimitConfig {
             rate,
             burst: r.burst.unwrap_or_else(|| rate.ceil().max(1.0)),
-            key: rate_key(cx, r.key.as_deref(), d.key),
+            key,
             max_keys: cx.int_in(
                 "max_keys",
                 r.max_keys,
@@ -180,7 +196,9 @@ impl BuiltIn for RateLimit {
     fn on_request<'f>(&'f self, cx: &mut Cx<'_, '_>) -> Flow<'f> {
         let key = match &self.key {
             RateKeySource::Route => RateKey::of(cx.route.as_bytes()),
-            RateKeySource::ClientIp => RateKey::of_ip(cx.client),
+            RateKeySource::ClientIp { ipv6_prefix } => {
+                RateKey::of_ip_within(cx.client, *ipv6_prefix)
+            }
             RateKeySource::Consumer => cx.consumer,
             RateKeySource::Header(h) => RateKey::of(cx.header(h.as_bytes()).unwrap_or_default()),
             RateKeySource::Tenant => RateKey::of(cx.tenant.as_bytes()),

@@ -15,6 +15,7 @@ mod chunked;
 mod encode;
 mod error;
 mod header;
+mod proxy_protocol;
 mod request;
 mod response;
 mod trailers;
@@ -28,6 +29,10 @@ pub use encode::{
 };
 pub use error::{ParseError, ResponseError};
 pub use header::{ConnectionTokens, is_hop_by_hop, tokens_contain};
+pub use proxy_protocol::{
+    ProxiedFrom, ProxyHeader, ProxyHeaderError, V2_SIGNATURE, looks_like_proxy_header,
+    parse_proxy_header,
+};
 pub use request::{
     BodyFraming, Limits, Method, Request, RequestInfo, Target, Version, parse_request,
 };

@@ -40,6 +40,21 @@ pub(crate) fn serve(
     };
     async move {
         let mut carried = Vec::new();
+        let proxied = shard
+            .snapshot()
+            .listeners
+            .get(usize::from(listener))
+            .is_some_and(|l| l.proxy_protocol);
+        if proxied {
+            // Once per connection, and boxed: it does not widen the task.
+            match Box::pin(read_proxy_header(&shard, &mut client)).await {
+                Some(rest) => carried = rest,
+                None => {
+                    shard.stats.open_connections.decr();
+                    return;
+                }
+            }
+        }
         let mut fresh = true;
         loop {
             let buf = if carried.is_empty() {
@@ -111,6 +126,46 @@ pub(crate) fn serve(
         }
         shard.stats.open_connections.decr();
     }
+}
+
+/// Reads the PROXY protocol header a load balancer sends first (within
+/// `timeouts.request_header`) and makes the client the address it names.
+/// Returns the bytes after it (the start of the first request), or `None`
+/// when the connection is to be closed: no valid header, or the peer left.
+async fn read_proxy_header(shard: &Shard, client: &mut Client) -> Option<Vec<u8>> {
+    use shardgate_http::{ProxiedFrom, parse_proxy_header};
+    let deadline = shard.timers.now() + shard.timeouts().request_header;
+    let mut buf = shard.buffers.take();
+    loop {
+        match parse_proxy_header(&buf) {
+            Ok(Some(h)) => {
+                if let ProxiedFrom::Client(addr) = h.from {
+                    client.addr = addr.ip();
+                    client.ip = IpText::new(addr.ip());
+                }
+                buf.drain(..h.len);
+                if buf.is_empty() {
+                    shard.buffers.give(buf);
+                    return Some(Vec::new());
+                }
+                return Some(buf);
+            }
+            Ok(None) if buf.len() < buf.capacity() => {}
+            Ok(None) => break,
+            Err(e) => {
+                let peer = String::from_utf8_lossy(client.ip.as_bytes()).into_owned();
+                shard.log_limited(|| format!("{peer}: {e} on a PROXY protocol listener; closed"));
+                break;
+            }
+        }
+        let (r, b) = crate::io::read_more(&shard.timers, &mut client.stream, buf, deadline).await;
+        buf = b;
+        if !matches!(r, Ok(n) if n > 0) {
+            break;
+        }
+    }
+    shard.buffers.give(buf);
+    None
 }
 
 /// How long an idle connection stays open once its shard drains, in case a

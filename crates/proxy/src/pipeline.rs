@@ -23,7 +23,7 @@ use crate::route::RouteId;
 use crate::shard::Shard;
 use crate::snapshot::Snapshot;
 use crate::upstream;
-use shardgate_config::Underscores;
+use shardgate_config::{ForwardPath, Underscores};
 use shardgate_filters::chain;
 use shardgate_http::ParseError;
 use shardgate_http::{
@@ -297,16 +297,24 @@ fn prepare(
     let mut scratch = shard.path_scratch.borrow_mut();
     scratch.clear();
     let paths = listener.map(|l| l.paths).unwrap_or_default();
+    let bad_target = || ProxyError::new(ErrorKind::BadRequest(ParseError::BadRequestLine));
     let target: &[u8] = match shardgate_router::normalize_path_with(req.path, &mut scratch, &paths)
     {
         Ok(shardgate_router::Normalized::Unchanged) => req.path,
         Ok(shardgate_router::Normalized::Rewritten) => &scratch,
-        Err(_) => {
-            return Err(ProxyError::new(ErrorKind::BadRequest(
-                ParseError::BadRequestLine,
-            )));
-        }
+        Err(_) => return Err(bad_target()),
     };
+    // Forwarded as received, the target must mean what was routed.
+    let as_received = listener.is_some_and(|l| l.forward_path == ForwardPath::AsReceived);
+    if as_received
+        && target.as_ptr() != req.path.as_ptr()
+        && !shardgate_router::differs_only_in_spelling(
+            shardgate_router::split_query(req.path).0,
+            shardgate_router::split_query(target).0,
+        )
+    {
+        return Err(bad_target());
+    }
     let (path, _query) = shardgate_router::split_query(target);
     let lookup = match preflight_route(snap, &req, path) {
         Some(m) => Lookup::Found(m),
@@ -420,7 +428,7 @@ fn prepare(
     let forward_path = if rewritten {
         Some(edits.path.as_slice())
     } else {
-        (target.as_ptr() != req.path.as_ptr()).then_some(target)
+        (!as_received && target.as_ptr() != req.path.as_ptr()).then_some(target)
     };
     shard.pools.with_host(endpoint, |fallback_host| {
         let ctx = ForwardContext {

@@ -54,8 +54,8 @@ pub use builder::{PatternKind, RouteSpec, RouterBuilder};
 pub use error::BuildError;
 pub use method::{AllowMethods, MAX_EXTENSION_METHODS, Method};
 pub use normalize::{
-    EscapedSlashes, Normalized, PathError, PathOptions, Semicolons, is_normal, is_normal_with,
-    normalize_path, normalize_path_with, split_query,
+    EscapedSlashes, Normalized, PathError, PathOptions, Semicolons, differs_only_in_spelling,
+    is_normal, is_normal_with, normalize_path, normalize_path_with, split_query,
 };
 pub use pattern::MAX_PARAMS;
 pub use router::{Lookup, Match, Params, Router};

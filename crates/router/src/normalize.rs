@@ -149,6 +149,45 @@ pub fn split_query(target: &[u8]) -> (&[u8], Option<&[u8]>) {
     }
 }
 
+/// Whether `raw` (a path as received, no query) and `normal` (its normal
+/// form) differ only in how bytes are spelled: unreserved characters written
+/// `%XX`, lower-case hex digits. Every origin reads those alike (RFC 3986
+/// §6.2.2), so a listener that forwards targets as received may pass such a
+/// path on; any other difference (a dot segment, a doubled `/`, a decoded
+/// separator) could make the origin read another path than the one routed.
+pub fn differs_only_in_spelling(raw: &[u8], normal: &[u8]) -> bool {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut at = 0;
+    let mut i = 0;
+    while i < raw.len() {
+        let mut spelled = [raw[i], 0, 0];
+        let mut n = 1;
+        if raw[i] == b'%' {
+            let Ok((byte, _)) = percent(raw, i) else {
+                return false;
+            };
+            if !is_unreserved(byte) {
+                spelled = [
+                    b'%',
+                    HEX[usize::from(byte >> 4)],
+                    HEX[usize::from(byte & 15)],
+                ];
+                n = 3;
+            } else {
+                spelled[0] = byte;
+            }
+            i += 3;
+        } else {
+            i += 1;
+        }
+        if normal.get(at..at + n) != Some(&spelled[..n]) {
+            return false;
+        }
+        at += n;
+    }
+    at == normal.len()
+}
+
 /// Whether a path (no query) is already in normal form (default options).
 pub fn is_normal(path: &[u8]) -> bool {
     is_normal_with(path, &PathOptions::default())
@@ -335,4 +374,46 @@ fn decode_segment(
 
 fn upper_hex(v: u8) -> u8 {
     b"0123456789ABCDEF"[v as usize]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spelling_differences_are_told_from_others() {
+        let opts = PathOptions {
+            escaped_slashes: EscapedSlashes::Decode,
+            semicolons: Semicolons::Reject,
+        };
+        let normal = |raw: &[u8]| {
+            let mut out = Vec::new();
+            match normalize_path_with(raw, &mut out, &opts).unwrap() {
+                Normalized::Unchanged => raw.to_vec(),
+                Normalized::Rewritten => out,
+            }
+        };
+        for raw in [&b"/%61pi/x"[..], b"/a%7Eb", b"/plain", b"/%c3%A9"] {
+            assert!(differs_only_in_spelling(raw, &normal(raw)), "{raw:?}");
+        }
+        // Decoded into a separator: the origin would see one segment where we routed two.
+        assert!(!differs_only_in_spelling(b"/a%2fb", &normal(b"/a%2fb")));
+        // Kept encoded, only its hex digits change.
+        assert!(differs_only_in_spelling(b"/a%2fb", b"/a%2Fb"));
+        for raw in [
+            &b"/public/../admin"[..],
+            b"//admin",
+            b"/a/./b",
+            b"/a/%2e%2e/x",
+            b"/a/%2e",
+            b"/x/",
+        ] {
+            let n = normal(raw);
+            assert_eq!(
+                differs_only_in_spelling(raw, &n),
+                raw == &n[..],
+                "{raw:?} -> {n:?}"
+            );
+        }
+    }
 }

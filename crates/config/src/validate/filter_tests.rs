@@ -223,7 +223,7 @@ fn rate_limit_rate_per_and_default_burst() {
     }
     let keys = [
         ("route", RateKeySource::Route),
-        ("client-ip", RateKeySource::ClientIp),
+        ("client-ip", RateKeySource::ClientIp { ipv6_prefix: 64 }),
         ("consumer", RateKeySource::Consumer),
         (
             "header:X-Api-Key",
@@ -245,6 +245,14 @@ fn rate_limit_rate_per_and_default_burst() {
         };
         assert_eq!(c.key, want, "{key}");
     }
+    let got = route_filters(
+        "/x",
+        "{ type = \"rate-limit\", key = \"client-ip\", ipv6_prefix = 48 }",
+    );
+    let FilterSpec::RateLimit(c) = &got[0] else {
+        panic!("{got:?}")
+    };
+    assert_eq!(c.key, RateKeySource::ClientIp { ipv6_prefix: 48 });
 }
 
 #[test]
@@ -293,6 +301,11 @@ fn errors_name_the_field() {
             "/x",
             "{ type = \"rate-limit\", rate = \"fast\" }".into(),
             "routes[1].filters[0].rate: invalid type: string \"fast\", expected f64".into(),
+        ),
+        (
+            "/x",
+            "{ type = \"rate-limit\", key = \"route\", ipv6_prefix = 56 }".into(),
+            "routes[1].filters[0].ipv6_prefix: applies only to key = \"client-ip\"".into(),
         ),
         (
             "/x",

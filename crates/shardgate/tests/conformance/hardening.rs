@@ -226,3 +226,91 @@ filters = [{{ type = "rate-limit", rate = 1, per = "1h", burst = 1, key = "clien
         assert_eq!(from("192.0.2.2"), 200, "IPv4 counts per address");
     }
 }
+
+/// A PROXY protocol v2 header for a TCP-over-IPv4 client `ip:port`.
+fn proxy_v2(ip: [u8; 4], port: u16) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    h.extend_from_slice(&ip);
+    h.extend_from_slice(&[127, 0, 0, 1]);
+    h.extend_from_slice(&port.to_be_bytes());
+    h.extend_from_slice(&80u16.to_be_bytes());
+    h
+}
+
+both_drivers! {
+    fn a_proxy_protocol_listener_takes_the_client_from_the_header(d) {
+        let up = Upstream::echo();
+        let proxy = paths_gateway(d, &up, "proxy_protocol = true");
+        let get = b"GET /admin/x HTTP/1.1\r\nHost: a\r\n\r\n".as_slice();
+        let v1 = [b"PROXY TCP4 10.1.2.3 127.0.0.1 40000 80\r\n".as_slice(), get].concat();
+        let v2 = [proxy_v2([10, 9, 8, 7], 40001).as_slice(), get].concat();
+        for req in [v1, v2] {
+            let mut c = proxy.client();
+            let r = ask(&mut c, &req);
+            assert_eq!(r.status, 200, "the guard lets 10/8 in: {}", show(&r.raw));
+            // Later requests on the connection keep the client.
+            let r = ask(&mut c, get);
+            assert_eq!(r.status, 200, "{}", show(&r.raw));
+        }
+        let xff: Vec<String> = up
+            .requests()
+            .iter()
+            .map(|q| q.head.get("x-forwarded-for").unwrap_or_default().to_string())
+            .collect();
+        assert_eq!(xff, ["10.1.2.3", "10.1.2.3", "10.9.8.7", "10.9.8.7"]);
+        // No header, or a malformed one: closed without an answer.
+        for req in [
+            get.to_vec(),
+            [b"PROXY TCP4 10.1.2.3 127.0.0.1 040000 80\r\n".as_slice(), get].concat(),
+        ] {
+            let mut c = proxy.client();
+            c.send(&req);
+            assert!(c.read_to_close().unwrap_or_default().is_empty(), "{}", show(&req));
+        }
+        assert_eq!(up.requests().len(), 4);
+    }
+
+    fn a_listener_without_the_proxy_protocol_refuses_a_header(d) {
+        let up = Upstream::echo();
+        let proxy = paths_gateway(d, &up, "");
+        let get = b"GET /admin/x HTTP/1.1\r\nHost: a\r\n\r\n".as_slice();
+        let v1 = [b"PROXY TCP4 10.1.2.3 127.0.0.1 40000 80\r\n".as_slice(), get].concat();
+        let v2 = [proxy_v2([10, 9, 8, 7], 40001).as_slice(), get].concat();
+        for req in [v1, v2] {
+            let r = ask(&mut proxy.client(), &req);
+            assert_eq!(r.status, 400, "{}", show(&r.raw));
+        }
+        assert!(up.requests().is_empty());
+    }
+}
+
+both_drivers! {
+    fn a_listener_may_forward_targets_as_received_but_only_when_they_mean_what_was_routed(d) {
+        let up = Upstream::echo();
+        let proxy = paths_gateway(d, &up, "forward_path = \"as_received\"");
+        for target in ["/files/%61bc%7e?q=%2F..", "/plain/path"] {
+            let r = get(&mut proxy.client(), target);
+            assert_eq!(r.status, 200, "{target}: {}", show(&r.raw));
+        }
+        // Routed as /admin (guarded: 403), or refused when the origin could read another path.
+        let r = get(&mut proxy.client(), "/%61dmin");
+        assert_eq!(r.status, 403, "routing still uses the normal form: {}", show(&r.raw));
+        for target in ["/public/../admin", "//admin", "/a/./b", "/a/%2e%2e/admin"] {
+            let r = get(&mut proxy.client(), target);
+            assert_eq!(r.status, 400, "{target}: {}", show(&r.raw));
+        }
+        let seen: Vec<String> = up.requests().iter().map(|q| q.target.clone()).collect();
+        assert_eq!(seen, ["/files/%61bc%7e?q=%2F..", "/plain/path"], "byte for byte");
+    }
+
+    fn by_default_the_normal_form_is_forwarded(d) {
+        let up = Upstream::echo();
+        let proxy = paths_gateway(d, &up, "");
+        for target in ["/files/%61bc%7e", "/public/../files//x"] {
+            let r = get(&mut proxy.client(), target);
+            assert_eq!(r.status, 200, "{target}: {}", show(&r.raw));
+        }
+        let seen: Vec<String> = up.requests().iter().map(|q| q.target.clone()).collect();
+        assert_eq!(seen, ["/files/abc~", "/files/x"]);
+    }
+}
