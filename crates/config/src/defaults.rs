@@ -3,6 +3,10 @@
 
 use std::time::Duration;
 
+/// Time a TLS handshake may take (`listeners[].tls.handshake_timeout`).
+pub const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Certificates expiring sooner than this are warned about by `shardgate check`.
+pub const CERT_EXPIRY_WARNING_DAYS: i64 = 30;
 /// Listen backlog (`listeners[].backlog`).
 pub const BACKLOG: u32 = 4096;
 /// Time to establish an upstream connection (`timeouts.connect`).

@@ -80,6 +80,23 @@ impl Config {
     /// where (`shardgate check` prints them; nothing refuses them).
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        for (i, l) in self.listeners.iter().enumerate() {
+            for (j, c) in l.tls.iter().flat_map(|t| t.certs.iter().enumerate()) {
+                let days = (c.not_after - now).div_euclid(86_400);
+                let what = format!(
+                    "listeners[{i}].tls.certificates[{j}] ({})",
+                    c.paths.cert.display()
+                );
+                if c.not_after <= now {
+                    out.push(format!("{what}: expired {} days ago", -days));
+                } else if c.not_after - now <= crate::defaults::CERT_EXPIRY_WARNING_DAYS * 86_400 {
+                    out.push(format!("{what}: expires in {days} days"));
+                }
+            }
+        }
         let mut chain = |owner: String, filters: &[shardgate_filters::filter::FilterSpec]| {
             for (j, f) in filters.iter().enumerate() {
                 for w in f.warnings() {
@@ -181,6 +198,18 @@ pub struct Listener {
     pub proxy_protocol: bool,
     /// Which form of the request target goes upstream.
     pub forward_path: ForwardPath,
+    /// TLS, when the listener terminates it.
+    pub tls: Option<ListenerTls>,
+}
+
+/// A listener's TLS: its certificates (loaded and checked when the
+/// configuration loads, again on each reload), what a handshake naming
+/// none of them gets, and how long a handshake may take.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    pub certs: Vec<shardgate_tls::LoadedCert>,
+    pub unknown_name: shardgate_tls::UnknownName,
+    pub handshake_timeout: Duration,
 }
 
 /// Which form of a request's target a listener forwards (it always routes

@@ -55,6 +55,24 @@ pub struct RawListener {
     pub proxy_protocol: Option<bool>,
     /// `normalized` or `as_received`.
     pub forward_path: Option<String>,
+    /// TLS on this listener.
+    pub tls: Option<RawListenerTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListenerTls {
+    pub certificates: Vec<RawCertPair>,
+    /// `default` (the first certificate) or `refuse`.
+    pub unknown_name: Option<String>,
+    pub handshake_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertPair {
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Debug, Default, Deserialize)]

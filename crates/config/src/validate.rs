@@ -192,7 +192,9 @@ fn listeners(e: &mut Errors, raw: &RawConfig) -> Vec<Listener> {
                         Underscores::Drop
                     }
                 };
+                let tls = l.tls.as_ref().map(|t| listener_tls(e, &path, t));
                 listeners.push(Listener {
+                    tls,
                     address,
                     backlog,
                     paths: listener_paths(e, &path, l),
@@ -220,6 +222,48 @@ fn listeners(e: &mut Errors, raw: &RawConfig) -> Vec<Listener> {
         }
     }
     listeners
+}
+
+/// `[listeners.tls]`: every pair loaded and checked now, so a reload with a
+/// broken certificate is refused like any invalid configuration.
+fn listener_tls(e: &mut Errors, path: &str, t: &RawListenerTls) -> ListenerTls {
+    let mut certs = Vec::new();
+    if t.certificates.is_empty() {
+        e.push(
+            format!("{path}.tls.certificates"),
+            "at least one certificate and key",
+        );
+    }
+    for (i, c) in t.certificates.iter().enumerate() {
+        let paths = shardgate_tls::PairPaths {
+            cert: c.cert.clone().into(),
+            key: c.key.clone().into(),
+        };
+        match shardgate_tls::load_pair(&paths) {
+            Ok(loaded) => certs.push(loaded),
+            Err(err) => e.push(format!("{path}.tls.certificates[{i}]"), err),
+        }
+    }
+    let unknown_name = match t.unknown_name.as_deref() {
+        None | Some("default") => shardgate_tls::UnknownName::Default,
+        Some("refuse") => shardgate_tls::UnknownName::Refuse,
+        Some(other) => {
+            e.push(
+                format!("{path}.tls.unknown_name"),
+                format!("expected \"default\" or \"refuse\", got {other:?}"),
+            );
+            shardgate_tls::UnknownName::Default
+        }
+    };
+    ListenerTls {
+        certs,
+        unknown_name,
+        handshake_timeout: e.duration(
+            &format!("{path}.tls.handshake_timeout"),
+            t.handshake_timeout.as_ref(),
+            d::TLS_HANDSHAKE_TIMEOUT,
+        ),
+    }
 }
 
 /// A listener's path options: `escaped_slashes` (`reject`, `keep`, `decode`)

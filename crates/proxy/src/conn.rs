@@ -10,6 +10,7 @@
 use crate::pipeline;
 use crate::request::{Client, IpText, Next};
 use crate::shard::Shard;
+use crate::stream::{ClientStream, TlsStream};
 use crate::tunnel;
 use monoio::net::TcpStream;
 use std::any::Any;
@@ -33,22 +34,22 @@ pub(crate) fn serve(
     listener: u8,
 ) -> impl Future<Output = ()> {
     let mut client = Client {
-        stream,
+        stream: ClientStream::Plain(stream),
         addr: peer.ip(),
         ip: IpText::new(peer.ip()),
         listener,
     };
     async move {
         let mut carried = Vec::new();
-        let proxied = shard
+        let setup = shard
             .snapshot()
             .listeners
             .get(usize::from(listener))
-            .is_some_and(|l| l.proxy_protocol);
-        if proxied {
+            .is_some_and(|l| l.proxy_protocol || l.tls.is_some());
+        if setup {
             // Once per connection, and boxed: it does not widen the task.
-            match Box::pin(read_proxy_header(&shard, &mut client)).await {
-                Some(rest) => carried = rest,
+            match Box::pin(start(&shard, client)).await {
+                Some((c, rest)) => (client, carried) = (c, rest),
                 None => {
                     shard.stats.open_connections.decr();
                     return;
@@ -64,9 +65,12 @@ pub(crate) fn serve(
                 let idle = shard.timeouts().idle;
                 let deadline = shard.timers.now() + idle;
                 let wait = async {
+                    let Some(socket) = client.stream.idle_socket() else {
+                        return true; // bytes are waiting already (TLS)
+                    };
                     monoio::select! {
                         biased;
-                        r = client.stream.readable(false) => r.is_ok(),
+                        r = socket.readable(false) => r.is_ok(),
                         () = shard.drain.wait() => false,
                     }
                 };
@@ -84,11 +88,13 @@ pub(crate) fn serve(
                             } else {
                                 DRAIN_GRACE
                             };
-                        match shard
-                            .timers
-                            .within(grace, client.stream.readable(false))
-                            .await
-                        {
+                        let wait = async {
+                            match client.stream.idle_socket() {
+                                Some(socket) => socket.readable(false).await,
+                                None => Ok(()),
+                            }
+                        };
+                        match shard.timers.within(grace, wait).await {
                             Ok(Ok(())) => shard.buffers.take(),
                             _ => break,
                         }
@@ -126,6 +132,28 @@ pub(crate) fn serve(
         }
         shard.stats.open_connections.decr();
     }
+}
+
+/// What a listener does before the first request: read the PROXY protocol
+/// header, then the TLS handshake, as it is configured. Returns the client
+/// and the bytes read past the header, or `None` to close.
+async fn start(shard: &Shard, mut client: Client) -> Option<(Client, Vec<u8>)> {
+    let snap = shard.snapshot();
+    let listener = usize::from(client.listener);
+    let proxied = snap
+        .listeners
+        .get(listener)
+        .is_some_and(|l| l.proxy_protocol);
+    let tls = snap.listener_tls.get(listener).cloned().flatten();
+    drop(snap);
+    let mut carried = Vec::new();
+    if proxied {
+        carried = read_proxy_header(shard, &mut client).await?;
+    }
+    if let Some(config) = tls {
+        client = handshake(shard, client, config, take(&mut carried)).await?;
+    }
+    Some((client, carried))
 }
 
 /// Reads the PROXY protocol header a load balancer sends first (within
@@ -166,6 +194,50 @@ async fn read_proxy_header(shard: &Shard, client: &mut Client) -> Option<Vec<u8>
     }
     shard.buffers.give(buf);
     None
+}
+
+/// Runs the TLS handshake within the listener's `tls.handshake_timeout`;
+/// `None` when it fails (logged at debug: scanners fail handshakes all day).
+async fn handshake(
+    shard: &Shard,
+    client: Client,
+    config: std::sync::Arc<rustls::ServerConfig>,
+    early: Vec<u8>,
+) -> Option<Client> {
+    let Client {
+        stream,
+        addr,
+        ip,
+        listener,
+    } = client;
+    let tcp = stream.take_plain().ok()?;
+    let timeout = shard
+        .snapshot()
+        .listeners
+        .get(usize::from(listener))
+        .and_then(|l| l.tls.as_ref())
+        .map_or(std::time::Duration::from_secs(10), |t| t.handshake_timeout);
+    let deadline = shard.timers.now() + timeout;
+    match shard
+        .timers
+        .within(deadline, TlsStream::accept(tcp, config, early))
+        .await
+    {
+        Ok(Ok(tls)) => Some(Client {
+            stream: ClientStream::Tls(Box::new(tls)),
+            addr,
+            ip,
+            listener,
+        }),
+        Ok(Err(e)) => {
+            log::debug!("shard {}: TLS handshake with {addr} failed: {e}", shard.id);
+            None
+        }
+        Err(_) => {
+            log::debug!("shard {}: TLS handshake with {addr} timed out", shard.id);
+            None
+        }
+    }
 }
 
 /// How long an idle connection stays open once its shard drains, in case a

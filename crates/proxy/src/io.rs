@@ -4,10 +4,8 @@
 //! return an empty `Vec` in its place (the buffer pool refills itself).
 
 use crate::error::IoCause;
+use crate::stream::Stream;
 use crate::timer::Timers;
-use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
 use std::time::Instant;
 
 #[derive(Debug)]
@@ -29,27 +27,24 @@ impl IoFail {
 
 /// Reads whatever is available into the spare capacity of `buf` (after its
 /// length), waiting until `deadline`. `Ok(0)` is end of stream.
-pub(crate) async fn read_more(
+pub(crate) async fn read_more<S: Stream>(
     t: &Timers,
-    stream: &mut TcpStream,
+    stream: &mut S,
     buf: Vec<u8>,
     deadline: Instant,
 ) -> (Result<usize, IoFail>, Vec<u8>) {
-    let start = buf.len();
-    let cap = buf.capacity();
-    debug_assert!(start < cap, "read_more needs spare capacity");
-    let slice = buf.slice_mut(start..cap);
-    match t.within(deadline, stream.read(slice)).await {
-        Ok((Ok(n), slice)) => (Ok(n), slice.into_inner()),
-        Ok((Err(e), slice)) => (Err(IoFail::Io(IoCause::from(&e))), slice.into_inner()),
+    debug_assert!(buf.len() < buf.capacity(), "read_more needs spare capacity");
+    match t.within(deadline, stream.read_at(buf)).await {
+        Ok((Ok(n), buf)) => (Ok(n), buf),
+        Ok((Err(e), buf)) => (Err(IoFail::Io(IoCause::from(&e))), buf),
         Err(_) => (Err(IoFail::Timeout), Vec::new()),
     }
 }
 
 /// Writes `buf[from..]` in full before `deadline`.
-pub(crate) async fn write_from(
+pub(crate) async fn write_from<S: Stream>(
     t: &Timers,
-    stream: &mut TcpStream,
+    stream: &mut S,
     buf: Vec<u8>,
     from: usize,
     deadline: Instant,
@@ -59,36 +54,34 @@ pub(crate) async fn write_from(
 }
 
 /// Writes `buf[from..end]` in full before `deadline`.
-pub(crate) async fn write_range(
+pub(crate) async fn write_range<S: Stream>(
     t: &Timers,
-    stream: &mut TcpStream,
+    stream: &mut S,
     buf: Vec<u8>,
     from: usize,
     end: usize,
     deadline: Instant,
 ) -> (Result<(), IoFail>, Vec<u8>) {
-    use monoio::buf::IoBuf;
     if from >= end {
         return (Ok(()), buf);
     }
-    let slice = buf.slice(from..end);
-    match t.within(deadline, stream.write_all(slice)).await {
-        Ok((Ok(_), slice)) => (Ok(()), slice.into_inner()),
-        Ok((Err(e), slice)) => (Err(IoFail::Io(IoCause::from(&e))), slice.into_inner()),
+    match t.within(deadline, stream.write_range(buf, from, end)).await {
+        Ok((Ok(()), buf)) => (Ok(()), buf),
+        Ok((Err(e), buf)) => (Err(IoFail::Io(IoCause::from(&e))), buf),
         Err(_) => (Err(IoFail::Timeout), Vec::new()),
     }
 }
 
 /// Writes a static message in full before `deadline`.
-pub(crate) async fn write_static(
+pub(crate) async fn write_static<S: Stream>(
     t: &Timers,
-    stream: &mut TcpStream,
+    stream: &mut S,
     msg: &'static [u8],
     deadline: Instant,
 ) -> Result<(), IoFail> {
-    match t.within(deadline, stream.write_all(msg)).await {
-        Ok((Ok(_), _)) => Ok(()),
-        Ok((Err(e), _)) => Err(IoFail::Io(IoCause::from(&e))),
+    match t.within(deadline, stream.write_static(msg)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(IoFail::Io(IoCause::from(&e))),
         Err(_) => Err(IoFail::Timeout),
     }
 }

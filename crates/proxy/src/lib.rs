@@ -34,6 +34,7 @@ mod route;
 mod shard;
 mod snapshot;
 mod stats;
+mod stream;
 mod supervisor;
 mod timer;
 mod tunnel;

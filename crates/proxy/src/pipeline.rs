@@ -435,7 +435,11 @@ fn prepare(
             client_ip: ip.as_bytes(),
             keep_forwarded_for: trusted_peer,
             drop_underscored: underscores == Underscores::Drop,
-            proto: b"http",
+            proto: if client.stream.is_tls() {
+                b"https"
+            } else {
+                b"http"
+            },
             path: forward_path,
             fallback_host,
             edits: HeadEdits {
@@ -568,10 +572,9 @@ pub(crate) async fn respond_error(
 /// stop writing and drain what it sends for a short while, so the kernel
 /// does not answer its data with a reset that destroys our response.
 async fn linger(shard: &Shard, client: &mut Client) {
-    use monoio::io::AsyncWriteRent;
     const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
     const LINGER_BYTES: usize = 1 << 20;
-    let _ = client.stream.shutdown().await;
+    let _ = crate::stream::Stream::shutdown(&mut client.stream).await;
     let deadline = shard.timers.now() + LINGER;
     let mut buf = shard.buffers.take();
     let mut drained = 0;

@@ -28,7 +28,7 @@ pub(crate) type GroupState = Rc<RefCell<shardgate_upstream::Group>>;
 
 /// The client side of a connection.
 pub(crate) struct Client {
-    pub stream: TcpStream,
+    pub stream: crate::stream::ClientStream,
     pub addr: IpAddr,
     pub ip: IpText,
     /// The configured listener (its index) the connection came in on.

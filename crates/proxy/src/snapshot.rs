@@ -32,6 +32,8 @@ pub enum BuildError {
     Chain { owner: String, message: String },
     /// The routing table could not be built.
     Routes(Vec<shardgate_router::BuildError>),
+    /// A listener's TLS configuration could not be built.
+    Tls { listener: usize, message: String },
 }
 
 impl std::fmt::Display for BuildError {
@@ -39,6 +41,9 @@ impl std::fmt::Display for BuildError {
         match self {
             BuildError::Balancer { upstream, error } => write!(f, "upstream {upstream:?}: {error}"),
             BuildError::Chain { owner, message } => write!(f, "{owner}: {message}"),
+            BuildError::Tls { listener, message } => {
+                write!(f, "listeners[{listener}].tls: {message}")
+            }
             BuildError::Routes(errors) => {
                 for (i, e) in errors.iter().enumerate() {
                     write!(f, "{}{e}", if i > 0 { "; " } else { "" })?;
@@ -139,6 +144,10 @@ pub(crate) struct Snapshot {
     pub pool: PoolSettings,
     /// Each listener's settings (path and header options), by index.
     pub listeners: Vec<shardgate_config::Listener>,
+    /// Each listener's TLS configuration, if it terminates TLS: this
+    /// shard's own (its session cache is the shard's; ticket keys are the
+    /// process's).
+    pub listener_tls: Vec<Option<Arc<rustls::ServerConfig>>>,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<shardgate_filters::cidr::Cidr>,
     /// Query parameters that carry secrets: every api-key filter's (on any
@@ -225,7 +234,21 @@ impl Snapshot {
                 query_secrets.push(name.as_bytes().into());
             }
         }
+        let mut listener_tls = Vec::with_capacity(config.listeners.len());
+        for (i, l) in config.listeners.iter().enumerate() {
+            listener_tls.push(match &l.tls {
+                Some(t) => Some(
+                    shardgate_tls::server_config(&t.certs, t.unknown_name, &[b"http/1.1"], 4096)
+                        .map_err(|message| BuildError::Tls {
+                            listener: i,
+                            message,
+                        })?,
+                ),
+                None => None,
+            });
+        }
         Ok(Snapshot {
+            listener_tls,
             query_secrets,
             chains,
             route_tenant: config.routes.iter().map(|r| r.tenant).collect(),

@@ -5,55 +5,61 @@
 
 use crate::io::{read_more, write_from};
 use crate::shard::Shard;
-use monoio::io::AsyncWriteRent;
+use crate::stream::{ClientStream, Stream};
 use monoio::net::TcpStream;
-use std::mem::take;
 use std::rc::Rc;
 
-pub(crate) async fn run(shard: Rc<Shard>, mut client: TcpStream, mut up: TcpStream) {
+pub(crate) async fn run(shard: Rc<Shard>, mut client: ClientStream, mut up: TcpStream) {
     let idle = shard.timeouts().idle;
-    let send = shard.timeouts().send;
     let mut client_open = true;
     let mut up_open = true;
     while client_open || up_open {
         let ready = async {
             monoio::select! {
-                r = client.readable(false), if client_open => r.map(|()| true),
-                r = up.readable(false), if up_open => r.map(|()| false),
+                r = client.readable(), if client_open => r.map(|()| true),
+                r = Stream::readable(&mut up), if up_open => r.map(|()| false),
             }
         };
         let from_client = match shard.timers.within(shard.timers.now() + idle, ready).await {
             Ok(Ok(side)) => side,
             _ => return,
         };
-        let (src, dst) = if from_client {
-            (&mut client, &mut up)
+        let ok = if from_client {
+            pass(&shard, &mut client, &mut up, &mut client_open).await
         } else {
-            (&mut up, &mut client)
+            pass(&shard, &mut up, &mut client, &mut up_open).await
         };
-        let mut buf = shard.buffers.take();
-        let deadline = shard.timers.now() + idle;
-        let (r, b) = read_more(&shard.timers, src, take(&mut buf), deadline).await;
-        buf = b;
-        match r {
-            Ok(0) => {
-                let _ = dst.shutdown().await;
-                if from_client {
-                    client_open = false;
-                } else {
-                    up_open = false;
-                }
-            }
-            Ok(_) => {
-                let (w, b) =
-                    write_from(&shard.timers, dst, buf, 0, shard.timers.now() + send).await;
-                buf = b;
-                if w.is_err() {
-                    return;
-                }
-            }
-            Err(_) => return,
+        if !ok {
+            return;
         }
-        shard.buffers.give(buf);
     }
+}
+
+/// Moves what `src` has to `dst`; at its end, shuts `dst`'s sending side
+/// and marks `src` closed. `false` when the tunnel breaks.
+async fn pass<A: Stream, B: Stream>(
+    shard: &Shard,
+    src: &mut A,
+    dst: &mut B,
+    open: &mut bool,
+) -> bool {
+    let t = shard.timeouts();
+    let buf = shard.buffers.take();
+    let (r, buf) = read_more(&shard.timers, src, buf, shard.timers.now() + t.idle).await;
+    let ok = match r {
+        Ok(0) => {
+            let _ = dst.shutdown().await;
+            *open = false;
+            true
+        }
+        Ok(_) => {
+            let (w, buf) =
+                write_from(&shard.timers, dst, buf, 0, shard.timers.now() + t.send).await;
+            shard.buffers.give(buf);
+            return w.is_ok();
+        }
+        Err(_) => false,
+    };
+    shard.buffers.give(buf);
+    ok
 }

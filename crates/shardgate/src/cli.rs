@@ -42,7 +42,10 @@ const COMMANDS: [(&str, &str); 5] = [
       --max-body SIZE               request body limit, e.g. 10MiB (default: none)
       --pool-idle N                 idle upstream connections kept per endpoint per
                                     shard (default 1024; a cap: the pool keeps only
-                                    what concurrent requests opened)",
+                                    what concurrent requests opened)
+      --tls-cert FILE --tls-key FILE
+                                    terminate TLS (PEM); give several pairs and SNI
+                                    picks among them (the first is the default)",
     ),
     (
         "doctor",
@@ -78,7 +81,7 @@ pub enum Command {
         config: PathBuf,
         overrides: Overrides,
     },
-    Proxy(ProxyArgs),
+    Proxy(Box<ProxyArgs>),
     Doctor {
         connections: u64,
     },
@@ -114,6 +117,8 @@ pub struct ProxyArgs {
     idle_timeout: Option<String>,
     max_body: Option<String>,
     pool_idle: Option<String>,
+    tls_certs: Vec<String>,
+    tls_keys: Vec<String>,
 }
 
 impl ProxyArgs {
@@ -141,6 +146,16 @@ impl ProxyArgs {
                 None
             }
         };
+        if self.tls_certs.len() != self.tls_keys.len() {
+            missing.push(ConfigError::new(
+                "--tls-cert",
+                format!(
+                    "{} --tls-cert for {} --tls-key: give them in pairs",
+                    self.tls_certs.len(),
+                    self.tls_keys.len()
+                ),
+            ));
+        }
         if !missing.is_empty() {
             return Err(ConfigErrors(missing));
         }
@@ -152,8 +167,21 @@ impl ProxyArgs {
             driver: self.driver.clone(),
             ..RawConfig::default()
         };
+        let tls = (!self.tls_certs.is_empty()).then(|| shardgate_config::raw::RawListenerTls {
+            certificates: self
+                .tls_certs
+                .iter()
+                .zip(&self.tls_keys)
+                .map(|(cert, key)| shardgate_config::raw::RawCertPair {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                })
+                .collect(),
+            ..Default::default()
+        });
         raw.listeners.push(RawListener {
             address: self.listen.clone().unwrap_or_default(),
+            tls,
             ..RawListener::default()
         });
         raw.timeouts.request_header = self.header_timeout.clone();
@@ -204,6 +232,7 @@ fn flag_for(path: &str) -> String {
         "timeouts.idle" => "--idle-timeout",
         "limits.max_body" => "--max-body",
         "pool.max_idle_per_endpoint" => "--pool-idle",
+        p if p.starts_with("listeners[0].tls") => "--tls-cert/--tls-key",
         p if p.starts_with("listeners") => "--listen",
         p if p.starts_with("upstreams") => "--to",
         p => p,
@@ -300,12 +329,20 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     "--idle-timeout" => &mut p.idle_timeout,
                     "--max-body" => &mut p.max_body,
                     "--pool-idle" => &mut p.pool_idle,
+                    "--tls-cert" => {
+                        p.tls_certs.push(value()?);
+                        return Ok(());
+                    }
+                    "--tls-key" => {
+                        p.tls_keys.push(value()?);
+                        return Ok(());
+                    }
                     _ => return Err(format!("unknown option {flag} for proxy")),
                 };
                 *slot = Some(value()?);
                 Ok(())
             })?;
-            Ok(Command::Proxy(p))
+            Ok(Command::Proxy(Box::new(p)))
         }
         "doctor" => {
             let mut connections = 10_000;
@@ -452,6 +489,30 @@ mod tests {
             let errs = p.to_config().unwrap_err().to_string();
             assert!(errs.contains("--pool-idle"), "{bad}: {errs}");
         }
+    }
+
+    #[test]
+    fn tls_flags_come_in_pairs_and_errors_name_them() {
+        let Ok(Command::Proxy(p)) = parse(&args(
+            "proxy --listen 127.0.0.1:0 --to 127.0.0.1:1 --tls-cert a.crt --tls-cert b.crt --tls-key a.key",
+        )) else {
+            panic!("not a proxy command");
+        };
+        let errs = p.to_config().unwrap_err().to_string();
+        assert!(
+            errs.contains("--tls-cert") && errs.contains("pairs"),
+            "{errs}"
+        );
+        let Ok(Command::Proxy(p)) = parse(&args(
+            "proxy --listen 127.0.0.1:0 --to 127.0.0.1:1 --tls-cert /nonexistent.crt --tls-key /nonexistent.key",
+        )) else {
+            panic!("not a proxy command");
+        };
+        let errs = p.to_config().unwrap_err().to_string();
+        assert!(
+            errs.contains("--tls-cert/--tls-key") && errs.contains("/nonexistent.crt"),
+            "{errs}"
+        );
     }
 
     #[test]

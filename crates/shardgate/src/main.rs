@@ -49,6 +49,18 @@ fn main() -> ExitCode {
                 for (upstream, host) in shardgate_config::resolve::unresolved(&c) {
                     println!("  upstream {upstream:?}: {host} is resolved at start");
                 }
+                for (i, l) in c.listeners.iter().enumerate() {
+                    for cert in l.tls.iter().flat_map(|t| &t.certs) {
+                        let expires = shardgate_proxy::civil_time(cert.not_after.max(0) as u64);
+                        println!(
+                            "  listeners[{i}] ({}): TLS certificate {} for {}, expires {}Z",
+                            l.address,
+                            cert.paths.cert.display(),
+                            cert.names.join(", "),
+                            String::from_utf8_lossy(&expires)
+                        );
+                    }
+                }
                 for w in c.warnings() {
                     println!("  warning: {w}");
                 }

@@ -68,3 +68,5 @@ mod response_cases;
 mod slow_peers;
 #[path = "conformance/timing.rs"]
 mod timing;
+#[path = "conformance/tls.rs"]
+mod tls;

@@ -56,6 +56,8 @@ impl PartialEq for LoadedCert {
     }
 }
 
+impl Eq for LoadedCert {}
+
 /// Loads a chain and its key, checking that the chain parses, that it has
 /// a DNS name, and that the key is the certificate's. Errors name the file.
 pub fn load_pair(paths: &PairPaths) -> Result<LoadedCert, String> {

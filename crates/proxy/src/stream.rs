@@ -1,0 +1,329 @@
+//! The byte streams the request path reads and writes: a plain TCP socket,
+//! or a client connection that speaks TLS. [`Stream`] is what the I/O
+//! helpers in `io` need of either; [`ClientStream`] is the client side of a
+//! connection, plain or TLS.
+//!
+//! TLS here is rustls driven by hand over monoio's owned-buffer I/O: records
+//! are read into a buffer the connection holds only while it is busy (an
+//! idle TLS connection keeps no read or write buffer of its own), handed to
+//! rustls, and the plaintext copied into the caller's buffer.
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use rustls::ServerConnection;
+use std::io::{self, Read, Write};
+use std::mem::take;
+use std::sync::Arc;
+
+/// What the request path needs of a byte stream.
+pub(crate) trait Stream {
+    /// Reads what is available into the spare capacity of `buf` (after its
+    /// length). `Ok(0)` is the end of the stream.
+    fn read_at(&mut self, buf: Vec<u8>) -> impl Future<Output = (io::Result<usize>, Vec<u8>)>;
+    /// Writes `buf[from..end]` in full.
+    fn write_range(
+        &mut self,
+        buf: Vec<u8>,
+        from: usize,
+        end: usize,
+    ) -> impl Future<Output = (io::Result<()>, Vec<u8>)>;
+    /// Writes a static message in full.
+    fn write_static(&mut self, msg: &'static [u8]) -> impl Future<Output = io::Result<()>>;
+    /// Waits until a read would not block, holding no buffer.
+    fn readable(&mut self) -> impl Future<Output = io::Result<()>>;
+    /// Ends the sending side.
+    fn shutdown(&mut self) -> impl Future<Output = io::Result<()>>;
+}
+
+impl Stream for TcpStream {
+    async fn read_at(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        use monoio::buf::IoBufMut;
+        let start = buf.len();
+        let cap = buf.capacity();
+        debug_assert!(start < cap, "read_at needs spare capacity");
+        let (r, slice) = self.read(buf.slice_mut(start..cap)).await;
+        (r, slice.into_inner())
+    }
+
+    async fn write_range(
+        &mut self,
+        buf: Vec<u8>,
+        from: usize,
+        end: usize,
+    ) -> (io::Result<()>, Vec<u8>) {
+        use monoio::buf::IoBuf;
+        if from >= end {
+            return (Ok(()), buf);
+        }
+        let (r, slice) = self.write_all(buf.slice(from..end)).await;
+        (r.map(|_| ()), slice.into_inner())
+    }
+
+    async fn write_static(&mut self, msg: &'static [u8]) -> io::Result<()> {
+        self.write_all(msg).await.0.map(|_| ())
+    }
+
+    async fn readable(&mut self) -> io::Result<()> {
+        // Not "relaxed": on the epoll driver a relaxed wait trusts readiness
+        // left over from the last read.
+        TcpStream::readable(self, false).await
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        AsyncWriteRent::shutdown(self).await
+    }
+}
+
+/// The client side of a connection.
+pub(crate) enum ClientStream {
+    Plain(TcpStream),
+    /// Boxed: a TLS session is large, and most connections are not TLS.
+    Tls(Box<TlsStream>),
+}
+
+impl ClientStream {
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self, ClientStream::Tls(_))
+    }
+
+    /// Before an idle wait: the socket to wait on, or `None` when bytes are
+    /// already waiting to be read (a TLS session holding a record). A TLS
+    /// session gives its I/O buffers back here, so an idle one holds none.
+    pub(crate) fn idle_socket(&mut self) -> Option<&TcpStream> {
+        match self {
+            ClientStream::Plain(s) => Some(s),
+            ClientStream::Tls(s) => s.idle_socket(),
+        }
+    }
+
+    /// The plain socket, to start TLS on (`None` once it has).
+    pub(crate) fn take_plain(self) -> Result<TcpStream, ClientStream> {
+        match self {
+            ClientStream::Plain(s) => Ok(s),
+            other => Err(other),
+        }
+    }
+}
+
+impl Stream for ClientStream {
+    async fn read_at(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        match self {
+            ClientStream::Plain(s) => s.read_at(buf).await,
+            ClientStream::Tls(s) => s.read_at(buf).await,
+        }
+    }
+
+    async fn write_range(
+        &mut self,
+        buf: Vec<u8>,
+        from: usize,
+        end: usize,
+    ) -> (io::Result<()>, Vec<u8>) {
+        match self {
+            ClientStream::Plain(s) => s.write_range(buf, from, end).await,
+            ClientStream::Tls(s) => s.write_range(buf, from, end).await,
+        }
+    }
+
+    async fn write_static(&mut self, msg: &'static [u8]) -> io::Result<()> {
+        match self {
+            ClientStream::Plain(s) => s.write_static(msg).await,
+            ClientStream::Tls(s) => s.write_static(msg).await,
+        }
+    }
+
+    async fn readable(&mut self) -> io::Result<()> {
+        match self {
+            ClientStream::Plain(s) => Stream::readable(s).await,
+            ClientStream::Tls(s) => s.readable().await,
+        }
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        match self {
+            ClientStream::Plain(s) => Stream::shutdown(s).await,
+            ClientStream::Tls(s) => s.shutdown().await,
+        }
+    }
+}
+
+/// Bytes of TLS records read from the socket at once.
+const RECORD_READ: usize = 16 * 1024 + 512;
+
+/// A server-side TLS session over a TCP socket.
+pub(crate) struct TlsStream {
+    tcp: TcpStream,
+    conn: ServerConnection,
+    /// TLS bytes read and not yet taken by rustls (`rbuf[rpos..]`); no
+    /// capacity while the connection is idle.
+    rbuf: Vec<u8>,
+    rpos: usize,
+    /// TLS bytes being written; no capacity while idle.
+    wbuf: Vec<u8>,
+}
+
+impl TlsStream {
+    /// Runs the server handshake on `tcp` (the caller bounds its time).
+    /// `early`: bytes already read from the socket (after a PROXY header).
+    pub(crate) async fn accept(
+        tcp: TcpStream,
+        config: Arc<rustls::ServerConfig>,
+        early: Vec<u8>,
+    ) -> io::Result<TlsStream> {
+        let conn = ServerConnection::new(config).map_err(io::Error::other)?;
+        let mut s = TlsStream {
+            tcp,
+            conn,
+            rbuf: early,
+            rpos: 0,
+            wbuf: Vec::new(),
+        };
+        while s.conn.is_handshaking() {
+            s.flush().await?;
+            if s.conn.is_handshaking() && !s.fill().await? {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        // TLS 1.3 session tickets go right after the handshake.
+        s.flush().await?;
+        Ok(s)
+    }
+
+    /// Moves decrypted bytes into the spare capacity of `buf`; `None` when
+    /// there are none yet.
+    fn plaintext(&mut self, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
+        let start = buf.len();
+        buf.resize(buf.capacity(), 0);
+        let r = self.conn.reader().read(&mut buf[start..]);
+        match r {
+            Ok(n) => {
+                buf.truncate(start + n);
+                Some(Ok(n))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                buf.truncate(start);
+                None
+            }
+            Err(e) => {
+                buf.truncate(start);
+                // A peer that closes without close_notify ends the stream too.
+                Some(if e.kind() == io::ErrorKind::UnexpectedEof {
+                    Ok(0)
+                } else {
+                    Err(e)
+                })
+            }
+        }
+    }
+
+    /// Hands rustls more TLS bytes: what is pending, else one socket read.
+    /// `Ok(false)`: the socket ended.
+    async fn fill(&mut self) -> io::Result<bool> {
+        if self.rpos >= self.rbuf.len() {
+            let mut buf = take(&mut self.rbuf);
+            if buf.capacity() == 0 {
+                buf = Vec::with_capacity(RECORD_READ);
+            }
+            buf.clear();
+            self.rpos = 0;
+            let (r, b) = self.tcp.read(buf).await;
+            self.rbuf = b;
+            if r? == 0 {
+                return Ok(false);
+            }
+        }
+        let mut data = &self.rbuf[self.rpos..];
+        let before = data.len();
+        self.conn.read_tls(&mut data)?;
+        self.rpos += before - data.len();
+        if let Err(e) = self.conn.process_new_packets() {
+            // The alert saying why goes out before the error ends the connection.
+            let _ = self.flush().await;
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+        Ok(true)
+    }
+
+    /// Sends every TLS byte rustls has queued.
+    async fn flush(&mut self) -> io::Result<()> {
+        while self.conn.wants_write() {
+            let mut w = take(&mut self.wbuf);
+            w.clear();
+            self.conn.write_tls(&mut w)?;
+            let (r, w) = self.tcp.write_all(w).await;
+            self.wbuf = w;
+            r?;
+        }
+        Ok(())
+    }
+
+    async fn read_at(&mut self, mut buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        loop {
+            if let Some(r) = self.plaintext(&mut buf) {
+                return (r, buf);
+            }
+            if let Err(e) = self.flush().await {
+                return (Err(e), buf);
+            }
+            match self.fill().await {
+                Ok(true) => {}
+                Ok(false) => return (Ok(0), buf),
+                Err(e) => return (Err(e), buf),
+            }
+        }
+    }
+
+    async fn write_range(
+        &mut self,
+        buf: Vec<u8>,
+        from: usize,
+        end: usize,
+    ) -> (io::Result<()>, Vec<u8>) {
+        let mut at = from;
+        while at < end {
+            match self.conn.writer().write(&buf[at..end]) {
+                Ok(n) => at += n,
+                Err(e) => return (Err(e), buf),
+            }
+            if let Err(e) = self.flush().await {
+                return (Err(e), buf);
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    async fn write_static(&mut self, msg: &'static [u8]) -> io::Result<()> {
+        let (r, _) = self.write_range(msg.to_vec(), 0, msg.len()).await;
+        r
+    }
+
+    /// `None` when rustls holds plaintext, undelivered records or an error
+    /// (a read then returns at once); otherwise the buffers go back and the
+    /// socket is the one to wait on.
+    fn idle_socket(&mut self) -> Option<&TcpStream> {
+        let pending = self.conn.process_new_packets();
+        let waiting = pending.map_or(true, |p| {
+            p.plaintext_bytes_to_read() > 0 || p.peer_has_closed()
+        });
+        if waiting || self.rpos < self.rbuf.len() {
+            return None;
+        }
+        self.rbuf = Vec::new();
+        self.rpos = 0;
+        self.wbuf = Vec::new();
+        Some(&self.tcp)
+    }
+
+    async fn readable(&mut self) -> io::Result<()> {
+        match self.idle_socket() {
+            Some(tcp) => tcp.readable(false).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn shutdown(&mut self) -> io::Result<()> {
+        self.conn.send_close_notify();
+        self.flush().await?;
+        AsyncWriteRent::shutdown(&mut self.tcp).await
+    }
+}

@@ -1,0 +1,274 @@
+//! TLS on listeners, through real clients: `openssl s_client` for what the handshake picks,
+//! curl for HTTPS requests, Python's `ssl` for a connection kept open across a reload.
+//! Certificates are made with the `openssl` command line, as a user would make them.
+
+use crate::harness::Proxy;
+use crate::upstream::Upstream;
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("shardgate-tls-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A self-signed ECDSA P-256 certificate for `names`, with CN `cn`: (cert, key) paths.
+fn make_cert(dir: &Path, stem: &str, cn: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+    let (cert, key) = (
+        dir.join(format!("{stem}.crt")),
+        dir.join(format!("{stem}.key")),
+    );
+    let san: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "30", "-subj", &format!("/CN={cn}")])
+        .args(["-addext", &format!("subjectAltName={}", san.join(","))])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (apt-get install openssl)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// `[listeners.tls]` lines for `pairs`, after the harness's `[[listeners]]` table.
+fn tls_table(pairs: &[&(PathBuf, PathBuf)], extra: &str) -> String {
+    let certs: Vec<String> = pairs
+        .iter()
+        .map(|(c, k)| {
+            format!(
+                "{{ cert = \"{}\", key = \"{}\" }}",
+                c.display(),
+                k.display()
+            )
+        })
+        .collect();
+    format!(
+        "[listeners.tls]\ncertificates = [{}]\n{extra}\n",
+        certs.join(", ")
+    )
+}
+
+fn gateway(d: crate::harness::Driver, up: &Upstream, tls: &str) -> Proxy {
+    Proxy::start_config_with(
+        d,
+        "",
+        &format!(
+            "{tls}\n[upstreams.app]\nendpoints = [\"{}\"]\n\n[[routes]]\nprefix = \"/\"\nupstream = \"app\"\n",
+            up.addr
+        ),
+    )
+}
+
+/// The CN of the certificate the proxy presents for `sni` (`None`: no SNI), or `None` when
+/// the handshake fails.
+fn presented_cn(proxy: &Proxy, sni: Option<&str>) -> Option<String> {
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "s_client",
+        "-connect",
+        &proxy.addr.to_string(),
+        "-alpn",
+        "http/1.1",
+    ]);
+    match sni {
+        Some(name) => cmd.args(["-servername", name]),
+        None => cmd.arg("-noservername"),
+    };
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !text.contains("ALPN protocol: http/1.1") {
+        return None;
+    }
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("subject=CN = ")
+                .or_else(|| l.strip_prefix("subject=CN="))
+        })
+        .map(|cn| cn.trim().to_string())
+}
+
+/// curl's status and body for `https://{host}:{port}{path}`, trusting `ca`.
+fn curl(proxy: &Proxy, host: &str, path: &str, ca: &Path) -> (String, String) {
+    let port = proxy.addr.port();
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "5", "-w", "\n%{http_code}"])
+        .arg("--cacert")
+        .arg(ca)
+        .args(["--resolve", &format!("{host}:{port}:127.0.0.1")])
+        .arg(format!("https://{host}:{port}{path}"))
+        .output()
+        .expect("curl (apt-get install curl)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.to_string(), body.to_string())
+}
+
+both_drivers! {
+    fn sni_picks_exact_then_wildcard_then_the_default(d) {
+        let dir = temp_dir(&format!("sni-{d:?}"));
+        let default = make_cert(&dir, "default", "default", &["default.test"]);
+        let wild = make_cert(&dir, "wild", "wildcard", &["*.example.test"]);
+        let exact = make_cert(&dir, "exact", "exact", &["api.example.test"]);
+        let up = Upstream::echo();
+        let proxy = gateway(d, &up, &tls_table(&[&default, &wild, &exact], ""));
+        let cases = [
+            (Some("api.example.test"), "exact"),
+            (Some("www.example.test"), "wildcard"),
+            (Some("a.b.example.test"), "default"),
+            (Some("unknown.test"), "default"),
+            (None, "default"),
+        ];
+        for (sni, want) in cases {
+            assert_eq!(presented_cn(&proxy, sni).as_deref(), Some(want), "SNI {sni:?}");
+        }
+        let strict = gateway(d, &up, &tls_table(&[&default, &wild], "unknown_name = \"refuse\""));
+        assert_eq!(presented_cn(&strict, Some("unknown.test")), None, "refused");
+        assert_eq!(presented_cn(&strict, None), None, "no SNI: refused");
+        assert_eq!(presented_cn(&strict, Some("a.example.test")).as_deref(), Some("wildcard"));
+    }
+
+    fn https_requests_are_proxied_and_marked_https(d) {
+        let dir = temp_dir(&format!("https-{d:?}"));
+        let site = make_cert(&dir, "site", "site", &["site.test"]);
+        let up = Upstream::echo();
+        let proxy = gateway(d, &up, &tls_table(&[&site], ""));
+        let (code, body) = curl(&proxy, "site.test", "/hello?x=1", &site.0);
+        assert_eq!((code.as_str(), body.as_str()), ("200", "/hello?x=1"));
+        let seen = up.requests();
+        assert_eq!(seen[0].head.get("x-forwarded-proto"), Some("https"));
+        assert_eq!(seen[0].head.get("host"), Some(format!("site.test:{}", proxy.addr.port()).as_str()));
+        // A body larger than one TLS record, both ways.
+        let big = "b".repeat(100_000);
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code} %{size_upload}"])
+            .arg("--cacert")
+            .arg(&site.0)
+            .args(["--resolve", &format!("site.test:{}:127.0.0.1", proxy.addr.port())])
+            .args(["--data-binary", &big])
+            .arg(format!("https://site.test:{}/upload", proxy.addr.port()))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200 100000");
+        assert_eq!(up.requests()[1].body.len(), 100_000);
+    }
+
+    fn a_stalled_handshake_is_ended_by_its_timeout(d) {
+        let dir = temp_dir(&format!("stall-{d:?}"));
+        let site = make_cert(&dir, "site", "site", &["site.test"]);
+        let up = Upstream::echo();
+        let proxy = gateway(d, &up, &tls_table(&[&site], "handshake_timeout = \"1s\""));
+        let started = Instant::now();
+        let mut s = TcpStream::connect(proxy.addr).unwrap();
+        s.write_all(&[0x16, 0x03, 0x01]).unwrap(); // a ClientHello that never finishes
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut buf = [0u8; 64];
+        let n = std::io::Read::read(&mut s, &mut buf).unwrap_or(0);
+        assert_eq!(n, 0, "closed without an answer");
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(4), "{took:?}");
+        // Plain HTTP to a TLS listener is not served.
+        let mut s = TcpStream::connect(proxy.addr).unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut out = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut s, &mut out);
+        assert!(!out.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&out));
+        assert!(up.requests().is_empty());
+    }
+}
+
+both_drivers! {
+    fn the_one_liner_terminates_tls(d) {
+        let dir = temp_dir(&format!("oneliner-{d:?}"));
+        let (cert, key) = make_cert(&dir, "site", "site", &["site.test"]);
+        let up = Upstream::echo();
+        let (c, k) = (cert.display().to_string(), key.display().to_string());
+        let proxy = Proxy::start_with(d, &[up.addr], &[("--tls-cert", &c), ("--tls-key", &k)]);
+        assert_eq!(curl(&proxy, "site.test", "/one", &cert), ("200".into(), "/one".into()));
+    }
+}
+
+#[test]
+fn check_names_the_file_of_a_bad_certificate_or_key() {
+    let dir = temp_dir("check");
+    let a = make_cert(&dir, "a", "a", &["a.test"]);
+    let b = make_cert(&dir, "b", "b", &["b.test"]);
+    let config = dir.join("gw.toml");
+    let write = |cert: &Path, key: &Path| {
+        std::fs::write(
+            &config,
+            format!(
+                "[[listeners]]\naddress = \"127.0.0.1:8443\"\n[listeners.tls]\n\
+                 certificates = [{{ cert = \"{}\", key = \"{}\" }}]\n\
+                 [upstreams.app]\nendpoints = [\"127.0.0.1:9\"]\n\
+                 [[routes]]\nprefix = \"/\"\nupstream = \"app\"\n",
+                cert.display(),
+                key.display()
+            ),
+        )
+        .unwrap();
+    };
+    let check = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_shardgate"))
+            .args(["check", "-c"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        (out.status.success(), text)
+    };
+    write(&a.0, &a.1);
+    let (ok, text) = check();
+    assert!(ok, "{text}");
+    assert!(text.contains("for a.test, expires"), "{text}");
+    assert!(
+        text.contains("warning: listeners[0].tls.certificates[0]"),
+        "30 days: {text}"
+    );
+    write(&a.0, &b.1);
+    let (ok, text) = check();
+    assert!(!ok);
+    assert!(text.contains("listeners[0].tls.certificates[0]"), "{text}");
+    assert!(
+        text.contains(&b.1.display().to_string()) && text.contains("does not belong"),
+        "{text}"
+    );
+    let broken = dir.join("broken.crt");
+    std::fs::write(
+        &broken,
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    write(&broken, &a.1);
+    let (ok, text) = check();
+    assert!(
+        !ok && text.contains(&broken.display().to_string()),
+        "{text}"
+    );
+}
