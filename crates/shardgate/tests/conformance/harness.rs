@@ -123,9 +123,14 @@ impl Proxy {
 
     /// [`Proxy::start_config`] with top-level keys (`top`) before the listener's table.
     pub fn start_config_with(driver: Driver, top: &str, config: &str) -> Proxy {
+        Self::start_config_shards(driver, 1, top, config)
+    }
+
+    /// [`Proxy::start_config_with`] on `shards` shards.
+    pub fn start_config_shards(driver: Driver, shards: usize, top: &str, config: &str) -> Proxy {
         Self::spawn(driver, |cmd, addr, file| {
             let text = format!(
-                "workers = 1\ndriver = \"{}\"\n{top}\n\n[[listeners]]\naddress = \"{addr}\"\n\n{config}",
+                "workers = {shards}\ndriver = \"{}\"\n{top}\n\n[[listeners]]\naddress = \"{addr}\"\n\n{config}",
                 driver.flag()
             );
             std::fs::write(file, text).expect("write proxy config");

@@ -213,6 +213,115 @@ both_drivers! {
     }
 }
 
+/// `openssl s_client` sending one request: "New" or "Reused", saving or resuming `session`.
+fn handshake_kind(proxy: &Proxy, session: &Path, save: bool, tls12: bool) -> String {
+    let mut cmd = Command::new("openssl");
+    cmd.args([
+        "s_client",
+        "-connect",
+        &proxy.addr.to_string(),
+        "-servername",
+        "site.test",
+    ]);
+    cmd.arg(if save { "-sess_out" } else { "-sess_in" })
+        .arg(session);
+    if tls12 {
+        cmd.arg("-tls1_2");
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Wait for the answer (TLS 1.3 tickets come after the handshake), then leave.
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = stdin.write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n");
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.starts_with("New,") || l.starts_with("Reused,"))
+        .map_or_else(
+            || format!("no handshake: {text}"),
+            |l| l.split(',').next().unwrap().to_string(),
+        )
+}
+
+both_drivers! {
+    fn sessions_resume_on_every_shard(d) {
+        let dir = temp_dir(&format!("resume-{d:?}"));
+        let site = make_cert(&dir, "site", "site", &["site.test"]);
+        let up = Upstream::echo();
+        let config = format!(
+            "{}\n[upstreams.app]\nendpoints = [\"{}\"]\n\n[[routes]]\nprefix = \"/\"\nupstream = \"app\"\n",
+            tls_table(&[&site], ""),
+            up.addr
+        );
+        // Two shards: the kernel spreads connections between them by their ports.
+        let proxy = Proxy::start_config_shards(d, 2, "", &config);
+        for tls12 in [false, true] {
+            let session = dir.join(format!("session-{tls12}.pem"));
+            assert_eq!(handshake_kind(&proxy, &session, true, tls12), "New");
+            let kinds: Vec<String> = (0..8).map(|_| handshake_kind(&proxy, &session, false, tls12)).collect();
+            assert!(kinds.iter().all(|k| k == "Reused"), "TLS 1.2: {tls12}: {kinds:?}");
+        }
+    }
+
+    fn a_reload_swaps_the_certificate_and_open_connections_carry_on(d) {
+        let dir = temp_dir(&format!("reload-{d:?}"));
+        let site = make_cert(&dir, "site", "before", &["site.test"]);
+        let up = Upstream::echo();
+        let proxy = gateway(d, &up, &tls_table(&[&site], ""));
+        let script = format!(
+            "import socket, ssl, sys\n\
+             ctx = ssl.create_default_context(cafile='{}')\n\
+             s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {})), server_hostname='site.test')\n\
+             def get(path):\n\
+             \x20   s.sendall(('GET %s HTTP/1.1\\r\\nHost: site.test\\r\\n\\r\\n' % path).encode())\n\
+             \x20   data = b''\n\
+             \x20   while not data.endswith(path.encode()):\n\
+             \x20       chunk = s.recv(4096)\n\
+             \x20       if not chunk: return 'closed'\n\
+             \x20       data += chunk\n\
+             \x20   return data.split(b' ')[1].decode()\n\
+             print(get('/before'), flush=True)\n\
+             sys.stdin.readline()\n\
+             print(get('/after'), flush=True)\n",
+            site.0.display(),
+            proxy.addr.port()
+        );
+        let mut py = Command::new("python3")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3");
+        let mut out = std::io::BufReader::new(py.stdout.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line.trim(), "200", "before the reload");
+        assert_eq!(presented_cn(&proxy, Some("site.test")).as_deref(), Some("before"));
+        // New files in the same places, then SIGHUP.
+        make_cert(&dir, "site", "after", &["site.test"]);
+        let hup = Command::new("kill").args(["-HUP", &proxy.pid().to_string()]).status().unwrap();
+        assert!(hup.success());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while presented_cn(&proxy, Some("site.test")).as_deref() != Some("after") {
+            assert!(Instant::now() < deadline, "the new certificate never served");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut stdin = py.stdin.take().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        line.clear();
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        assert_eq!(line.trim(), "200", "the connection opened before the reload carries on");
+        let _ = py.wait();
+    }
+}
+
 #[test]
 fn check_names_the_file_of_a_bad_certificate_or_key() {
     let dir = temp_dir("check");
