@@ -200,6 +200,9 @@ pub struct Listener {
     pub forward_path: ForwardPath,
     /// TLS, when the listener terminates it.
     pub tls: Option<ListenerTls>,
+    /// A plain listener that answers every request with a `308` to the
+    /// same host and target over https, on this port (443: none written).
+    pub redirect_to_https: Option<u16>,
 }
 
 /// A listener's TLS: its certificates (loaded and checked when the

@@ -57,6 +57,8 @@ pub struct RawListener {
     pub forward_path: Option<String>,
     /// TLS on this listener.
     pub tls: Option<RawListenerTls>,
+    /// Answer every request with a redirect to https on this port.
+    pub redirect_to_https: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]

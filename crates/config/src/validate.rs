@@ -193,8 +193,18 @@ fn listeners(e: &mut Errors, raw: &RawConfig) -> Vec<Listener> {
                     }
                 };
                 let tls = l.tls.as_ref().map(|t| listener_tls(e, &path, t));
+                let redirect_to_https = l.redirect_to_https.map(|p| {
+                    e.int_in(&format!("{path}.redirect_to_https"), Some(p), 443, 1, 65535) as u16
+                });
+                if tls.is_some() && redirect_to_https.is_some() {
+                    e.push(
+                        format!("{path}.redirect_to_https"),
+                        "is for a plain listener; this one has tls",
+                    );
+                }
                 listeners.push(Listener {
                     tls,
+                    redirect_to_https,
                     address,
                     backlog,
                     paths: listener_paths(e, &path, l),

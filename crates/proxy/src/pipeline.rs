@@ -284,6 +284,38 @@ fn prepare(
             head_len: info.head_len,
         }))
     };
+    if let Some(port) = listener.and_then(|l| l.redirect_to_https) {
+        // The same host (without its port) and target, over https.
+        let host = match req.host.iter().rposition(|&c| c == b':') {
+            Some(i)
+                if req.host[i + 1..].iter().all(u8::is_ascii_digit)
+                    && !req.host.ends_with(b"]") =>
+            {
+                &req.host[..i]
+            }
+            _ => req.host,
+        };
+        if host.is_empty() {
+            return Err(ProxyError::new(ErrorKind::BadRequest(ParseError::BadHost)));
+        }
+        let mut location = [0u8; 512];
+        let len = {
+            let mut cursor = &mut location[..];
+            let _ = cursor.write_all(b"https://");
+            let _ = cursor.write_all(host);
+            if port != 443 {
+                let _ = write!(cursor, ":{port}");
+            }
+            let _ = cursor.write_all(req.path);
+            512 - cursor.len()
+        };
+        if len == location.len() {
+            return Err(ProxyError::new(ErrorKind::BadRequest(
+                ParseError::RequestLineTooLong,
+            )));
+        }
+        return respond(308, &[("Location", &location[..len])], &mut b.w);
+    }
     if info.target == Target::Asterisk {
         return respond(
             200,

@@ -314,3 +314,28 @@ both_drivers! {
         assert_eq!(seen, ["/files/abc~", "/files/x"]);
     }
 }
+
+both_drivers! {
+    fn a_plain_listener_may_send_every_request_to_https(d) {
+        let up = Upstream::echo();
+        let proxy = paths_gateway(d, &up, "redirect_to_https = 8443");
+        let cases = [
+            ("GET /a/b?c=1 HTTP/1.1\r\nHost: site.test:8080\r\n\r\n", "https://site.test:8443/a/b?c=1"),
+            ("POST /form HTTP/1.1\r\nHost: [::1]:80\r\nContent-Length: 0\r\n\r\n", "https://[::1]:8443/form"),
+            ("GET /admin HTTP/1.1\r\nHost: site.test\r\n\r\n", "https://site.test:8443/admin"),
+        ];
+        for (req, want) in cases {
+            let r = ask(&mut proxy.client(), req.as_bytes());
+            assert_eq!(r.status, 308, "{}", show(&r.raw));
+            assert_eq!(r.head.get("location"), Some(want));
+        }
+        let mut c = proxy.client();
+        c.send(b"HEAD /x HTTP/1.1\r\nHost: site.test\r\n\r\n");
+        let r = c.expect_final(true, "the HEAD answer");
+        assert_eq!((r.status, r.body.len()), (308, 0));
+        let standard = paths_gateway(d, &up, "redirect_to_https = 443");
+        let r = get(&mut standard.client(), "/x");
+        assert_eq!(r.head.get("location"), Some("https://a/x"), "no :443");
+        assert!(up.requests().is_empty(), "nothing is proxied from a redirecting listener");
+    }
+}
