@@ -160,6 +160,10 @@ pub(crate) struct TlsStream {
     rpos: usize,
     /// TLS bytes being written; no capacity while idle.
     wbuf: Vec<u8>,
+    /// Decrypted bytes rustls holds, as of the last records processed.
+    plain: usize,
+    /// The peer sent close_notify.
+    closed: bool,
 }
 
 impl TlsStream {
@@ -177,6 +181,8 @@ impl TlsStream {
             rbuf: early,
             rpos: 0,
             wbuf: Vec::new(),
+            plain: 0,
+            closed: false,
         };
         while s.conn.is_handshaking() {
             s.flush().await?;
@@ -192,12 +198,17 @@ impl TlsStream {
     /// Moves decrypted bytes into the spare capacity of `buf`; `None` when
     /// there are none yet.
     fn plaintext(&mut self, buf: &mut Vec<u8>) -> Option<io::Result<usize>> {
+        if self.plain == 0 && !self.closed {
+            return None;
+        }
         let start = buf.len();
-        buf.resize(buf.capacity(), 0);
+        // Only as many bytes as rustls holds are zeroed before it fills them.
+        buf.resize(start + self.plain.min(buf.capacity() - start), 0);
         let r = self.conn.reader().read(&mut buf[start..]);
         match r {
             Ok(n) => {
                 buf.truncate(start + n);
+                self.plain -= n.min(self.plain);
                 Some(Ok(n))
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -236,10 +247,16 @@ impl TlsStream {
         let before = data.len();
         self.conn.read_tls(&mut data)?;
         self.rpos += before - data.len();
-        if let Err(e) = self.conn.process_new_packets() {
-            // The alert saying why goes out before the error ends the connection.
-            let _ = self.flush().await;
-            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        match self.conn.process_new_packets() {
+            Ok(state) => {
+                self.plain = state.plaintext_bytes_to_read();
+                self.closed = state.peer_has_closed();
+            }
+            Err(e) => {
+                // The alert saying why goes out before the error ends the connection.
+                let _ = self.flush().await;
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
         }
         Ok(true)
     }
@@ -301,11 +318,7 @@ impl TlsStream {
     /// (a read then returns at once); otherwise the buffers go back and the
     /// socket is the one to wait on.
     fn idle_socket(&mut self) -> Option<&TcpStream> {
-        let pending = self.conn.process_new_packets();
-        let waiting = pending.map_or(true, |p| {
-            p.plaintext_bytes_to_read() > 0 || p.peer_has_closed()
-        });
-        if waiting || self.rpos < self.rbuf.len() {
+        if self.plain > 0 || self.closed || self.rpos < self.rbuf.len() {
             return None;
         }
         self.rbuf = Vec::new();
