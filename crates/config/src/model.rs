@@ -213,6 +213,11 @@ pub struct ListenerTls {
     pub certs: Vec<shardgate_tls::LoadedCert>,
     pub unknown_name: shardgate_tls::UnknownName,
     pub handshake_timeout: Duration,
+    /// Client certificates (mTLS), when asked for.
+    pub client_auth: Option<shardgate_tls::ClientAuth>,
+    /// Lower-case name of the request field the gateway owns and sets to
+    /// the verified client certificate's subject (RFC 4514 text).
+    pub client_subject_header: Option<String>,
 }
 
 /// Which form of a request's target a listener forwards (it always routes

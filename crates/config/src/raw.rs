@@ -68,6 +68,12 @@ pub struct RawListenerTls {
     /// `default` (the first certificate) or `refuse`.
     pub unknown_name: Option<String>,
     pub handshake_timeout: Option<String>,
+    /// CA bundle (PEM) client certificates must chain to.
+    pub client_ca: Option<String>,
+    /// `required` (default with a CA) or `optional`.
+    pub client_certificates: Option<String>,
+    /// A request field the gateway sets to the verified client's subject.
+    pub client_subject_header: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

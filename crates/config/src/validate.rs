@@ -265,7 +265,50 @@ fn listener_tls(e: &mut Errors, path: &str, t: &RawListenerTls) -> ListenerTls {
             shardgate_tls::UnknownName::Default
         }
     };
+    let required = match t.client_certificates.as_deref() {
+        None | Some("required") => true,
+        Some("optional") => false,
+        Some(other) => {
+            e.push(
+                format!("{path}.tls.client_certificates"),
+                format!("expected \"required\" or \"optional\", got {other:?}"),
+            );
+            true
+        }
+    };
+    if t.client_certificates.is_some() && t.client_ca.is_none() {
+        e.push(
+            format!("{path}.tls.client_certificates"),
+            "needs tls.client_ca, the CA bundle client certificates are verified against",
+        );
+    }
+    let client_auth = t.client_ca.as_ref().and_then(|ca| {
+        match shardgate_tls::load_ca(std::path::Path::new(ca)) {
+            Ok(ca) => Some(shardgate_tls::ClientAuth { ca, required }),
+            Err(err) => {
+                e.push(format!("{path}.tls.client_ca"), err);
+                None
+            }
+        }
+    });
+    let client_subject_header = t.client_subject_header.as_ref().map(|h| {
+        if h.is_empty() || !h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            e.push(
+                format!("{path}.tls.client_subject_header"),
+                format!("{h:?} is not a header name (letters, digits and '-')"),
+            );
+        }
+        if t.client_ca.is_none() {
+            e.push(
+                format!("{path}.tls.client_subject_header"),
+                "needs tls.client_ca: without client certificates there is no subject",
+            );
+        }
+        h.to_ascii_lowercase()
+    });
     ListenerTls {
+        client_auth,
+        client_subject_header,
         certs,
         unknown_name,
         handshake_timeout: e.duration(

@@ -141,6 +141,8 @@ pub struct Cx<'a, 'r> {
     /// (every api-key filter's, and `access_log.redact_query`): a redirect
     /// never copies them into its `Location`.
     pub secrets: &'a [Box<[u8]>],
+    /// The verified TLS client certificate's subject (empty without one).
+    pub client_cert: &'a [u8],
 }
 
 impl<'r> Cx<'_, 'r> {
@@ -375,6 +377,7 @@ mod tests {
             consumer: RateKey::of(b""),
             rate: None,
             secrets: &[],
+            client_cert: b"",
         };
         let status = match chain.on_request(&mut cx) {
             Flow::Continue => 0,

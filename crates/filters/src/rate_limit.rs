@@ -22,6 +22,9 @@ pub enum RateKeySource {
     Consumer,
     /// A request header's value (requests without it share one bucket).
     Header(String),
+    /// The verified TLS client certificate's subject (requests without one
+    /// share the bucket of the empty subject).
+    ClientCert,
     /// One bucket for the tenant.
     Tenant,
 }
@@ -61,7 +64,7 @@ struct RawRateLimit {
     per: Option<String>,
     /// Defaults to the per-second rate, rounded up (at least 1).
     burst: Option<f64>,
-    /// `route`, `client-ip`, `consumer`, `tenant` or `header:NAME`.
+    /// `route`, `client-ip`, `consumer`, `tenant`, `client-cert` or `header:NAME`.
     key: Option<String>,
     /// With `client-ip`: the IPv6 prefix length clients are counted by.
     ipv6_prefix: Option<i64>,
@@ -76,6 +79,7 @@ fn rate_key(cx: &mut ParseCx<'_>, key: Option<&str>, default: RateKeySource) -> 
             ipv6_prefix: DEFAULT_IPV6_PREFIX,
         },
         "consumer" => RateKeySource::Consumer,
+        "client-cert" => RateKeySource::ClientCert,
         "tenant" if cx.tenant => RateKeySource::Tenant,
         "tenant" => {
             let owner = cx.owner.to_string();
@@ -91,7 +95,7 @@ fn rate_key(cx: &mut ParseCx<'_>, key: Option<&str>, default: RateKeySource) -> 
                 cx.push(
                     "key",
                     format!(
-                        "expected route, client-ip, consumer, tenant or header:NAME, got {key:?}"
+                        "expected route, client-ip, consumer, tenant, client-cert or header:NAME, got {key:?}"
                     ),
                 );
                 default
@@ -202,6 +206,7 @@ impl BuiltIn for RateLimit {
             RateKeySource::Consumer => cx.consumer,
             RateKeySource::Header(h) => RateKey::of(cx.header(h.as_bytes()).unwrap_or_default()),
             RateKeySource::Tenant => RateKey::of(cx.tenant.as_bytes()),
+            RateKeySource::ClientCert => RateKey::of(cx.client_cert),
         };
         debug_assert!(
             self.slot != usize::MAX,

@@ -116,6 +116,7 @@ impl<'a> Case<'a> {
 fn main() {
     let limits = Limits::default();
     let ctx = ForwardContext {
+        identity: None,
         keep_forwarded_for: true,
         drop_underscored: true,
         client_ip: b"198.51.100.23",

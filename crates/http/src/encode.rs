@@ -25,6 +25,10 @@ pub struct ForwardContext<'a> {
     pub fallback_host: &'a [u8],
     /// What the route's filters change in the head.
     pub edits: HeadEdits<'a>,
+    /// A field the listener owns (lower-case name) and the value it sets,
+    /// if any: the client's own is always left out (the verified client
+    /// certificate's subject, for one).
+    pub identity: Option<(&'a [u8], Option<&'a [u8]>)>,
 }
 
 /// Changes to a head beyond what the proxy does itself: fields to leave out
@@ -98,12 +102,18 @@ pub fn encode_request_head(req: &Request<'_, '_>, ctx: &ForwardContext<'_>, out:
             || dropped(name, &req.connection)
             || ctx.edits.drops(name)
             || (ctx.drop_underscored && name.contains(&b'_'))
+            || ctx
+                .identity
+                .is_some_and(|(owned, _)| name.eq_ignore_ascii_case(owned))
         {
             continue;
         }
         put(out, &[name, b": ", h.value, b"\r\n"]);
     }
     out.extend_from_slice(ctx.edits.add);
+    if let Some((name, Some(value))) = ctx.identity {
+        put(out, &[name, b": ", value, b"\r\n"]);
+    }
     // From a trusted proxy, every incoming X-Forwarded-For value in order;
     // then the peer.
     out.extend_from_slice(b"X-Forwarded-For: ");
@@ -251,6 +261,7 @@ mod tests {
             .unwrap();
         let mut out = Vec::new();
         let ctx = ForwardContext {
+            identity: None,
             client_ip: b"10.0.0.9",
             keep_forwarded_for: true,
             drop_underscored: true,
@@ -316,6 +327,7 @@ mod tests {
         .unwrap();
         let mut out = Vec::new();
         let ctx = ForwardContext {
+            identity: None,
             client_ip: b"10.0.0.9",
             keep_forwarded_for: false,
             drop_underscored: false,

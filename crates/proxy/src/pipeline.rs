@@ -405,6 +405,7 @@ fn prepare(
             consumer: shardgate_filters::global_rate::RateKey::of(b""),
             rate: None,
             secrets,
+            client_cert: client.stream.client_subject().unwrap_or_default(),
         };
         let flow = chain.on_request(&mut cx);
         rewritten = cx.rewritten;
@@ -478,6 +479,10 @@ fn prepare(
                 drop: chain.request_drop(),
                 add: &edits.upstream,
             },
+            identity: listener
+                .and_then(|l| l.tls.as_ref())
+                .and_then(|t| t.client_subject_header.as_deref())
+                .map(|name| (name.as_bytes(), client.stream.client_subject())),
         };
         encode_request_head(&req, &ctx, &mut b.w);
     });

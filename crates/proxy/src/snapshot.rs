@@ -238,11 +238,17 @@ impl Snapshot {
         for (i, l) in config.listeners.iter().enumerate() {
             listener_tls.push(match &l.tls {
                 Some(t) => Some(
-                    shardgate_tls::server_config(&t.certs, t.unknown_name, &[b"http/1.1"], 4096)
-                        .map_err(|message| BuildError::Tls {
-                            listener: i,
-                            message,
-                        })?,
+                    shardgate_tls::server_config(
+                        &t.certs,
+                        t.unknown_name,
+                        &[b"http/1.1"],
+                        4096,
+                        t.client_auth.as_ref(),
+                    )
+                    .map_err(|message| BuildError::Tls {
+                        listener: i,
+                        message,
+                    })?,
                 ),
                 None => None,
             });

@@ -86,6 +86,14 @@ impl ClientStream {
         matches!(self, ClientStream::Tls(_))
     }
 
+    /// The verified client certificate's subject, if the client sent one.
+    pub(crate) fn client_subject(&self) -> Option<&[u8]> {
+        match self {
+            ClientStream::Tls(s) => s.subject.as_deref(),
+            ClientStream::Plain(_) => None,
+        }
+    }
+
     /// Before an idle wait: the socket to wait on, or `None` when bytes are
     /// already waiting to be read (a TLS session holding a record). A TLS
     /// session gives its I/O buffers back here, so an idle one holds none.
@@ -164,6 +172,9 @@ pub(crate) struct TlsStream {
     plain: usize,
     /// The peer sent close_notify.
     closed: bool,
+    /// The verified client certificate's subject (RFC 4514), when the
+    /// client sent one.
+    subject: Option<Box<[u8]>>,
 }
 
 impl TlsStream {
@@ -183,6 +194,7 @@ impl TlsStream {
             wbuf: Vec::new(),
             plain: 0,
             closed: false,
+            subject: None,
         };
         while s.conn.is_handshaking() {
             s.flush().await?;
@@ -192,6 +204,12 @@ impl TlsStream {
         }
         // TLS 1.3 session tickets go right after the handshake.
         s.flush().await?;
+        s.subject = s
+            .conn
+            .peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|leaf| shardgate_tls::subject_text(leaf))
+            .map(|text| text.into_bytes().into_boxed_slice());
         Ok(s)
     }
 

@@ -46,6 +46,101 @@ pub(crate) fn not_after(cert: &[u8]) -> Option<i64> {
     parse_time(tag, time)
 }
 
+/// The subject Name of a certificate as RFC 4514 text (RDNs in reverse
+/// order, values escaped); `None` when it does not parse.
+pub(crate) fn subject(cert: &[u8]) -> Option<String> {
+    const SEQUENCE: u8 = 0x30;
+    let (SEQUENCE, cert, _) = tlv(cert)? else {
+        return None;
+    };
+    let (SEQUENCE, tbs, _) = tlv(cert)? else {
+        return None;
+    };
+    let mut rest = tbs;
+    let (tag, _, after) = tlv(rest)?;
+    if tag == 0xa0 {
+        rest = after;
+    }
+    // serial, signature algorithm, issuer, validity, then the subject.
+    for _ in 0..4 {
+        rest = tlv(rest)?.2;
+    }
+    let (SEQUENCE, mut name, _) = tlv(rest)? else {
+        return None;
+    };
+    let mut rdns = Vec::new();
+    while !name.is_empty() {
+        let (0x31, mut set, next) = tlv(name)? else {
+            return None;
+        };
+        name = next;
+        let mut parts = Vec::new();
+        while !set.is_empty() {
+            let (SEQUENCE, atv, next) = tlv(set)? else {
+                return None;
+            };
+            set = next;
+            let (0x06, oid, value) = tlv(atv)? else {
+                return None;
+            };
+            let (_, text, _) = tlv(value)?;
+            parts.push(format!("{}={}", attribute_name(oid), escape(text)));
+        }
+        rdns.push(parts.join("+"));
+    }
+    rdns.reverse();
+    Some(rdns.join(","))
+}
+
+/// Short names of the usual attributes; the dotted OID otherwise.
+fn attribute_name(oid: &[u8]) -> String {
+    match oid {
+        [0x55, 0x04, 0x03] => "CN".into(),
+        [0x55, 0x04, 0x06] => "C".into(),
+        [0x55, 0x04, 0x07] => "L".into(),
+        [0x55, 0x04, 0x08] => "ST".into(),
+        [0x55, 0x04, 0x0a] => "O".into(),
+        [0x55, 0x04, 0x0b] => "OU".into(),
+        [0x09, 0x92, 0x26, 0x89, 0x93, 0xf2, 0x2c, 0x64, 0x01, 0x19] => "DC".into(),
+        _ => {
+            let mut out = String::new();
+            if let Some((&first, rest)) = oid.split_first() {
+                out = format!("{}.{}", first / 40, first % 40);
+                let mut n: u64 = 0;
+                for &b in rest {
+                    n = n << 7 | u64::from(b & 0x7f);
+                    if b & 0x80 == 0 {
+                        out.push_str(&format!(".{n}"));
+                        n = 0;
+                    }
+                }
+            }
+            out
+        }
+    }
+}
+
+/// An attribute value as RFC 4514 writes it: `,+"\<>;=` and a leading `#`
+/// or space escaped with `\`, bytes outside printable ASCII as `\XX`.
+fn escape(value: &[u8]) -> String {
+    let mut out = String::new();
+    for (i, &b) in value.iter().enumerate() {
+        match b {
+            b',' | b'+' | b'"' | b'\\' | b'<' | b'>' | b';' | b'=' => {
+                out.push('\\');
+                out.push(char::from(b));
+            }
+            b'#' | b' ' if i == 0 => {
+                out.push('\\');
+                out.push(char::from(b));
+            }
+            0x20..=0x7e => out.push(char::from(b)),
+            _ => out.push_str(&format!("\\{b:02X}")),
+        }
+    }
+    out
+}
+
 /// UTCTime (`YYMMDDHHMMSSZ`, years 1950 to 2049) or GeneralizedTime
 /// (`YYYYMMDDHHMMSSZ`).
 fn parse_time(tag: u8, text: &[u8]) -> Option<i64> {

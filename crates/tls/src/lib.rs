@@ -124,6 +124,65 @@ fn fnv(parts: &[&[u8]]) -> u64 {
     h
 }
 
+/// The CA certificates client certificates are verified against.
+#[derive(Clone)]
+pub struct LoadedCa {
+    pub path: PathBuf,
+    pub roots: Arc<rustls::RootCertStore>,
+    pub fingerprint: u64,
+}
+
+impl fmt::Debug for LoadedCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedCa")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl PartialEq for LoadedCa {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.fingerprint == other.fingerprint
+    }
+}
+
+impl Eq for LoadedCa {}
+
+/// Loads a bundle of CA certificates (PEM); every one must parse.
+pub fn load_ca(path: &Path) -> Result<LoadedCa, String> {
+    let text = read(path)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&text) {
+        let cert = cert.map_err(|e| format!("{}: not a PEM certificate: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{}: not a usable CA certificate: {e}", path.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{}: no certificate in it", path.display()));
+    }
+    Ok(LoadedCa {
+        path: path.to_path_buf(),
+        roots: Arc::new(roots),
+        fingerprint: fnv(&[&text]),
+    })
+}
+
+/// Client certificates a listener asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAuth {
+    pub ca: LoadedCa,
+    /// A handshake without a certificate fails; otherwise it goes on
+    /// without a verified client (a certificate sent must still verify).
+    pub required: bool,
+}
+
+/// The subject of a certificate (DER) as RFC 4514 text, most specific
+/// attribute first: `CN=client-a,O=Acme`.
+pub fn subject_text(cert: &[u8]) -> Option<String> {
+    der::subject(cert)
+}
+
 /// What a handshake without SNI, or with a name no certificate has, gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum UnknownName {
@@ -211,13 +270,28 @@ pub fn server_config(
     unknown: UnknownName,
     alpn: &[&[u8]],
     cache: usize,
+    client_auth: Option<&ClientAuth>,
 ) -> Result<Arc<rustls::ServerConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver::new(certs, unknown)));
+        .map_err(|e| e.to_string())?;
+    let builder = match client_auth {
+        None => builder.with_no_client_auth(),
+        Some(auth) => {
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                auth.ca.roots.clone(),
+                provider,
+            );
+            let verifier = if auth.required {
+                verifier
+            } else {
+                verifier.allow_unauthenticated()
+            };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| e.to_string())?)
+        }
+    };
+    let mut config = builder.with_cert_resolver(Arc::new(SniResolver::new(certs, unknown)));
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config.ticketer = ticketer()?;
     config.session_storage = rustls::server::ServerSessionMemoryCache::new(cache);

@@ -326,7 +326,7 @@ fn errors_name_the_field() {
         (
             "/x",
             "{ type = \"rate-limit\", key = \"cookie:sid\" }".into(),
-            "routes[1].filters[0].key: expected route, client-ip, consumer, tenant or header:NAME, got \"cookie:sid\"".into(),
+            "routes[1].filters[0].key: expected route, client-ip, consumer, tenant, client-cert or header:NAME, got \"cookie:sid\"".into(),
         ),
         (
             "/x",

@@ -112,6 +112,29 @@ fn errors_name_the_field() {
             "[access_log]\npath = \"/tmp/a.log\"\nredact_query = [\"a=b\"]",
             "access_log.redact_query[0]",
         ),
+        (
+            "[[listeners]]\naddress = \"127.0.0.1:8443\"\n[listeners.tls]\ncertificates = []",
+            "listeners[0].tls.certificates",
+        ),
+        (
+            "[[listeners]]\naddress = \"127.0.0.1:8443\"\n[listeners.tls]\n\
+             certificates = [{ cert = \"/nonexistent.crt\", key = \"/nonexistent.key\" }]",
+            "listeners[0].tls.certificates[0]",
+        ),
+        (
+            "[[listeners]]\naddress = \"127.0.0.1:8443\"\n[listeners.tls]\ncertificates = []\n\
+             client_certificates = \"optional\"",
+            "listeners[0].tls.client_certificates",
+        ),
+        (
+            "[[listeners]]\naddress = \"127.0.0.1:8443\"\n[listeners.tls]\ncertificates = []\n\
+             client_ca = \"/nonexistent-ca.pem\"",
+            "listeners[0].tls.client_ca",
+        ),
+        (
+            "[[listeners]]\naddress = \"127.0.0.1:8081\"\nredirect_to_https = 0",
+            "listeners[0].redirect_to_https",
+        ),
     ];
     for (extra, path) in cases {
         let text = format!("{extra}\n{MINIMAL}");

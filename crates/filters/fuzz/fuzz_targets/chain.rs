@@ -222,6 +222,7 @@ fn run(
             consumer: RateKey::of(b""),
             rate: None,
             secrets: &[],
+            client_cert: b"",
         };
         let flow = chain.on_request(&mut cx);
         let rewritten = cx.rewritten;

@@ -32,6 +32,7 @@ const WIDE: Limits = Limits {
 
 const CONTEXTS: [ForwardContext<'static>; 2] = [
     ForwardContext {
+        identity: None,
         client_ip: b"192.0.2.7",
         keep_forwarded_for: true,
         drop_underscored: false,
@@ -41,6 +42,7 @@ const CONTEXTS: [ForwardContext<'static>; 2] = [
         edits: shardgate_http::HeadEdits::NONE,
     },
     ForwardContext {
+        identity: None,
         client_ip: b"2001:db8::1",
         keep_forwarded_for: false,
         drop_underscored: true,

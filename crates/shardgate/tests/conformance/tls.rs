@@ -322,6 +322,130 @@ both_drivers! {
     }
 }
 
+/// A CA and a client certificate it signed (subject `/O=Acme, Inc/CN={cn}`, clientAuth):
+/// (CA cert, client cert, client key).
+fn make_client_cert(dir: &Path, cn: &str) -> (PathBuf, PathBuf, PathBuf) {
+    let (ca, ca_key) = make_cert(dir, "ca", "Test CA", &["ca.test"]);
+    let (cert, key, csr) = (
+        dir.join(format!("{cn}.crt")),
+        dir.join(format!("{cn}.key")),
+        dir.join(format!("{cn}.csr")),
+    );
+    let ext = dir.join("client.ext");
+    std::fs::write(&ext, "extendedKeyUsage=clientAuth\n").unwrap();
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new("openssl").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let subj = format!("/O=Acme, Inc/CN={cn}");
+    run(&[
+        "req".as_ref(),
+        "-newkey".as_ref(),
+        "ec".as_ref(),
+        "-pkeyopt".as_ref(),
+        "ec_paramgen_curve:P-256".as_ref(),
+        "-nodes".as_ref(),
+        "-subj".as_ref(),
+        subj.as_ref(),
+        "-keyout".as_ref(),
+        key.as_os_str(),
+        "-out".as_ref(),
+        csr.as_os_str(),
+    ]);
+    run(&[
+        "x509".as_ref(),
+        "-req".as_ref(),
+        "-in".as_ref(),
+        csr.as_os_str(),
+        "-CA".as_ref(),
+        ca.as_os_str(),
+        "-CAkey".as_ref(),
+        ca_key.as_os_str(),
+        "-CAcreateserial".as_ref(),
+        "-days".as_ref(),
+        "30".as_ref(),
+        "-extfile".as_ref(),
+        ext.as_os_str(),
+        "-out".as_ref(),
+        cert.as_os_str(),
+    ]);
+    (ca, cert, key)
+}
+
+/// curl with a client certificate (or none): the status, "000" when the handshake failed.
+fn curl_as(
+    proxy: &Proxy,
+    server_ca: &Path,
+    client: Option<(&Path, &Path)>,
+    extra: &[&str],
+) -> String {
+    let port = proxy.addr.port();
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-s",
+        "--max-time",
+        "5",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+    ])
+    .arg("--cacert")
+    .arg(server_ca)
+    .args(["--resolve", &format!("site.test:{port}:127.0.0.1")])
+    .args(extra);
+    if let Some((cert, key)) = client {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    let out = cmd
+        .arg(format!("https://site.test:{port}/who"))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+both_drivers! {
+    fn client_certificates_are_verified_and_their_subject_forwarded(d) {
+        let dir = temp_dir(&format!("mtls-{d:?}"));
+        let site = make_cert(&dir, "site", "site", &["site.test"]);
+        let (ca, cert, key) = make_client_cert(&dir, "client-a");
+        let other_dir = temp_dir(&format!("mtls-other-{d:?}"));
+        let (_, stranger, stranger_key) = make_client_cert(&other_dir, "stranger");
+        let forged = ["-H", "X-Client-Subject: CN=admin"];
+        let up = Upstream::echo();
+        let tls = tls_table(
+            &[&site],
+            &format!("client_ca = \"{}\"\nclient_subject_header = \"X-Client-Subject\"", ca.display()),
+        );
+        let required = gateway(d, &up, &tls);
+        assert_eq!(curl_as(&required, &site.0, Some((&cert, &key)), &forged), "200");
+        assert_eq!(curl_as(&required, &site.0, None, &[]), "000", "no certificate: no handshake");
+        assert_eq!(curl_as(&required, &site.0, Some((&stranger, &stranger_key)), &[]), "000", "another CA's");
+        let subjects: Vec<String> = up.requests().iter().map(|q| q.head.all("x-client-subject").join("|")).collect();
+        assert_eq!(subjects, ["CN=client-a,O=Acme\\, Inc"], "verified, and the client's own is gone");
+
+        // Optional: no certificate is fine, and nobody can claim one; one limit per subject.
+        let up = Upstream::echo();
+        let config = format!(
+            "{}client_certificates = \"optional\"\n\n[upstreams.app]\nendpoints = [\"{}\"]\n\n\
+             [[routes]]\nprefix = \"/\"\nupstream = \"app\"\n\
+             filters = [{{ type = \"rate-limit\", rate = 1, per = \"1m\", burst = 1, key = \"client-cert\" }}]\n",
+            tls, up.addr
+        );
+        let optional = Proxy::start_config(d, &config);
+        assert_eq!(curl_as(&optional, &site.0, None, &forged), "200");
+        assert_eq!(curl_as(&optional, &site.0, Some((&cert, &key)), &[]), "200", "its own bucket");
+        assert_eq!(curl_as(&optional, &site.0, Some((&cert, &key)), &[]), "429");
+        assert_eq!(curl_as(&optional, &site.0, Some((&stranger, &stranger_key)), &[]), "000", "a certificate sent must verify");
+        let subjects: Vec<String> = up.requests().iter().map(|q| q.head.all("x-client-subject").join("|")).collect();
+        assert_eq!(subjects, ["", "CN=client-a,O=Acme\\, Inc"]);
+    }
+}
+
 #[test]
 fn check_names_the_file_of_a_bad_certificate_or_key() {
     let dir = temp_dir("check");
