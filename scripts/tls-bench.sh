@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# HTTPS side by side with nginx, with standard tools: the same ECDSA P-256 certificate, TLS
+# 1.3, one worker each pinned to CPU 0; wrk and an nginx backend (a fixed 64-byte answer) on
+# CPU 1. Two figures:
+#   - keep-alive HTTPS: proxy CPU µs per request (from /proc/PID/stat) at CONNS connections,
+#     interleaved rounds of DURATION seconds, for Shardgate on io_uring and on epoll and nginx;
+#   - user-space memory per idle TLS connection: RSS growth while HOLD connections (Python's
+#     ssl, each after one request) stay open.
+#
+#   scripts/tls-bench.sh
+#
+# Knobs: ROUNDS [3] DURATION [8] CONNS [64] HOLD [4000] BASE_PORT [18600]
+#        SHARDGATE_BIN [target/release/shardgate]
+# Loopback only; every process started here is stopped on exit.
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-8}
+CONNS=${CONNS:-64}
+HOLD=${HOLD:-4000}
+BASE_PORT=${BASE_PORT:-18600}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SHARDGATE=${SHARDGATE_BIN:-$ROOT/target/release/shardgate}
+
+die() { echo "tls-bench: $*" >&2; exit 1; }
+for tool in wrk openssl python3 taskset; do
+    command -v "$tool" >/dev/null || die "needs $tool"
+done
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[[ -x $NGINX ]] || die "needs nginx (apt-get install -y nginx)"
+[[ -x $SHARDGATE ]] || die "no shardgate binary at $SHARDGATE (cargo build --release -p shardgate)"
+
+WORK=$(mktemp -d /tmp/shardgate-tls-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for f in "$WORK"/*.pid; do [[ -f $f ]] && kill "$(cat "$f")" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+UP=$BASE_PORT NGX=$((BASE_PORT + 1)) URING=$((BASE_PORT + 2)) EPOLL=$((BASE_PORT + 3))
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+    -subj /CN=bench.test -addext subjectAltName=DNS:bench.test \
+    -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null
+cat >"$WORK/backend.conf" <<EOF
+worker_processes 1; daemon off; pid $WORK/backend.pid; error_log $WORK/backend.err;
+events { worker_connections 4096; }
+http { access_log off; server { listen 127.0.0.1:$UP; keepalive_requests 1000000;
+  location / { return 200 "0123456789012345678901234567890123456789012345678901234567890123"; } } }
+EOF
+cat >"$WORK/proxy.conf" <<EOF
+worker_processes 1; daemon off; pid $WORK/proxy.pid; error_log $WORK/proxy.err;
+events { worker_connections 20000; }
+http { access_log off; upstream b { server 127.0.0.1:$UP; keepalive 64; }
+  server { listen 127.0.0.1:$NGX ssl; ssl_certificate $WORK/cert.pem;
+    ssl_certificate_key $WORK/key.pem; ssl_protocols TLSv1.3; keepalive_requests 1000000;
+    location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+EOF
+for driver in uring legacy; do
+    port=$URING
+    [[ $driver == legacy ]] && port=$EPOLL
+    cat >"$WORK/$driver.toml" <<EOF
+workers = 1
+driver = "$driver"
+[[listeners]]
+address = "127.0.0.1:$port"
+[listeners.tls]
+certificates = [{ cert = "$WORK/cert.pem", key = "$WORK/key.pem" }]
+[upstreams.b]
+endpoints = ["127.0.0.1:$UP"]
+[[routes]]
+prefix = "/"
+upstream = "b"
+EOF
+done
+cat >"$WORK/hold.py" <<'EOF'
+import socket, ssl, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+held = []
+for _ in range(n):
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname="bench.test")
+    s.sendall(b"GET / HTTP/1.1\r\nHost: bench.test\r\n\r\n")
+    data = b""
+    while not data.endswith(b"0123"):
+        data += s.recv(4096)
+    held.append(s)
+print(len(held), flush=True)
+sys.stdin.readline()
+EOF
+
+taskset -c 1 "$NGINX" -c "$WORK/backend.conf" -p "$WORK" &
+taskset -c 0 "$NGINX" -c "$WORK/proxy.conf" -p "$WORK" &
+taskset -c 0 "$SHARDGATE" run -c "$WORK/uring.toml" 2>"$WORK/uring.log" &
+PIDS+=($!)
+taskset -c 0 "$SHARDGATE" run -c "$WORK/legacy.toml" 2>"$WORK/legacy.log" &
+PIDS+=($!)
+sleep 2
+NGINX_WORKER=$(pgrep -P "$(cat "$WORK/proxy.pid")" | head -1)
+declare -A PID=([nginx]=$NGINX_WORKER [shardgate-uring]=${PIDS[0]} [shardgate-epoll]=${PIDS[1]})
+declare -A PORT=([nginx]=$NGX [shardgate-uring]=$URING [shardgate-epoll]=$EPOLL)
+NAMES=(shardgate-uring shardgate-epoll nginx)
+TCK=$(getconf CLK_TCK)
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+declare -A ALL
+for round in $(seq "$ROUNDS"); do
+    for name in "${NAMES[@]}"; do
+        c0=$(cpu "${PID[$name]}")
+        out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" "https://127.0.0.1:${PORT[$name]}/" 2>&1)
+        c1=$(cpu "${PID[$name]}")
+        reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+        rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+        us=$(python3 -c "print(round(($c1 - $c0) / $TCK * 1e6 / $reqs, 2))")
+        echo "[tls-bench] round $round $name: $rps req/s, $us CPU µs/request"
+        ALL[$name]+="$us "
+    done
+done
+
+echo
+printf '%-18s %22s %26s\n' proxy "CPU µs/request (median)" "KiB per idle TLS conn"
+for name in "${NAMES[@]}"; do
+    median=$(python3 -c "import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))" ${ALL[$name]})
+    before=$(rss "${PID[$name]}")
+    coproc HOLDER { taskset -c 1 python3 "$WORK/hold.py" "${PORT[$name]}" "$HOLD"; }
+    read -r held <&"${HOLDER[0]}"
+    after=$(rss "${PID[$name]}")
+    echo >&"${HOLDER[1]}"
+    wait "$HOLDER_PID" 2>/dev/null || true
+    per=$(python3 -c "print(round(($after - $before) / $held, 2))")
+    printf '%-18s %22s %26s\n' "$name" "$median" "$per"
+    sleep 1
+done
+echo "(wrk -t1 -c$CONNS, $ROUNDS interleaved rounds of ${DURATION}s; memory: RSS growth / $HOLD idle TLS 1.3 connections)"
