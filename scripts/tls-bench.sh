@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # HTTPS side by side with nginx, with standard tools: the same ECDSA P-256 certificate, TLS
 # 1.3, one worker each pinned to CPU 0; wrk and an nginx backend (a fixed 64-byte answer) on
-# CPU 1. Two figures:
+# CPU 1. Three figures:
 #   - keep-alive HTTPS: proxy CPU µs per request (from /proc/PID/stat) at CONNS connections,
 #     interleaved rounds of DURATION seconds, for Shardgate on io_uring and on epoll and nginx;
+#   - full handshakes: the same with `Connection: close` on every request (wrk opens a new
+#     connection, and so runs a full TLS 1.3 handshake, for each), as handshakes a second and
+#     proxy CPU µs per handshake;
 #   - user-space memory per idle TLS connection: RSS growth while HOLD connections (Python's
 #     ssl, each after one request) stay open.
 #
@@ -108,24 +111,42 @@ TCK=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
-declare -A ALL
+# One wrk run: "requests/s CPU-µs-per-request".
+measure() {
+    local name=$1
+    shift
+    local c0 c1 out reqs rps
+    c0=$(cpu "${PID[$name]}")
+    out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" "$@" "https://127.0.0.1:${PORT[$name]}/" 2>&1)
+    c1=$(cpu "${PID[$name]}")
+    reqs=$(awk '/requests in/ {print $1}' <<<"$out")
+    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+    echo "$rps $(python3 -c "print(round(($c1 - $c0) / $TCK * 1e6 / $reqs, 2))")"
+}
+
+declare -A ALL HS HSCPU
 for round in $(seq "$ROUNDS"); do
     for name in "${NAMES[@]}"; do
-        c0=$(cpu "${PID[$name]}")
-        out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" "https://127.0.0.1:${PORT[$name]}/" 2>&1)
-        c1=$(cpu "${PID[$name]}")
-        reqs=$(awk '/requests in/ {print $1}' <<<"$out")
-        rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-        us=$(python3 -c "print(round(($c1 - $c0) / $TCK * 1e6 / $reqs, 2))")
-        echo "[tls-bench] round $round $name: $rps req/s, $us CPU µs/request"
+        read -r rps us < <(measure "$name")
+        echo "[tls-bench] round $round $name: keep-alive $rps req/s, $us CPU µs/request"
         ALL[$name]+="$us "
+        read -r rps us < <(measure "$name" -H "Connection: close")
+        echo "[tls-bench] round $round $name: $rps full handshakes/s, $us CPU µs each"
+        HS[$name]+="$rps "
+        HSCPU[$name]+="$us "
     done
 done
 
 echo
-printf '%-18s %22s %26s\n' proxy "CPU µs/request (median)" "KiB per idle TLS conn"
+med() { python3 -c "import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))" "$@"; }
+printf '%-18s %14s %14s %16s %22s\n' proxy "CPU µs/request" "handshakes/s" "CPU µs/handshake" "KiB per idle TLS conn"
 for name in "${NAMES[@]}"; do
-    median=$(python3 -c "import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))" ${ALL[$name]})
+    # shellcheck disable=SC2086
+    median=$(med ${ALL[$name]})
+    # shellcheck disable=SC2086
+    hs=$(med ${HS[$name]})
+    # shellcheck disable=SC2086
+    hscpu=$(med ${HSCPU[$name]})
     before=$(rss "${PID[$name]}")
     coproc HOLDER { taskset -c 1 python3 "$WORK/hold.py" "${PORT[$name]}" "$HOLD"; }
     read -r held <&"${HOLDER[0]}"
@@ -133,7 +154,7 @@ for name in "${NAMES[@]}"; do
     echo >&"${HOLDER[1]}"
     wait "$HOLDER_PID" 2>/dev/null || true
     per=$(python3 -c "print(round(($after - $before) / $held, 2))")
-    printf '%-18s %22s %26s\n' "$name" "$median" "$per"
+    printf '%-18s %14s %14s %16s %22s\n' "$name" "$median" "$hs" "$hscpu" "$per"
     sleep 1
 done
-echo "(wrk -t1 -c$CONNS, $ROUNDS interleaved rounds of ${DURATION}s; memory: RSS growth / $HOLD idle TLS 1.3 connections)"
+echo "(medians; wrk -t1 -c$CONNS, $ROUNDS interleaved rounds of ${DURATION}s; memory: RSS growth / $HOLD idle TLS 1.3 connections)"
