@@ -317,7 +317,26 @@ pub struct Upstream {
     pub retry: RetrySettings,
     /// Active health checks, when configured.
     pub health: Option<shardgate_upstream::health::ProbeSpec>,
+    /// TLS to the endpoints, when configured.
+    pub tls: Option<UpstreamTls>,
 }
+
+/// TLS to a group's endpoints: always verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// The name sent in SNI and verified against each endpoint's certificate;
+    /// `None`: the endpoint's host name, or its address for an IP endpoint.
+    pub sni: Option<String>,
+    /// The CA bundle certificates must chain to.
+    pub ca: shardgate_tls::LoadedCa,
+}
+
+/// Where Debian, Ubuntu and Alpine keep the system's CA bundle, then Fedora
+/// and RHEL: the default of `upstreams.NAME.tls.ca`.
+pub const SYSTEM_CA_BUNDLES: [&str; 2] = [
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+];
 
 /// One configured endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -137,6 +137,16 @@ pub struct RawUpstream {
     pub outlier: Option<RawOutlier>,
     pub retry: Option<RawRetry>,
     pub health: Option<RawHealth>,
+    pub tls: Option<RawUpstreamTls>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// The name sent in SNI and verified (default: each endpoint's host name).
+    pub sni: Option<String>,
+    /// CA bundle (PEM); the system's by default.
+    pub ca: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -649,7 +649,41 @@ fn upstreams(e: &mut Errors, raw: &RawConfig) -> Vec<Upstream> {
             .map_or_else(Default::default, |o| upstream_outlier(e, &path, o));
         let retry = upstream_retry(e, &path, u.retry.as_ref());
         let health = u.health.as_ref().map(|h| upstream_health(e, &path, h));
+        let tls = u.tls.as_ref().and_then(|t| {
+            let ca_path = match &t.ca {
+                Some(p) => p.clone(),
+                None => SYSTEM_CA_BUNDLES
+                    .iter()
+                    .find(|p| std::path::Path::new(p).exists())
+                    .map_or_else(|| SYSTEM_CA_BUNDLES[0].to_string(), |p| p.to_string()),
+            };
+            if let Some(sni) = &t.sni
+                && rustls_pki_types::ServerName::try_from(sni.as_str()).is_err()
+            {
+                e.push(
+                    format!("{path}.tls.sni"),
+                    format!("{sni:?} is not a host name or address"),
+                );
+            }
+            match shardgate_tls::load_ca(std::path::Path::new(&ca_path)) {
+                Ok(ca) => Some(UpstreamTls {
+                    sni: t.sni.clone(),
+                    ca,
+                }),
+                Err(err) => {
+                    e.push(format!("{path}.tls.ca"), err);
+                    None
+                }
+            }
+        });
+        if tls.is_some() && health.is_some() {
+            e.push(
+                format!("{path}.health"),
+                "active health checks do not speak TLS yet; leave them out of a TLS group (outlier ejection still applies)",
+            );
+        }
         let mut upstream = Upstream {
+            tls,
             name: name.clone(),
             sources,
             dns_refresh,

@@ -10,7 +10,7 @@
 use crate::pipeline;
 use crate::request::{Client, IpText, Next};
 use crate::shard::Shard;
-use crate::stream::{ClientStream, TlsStream};
+use crate::stream::{TlsStream, Transport};
 use crate::tunnel;
 use monoio::net::TcpStream;
 use std::any::Any;
@@ -34,7 +34,7 @@ pub(crate) fn serve(
     listener: u8,
 ) -> impl Future<Output = ()> {
     let mut client = Client {
-        stream: ClientStream::Plain(stream),
+        stream: Transport::Plain(stream),
         addr: peer.ip(),
         ip: IpText::new(peer.ip()),
         listener,
@@ -224,7 +224,7 @@ async fn handshake(
         .await
     {
         Ok(Ok(tls)) => Some(Client {
-            stream: ClientStream::Tls(Box::new(tls)),
+            stream: Transport::Tls(Box::new(tls)),
             addr,
             ip,
             listener,

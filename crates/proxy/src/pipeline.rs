@@ -657,7 +657,12 @@ fn forwarded_client(
 
 /// Phase 5: a finished upstream connection goes back to its pool unless it
 /// has served its share of requests.
-fn release(shard: &Shard, snap: &Snapshot, conn: UpConn) {
+fn release(shard: &Shard, snap: &Snapshot, mut conn: UpConn) {
+    // A TLS session holding bytes past the response belongs to no request;
+    // one that holds none gives its record buffers back while it waits.
+    if conn.stream.idle_socket().is_none() {
+        return;
+    }
     let requests = conn.requests + 1;
     if requests < snap.pool.max_requests_per_connection {
         shard.pools.checkin(

@@ -9,6 +9,7 @@
 //! snapshot returns its connection to the right stack, pools of endpoints
 //! that survive a reload are kept, and those removed are drained.
 
+use crate::stream::Transport;
 use monoio::net::TcpStream;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -26,8 +27,11 @@ struct Endpoint {
     live: bool,
 }
 
+/// An endpoint's address and, for TLS, the name it is verified as.
+type EndpointKey = (SocketAddr, Option<Box<str>>);
+
 pub(crate) struct Pooled {
-    pub stream: TcpStream,
+    pub stream: Transport,
     /// Requests already sent on this connection.
     pub requests: u32,
     idle_since: Instant,
@@ -36,7 +40,9 @@ pub(crate) struct Pooled {
 pub(crate) struct Pools {
     idle: RefCell<Vec<Vec<Pooled>>>,
     endpoints: RefCell<Vec<Endpoint>>,
-    by_addr: RefCell<HashMap<SocketAddr, EndpointId>>,
+    /// By address and, for TLS endpoints, the name verified: a TLS
+    /// connection is never handed to a plain group, nor one for another name.
+    by_addr: RefCell<HashMap<EndpointKey, EndpointId>>,
 }
 
 impl Pools {
@@ -48,9 +54,11 @@ impl Pools {
         }
     }
 
-    /// The number for `addr`, registering it on first sight.
-    pub(crate) fn id_for(&self, addr: SocketAddr) -> EndpointId {
-        if let Some(&id) = self.by_addr.borrow().get(&addr) {
+    /// The number for `addr` (spoken to over TLS as `tls`, if so),
+    /// registering it on first sight.
+    pub(crate) fn id_for(&self, addr: SocketAddr, tls: Option<&str>) -> EndpointId {
+        let key: EndpointKey = (addr, tls.map(Box::from));
+        if let Some(&id) = self.by_addr.borrow().get(&key) {
             self.endpoints.borrow_mut()[id].live = true;
             return id;
         }
@@ -62,7 +70,7 @@ impl Pools {
         });
         self.idle.borrow_mut().push(Vec::new());
         let id = eps.len() - 1;
-        self.by_addr.borrow_mut().insert(addr, id);
+        self.by_addr.borrow_mut().insert(key, id);
         id
     }
 
@@ -115,7 +123,7 @@ impl Pools {
                 stack.clear();
                 break;
             }
-            if quiet(&c.stream) {
+            if quiet(c.stream.socket()) {
                 return Some(c);
             }
             // Bytes arrived while it was idle (a late body after a HEAD, 204 or
@@ -131,7 +139,7 @@ impl Pools {
     pub(crate) fn checkin(
         &self,
         ep: EndpointId,
-        stream: TcpStream,
+        stream: Transport,
         requests: u32,
         max_idle: usize,
         now: Instant,

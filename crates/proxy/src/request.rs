@@ -14,7 +14,6 @@ use crate::metrics;
 use crate::pool::EndpointId;
 use crate::route::RouteId;
 use crate::timer::Clock;
-use monoio::net::TcpStream;
 use shardgate_http::{ChunkedDecoder, RequestInfo};
 use shardgate_upstream::breaker::{Ticket, Verdict};
 use std::cell::RefCell;
@@ -28,7 +27,7 @@ pub(crate) type GroupState = Rc<RefCell<shardgate_upstream::Group>>;
 
 /// The client side of a connection.
 pub(crate) struct Client {
-    pub stream: crate::stream::ClientStream,
+    pub stream: crate::stream::Transport,
     pub addr: IpAddr,
     pub ip: IpText,
     /// The configured listener (its index) the connection came in on.
@@ -41,7 +40,7 @@ pub(crate) enum Next {
     KeepAlive(Vec<u8>),
     Close,
     /// The upstream switched protocols: tunnel bytes both ways.
-    Upgrade(TcpStream),
+    Upgrade(crate::stream::Transport),
 }
 
 /// One request's working state: the buffers it borrows from the shard
@@ -280,7 +279,7 @@ impl std::fmt::Display for IpText {
 
 /// An upstream connection in use.
 pub(crate) struct UpConn {
-    pub stream: TcpStream,
+    pub stream: crate::stream::Transport,
     pub endpoint: EndpointId,
     /// Requests completed on it before this one.
     pub requests: u32,

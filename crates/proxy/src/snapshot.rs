@@ -62,10 +62,35 @@ impl std::error::Error for BuildError {}
 /// Rebuilt, and so reset, by a reload.
 pub(crate) struct Group {
     pub name: String,
+    /// TLS to the endpoints: the client configuration and, by endpoint
+    /// position, the name each is verified as.
+    pub tls: Option<(
+        Arc<rustls::ClientConfig>,
+        Vec<rustls_pki_types::ServerName<'static>>,
+    )>,
     /// Shard endpoint ids; position `i` is the group's endpoint `i`.
     pub endpoints: Vec<EndpointId>,
     pub state: GroupState,
     pub hash_key: Option<HashKey>,
+}
+
+/// For a TLS group, the name each endpoint is verified as: the configured
+/// `sni`, else the host name the endpoint came from, else its address.
+fn tls_names(u: &Upstream) -> Option<Vec<rustls_pki_types::ServerName<'static>>> {
+    let t = u.tls.as_ref()?;
+    let name = |addr: &std::net::SocketAddr| {
+        let host = t.sni.clone().or_else(|| {
+            u.sources
+                .iter()
+                .find(|s| s.addrs.contains(addr))
+                .and_then(|s| s.host.as_ref().map(|(h, _)| h.clone()))
+        });
+        match host.and_then(|h| rustls_pki_types::ServerName::try_from(h).ok()) {
+            Some(n) => n,
+            None => rustls_pki_types::ServerName::IpAddress(addr.ip().into()),
+        }
+    };
+    Some(u.endpoints.iter().map(name).collect())
 }
 
 impl Group {
@@ -102,6 +127,7 @@ impl Group {
             _ => None,
         };
         Ok(Group {
+            tls: None,
             name: u.name.clone(),
             state: Rc::new(RefCell::new(state)),
             hash_key,
@@ -186,9 +212,24 @@ impl Snapshot {
         let now = Instant::now();
         let mut groups = Vec::new();
         for u in &config.upstreams {
-            let ids: Vec<EndpointId> = u.endpoints.iter().map(|a| pools.id_for(*a)).collect();
+            let names = tls_names(u);
+            let ids: Vec<EndpointId> = u
+                .endpoints
+                .iter()
+                .enumerate()
+                .map(|(i, a)| pools.id_for(*a, names.as_ref().map(|n| n[i].to_str()).as_deref()))
+                .collect();
             endpoints.extend_from_slice(&ids);
-            groups.push(Group::build(u, ids, seed, now)?);
+            let mut group = Group::build(u, ids, seed, now)?;
+            if let (Some(t), Some(names)) = (&u.tls, names) {
+                let config =
+                    shardgate_tls::client_config(&t.ca).map_err(|message| BuildError::Chain {
+                        owner: format!("upstream {:?} tls", u.name),
+                        message,
+                    })?;
+                group.tls = Some((config, names));
+            }
+            groups.push(group);
         }
         let l = config.limits;
         let mut limits = LimitSet {

@@ -1,7 +1,7 @@
 //! The byte streams the request path reads and writes: a plain TCP socket,
-//! or a client connection that speaks TLS. [`Stream`] is what the I/O
-//! helpers in `io` need of either; [`ClientStream`] is the client side of a
-//! connection, plain or TLS.
+//! or one that speaks TLS. [`Stream`] is what the I/O helpers in `io` need
+//! of either; [`Transport`] is a connection to a client or an upstream,
+//! plain or TLS.
 //!
 //! TLS here is rustls driven by hand over monoio's owned-buffer I/O: records
 //! are read into a buffer the connection holds only while it is busy (an
@@ -10,7 +10,7 @@
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use rustls::ServerConnection;
+use rustls::{ClientConnection, Connection, ServerConnection};
 use std::io::{self, Read, Write};
 use std::mem::take;
 use std::sync::Arc;
@@ -74,23 +74,23 @@ impl Stream for TcpStream {
     }
 }
 
-/// The client side of a connection.
-pub(crate) enum ClientStream {
+/// A connection to a client or an upstream.
+pub(crate) enum Transport {
     Plain(TcpStream),
     /// Boxed: a TLS session is large, and most connections are not TLS.
     Tls(Box<TlsStream>),
 }
 
-impl ClientStream {
+impl Transport {
     pub(crate) fn is_tls(&self) -> bool {
-        matches!(self, ClientStream::Tls(_))
+        matches!(self, Transport::Tls(_))
     }
 
     /// The verified client certificate's subject, if the client sent one.
     pub(crate) fn client_subject(&self) -> Option<&[u8]> {
         match self {
-            ClientStream::Tls(s) => s.subject.as_deref(),
-            ClientStream::Plain(_) => None,
+            Transport::Tls(s) => s.subject.as_deref(),
+            Transport::Plain(_) => None,
         }
     }
 
@@ -99,25 +99,33 @@ impl ClientStream {
     /// session gives its I/O buffers back here, so an idle one holds none.
     pub(crate) fn idle_socket(&mut self) -> Option<&TcpStream> {
         match self {
-            ClientStream::Plain(s) => Some(s),
-            ClientStream::Tls(s) => s.idle_socket(),
+            Transport::Plain(s) => Some(s),
+            Transport::Tls(s) => s.idle_socket(),
+        }
+    }
+
+    /// The socket underneath.
+    pub(crate) fn socket(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(s) => s,
+            Transport::Tls(s) => &s.tcp,
         }
     }
 
     /// The plain socket, to start TLS on (`None` once it has).
-    pub(crate) fn take_plain(self) -> Result<TcpStream, ClientStream> {
+    pub(crate) fn take_plain(self) -> Result<TcpStream, Transport> {
         match self {
-            ClientStream::Plain(s) => Ok(s),
+            Transport::Plain(s) => Ok(s),
             other => Err(other),
         }
     }
 }
 
-impl Stream for ClientStream {
+impl Stream for Transport {
     async fn read_at(&mut self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
         match self {
-            ClientStream::Plain(s) => s.read_at(buf).await,
-            ClientStream::Tls(s) => s.read_at(buf).await,
+            Transport::Plain(s) => s.read_at(buf).await,
+            Transport::Tls(s) => s.read_at(buf).await,
         }
     }
 
@@ -128,29 +136,29 @@ impl Stream for ClientStream {
         end: usize,
     ) -> (io::Result<()>, Vec<u8>) {
         match self {
-            ClientStream::Plain(s) => s.write_range(buf, from, end).await,
-            ClientStream::Tls(s) => s.write_range(buf, from, end).await,
+            Transport::Plain(s) => s.write_range(buf, from, end).await,
+            Transport::Tls(s) => s.write_range(buf, from, end).await,
         }
     }
 
     async fn write_static(&mut self, msg: &'static [u8]) -> io::Result<()> {
         match self {
-            ClientStream::Plain(s) => s.write_static(msg).await,
-            ClientStream::Tls(s) => s.write_static(msg).await,
+            Transport::Plain(s) => s.write_static(msg).await,
+            Transport::Tls(s) => s.write_static(msg).await,
         }
     }
 
     async fn readable(&mut self) -> io::Result<()> {
         match self {
-            ClientStream::Plain(s) => Stream::readable(s).await,
-            ClientStream::Tls(s) => s.readable().await,
+            Transport::Plain(s) => Stream::readable(s).await,
+            Transport::Tls(s) => s.readable().await,
         }
     }
 
     async fn shutdown(&mut self) -> io::Result<()> {
         match self {
-            ClientStream::Plain(s) => Stream::shutdown(s).await,
-            ClientStream::Tls(s) => s.shutdown().await,
+            Transport::Plain(s) => Stream::shutdown(s).await,
+            Transport::Tls(s) => s.shutdown().await,
         }
     }
 }
@@ -158,10 +166,10 @@ impl Stream for ClientStream {
 /// Bytes of TLS records read from the socket at once.
 const RECORD_READ: usize = 16 * 1024 + 512;
 
-/// A server-side TLS session over a TCP socket.
+/// A TLS session (server or client side) over a TCP socket.
 pub(crate) struct TlsStream {
     tcp: TcpStream,
-    conn: ServerConnection,
+    conn: Connection,
     /// TLS bytes read and not yet taken by rustls (`rbuf[rpos..]`); no
     /// capacity while the connection is idle.
     rbuf: Vec<u8>,
@@ -186,6 +194,21 @@ impl TlsStream {
         early: Vec<u8>,
     ) -> io::Result<TlsStream> {
         let conn = ServerConnection::new(config).map_err(io::Error::other)?;
+        TlsStream::handshake(tcp, Connection::Server(conn), early).await
+    }
+
+    /// Runs the client handshake to `name` on `tcp` (the caller bounds its
+    /// time); a certificate that does not verify fails it.
+    pub(crate) async fn connect(
+        tcp: TcpStream,
+        config: Arc<rustls::ClientConfig>,
+        name: rustls_pki_types::ServerName<'static>,
+    ) -> io::Result<TlsStream> {
+        let conn = ClientConnection::new(config, name).map_err(io::Error::other)?;
+        TlsStream::handshake(tcp, Connection::Client(conn), Vec::new()).await
+    }
+
+    async fn handshake(tcp: TcpStream, conn: Connection, early: Vec<u8>) -> io::Result<TlsStream> {
         let mut s = TlsStream {
             tcp,
             conn,

@@ -5,11 +5,10 @@
 
 use crate::io::{read_more, write_from};
 use crate::shard::Shard;
-use crate::stream::{ClientStream, Stream};
-use monoio::net::TcpStream;
+use crate::stream::{Stream, Transport};
 use std::rc::Rc;
 
-pub(crate) async fn run(shard: Rc<Shard>, mut client: ClientStream, mut up: TcpStream) {
+pub(crate) async fn run(shard: Rc<Shard>, mut client: Transport, mut up: Transport) {
     let idle = shard.timeouts().idle;
     let mut client_open = true;
     let mut up_open = true;
@@ -17,7 +16,7 @@ pub(crate) async fn run(shard: Rc<Shard>, mut client: ClientStream, mut up: TcpS
         let ready = async {
             monoio::select! {
                 r = client.readable(), if client_open => r.map(|()| true),
-                r = Stream::readable(&mut up), if up_open => r.map(|()| false),
+                r = up.readable(), if up_open => r.map(|()| false),
             }
         };
         let from_client = match shard.timers.within(shard.timers.now() + idle, ready).await {

@@ -14,6 +14,7 @@ use crate::request::{
 };
 use crate::shard::Shard;
 use crate::snapshot::Snapshot;
+use crate::stream::{TlsStream, Transport};
 use monoio::net::TcpStream;
 use shardgate_upstream::Outcome;
 use shardgate_upstream::retry::{StopReason, Tries};
@@ -248,7 +249,8 @@ async fn try_once(
         }
         b.rec.permit = Some(Permit::held(&shard.limits, endpoint));
     }
-    let (mut conn, reused) = match checkout_or_connect(shard, snap, endpoint, fresh).await {
+    let tls = group.tls.as_ref().map(|(c, names)| (c, &names[index]));
+    let (mut conn, reused) = match checkout_or_connect(shard, snap, endpoint, fresh, tls).await {
         Ok(c) => {
             shard.stats.upstream_active.incr();
             b.rec.upstream_conns += 1;
@@ -367,12 +369,22 @@ async fn read_response_head(
     }
 }
 
-/// A pooled connection to `endpoint`, or a new one.
+/// What a TLS connection to an endpoint needs: its group's client
+/// configuration and the name it is verified as.
+type TlsTo<'a> = (
+    &'a std::sync::Arc<rustls::ClientConfig>,
+    &'a rustls_pki_types::ServerName<'static>,
+);
+
+/// A pooled connection to `endpoint`, or a new one (over TLS when `tls`
+/// says so: the handshake is part of connecting, within its timeout, and a
+/// certificate that does not verify is a failed connect).
 async fn checkout_or_connect(
     shard: &Shard,
     snap: &Snapshot,
     endpoint: EndpointId,
     fresh: bool,
+    tls: Option<TlsTo<'_>>,
 ) -> Result<(UpConn, bool), ProxyError> {
     if !fresh
         && let Some(p) = shard
@@ -389,11 +401,19 @@ async fn checkout_or_connect(
     }
     shard.stats.upstream_connects.incr();
     let addr = shard.pools.addr(endpoint);
-    let connect = TcpStream::connect_addr(addr);
+    let connect = async {
+        let tcp = TcpStream::connect_addr(addr).await?;
+        let _ = tcp.set_nodelay(true);
+        match tls {
+            None => Ok(Transport::Plain(tcp)),
+            Some((config, name)) => TlsStream::connect(tcp, config.clone(), name.clone())
+                .await
+                .map(|s| Transport::Tls(Box::new(s))),
+        }
+    };
     let deadline = shard.timers.now() + snap.timeouts.connect;
     match shard.timers.within(deadline, connect).await {
         Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
             let conn = UpConn {
                 stream,
                 endpoint,
@@ -401,14 +421,19 @@ async fn checkout_or_connect(
             };
             Ok((conn, false))
         }
-        Ok(Err(e)) => {
+        Ok(Err(io)) => {
             shard.stats.upstream_connect_errors.incr();
             let e = ProxyError {
                 kind: ErrorKind::ConnectFailed,
                 retry_safe: true,
-                io: Some(IoCause::from(&e)),
+                io: Some(IoCause::from(&io)),
             };
-            shard.log_limited(|| format!("upstream {addr}: {e}"));
+            // A TLS failure has no errno: its words say why (an unknown
+            // issuer, a name the certificate does not carry).
+            match io.raw_os_error() {
+                Some(_) => shard.log_limited(|| format!("upstream {addr}: {e}")),
+                None => shard.log_limited(|| format!("upstream {addr}: {e}: TLS: {io}")),
+            }
             Err(e)
         }
         Err(_) => {

@@ -298,5 +298,19 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// A client configuration for a group's upstream connections: TLS 1.3 and
+/// 1.2, certificates verified against `ca`, ALPN `http/1.1`, sessions kept
+/// for resumption (rustls's in-memory cache, per shard).
+pub fn client_config(ca: &LoadedCa) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(ca.roots.clone())
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 #[cfg(test)]
 mod tests;

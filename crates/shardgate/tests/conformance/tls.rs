@@ -322,17 +322,27 @@ both_drivers! {
     }
 }
 
-/// A CA and a client certificate it signed (subject `/O=Acme, Inc/CN={cn}`, clientAuth):
-/// (CA cert, client cert, client key).
-fn make_client_cert(dir: &Path, cn: &str) -> (PathBuf, PathBuf, PathBuf) {
-    let (ca, ca_key) = make_cert(dir, "ca", "Test CA", &["ca.test"]);
+/// A CA (in `dir`) and a certificate it signed with `subject`, `extensions` (OpenSSL
+/// syntax, one per line) and file stem `stem`: (CA cert, cert, key).
+fn make_signed(
+    dir: &Path,
+    stem: &str,
+    subject: &str,
+    extensions: &str,
+) -> (PathBuf, PathBuf, PathBuf) {
+    let ca_key = dir.join("ca.key");
+    let ca = if ca_key.exists() {
+        dir.join("ca.crt")
+    } else {
+        make_cert(dir, "ca", "Test CA", &["ca.test"]).0
+    };
     let (cert, key, csr) = (
-        dir.join(format!("{cn}.crt")),
-        dir.join(format!("{cn}.key")),
-        dir.join(format!("{cn}.csr")),
+        dir.join(format!("{stem}.crt")),
+        dir.join(format!("{stem}.key")),
+        dir.join(format!("{stem}.csr")),
     );
-    let ext = dir.join("client.ext");
-    std::fs::write(&ext, "extendedKeyUsage=clientAuth\n").unwrap();
+    let ext = dir.join(format!("{stem}.ext"));
+    std::fs::write(&ext, extensions).unwrap();
     let run = |args: &[&std::ffi::OsStr]| {
         let out = Command::new("openssl").args(args).output().unwrap();
         assert!(
@@ -341,7 +351,6 @@ fn make_client_cert(dir: &Path, cn: &str) -> (PathBuf, PathBuf, PathBuf) {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    let subj = format!("/O=Acme, Inc/CN={cn}");
     run(&[
         "req".as_ref(),
         "-newkey".as_ref(),
@@ -350,7 +359,7 @@ fn make_client_cert(dir: &Path, cn: &str) -> (PathBuf, PathBuf, PathBuf) {
         "ec_paramgen_curve:P-256".as_ref(),
         "-nodes".as_ref(),
         "-subj".as_ref(),
-        subj.as_ref(),
+        subject.as_ref(),
         "-keyout".as_ref(),
         key.as_os_str(),
         "-out".as_ref(),
@@ -374,6 +383,16 @@ fn make_client_cert(dir: &Path, cn: &str) -> (PathBuf, PathBuf, PathBuf) {
         cert.as_os_str(),
     ]);
     (ca, cert, key)
+}
+
+/// A CA and a client certificate it signed (subject `/O=Acme, Inc/CN={cn}`, clientAuth).
+fn make_client_cert(dir: &Path, cn: &str) -> (PathBuf, PathBuf, PathBuf) {
+    make_signed(
+        dir,
+        cn,
+        &format!("/O=Acme, Inc/CN={cn}"),
+        "extendedKeyUsage=clientAuth\n",
+    )
 }
 
 /// curl with a client certificate (or none): the status, "000" when the handshake failed.
@@ -443,6 +462,76 @@ both_drivers! {
         assert_eq!(curl_as(&optional, &site.0, Some((&stranger, &stranger_key)), &[]), "000", "a certificate sent must verify");
         let subjects: Vec<String> = up.requests().iter().map(|q| q.head.all("x-client-subject").join("|")).collect();
         assert_eq!(subjects, ["", "CN=client-a,O=Acme\\, Inc"]);
+    }
+}
+
+/// A Python HTTPS upstream answering `tls <path>`, with `cert`/`key`: (child, port).
+fn https_upstream(cert: &Path, key: &Path) -> (std::process::Child, u16) {
+    let script = format!(
+        "import http.server, ssl\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20   protocol_version = 'HTTP/1.1'\n\
+         \x20   def do_GET(self):\n\
+         \x20       body = ('tls ' + self.path).encode()\n\
+         \x20       self.send_response(200)\n\
+         \x20       self.send_header('Content-Length', str(len(body)))\n\
+         \x20       self.end_headers()\n\
+         \x20       self.wfile.write(body)\n\
+         \x20   def log_message(self, *a): pass\n\
+         srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)\n\
+         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+         ctx.load_cert_chain('{}', '{}')\n\
+         srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
+         print(srv.server_address[1], flush=True)\n\
+         srv.serve_forever()\n",
+        cert.display(),
+        key.display()
+    );
+    let mut child = Command::new("python3")
+        .args(["-c", &script])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    (child, line.trim().parse().expect("the upstream's port"))
+}
+
+both_drivers! {
+    fn an_upstream_over_tls_is_verified(d) {
+        let dir = temp_dir(&format!("upstream-{d:?}"));
+        let leaf = "subjectAltName=DNS:up.test\nextendedKeyUsage=serverAuth\n";
+        let (ca, up_cert, up_key) = make_signed(&dir, "up", "/CN=up", leaf);
+        let (stranger, _, _) = make_signed(&temp_dir(&format!("upstream-other-{d:?}")), "up", "/CN=up", leaf);
+        let (mut server, port) = https_upstream(&up_cert, &up_key);
+        let group = |tls: &str| {
+            format!(
+                "[upstreams.app]\nendpoints = [\"127.0.0.1:{port}\"]\n[upstreams.app.tls]\n{tls}\n\n\
+                 [[routes]]\nprefix = \"/\"\nupstream = \"app\"\n"
+            )
+        };
+        let ask = |proxy: &Proxy, path: &str| {
+            let mut c = proxy.client();
+            c.send(format!("GET {path} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes());
+            let r = c.expect_final(false, "the answer");
+            (r.status, String::from_utf8_lossy(&r.body).into_owned())
+        };
+        let good = Proxy::start_config(d, &group(&format!("sni = \"up.test\"\nca = \"{}\"", ca.display())));
+        assert_eq!(ask(&good, "/one"), (200, "tls /one".to_string()));
+        assert_eq!(ask(&good, "/two"), (200, "tls /two".to_string()), "and again, pooled");
+        let wrong_ca = Proxy::start_config(d, &group(&format!("sni = \"up.test\"\nca = \"{}\"", stranger.display())));
+        assert_eq!(ask(&wrong_ca, "/x").0, 502);
+        let log = wrong_ca.log_text();
+        assert!(log.contains("TLS: invalid peer certificate"), "the reason is logged: {log}");
+        let wrong_name = Proxy::start_config(d, &group(&format!("sni = \"other.test\"\nca = \"{}\"", ca.display())));
+        assert_eq!(ask(&wrong_name, "/x").0, 502, "the certificate does not name other.test");
+        let _ = server.kill();
+        let _ = server.wait();
     }
 }
 
