@@ -63,6 +63,10 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
+/// The count is process-wide: the tests take turns so that one's shards do
+/// not count into the other's figure.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn exchange(c: &mut RawClient, req: &[u8]) {
     c.send(req);
     assert_eq!(c.read_response().expect("a response").status, 200);
@@ -70,6 +74,7 @@ fn exchange(c: &mut RawClient, req: &[u8]) {
 
 #[test]
 fn steady_state_requests_do_not_allocate_on_the_shard() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let get: &[u8] = b"GET /items/42?full=1 HTTP/1.1\r\nHost: api.example.com\r\nUser-Agent: t\r\n\
                        Accept: */*\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n";
     let post: &[u8] =
@@ -140,6 +145,7 @@ fn steady_state_requests_do_not_allocate_on_the_shard() {
 /// encrypts (two).
 #[test]
 fn kept_alive_tls_requests_allocate_a_bounded_few() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     use std::io::{Read, Write};
     let dir = std::env::temp_dir().join(format!("shardgate-noalloc-tls-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
