@@ -329,6 +329,8 @@ pub struct UpstreamTls {
     pub sni: Option<String>,
     /// The CA bundle certificates must chain to.
     pub ca: shardgate_tls::LoadedCa,
+    /// The client certificate presented to upstreams that ask for one.
+    pub identity: Option<shardgate_tls::LoadedCert>,
 }
 
 /// Where Debian, Ubuntu and Alpine keep the system's CA bundle, then Fedora

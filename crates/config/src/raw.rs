@@ -147,6 +147,9 @@ pub struct RawUpstreamTls {
     pub sni: Option<String>,
     /// CA bundle (PEM); the system's by default.
     pub ca: Option<String>,
+    /// A client certificate and key (PEM) for upstreams that ask for one.
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

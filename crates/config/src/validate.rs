@@ -665,10 +665,31 @@ fn upstreams(e: &mut Errors, raw: &RawConfig) -> Vec<Upstream> {
                     format!("{sni:?} is not a host name or address"),
                 );
             }
+            let identity = match (&t.cert, &t.key) {
+                (None, None) => None,
+                (Some(cert), Some(key)) => {
+                    let paths = shardgate_tls::PairPaths {
+                        cert: cert.into(),
+                        key: key.into(),
+                    };
+                    match shardgate_tls::load_client_pair(&paths) {
+                        Ok(c) => Some(c),
+                        Err(err) => {
+                            e.push(format!("{path}.tls.cert"), err);
+                            None
+                        }
+                    }
+                }
+                _ => {
+                    e.push(format!("{path}.tls.cert"), "cert and key come together");
+                    None
+                }
+            };
             match shardgate_tls::load_ca(std::path::Path::new(&ca_path)) {
                 Ok(ca) => Some(UpstreamTls {
                     sni: t.sni.clone(),
                     ca,
+                    identity,
                 }),
                 Err(err) => {
                     e.push(format!("{path}.tls.ca"), err);
@@ -676,12 +697,6 @@ fn upstreams(e: &mut Errors, raw: &RawConfig) -> Vec<Upstream> {
                 }
             }
         });
-        if tls.is_some() && health.is_some() {
-            e.push(
-                format!("{path}.health"),
-                "active health checks do not speak TLS yet; leave them out of a TLS group (outlier ejection still applies)",
-            );
-        }
         let mut upstream = Upstream {
             tls,
             name: name.clone(),

@@ -45,6 +45,28 @@ struct Checked {
     name: String,
     endpoints: Vec<SocketAddr>,
     health: GroupHealth,
+    /// The group's TLS, as configured and as probes speak it (a client
+    /// configuration and each endpoint's verified name).
+    tls: Option<(shardgate_config::UpstreamTls, ProbeTls)>,
+}
+
+type ProbeTls = (
+    Arc<rustls::ClientConfig>,
+    Vec<rustls_pki_types::ServerName<'static>>,
+);
+
+/// How probes to `u` speak TLS, if they do; `None` inside when the client
+/// configuration cannot be built (probes then fail, logged once).
+fn probe_tls(u: &shardgate_config::Upstream) -> Option<(shardgate_config::UpstreamTls, ProbeTls)> {
+    let t = u.tls.as_ref()?;
+    let names = crate::snapshot::tls_names(u)?;
+    match shardgate_tls::client_config(&t.ca, t.identity.as_ref()) {
+        Ok(config) => Some((t.clone(), (config, names))),
+        Err(e) => {
+            log::error!("upstream {:?}: health probes cannot speak TLS: {e}", u.name);
+            None
+        }
+    }
 }
 
 fn run(handle: &GatewayHandle, stop: &AtomicBool) {
@@ -61,7 +83,10 @@ fn run(handle: &GatewayHandle, stop: &AtomicBool) {
             for u in &config.upstreams {
                 let Some(spec) = &u.health else { continue };
                 let kept = groups.iter().position(|g| {
-                    g.name == u.name && g.endpoints == u.endpoints && g.health.spec() == spec
+                    g.name == u.name
+                        && g.endpoints == u.endpoints
+                        && g.health.spec() == spec
+                        && g.tls.as_ref().map(|t| &t.0) == u.tls.as_ref()
                 });
                 next.push(match kept {
                     Some(i) => groups.swap_remove(i),
@@ -69,6 +94,7 @@ fn run(handle: &GatewayHandle, stop: &AtomicBool) {
                         name: u.name.clone(),
                         endpoints: u.endpoints.clone(),
                         health: GroupHealth::new(spec.clone(), u.endpoints.len(), now),
+                        tls: probe_tls(u),
                     },
                 });
             }
@@ -90,9 +116,13 @@ fn run(handle: &GatewayHandle, stop: &AtomicBool) {
                 let probes: Vec<_> = due
                     .iter()
                     .map(|&(gi, i)| {
-                        let (addr, spec) =
-                            (groups[gi].endpoints[i], groups[gi].health.spec().clone());
-                        s.spawn(move || probe(addr, &spec))
+                        let g = &groups[gi];
+                        let (addr, spec) = (g.endpoints[i], g.health.spec().clone());
+                        let tls = g
+                            .tls
+                            .as_ref()
+                            .map(|(_, (c, names))| (c.clone(), names[i].clone()));
+                        s.spawn(move || probe(addr, &spec, tls))
                     })
                     .collect();
                 probes
@@ -132,10 +162,18 @@ fn publish(handle: &GatewayHandle, g: &Checked) {
     }
 }
 
-/// One probe: `GET path` on a new connection, judged by the status line.
-fn probe(addr: SocketAddr, spec: &ProbeSpec) -> ProbeResult {
+/// One probe: `GET path` on a new connection (over TLS, verified, when the
+/// group speaks it), judged by the status line.
+fn probe(
+    addr: SocketAddr,
+    spec: &ProbeSpec,
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls_pki_types::ServerName<'static>,
+    )>,
+) -> ProbeResult {
     let deadline = Instant::now() + spec.timeout;
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, spec.timeout) else {
+    let Ok(s) = TcpStream::connect_timeout(&addr, spec.timeout) else {
         return ProbeResult::ConnectFailed;
     };
     let left = deadline
@@ -143,6 +181,17 @@ fn probe(addr: SocketAddr, spec: &ProbeSpec) -> ProbeResult {
         .max(Duration::from_millis(1));
     let _ = s.set_read_timeout(Some(left));
     let _ = s.set_write_timeout(Some(left));
+    match tls {
+        None => ask(s, addr, spec),
+        Some((config, name)) => match rustls::ClientConnection::new(config, name) {
+            Ok(conn) => ask(rustls::StreamOwned::new(conn, s), addr, spec),
+            Err(_) => ProbeResult::ConnectFailed,
+        },
+    }
+}
+
+/// The probe's request and the status of its answer.
+fn ask(mut s: impl Read + Write, addr: SocketAddr, spec: &ProbeSpec) -> ProbeResult {
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: shardgate-health\r\nConnection: close\r\n\r\n",
         spec.path

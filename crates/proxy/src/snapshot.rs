@@ -76,7 +76,7 @@ pub(crate) struct Group {
 
 /// For a TLS group, the name each endpoint is verified as: the configured
 /// `sni`, else the host name the endpoint came from, else its address.
-fn tls_names(u: &Upstream) -> Option<Vec<rustls_pki_types::ServerName<'static>>> {
+pub(crate) fn tls_names(u: &Upstream) -> Option<Vec<rustls_pki_types::ServerName<'static>>> {
     let t = u.tls.as_ref()?;
     let name = |addr: &std::net::SocketAddr| {
         let host = t.sni.clone().or_else(|| {
@@ -222,11 +222,12 @@ impl Snapshot {
             endpoints.extend_from_slice(&ids);
             let mut group = Group::build(u, ids, seed, now)?;
             if let (Some(t), Some(names)) = (&u.tls, names) {
-                let config =
-                    shardgate_tls::client_config(&t.ca).map_err(|message| BuildError::Chain {
+                let config = shardgate_tls::client_config(&t.ca, t.identity.as_ref()).map_err(
+                    |message| BuildError::Chain {
                         owner: format!("upstream {:?} tls", u.name),
                         message,
-                    })?;
+                    },
+                )?;
                 group.tls = Some((config, names));
             }
             groups.push(group);

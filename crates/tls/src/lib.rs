@@ -61,6 +61,18 @@ impl Eq for LoadedCert {}
 /// Loads a chain and its key, checking that the chain parses, that it has
 /// a DNS name, and that the key is the certificate's. Errors name the file.
 pub fn load_pair(paths: &PairPaths) -> Result<LoadedCert, String> {
+    let c = load_client_pair(paths)?;
+    if c.names.is_empty() {
+        return Err(format!(
+            "{}: the certificate names no DNS subject alternative name",
+            paths.cert.display()
+        ));
+    }
+    Ok(c)
+}
+
+/// [`load_pair`] for a client certificate, which need name no host.
+pub fn load_client_pair(paths: &PairPaths) -> Result<LoadedCert, String> {
     let cert_text = read(&paths.cert)?;
     let key_text = read(&paths.key)?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_text)
@@ -88,12 +100,6 @@ pub fn load_pair(paths: &PairPaths) -> Result<LoadedCert, String> {
         )
     })?;
     let names: Vec<String> = end.valid_dns_names().map(str::to_ascii_lowercase).collect();
-    if names.is_empty() {
-        return Err(format!(
-            "{}: the certificate names no DNS subject alternative name",
-            paths.cert.display()
-        ));
-    }
     let not_after = der::not_after(leaf.as_ref()).ok_or_else(|| {
         format!(
             "{}: the certificate's validity does not parse",
@@ -300,14 +306,23 @@ pub fn server_config(
 
 /// A client configuration for a group's upstream connections: TLS 1.3 and
 /// 1.2, certificates verified against `ca`, ALPN `http/1.1`, sessions kept
-/// for resumption (rustls's in-memory cache, per shard).
-pub fn client_config(ca: &LoadedCa) -> Result<Arc<rustls::ClientConfig>, String> {
+/// for resumption (rustls's in-memory cache, per shard), and `identity`
+/// presented when the upstream asks for a client certificate.
+pub fn client_config(
+    ca: &LoadedCa,
+    identity: Option<&LoadedCert>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| e.to_string())?
-        .with_root_certificates(ca.roots.clone())
-        .with_no_client_auth();
+        .with_root_certificates(ca.roots.clone());
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(c) => builder.with_client_cert_resolver(Arc::new(
+            rustls::sign::SingleCertAndKey::from(c.key.clone()),
+        )),
+    };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -465,8 +465,15 @@ both_drivers! {
     }
 }
 
-/// A Python HTTPS upstream answering `tls <path>`, with `cert`/`key`: (child, port).
-fn https_upstream(cert: &Path, key: &Path) -> (std::process::Child, u16) {
+/// A Python HTTPS upstream answering `tls <path>`, with `cert`/`key`, requiring client
+/// certificates from `client_ca` when given: (child, port).
+fn https_upstream(cert: &Path, key: &Path, client_ca: Option<&Path>) -> (std::process::Child, u16) {
+    let require = client_ca.map_or(String::new(), |ca| {
+        format!(
+            "ctx.verify_mode = ssl.CERT_REQUIRED\nctx.load_verify_locations('{}')\n",
+            ca.display()
+        )
+    });
     let script = format!(
         "import http.server, ssl\n\
          class H(http.server.BaseHTTPRequestHandler):\n\
@@ -481,6 +488,7 @@ fn https_upstream(cert: &Path, key: &Path) -> (std::process::Child, u16) {
          srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)\n\
          ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
          ctx.load_cert_chain('{}', '{}')\n\
+         {require}\
          srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
          print(srv.server_address[1], flush=True)\n\
          srv.serve_forever()\n",
@@ -508,7 +516,7 @@ both_drivers! {
         let leaf = "subjectAltName=DNS:up.test\nextendedKeyUsage=serverAuth\n";
         let (ca, up_cert, up_key) = make_signed(&dir, "up", "/CN=up", leaf);
         let (stranger, _, _) = make_signed(&temp_dir(&format!("upstream-other-{d:?}")), "up", "/CN=up", leaf);
-        let (mut server, port) = https_upstream(&up_cert, &up_key);
+        let (mut server, port) = https_upstream(&up_cert, &up_key, None);
         let group = |tls: &str| {
             format!(
                 "[upstreams.app]\nendpoints = [\"127.0.0.1:{port}\"]\n[upstreams.app.tls]\n{tls}\n\n\
@@ -530,6 +538,45 @@ both_drivers! {
         assert!(log.contains("TLS: invalid peer certificate"), "the reason is logged: {log}");
         let wrong_name = Proxy::start_config(d, &group(&format!("sni = \"other.test\"\nca = \"{}\"", ca.display())));
         assert_eq!(ask(&wrong_name, "/x").0, 502, "the certificate does not name other.test");
+        let _ = server.kill();
+        let _ = server.wait();
+    }
+}
+
+both_drivers! {
+    fn tls_groups_probe_over_tls_and_present_a_client_certificate(d) {
+        let dir = temp_dir(&format!("upstream-mtls-{d:?}"));
+        let leaf = "subjectAltName=DNS:up.test\nextendedKeyUsage=serverAuth\n";
+        let (ca, up_cert, up_key) = make_signed(&dir, "up", "/CN=up", leaf);
+        let (_, gw_cert, gw_key) = make_client_cert(&dir, "gateway");
+        let (mut server, port) = https_upstream(&up_cert, &up_key, Some(&ca));
+        let group = |identity: &str| {
+            format!(
+                "[upstreams.app]\nendpoints = [\"127.0.0.1:{port}\"]\n\
+                 [upstreams.app.tls]\nsni = \"up.test\"\nca = \"{}\"\n{identity}\n\
+                 [upstreams.app.health]\npath = \"/healthz\"\ninterval = \"100ms\"\ntimeout = \"1s\"\n\n\
+                 [[routes]]\nprefix = \"/\"\nupstream = \"app\"\n",
+                ca.display()
+            )
+        };
+        let ask = |proxy: &Proxy| {
+            let mut c = proxy.client();
+            c.send(b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n");
+            c.expect_final(false, "the answer").status
+        };
+        let with = Proxy::start_config(
+            d,
+            &group(&format!("cert = \"{}\"\nkey = \"{}\"", gw_cert.display(), gw_key.display())),
+        );
+        assert_eq!(ask(&with), 200);
+        // Probes speak TLS too: after a dozen of them the endpoint never went unhealthy.
+        std::thread::sleep(Duration::from_millis(1500));
+        let log = with.log_text();
+        assert!(!log.contains("unhealthy"), "probes failed over TLS: {log}");
+        let without = Proxy::start_config(d, &group(""));
+        assert_eq!(ask(&without), 502, "the upstream wants a client certificate");
+        std::thread::sleep(Duration::from_millis(800));
+        assert!(without.log_text().contains("unhealthy"), "failing probes are seen: {}", without.log_text());
         let _ = server.kill();
         let _ = server.wait();
     }
