@@ -8,7 +8,9 @@
 #     connection, and so runs a full TLS 1.3 handshake, for each), as handshakes a second and
 #     proxy CPU µs per handshake;
 #   - user-space memory per idle TLS connection: RSS growth while HOLD connections (Python's
-#     ssl, each after one request) stay open.
+#     ssl, each after one request) stay open;
+#   - established connections during a handshake flood: 16 keep-alive connections' rate and
+#     p99 alone, then while another wrk opens a new connection for every request.
 #
 #   scripts/tls-bench.sh
 #
@@ -158,3 +160,21 @@ for name in "${NAMES[@]}"; do
     sleep 1
 done
 echo "(medians; wrk -t1 -c$CONNS, $ROUNDS interleaved rounds of ${DURATION}s; memory: RSS growth / $HOLD idle TLS 1.3 connections)"
+
+echo
+echo "established connections (wrk -c16, ${DURATION}s) alone, and during a handshake flood (wrk -c64, Connection: close; both wrk on CPU 1):"
+steady() {
+    taskset -c 1 wrk -t1 -c16 -d"${DURATION}s" --latency "https://127.0.0.1:$1/" 2>&1 |
+        awk '/Requests\/sec/ {r = $2} / 99%/ {p = $2} END {print r " req/s, p99 " p}'
+}
+for name in "${NAMES[@]}"; do
+    alone=$(steady "${PORT[$name]}")
+    taskset -c 1 wrk -t1 -c64 -d"$((DURATION + 3))s" -H "Connection: close" \
+        "https://127.0.0.1:${PORT[$name]}/" >"$WORK/flood-$name.txt" 2>&1 &
+    flood=$!
+    sleep 1
+    during=$(steady "${PORT[$name]}")
+    wait "$flood" || true
+    rate=$(awk '/Requests\/sec/ {print $2}' "$WORK/flood-$name.txt")
+    printf '%-18s alone %-28s during %s handshakes/s: %s\n' "$name" "$alone" "$rate" "$during"
+done
