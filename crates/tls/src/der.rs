@@ -20,27 +20,36 @@ fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
 }
 
-/// The certificate's `notAfter`, in seconds since the Unix epoch.
-pub(crate) fn not_after(cert: &[u8]) -> Option<i64> {
-    const SEQUENCE: u8 = 0x30;
+const SEQUENCE: u8 = 0x30;
+
+/// The fields of a certificate's TBSCertificate after the optional version:
+/// serial, signature algorithm, issuer, validity, subject, ...
+fn tbs_fields(cert: &[u8]) -> Option<&[u8]> {
     let (SEQUENCE, cert, _) = tlv(cert)? else {
         return None;
     };
     let (SEQUENCE, tbs, _) = tlv(cert)? else {
         return None;
     };
-    let mut rest = tbs;
-    // [0] version (optional), serial, signature algorithm, issuer.
-    let (tag, _, after) = tlv(rest)?;
-    if tag == 0xa0 {
-        rest = after;
-    }
-    for _ in 0..3 {
+    let (tag, _, after) = tlv(tbs)?;
+    Some(if tag == 0xa0 { after } else { tbs })
+}
+
+/// Field `n` (0: the serial) of the TBSCertificate, a SEQUENCE's contents.
+fn tbs_sequence(cert: &[u8], n: usize) -> Option<&[u8]> {
+    let mut rest = tbs_fields(cert)?;
+    for _ in 0..n {
         rest = tlv(rest)?.2;
     }
-    let (SEQUENCE, validity, _) = tlv(rest)? else {
-        return None;
-    };
+    match tlv(rest)? {
+        (SEQUENCE, contents, _) => Some(contents),
+        _ => None,
+    }
+}
+
+/// The certificate's `notAfter`, in seconds since the Unix epoch.
+pub(crate) fn not_after(cert: &[u8]) -> Option<i64> {
+    let validity = tbs_sequence(cert, 3)?;
     let after_before = tlv(validity)?.2;
     let (tag, time, _) = tlv(after_before)?;
     parse_time(tag, time)
@@ -49,25 +58,7 @@ pub(crate) fn not_after(cert: &[u8]) -> Option<i64> {
 /// The subject Name of a certificate as RFC 4514 text (RDNs in reverse
 /// order, values escaped); `None` when it does not parse.
 pub(crate) fn subject(cert: &[u8]) -> Option<String> {
-    const SEQUENCE: u8 = 0x30;
-    let (SEQUENCE, cert, _) = tlv(cert)? else {
-        return None;
-    };
-    let (SEQUENCE, tbs, _) = tlv(cert)? else {
-        return None;
-    };
-    let mut rest = tbs;
-    let (tag, _, after) = tlv(rest)?;
-    if tag == 0xa0 {
-        rest = after;
-    }
-    // serial, signature algorithm, issuer, validity, then the subject.
-    for _ in 0..4 {
-        rest = tlv(rest)?.2;
-    }
-    let (SEQUENCE, mut name, _) = tlv(rest)? else {
-        return None;
-    };
+    let mut name = tbs_sequence(cert, 4)?;
     let mut rdns = Vec::new();
     while !name.is_empty() {
         let (0x31, mut set, next) = tlv(name)? else {
