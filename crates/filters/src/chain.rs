@@ -17,6 +17,7 @@
 
 use crate::filter::{BuildContext, Filter, FilterSpec};
 use crate::global_rate::{GlobalLimitConfig, RateKey, ShardLimiter};
+use crate::jwt::KeySlot;
 use crate::request_id::RequestIdGen;
 use crate::token_bucket::RateLimitHeaders;
 use shardgate_http::Request;
@@ -67,6 +68,9 @@ pub struct LimitSet {
     /// Whose each limit is (`tenant acme #0`, `route api #1`): a reload keeps
     /// a shard's buckets when owners and settings are all the same.
     pub owners: Vec<String>,
+    /// This shard's remote JWKS sets, which the shard fills from what the
+    /// control plane fetched.
+    pub key_slots: Vec<Rc<KeySlot>>,
 }
 
 /// What a filter declares when its chain is built.
@@ -89,6 +93,11 @@ impl Declare<'_> {
         l.configs.push(limit.clone());
         l.owners.push(format!("{} #{}", self.owner, l.owners.len()));
         l.limiters.len() - 1
+    }
+
+    /// A remote key set the chain reads (filled by the shard).
+    pub fn key_slot(&mut self, slot: Rc<KeySlot>) {
+        self.limits.key_slots.push(slot);
     }
 
     /// The chain owns request field `name`: a client's copies are dropped.
@@ -346,6 +355,7 @@ mod tests {
             limiters: Limiters::new(),
             configs: Vec::new(),
             owners: Vec::new(),
+            key_slots: Vec::new(),
         }
     }
 

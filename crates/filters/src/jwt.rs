@@ -23,13 +23,17 @@ use crate::filter::{BuildContext, BuiltIn};
 use crate::global_rate::RateKey;
 use crate::syntax::ParseCx;
 use serde::Deserialize;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::rc::Rc;
 use std::str::FromStr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
+use rustls_pki_types::pem::PemObject;
 use serde_json::{Map, Value};
 
 /// Default allowance for clock skew on `exp` and `nbf`.
@@ -46,6 +50,30 @@ pub enum KeyMaterial {
     Pem(String),
     /// A JWKS document (`{"keys": [...]}`); each key's `kid` and `alg` come from it.
     Jwks(String),
+    /// A JWKS document an identity provider publishes, fetched and refreshed
+    /// by the gateway's control plane (never a shard).
+    Remote(JwksSource),
+}
+
+/// Default interval between fetches of a remote JWKS.
+pub const DEFAULT_JWKS_REFRESH: Duration = Duration::from_secs(300);
+/// Default shortest interval between two fetches of one remote JWKS: an
+/// unknown `kid` asks for an early refresh at most this often.
+pub const DEFAULT_JWKS_MIN_REFRESH: Duration = Duration::from_secs(10);
+
+/// Where a remote key set is published and how it is kept fresh. Two keys
+/// with the same source share one fetch.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct JwksSource {
+    /// An `https` URL.
+    pub url: String,
+    /// The PEM bundle the provider's certificate is verified against (the
+    /// text of the `ca` file); `None`: the system's roots.
+    pub ca: Option<String>,
+    /// The key's `algorithms` (they filter the set, as for `jwks`).
+    pub algorithms: Vec<String>,
+    pub refresh: Duration,
+    pub min_refresh: Duration,
 }
 
 /// One configured key (or key set).
@@ -94,6 +122,16 @@ impl Default for JwtConfig {
     }
 }
 
+impl JwtConfig {
+    /// The key sets this filter fetches from identity providers.
+    pub fn remote_sources(&self) -> impl Iterator<Item = &JwksSource> {
+        self.keys.iter().filter_map(|k| match &k.material {
+            KeyMaterial::Remote(s) => Some(s),
+            _ => None,
+        })
+    }
+}
+
 /// A configuration problem, with its field path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JwtConfigError {
@@ -109,7 +147,7 @@ impl fmt::Display for JwtConfigError {
 
 impl std::error::Error for JwtConfigError {}
 
-/// Why a request's token was refused. Every variant is a 401.
+/// Why a request's token was refused: a 401, except [`JwtError::KeysUnavailable`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JwtError {
     /// No bearer token in the request.
@@ -133,12 +171,18 @@ pub enum JwtError {
     /// The header names `crit` extensions, which the gateway implements none of
     /// (RFC 7515 §4.1.11: such a token must be refused).
     UnsupportedCritical,
+    /// A remote key set has not been fetched yet, so no key can be trusted to
+    /// refuse the token either: 503, not 401.
+    KeysUnavailable,
 }
 
 impl JwtError {
-    /// Always 401.
+    /// 401, except 503 while a remote key set has not arrived.
     pub fn status(&self) -> u16 {
-        401
+        match self {
+            JwtError::KeysUnavailable => 503,
+            _ => 401,
+        }
     }
 
     /// The `error_description`: short, fixed text (never echoes the token).
@@ -157,6 +201,7 @@ impl JwtError {
             JwtError::MissingClaim(c) => format!("missing {} claim", sanitize(c)),
             JwtError::UnsafeClaimValue(c) => format!("claim {} not forwardable", sanitize(c)),
             JwtError::UnsupportedCritical => "critical header extension not supported".into(),
+            JwtError::KeysUnavailable => "signing keys not available yet".into(),
         }
     }
 }
@@ -226,13 +271,22 @@ struct RawJwtKey {
     /// A JWKS document, inline JSON.
     jwks: Option<String>,
     jwks_file: Option<String>,
+    /// A JWKS document fetched from an identity provider (`https`).
+    jwks_url: Option<String>,
+    /// With `jwks_url`: a PEM CA bundle for the provider (default: system roots).
+    ca: Option<String>,
+    /// With `jwks_url`: how often the set is fetched.
+    refresh: Option<String>,
+    /// With `jwks_url`: the shortest time between two fetches.
+    min_refresh: Option<String>,
 }
 
 /// Makes key material from one field's value; problems are reported at `field`.
 type Material = fn(&mut ParseCx<'_>, &str, String) -> Option<KeyMaterial>;
 
 fn jwt_key(cx: &mut ParseCx<'_>, field: &str, k: RawJwtKey) -> Option<KeySpec> {
-    let sources: [(&'static str, Option<String>, Material); 6] = [
+    let remote = remote_settings(cx, field, &k);
+    let sources: [(&'static str, Option<String>, Material); 7] = [
         ("secret", k.secret, |_, _, v| {
             Some(KeyMaterial::Secret(v.into_bytes()))
         }),
@@ -251,6 +305,16 @@ fn jwt_key(cx: &mut ParseCx<'_>, field: &str, k: RawJwtKey) -> Option<KeySpec> {
         ("jwks_file", k.jwks_file, |cx, field, v| {
             cx.read_file(field, &v).map(KeyMaterial::Jwks)
         }),
+        ("jwks_url", k.jwks_url, |cx, field, url| {
+            check_jwks_url(&url).map_err(|e| cx.push(field, e)).ok()?;
+            Some(KeyMaterial::Remote(JwksSource {
+                url,
+                ca: None,
+                algorithms: Vec::new(),
+                refresh: DEFAULT_JWKS_REFRESH,
+                min_refresh: DEFAULT_JWKS_MIN_REFRESH,
+            }))
+        }),
     ];
     let given = sources
         .into_iter()
@@ -258,14 +322,103 @@ fn jwt_key(cx: &mut ParseCx<'_>, field: &str, k: RawJwtKey) -> Option<KeySpec> {
         .collect();
     let (name, (value, make)) = cx.exactly_one(
         field,
-        "secret, secret_base64, pem, pem_file, jwks, jwks_file",
+        "secret, secret_base64, pem, pem_file, jwks, jwks_file, jwks_url",
         given,
     )?;
+    let algorithms = k.algorithms.unwrap_or_default();
+    let mut material = make(cx, &format!("{field}.{name}"), value)?;
+    match (&mut material, remote) {
+        (KeyMaterial::Remote(source), Some((ca, refresh, min_refresh))) => {
+            source.ca = ca;
+            source.refresh = refresh;
+            source.min_refresh = min_refresh;
+            source.algorithms.clone_from(&algorithms);
+        }
+        (KeyMaterial::Remote(_), None) => return None,
+        (_, _) => {
+            for (given, name) in [(&k.ca, "ca"), (&k.refresh, "refresh")]
+                .into_iter()
+                .chain([(&k.min_refresh, "min_refresh")])
+            {
+                if given.is_some() {
+                    cx.push(&format!("{field}.{name}"), "only with jwks_url");
+                }
+            }
+        }
+    }
     Some(KeySpec {
         kid: k.kid,
-        algorithms: k.algorithms.unwrap_or_default(),
-        material: make(cx, &format!("{field}.{name}"), value)?,
+        algorithms,
+        material,
     })
+}
+
+/// `ca`, `refresh` and `min_refresh` of a key (read whether or not it has a
+/// `jwks_url`); `None` when one of them is refused.
+fn remote_settings(
+    cx: &mut ParseCx<'_>,
+    field: &str,
+    k: &RawJwtKey,
+) -> Option<(Option<String>, Duration, Duration)> {
+    let before = cx.problems.len();
+    let ca = match &k.ca {
+        None => None,
+        Some(path) => {
+            let at = format!("{field}.ca");
+            let text = cx.read_file(&at, path)?;
+            let certs = rustls_pki_types::CertificateDer::pem_slice_iter(text.as_bytes());
+            let mut count = 0;
+            for c in certs {
+                if let Err(e) = c {
+                    cx.push(&at, format!("{path:?}: not a PEM certificate: {e}"));
+                    return None;
+                }
+                count += 1;
+            }
+            if count == 0 {
+                cx.push(&at, format!("{path:?}: no certificate in it"));
+                return None;
+            }
+            Some(text)
+        }
+    };
+    let refresh = cx.duration(
+        &format!("{field}.refresh"),
+        k.refresh.as_ref(),
+        DEFAULT_JWKS_REFRESH,
+    );
+    let min_refresh = cx.duration(
+        &format!("{field}.min_refresh"),
+        k.min_refresh.as_ref(),
+        DEFAULT_JWKS_MIN_REFRESH,
+    );
+    if min_refresh > refresh {
+        cx.push(
+            &format!("{field}.min_refresh"),
+            "longer than refresh (it bounds early refreshes, which come between regular ones)",
+        );
+    }
+    (cx.problems.len() == before).then_some((ca, refresh, min_refresh))
+}
+
+/// A JWKS URL must be `https` with a host: keys fetched in the clear could be
+/// anyone's.
+fn check_jwks_url(url: &str) -> Result<(), String> {
+    let Some(rest) = url
+        .get(..8)
+        .filter(|s| s.eq_ignore_ascii_case("https://"))
+        .map(|_| &url[8..])
+    else {
+        return Err(format!("{url:?}: must be an https:// URL"));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.is_empty() || authority.contains('@') {
+        return Err(format!("{url:?}: needs a host (and no user info)"));
+    }
+    if url.bytes().any(|b| b <= b' ' || b == 0x7f) {
+        return Err(format!("{url:?}: spaces or control characters"));
+    }
+    Ok(())
 }
 
 impl BuiltIn for JwtFilter {
@@ -344,6 +497,8 @@ pub fn issue_hs256(secret: &[u8], claims: &Value) -> Option<String> {
 #[derive(Debug, Clone)]
 pub struct JwtVerifier {
     keys: Vec<Key>,
+    /// Key sets fetched by the control plane, as this shard last heard of them.
+    remote: Vec<Rc<KeySlot>>,
     issuers: Vec<Box<str>>,
     audiences: Vec<Box<str>>,
     leeway: u64,
@@ -439,7 +594,9 @@ fn inline_key(field: &str, spec: &KeySpec) -> Result<Key, JwtConfigError> {
                 )
             })?
         }
-        (KeyMaterial::Jwks(_), _) => unreachable!("handled by the caller"),
+        (KeyMaterial::Jwks(_) | KeyMaterial::Remote(_), _) => {
+            unreachable!("handled by the caller")
+        }
         (_, fam) => {
             return Err(cfg_err(
                 format!("{field}.algorithms"),
@@ -450,8 +607,8 @@ fn inline_key(field: &str, spec: &KeySpec) -> Result<Key, JwtConfigError> {
     Ok(make_key(spec.kid.as_deref(), algs, key))
 }
 
-fn jwks_keys(field: &str, spec: &KeySpec, json: &str) -> Result<Vec<Key>, JwtConfigError> {
-    let filter = parse_algs(field, &spec.algorithms)?;
+fn jwks_keys(field: &str, algorithms: &[String], json: &str) -> Result<Vec<Key>, JwtConfigError> {
+    let filter = parse_algs(field, algorithms)?;
     let set: JwkSet = serde_json::from_str(json)
         .map_err(|e| cfg_err(format!("{field}.jwks"), format!("not a JWKS document: {e}")))?;
     let mut keys = Vec::new();
@@ -521,6 +678,83 @@ fn jwks_keys(field: &str, spec: &KeySpec, json: &str) -> Result<Vec<Key>, JwtCon
     Ok(keys)
 }
 
+/// A remote JWKS document, parsed (on the control plane's thread) into the
+/// keys it holds that can verify tokens.
+#[derive(Debug)]
+pub struct RemoteKeys {
+    keys: Vec<Key>,
+}
+
+impl RemoteKeys {
+    /// Parses a fetched document the way `jwks` is parsed; the problem, if
+    /// any, in the provider's words or the parser's.
+    pub fn parse(source: &JwksSource, json: &str) -> Result<RemoteKeys, String> {
+        jwks_keys("jwks_url", &source.algorithms, json)
+            .map(|keys| RemoteKeys { keys })
+            .map_err(|e| e.message)
+    }
+
+    /// Usable keys in the set.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// One shard's view of a remote key set: filled by the shard from what the
+/// control plane fetched, read by this shard's requests with no lock or
+/// atomic. A token naming a `kid` the set lacks marks the slot, and the
+/// shard passes the wish for an early refresh on at its next tick.
+#[derive(Debug)]
+pub struct KeySlot {
+    pub source: JwksSource,
+    keys: RefCell<Option<Arc<RemoteKeys>>>,
+    wanted: Cell<bool>,
+    /// When this shard last asked for an early refresh.
+    asked: Cell<Option<Instant>>,
+}
+
+impl KeySlot {
+    pub fn new(source: JwksSource) -> KeySlot {
+        KeySlot {
+            source,
+            keys: RefCell::new(None),
+            wanted: Cell::new(false),
+            asked: Cell::new(None),
+        }
+    }
+
+    /// Adopts a newly fetched set.
+    pub fn set(&self, keys: Arc<RemoteKeys>) {
+        *self.keys.borrow_mut() = Some(keys);
+    }
+
+    /// The set in use, if one has arrived.
+    pub fn keys(&self) -> Option<Arc<RemoteKeys>> {
+        self.keys.borrow().clone()
+    }
+
+    /// Whether to ask for an early refresh now: a token named an unknown
+    /// `kid` since the last ask, and the last ask is `min_refresh` old.
+    pub fn take_wanted(&self, now: Instant) -> bool {
+        if !self.wanted.get() {
+            return false;
+        }
+        let due = self
+            .asked
+            .get()
+            .is_none_or(|t| now.duration_since(t) >= self.source.min_refresh);
+        if due {
+            self.wanted.set(false);
+            self.asked.set(Some(now));
+        }
+        due
+    }
+}
+
 fn is_token(s: &str) -> bool {
     !s.is_empty()
         && s.bytes()
@@ -532,13 +766,24 @@ impl JwtVerifier {
     pub fn new(cfg: &JwtConfig) -> Result<JwtVerifier, Vec<JwtConfigError>> {
         let mut errors = Vec::new();
         let mut keys = Vec::new();
+        let mut remote = Vec::new();
         if cfg.keys.is_empty() {
             errors.push(cfg_err("keys", "at least one key is required"));
         }
         for (i, spec) in cfg.keys.iter().enumerate() {
             let field = format!("keys[{i}]");
             let built = match &spec.material {
-                KeyMaterial::Jwks(json) => jwks_keys(&field, spec, json),
+                KeyMaterial::Jwks(json) => jwks_keys(&field, &spec.algorithms, json),
+                KeyMaterial::Remote(source) => {
+                    // The set arrives later; its algorithm names are checked now.
+                    match parse_algs(&field, &source.algorithms) {
+                        Ok(_) => {
+                            remote.push(Rc::new(KeySlot::new(source.clone())));
+                            Ok(Vec::new())
+                        }
+                        Err(e) => Err(e),
+                    }
+                }
                 _ => inline_key(&field, spec).map(|k| vec![k]),
             };
             match built {
@@ -568,6 +813,7 @@ impl JwtVerifier {
         let boxed = |v: &[String]| v.iter().map(|s| s.as_str().into()).collect();
         Ok(JwtVerifier {
             keys,
+            remote,
             issuers: boxed(&cfg.issuers),
             audiences: boxed(&cfg.audiences),
             leeway: cfg.leeway.as_secs(),
@@ -587,9 +833,34 @@ impl JwtVerifier {
         self.forward.iter().map(|(_, header)| &**header)
     }
 
-    /// Keys loaded (a JWKS counts each usable key).
+    /// Keys loaded (a JWKS counts each usable key; a remote set, what this
+    /// shard has of it).
     pub fn key_count(&self) -> usize {
-        self.keys.len()
+        let remote: usize = self
+            .remote
+            .iter()
+            .map(|s| s.keys.borrow().as_ref().map_or(0, |k| k.len()))
+            .sum();
+        self.keys.len() + remote
+    }
+
+    /// The remote key sets this verifier reads.
+    pub fn key_slots(&self) -> &[Rc<KeySlot>] {
+        &self.remote
+    }
+
+    /// `f` on each key, inline ones first, until it returns something.
+    fn find_key<R>(&self, mut f: impl FnMut(&Key) -> Option<R>) -> Option<R> {
+        if let Some(r) = self.keys.iter().find_map(&mut f) {
+            return Some(r);
+        }
+        for slot in &self.remote {
+            let held = slot.keys.borrow();
+            if let Some(r) = held.iter().flat_map(|s| s.keys.iter()).find_map(&mut f) {
+                return Some(r);
+            }
+        }
+        None
     }
 
     /// The `WWW-Authenticate` value for a refusal (RFC 6750: no error code when no token came).
@@ -609,6 +880,9 @@ impl JwtVerifier {
     pub fn declare(&self, d: &mut Declare<'_>) {
         for h in self.forwarded_headers() {
             d.own_request(h);
+        }
+        for slot in &self.remote {
+            d.key_slot(slot.clone());
         }
     }
 
@@ -632,12 +906,16 @@ impl JwtVerifier {
                 }
                 Flow::Continue
             }
-            Err(e) => {
+            Err(e) if e.status() == 401 => {
                 line(
                     cx.response,
                     b"WWW-Authenticate",
                     self.challenge(&e).as_bytes(),
                 );
+                Flow::answer(401)
+            }
+            Err(e) => {
+                line(cx.response, b"Retry-After", b"1");
                 Flow::answer(e.status())
             }
         }
@@ -667,45 +945,55 @@ impl JwtVerifier {
             return Err(JwtError::UnsupportedCritical);
         }
         let alg = header.alg;
-        let by_kid = |k: &&Key| match (&header.kid, &k.kid) {
+        let by_kid = |k: &Key| match (&header.kid, &k.kid) {
             (Some(want), Some(have)) => **have == **want,
             _ => true,
         };
-        let mut candidates = self.keys.iter().filter(by_kid).peekable();
-        if candidates.peek().is_none() {
+        let mut named = false;
+        let allowed = self
+            .find_key(|k| {
+                named |= by_kid(k);
+                (by_kid(k) && k.algorithms.contains(&alg)).then_some(())
+            })
+            .is_some();
+        if !named {
+            // A remote set not fetched yet: the gateway cannot tell, which
+            // is its problem, not the token's.
+            if self.remote.iter().any(|s| s.keys.borrow().is_none()) {
+                return Err(JwtError::KeysUnavailable);
+            }
+            if header.kid.is_some() {
+                for slot in &self.remote {
+                    slot.wanted.set(true);
+                }
+            }
             return Err(JwtError::UnknownKey);
         }
-        let mut allowed = candidates
-            .filter(|k| k.algorithms.contains(&alg))
-            .peekable();
-        if allowed.peek().is_none() {
+        if !allowed {
             return Err(JwtError::AlgorithmNotAllowed(alg));
         }
-        let mut claims = None;
-        for key in allowed {
+        use jsonwebtoken::errors::ErrorKind;
+        let decoded = self.find_key(|key| {
+            if !by_kid(key) || !key.algorithms.contains(&alg) {
+                return None;
+            }
             match jsonwebtoken::decode::<Value>(token, &key.key, &key.validation) {
-                Ok(data) => {
-                    claims = Some(data.claims);
-                    break;
-                }
+                Ok(data) => Some(Ok(data.claims)),
                 Err(e) => match e.kind() {
-                    jsonwebtoken::errors::ErrorKind::InvalidSignature
-                    | jsonwebtoken::errors::ErrorKind::InvalidEcdsaKey
-                    | jsonwebtoken::errors::ErrorKind::InvalidEddsaKey
-                    | jsonwebtoken::errors::ErrorKind::InvalidRsaKey(_) => continue,
-                    jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => {
-                        return Err(JwtError::AlgorithmNotAllowed(alg));
-                    }
-                    _ => return Err(JwtError::Malformed),
+                    ErrorKind::InvalidSignature
+                    | ErrorKind::InvalidEcdsaKey
+                    | ErrorKind::InvalidEddsaKey
+                    | ErrorKind::InvalidRsaKey(_) => None,
+                    ErrorKind::InvalidAlgorithm => Some(Err(JwtError::AlgorithmNotAllowed(alg))),
+                    _ => Some(Err(JwtError::Malformed)),
                 },
             }
-        }
-        let Some(Value::Object(claims)) = claims else {
-            return Err(if claims.is_some() {
-                JwtError::BadClaims("payload")
-            } else {
-                JwtError::BadSignature
-            });
+        });
+        let claims = match decoded {
+            None => return Err(JwtError::BadSignature),
+            Some(Err(e)) => return Err(e),
+            Some(Ok(Value::Object(claims))) => claims,
+            Some(Ok(_)) => return Err(JwtError::BadClaims("payload")),
         };
         self.check_claims(&claims, now)?;
         let mut forward = Vec::with_capacity(self.forward.len());

@@ -316,7 +316,15 @@ mod tests {
         let size = rt.block_on(async move {
             let stats: std::sync::Arc<ShardStats> = Default::default();
             let shard = Rc::new(
-                Shard::new((0, 1), &std::sync::Arc::new(config), stats, None, None).unwrap(),
+                Shard::new(
+                    (0, 1),
+                    &std::sync::Arc::new(config),
+                    stats,
+                    None,
+                    None,
+                    crate::jwks::JwksStore::new().0,
+                )
+                .unwrap(),
             );
             let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             let addr = listener.local_addr().unwrap();

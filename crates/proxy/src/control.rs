@@ -114,6 +114,8 @@ pub(crate) struct Shared {
     /// Held for a whole reload from the file, so two (a signal and a
     /// `POST /reload`) cannot interleave their reads and writes of `State`.
     pub reloading: Mutex<()>,
+    /// Remote key sets (fetched off the shards).
+    pub jwks: Arc<crate::jwks::JwksStore>,
 }
 
 pub(crate) struct State {
@@ -169,6 +171,8 @@ impl GatewayHandle {
         if let Some(field) = state.config.restart_required(&config) {
             return Err(ReloadError::RestartRequired { field });
         }
+        // New remote key sets are fetched before any shard builds on them.
+        self.0.jwks.prepare(&config);
         let config = Arc::new(config);
         let version = state.info.version + 1;
         let (ack, acks) = mpsc::channel();
@@ -316,7 +320,7 @@ impl GatewayHandle {
     pub fn metrics_text(&self) -> String {
         let shards = self.collect();
         let (_, info) = self.config();
-        crate::metrics::render(
+        let mut text = crate::metrics::render(
             &shards,
             &GatewayFacts {
                 config_version: info.version,
@@ -328,7 +332,9 @@ impl GatewayHandle {
                     .as_ref()
                     .map_or(0, |l| l.load(std::sync::atomic::Ordering::Relaxed)),
             },
-        )
+        );
+        self.0.jwks.render_metrics(&mut text);
+        text
     }
 
     /// Asks every shard to drain by `timeout` from now (see [`Command::Drain`]).

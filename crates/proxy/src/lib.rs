@@ -23,6 +23,7 @@ mod driver;
 mod error;
 mod health;
 mod io;
+mod jwks;
 mod limit;
 mod listener;
 pub mod metrics;

@@ -58,6 +58,10 @@ pub(crate) struct Shard {
     pub lines: BufferPool,
     /// Where rate-limit reports go (with more than one shard).
     rate_tx: Option<std::sync::mpsc::Sender<crate::rates::Batch>>,
+    /// Remote key sets, fetched by the control plane; `jwks_seen` is the
+    /// store generation this shard's slots hold.
+    jwks: Arc<crate::jwks::JwksStore>,
+    jwks_seen: Cell<u64>,
     /// Request and trace ids.
     pub ids: RefCell<shardgate_filters::request_id::RequestIdGen>,
     log_limiter: LogLimiter,
@@ -71,12 +75,17 @@ impl Shard {
         stats: Arc<ShardStats>,
         log_tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
         rate_tx: Option<std::sync::mpsc::Sender<crate::rates::Batch>>,
+        jwks: Arc<crate::jwks::JwksStore>,
     ) -> Result<Shard, crate::snapshot::BuildError> {
         let pools = Pools::new();
         let metrics = Registry::default();
         let snapshot = Snapshot::build(config, 1, &pools, &metrics, (id, shards))?;
         let buffers = BufferPool::new(snapshot.limits.buffer_size, KEEP_BUFFERS);
+        let jwks_seen = Cell::new(jwks.generation());
+        fill_key_slots(&snapshot, &jwks);
         Ok(Shard {
+            jwks,
+            jwks_seen,
             id,
             shards,
             snapshot: RefCell::new(Rc::new(snapshot)),
@@ -195,6 +204,26 @@ impl Shard {
         }
     }
 
+    /// At a tick: copies key sets the control plane fetched since the last
+    /// look into this shard's slots, and passes on requests for an early
+    /// fetch that tokens with unknown `kid`s made.
+    pub(crate) fn tend_key_slots(&self, now: Instant) {
+        let snap = self.snapshot.borrow();
+        if snap.key_slots.is_empty() {
+            return;
+        }
+        let generation = self.jwks.generation();
+        if generation != self.jwks_seen.get() {
+            self.jwks_seen.set(generation);
+            fill_key_slots(&snap, &self.jwks);
+        }
+        for slot in &snap.key_slots {
+            if slot.take_wanted(now) {
+                self.jwks.want(&slot.source);
+            }
+        }
+    }
+
     /// The current timeouts (without taking a reference on the snapshot).
     pub(crate) fn timeouts(&self) -> shardgate_config::Timeouts {
         self.snapshot.borrow().timeouts
@@ -221,9 +250,23 @@ impl Shard {
             (self.id, self.shards),
         )?;
         snap.keep_limiters(&self.snapshot());
+        // The generation is read first: a set that changes while the slots
+        // fill is copied again at the next tick.
+        self.jwks_seen.set(self.jwks.generation());
+        fill_key_slots(&snap, &self.jwks);
         self.pools.retain(&snap.endpoints);
         *self.snapshot.borrow_mut() = Rc::new(snap);
         Ok(())
+    }
+}
+
+/// Gives each of `snap`'s remote key slots the store's set, where one has
+/// been fetched.
+fn fill_key_slots(snap: &Snapshot, store: &crate::jwks::JwksStore) {
+    for slot in &snap.key_slots {
+        if let Some(keys) = store.get(&slot.source) {
+            slot.set(keys);
+        }
     }
 }
 

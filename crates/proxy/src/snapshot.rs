@@ -164,6 +164,8 @@ pub(crate) struct Snapshot {
     pub limiters: Limiters,
     pub limit_configs: Vec<GlobalLimitConfig>,
     pub limit_owners: Vec<String>,
+    /// The remote JWKS slots of every chain, filled by the shard.
+    pub key_slots: Vec<Rc<shardgate_filters::jwt::KeySlot>>,
     pub limits: Limits,
     pub http_limits: shardgate_http::Limits,
     pub timeouts: Timeouts,
@@ -240,6 +242,7 @@ impl Snapshot {
             limiters: Limiters::new(),
             configs: Vec::new(),
             owners: Vec::new(),
+            key_slots: Vec::new(),
         };
         let none = Chain::default();
         let mut tenant_chains = Vec::new();
@@ -304,6 +307,7 @@ impl Snapshot {
             limiters: limits.limiters,
             limit_configs: limits.configs,
             limit_owners: limits.owners,
+            key_slots: limits.key_slots,
             routes: route::build(&config.routes, &config.tenants).map_err(BuildError::Routes)?,
             route_group: config.routes.iter().map(|r| r.upstream).collect(),
             route_split: config

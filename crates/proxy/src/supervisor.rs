@@ -141,6 +141,7 @@ pub struct Gateway {
     prober: Option<crate::health::Prober>,
     dns: Option<crate::dns::Refresher>,
     rates: Option<crate::rates::RateCoordinator>,
+    jwks: Option<crate::jwks::Fetcher>,
 }
 
 impl Gateway {
@@ -189,6 +190,10 @@ impl Gateway {
             ),
             None => None,
         };
+        // Remote key sets are fetched before the shards start, so the
+        // first requests find them when the providers answer.
+        let (jwks, jwks_rx) = crate::jwks::JwksStore::new();
+        jwks.prepare(&config);
         let config = Arc::new(config);
         let cores = if options.pin_cores {
             core_affinity::get_core_ids().unwrap_or_default()
@@ -212,6 +217,7 @@ impl Gateway {
             let ready = ready_tx.clone();
             let log_tx = access_log.as_ref().and_then(|w| w.sender());
             let rate_tx = rate_tx.clone();
+            let jwks = jwks.clone();
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
             let spawned = std::thread::Builder::new()
                 .name(format!("shardgate-shard-{id}"))
@@ -228,7 +234,7 @@ impl Gateway {
                             sockets,
                             control_rx,
                             shard_stats,
-                            (log_tx, rate_tx),
+                            (log_tx, rate_tx, jwks),
                             ready.clone(),
                         )
                     });
@@ -272,6 +278,7 @@ impl Gateway {
             reloading: Mutex::new(()),
             log_reopen: access_log.as_ref().map(|w| w.reopen_flag()),
             log_lost: access_log.as_ref().map(|w| w.lost_counter()),
+            jwks: jwks.clone(),
         }));
         let mut gateway = Gateway {
             addrs,
@@ -285,6 +292,7 @@ impl Gateway {
             prober: None,
             dns: None,
             rates: None,
+            jwks: Some(crate::jwks::Fetcher::start(jwks, jwks_rx)),
         };
         for _ in 0..shards {
             let failed = match ready_rx.recv() {
@@ -391,6 +399,9 @@ impl Gateway {
         if let Some(r) = self.rates.take() {
             r.stop();
         }
+        if let Some(f) = self.jwks.take() {
+            f.stop();
+        }
         if let Some(mut w) = self.access_log.take() {
             w.finish();
         }
@@ -405,10 +416,12 @@ impl Drop for Gateway {
 
 type Ready = mpsc::Sender<Result<(), (usize, ShardStartError)>>;
 
-/// Where a shard sends access log lines and rate-limit reports.
+/// Where a shard sends access log lines and rate-limit reports, and where
+/// it finds remote key sets.
 type Outlets = (
     Option<mpsc::SyncSender<Vec<u8>>>,
     Option<mpsc::Sender<crate::rates::Batch>>,
+    Arc<crate::jwks::JwksStore>,
 );
 
 async fn shard_main(
@@ -417,10 +430,10 @@ async fn shard_main(
     sockets: Vec<std::net::TcpListener>,
     control: mpsc::Receiver<Command>,
     stats: Arc<ShardStats>,
-    (log_tx, rate_tx): Outlets,
+    (log_tx, rate_tx, jwks): Outlets,
     ready: Ready,
 ) {
-    let shard = match Shard::new((id, shards), &config, stats, log_tx, rate_tx) {
+    let shard = match Shard::new((id, shards), &config, stats, log_tx, rate_tx, jwks) {
         Ok(s) => Rc::new(s),
         Err(e) => {
             let _ = ready.send(Err((id, ShardStartError::Build(e))));
@@ -522,6 +535,7 @@ async fn run_ticks(
         if ticks.is_multiple_of(RATE_REPORT_EVERY) {
             shard.report_rates();
         }
+        shard.tend_key_slots(now);
         if let Some(deadline) = *drain_deadline {
             let open = shard.stats.open_connections.get();
             // Done once nothing is open and no accept loop can still hand

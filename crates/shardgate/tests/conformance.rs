@@ -56,6 +56,8 @@ mod hardening;
 mod head_answers;
 #[path = "conformance/integrity.rs"]
 mod integrity;
+#[path = "conformance/jwks.rs"]
+mod jwks;
 #[path = "conformance/lifecycle.rs"]
 mod lifecycle;
 #[path = "conformance/pooling.rs"]

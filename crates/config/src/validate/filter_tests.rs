@@ -391,12 +391,12 @@ fn errors_name_the_field() {
         (
             "/x",
             "{ type = \"jwt\", keys = [{ algorithms = [\"HS256\"] }] }".into(),
-            "routes[1].filters[0].keys[0]: give one of secret, secret_base64, pem, pem_file, jwks, jwks_file".into(),
+            "routes[1].filters[0].keys[0]: give one of secret, secret_base64, pem, pem_file, jwks, jwks_file, jwks_url".into(),
         ),
         (
             "/x",
             format!("{{ type = \"jwt\", keys = [{{ algorithms = [\"HS256\"], secret = \"{SECRET}\", pem_file = \"/k.pem\" }}] }}"),
-            "routes[1].filters[0].keys[0]: give only one of secret, secret_base64, pem, pem_file, jwks, jwks_file, not secret and pem_file".into(),
+            "routes[1].filters[0].keys[0]: give only one of secret, secret_base64, pem, pem_file, jwks, jwks_file, jwks_url, not secret and pem_file".into(),
         ),
         (
             "/x",
@@ -422,6 +422,41 @@ fn errors_name_the_field() {
             "/x",
             "{ type = \"jwt\", keys = [{ jwks_file = \"/dev/zero\" }] }".into(),
             "routes[1].filters[0].keys[0].jwks_file: cannot read \"/dev/zero\": larger than 1 MiB".into(),
+        ),
+        (
+            "/x",
+            "{ type = \"jwt\", keys = [{ jwks_url = \"http://idp.example/jwks\" }] }".into(),
+            "routes[1].filters[0].keys[0].jwks_url: \"http://idp.example/jwks\": must be an https:// URL".into(),
+        ),
+        (
+            "/x",
+            "{ type = \"jwt\", keys = [{ jwks_url = \"https://u:p@idp.example/jwks\" }] }".into(),
+            "routes[1].filters[0].keys[0].jwks_url: \"https://u:p@idp.example/jwks\": needs a host (and no user info)".into(),
+        ),
+        (
+            "/x",
+            "{ type = \"jwt\", keys = [{ jwks_url = \"https://idp.example/jwks\", refresh = \"5s\" }] }".into(),
+            "routes[1].filters[0].keys[0].min_refresh: longer than refresh".into(),
+        ),
+        (
+            "/x",
+            "{ type = \"jwt\", keys = [{ jwks_url = \"https://idp.example/jwks\", ca = \"/nonexistent/shardgate/ca.pem\" }] }".into(),
+            "routes[1].filters[0].keys[0].ca: cannot read \"/nonexistent/shardgate/ca.pem\"".into(),
+        ),
+        (
+            "/x",
+            "{ type = \"jwt\", keys = [{ jwks_url = \"https://idp.example/jwks\", ca = \"/dev/null\" }] }".into(),
+            "routes[1].filters[0].keys[0].ca: \"/dev/null\": no certificate in it".into(),
+        ),
+        (
+            "/x",
+            format!("{{ type = \"jwt\", keys = [{{ algorithms = [\"HS256\"], secret = \"{SECRET}\", refresh = \"1m\" }}] }}"),
+            "routes[1].filters[0].keys[0].refresh: only with jwks_url".into(),
+        ),
+        (
+            "/x",
+            "{ type = \"jwt\", keys = [{ jwks_url = \"https://idp.example/jwks\", algorithms = [\"XX1\"] }] }".into(),
+            "routes[1].filters[0]: keys[0].algorithms".into(),
         ),
         (
             "/x",

@@ -98,6 +98,7 @@ fn build(config: &shardgate_config::Config, now: Instant) -> Chains {
         limiters: Limiters::new(),
         configs: Vec::new(),
         owners: Vec::new(),
+        key_slots: Vec::new(),
     };
     let params: [&[&'static str]; 4] = [&["id"], &[], &["rest"], &[]];
     let chains = config

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn temp_dir(name: &str) -> PathBuf {
+pub(crate) fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("shardgate-tls-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -324,7 +324,7 @@ both_drivers! {
 
 /// A CA (in `dir`) and a certificate it signed with `subject`, `extensions` (OpenSSL
 /// syntax, one per line) and file stem `stem`: (CA cert, cert, key).
-fn make_signed(
+pub(crate) fn make_signed(
     dir: &Path,
     stem: &str,
     subject: &str,
