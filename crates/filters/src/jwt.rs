@@ -2,7 +2,10 @@
 //! then the registered claims with the wall clock passed in.
 //!
 //! **Keys** come inline (an HMAC secret, or a PEM public key) or from a JWKS document (the
-//! caller reads the file and passes its text). Each key carries an **allow-list of algorithms**,
+//! caller reads the file and passes its text), or from an identity provider's `jwks_url`: the
+//! gateway's control plane fetches that set and each shard puts it in the filter's
+//! [`KeySlot`], which requests read without a lock; a token naming a `kid` the set lacks marks
+//! the slot so the shard can ask for an early fetch. Each key carries an **allow-list of algorithms**,
 //! all of one family; the token's `alg` is only ever used to pick among those, never trusted on
 //! its own: `none` does not parse, an `alg` outside the key's list (an HS256 token presented to
 //! an RSA key, the classic confusion) is refused before any cryptography runs. A token with a
@@ -16,7 +19,8 @@
 //!
 //! Signatures are checked by the `jsonwebtoken` crate on its RustCrypto backend (pure Rust:
 //! HMAC-SHA2, RSA PKCS#1 v1.5 and PSS, ECDSA P-256/P-384, Ed25519). Every failure is a
-//! [`JwtError`] that maps to 401 with a `WWW-Authenticate: Bearer` challenge (RFC 6750).
+//! [`JwtError`] that maps to 401 with a `WWW-Authenticate: Bearer` challenge (RFC 6750), except
+//! a remote set that has not arrived yet: 503 with `Retry-After`.
 
 use crate::chain::{Cx, Declare, Flow, line};
 use crate::filter::{BuildContext, BuiltIn};

@@ -8,9 +8,9 @@
 //! when one changes; each shard compares the generation once per tick and
 //! copies new sets into its slots. A token naming a `kid` no set has marks
 //! its slot; the shard passes the wish on at its next tick, and the fetcher
-//! fetches early only when the set's last fetch is `min_refresh` old, so a
-//! flood of bogus kids costs the provider at most one request per
-//! `min_refresh`. A failed fetch keeps the last good set, is logged and
+//! fetches early, but no sooner than `min_refresh` after the set's last
+//! fetch, so a flood of bogus kids costs the provider at most one request
+//! per `min_refresh`. A failed fetch keeps the last good set, is logged and
 //! counted (`/metrics`), and is retried with back-off.
 
 use shardgate_config::{Config, SYSTEM_CA_BUNDLES};
@@ -362,13 +362,11 @@ fn run(store: &JwksStore, rx: &Receiver<Msg>) {
                 }
             }
             Ok(Msg::Want(source)) => {
+                // As soon as `min_refresh` allows: a wish that comes too
+                // early waits rather than being lost.
                 if let Some(s) = plan.get_mut(&source) {
-                    let early = s
-                        .last
-                        .is_none_or(|t| now.duration_since(t) >= source.min_refresh);
-                    if early {
-                        s.next = s.next.min(now);
-                    }
+                    let allowed = s.last.map_or(now, |t| t + source.min_refresh);
+                    s.next = s.next.min(allowed);
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
