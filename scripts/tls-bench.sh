@@ -10,11 +10,16 @@
 #   - user-space memory per idle TLS connection: RSS growth while HOLD connections (Python's
 #     ssl, each after one request) stay open;
 #   - established connections during a handshake flood: 16 keep-alive connections' rate and
-#     p99 alone, then while another wrk opens a new connection for every request.
+#     p99 alone, then while another wrk opens a new connection for every request, then while
+#     a ClientHello flood (Python, canned hellos, nice 19) makes the proxy do handshakes.
 #
 #   scripts/tls-bench.sh
 #
+#   - resumed handshakes: proxy CPU µs per TLS 1.3 resumption (Python's ssl client reusing
+#     each session ticket it gets, one connection at a time);
+#
 # Knobs: ROUNDS [3] DURATION [8] CONNS [64] HOLD [4000] BASE_PORT [18600]
+#        ONLY=flood  only the last part (established connections during a flood)
 #        SHARDGATE_BIN [target/release/shardgate]
 # Loopback only; every process started here is stopped on exit.
 set -euo pipefail
@@ -98,6 +103,79 @@ print(len(held), flush=True)
 sys.stdin.readline()
 EOF
 
+cat >"$WORK/hello_flood.py" <<'EOF'
+# A handshake flood as attackers send it: a canned TLS 1.3 ClientHello on each new connection,
+# read until the server's first flight arrives (so it did its key exchange and signature), close.
+import selectors, socket, ssl, sys, time
+port, seconds, inflight = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+obj = ctx.wrap_bio(inc, out, server_hostname="bench.test")
+try:
+    obj.do_handshake()
+except ssl.SSLWantReadError:
+    pass
+hello = out.read()
+sel = selectors.DefaultSelector()
+done = 0
+def start():
+    s = socket.socket()
+    s.setblocking(False)
+    try:
+        s.connect(("127.0.0.1", port))
+    except BlockingIOError:
+        pass
+    sel.register(s, selectors.EVENT_WRITE, [0])
+end = time.monotonic() + seconds
+for _ in range(inflight):
+    start()
+while time.monotonic() < end:
+    for key, ev in sel.select(0.5):
+        s, st = key.fileobj, key.data
+        try:
+            if ev & selectors.EVENT_WRITE:
+                s.send(hello)
+                sel.modify(s, selectors.EVENT_READ, st)
+                continue
+            got = s.recv(65536)
+            st[0] += len(got)
+            if got and st[0] < 600:
+                continue
+            if got:
+                done += 1
+        except OSError:
+            pass
+        sel.unregister(s)
+        s.close()
+        start()
+print(round(done / seconds, 1), flush=True)
+EOF
+
+cat >"$WORK/resume.py" <<'EOF'
+import socket, ssl, sys, time
+port, seconds = int(sys.argv[1]), float(sys.argv[2])
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+session, n, resumed = None, 0, 0
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    s = ctx.wrap_socket(socket.create_connection(("127.0.0.1", port)),
+                        server_hostname="bench.test", session=session)
+    s.sendall(b"GET / HTTP/1.1\r\nHost: bench.test\r\nConnection: close\r\n\r\n")
+    while s.recv(4096):
+        pass
+    n += 1
+    resumed += s.session_reused
+    session = s.session
+    s.close()
+print(n, resumed, flush=True)
+EOF
+
 taskset -c 1 "$NGINX" -c "$WORK/backend.conf" -p "$WORK" &
 taskset -c 0 "$NGINX" -c "$WORK/proxy.conf" -p "$WORK" &
 taskset -c 0 "$SHARDGATE" run -c "$WORK/uring.toml" 2>"$WORK/uring.log" &
@@ -126,7 +204,23 @@ measure() {
     echo "$rps $(python3 -c "print(round(($c1 - $c0) / $TCK * 1e6 / $reqs, 2))")"
 }
 
-declare -A ALL HS HSCPU
+# One run of resumed handshakes (Python's ssl, one connection at a time, each resuming the
+# session the last one got): "resumed-per-second CPU-µs-per-handshake", or "- -" when the
+# proxy did not resume them.
+resumed() {
+    local name=$1 c0 c1 n hits
+    c0=$(cpu "${PID[$name]}")
+    read -r n hits < <(taskset -c 1 python3 "$WORK/resume.py" "${PORT[$name]}" "$DURATION")
+    c1=$(cpu "${PID[$name]}")
+    if ((hits * 10 < n * 9)); then
+        echo "- -"
+        return
+    fi
+    python3 -c "print(round($n / $DURATION, 1), round(($c1 - $c0) / $TCK * 1e6 / $n, 2))"
+}
+
+declare -A ALL HS HSCPU RES RESCPU
+[[ ${ONLY:-} == flood ]] && ROUNDS=0
 for round in $(seq "$ROUNDS"); do
     for name in "${NAMES[@]}"; do
         read -r rps us < <(measure "$name")
@@ -136,12 +230,17 @@ for round in $(seq "$ROUNDS"); do
         echo "[tls-bench] round $round $name: $rps full handshakes/s, $us CPU µs each"
         HS[$name]+="$rps "
         HSCPU[$name]+="$us "
+        read -r rps us < <(resumed "$name")
+        echo "[tls-bench] round $round $name: $rps resumed handshakes/s (one client), $us CPU µs each"
+        RES[$name]+="$rps "
+        RESCPU[$name]+="$us "
     done
 done
 
 echo
 med() { python3 -c "import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))" "$@"; }
-printf '%-18s %14s %14s %16s %22s\n' proxy "CPU µs/request" "handshakes/s" "CPU µs/handshake" "KiB per idle TLS conn"
+if ((ROUNDS > 0)); then
+printf '%-18s %14s %14s %16s %16s %22s\n' proxy "CPU µs/request" "handshakes/s" "CPU µs/handshake" "µs/resumed one" "KiB per idle TLS conn"
 for name in "${NAMES[@]}"; do
     # shellcheck disable=SC2086
     median=$(med ${ALL[$name]})
@@ -156,10 +255,13 @@ for name in "${NAMES[@]}"; do
     echo >&"${HOLDER[1]}"
     wait "$HOLDER_PID" 2>/dev/null || true
     per=$(python3 -c "print(round(($after - $before) / $held, 2))")
-    printf '%-18s %14s %14s %16s %22s\n' "$name" "$median" "$hs" "$hscpu" "$per"
+    # shellcheck disable=SC2086
+    rescpu=$(med ${RESCPU[$name]//-/} 2>/dev/null || echo -)
+    printf '%-18s %14s %14s %16s %16s %22s\n' "$name" "$median" "$hs" "$hscpu" "$rescpu" "$per"
     sleep 1
 done
-echo "(medians; wrk -t1 -c$CONNS, $ROUNDS interleaved rounds of ${DURATION}s; memory: RSS growth / $HOLD idle TLS 1.3 connections)"
+echo "(medians; wrk -t1 -c$CONNS, $ROUNDS interleaved rounds of ${DURATION}s; resumed: Python's ssl, one connection at a time; memory: RSS growth / $HOLD idle TLS 1.3 connections)"
+fi
 
 echo
 echo "established connections (wrk -c16, ${DURATION}s) alone, and during a handshake flood (wrk -c64, Connection: close; both wrk on CPU 1):"
@@ -177,4 +279,19 @@ for name in "${NAMES[@]}"; do
     wait "$flood" || true
     rate=$(awk '/Requests\/sec/ {print $2}' "$WORK/flood-$name.txt")
     printf '%-18s alone %-28s during %s handshakes/s: %s\n' "$name" "$alone" "$rate" "$during"
+done
+
+echo
+echo "the same during a ClientHello flood (64 connections at a time each sending a canned TLS 1.3"
+echo "ClientHello and leaving once the server's first flight arrives, the attack's usual shape; at"
+echo "nice 19 on CPU 1 so that the proxy, not the shared client CPU, is what runs short):"
+for name in "${NAMES[@]}"; do
+    alone=$(steady "${PORT[$name]}")
+    taskset -c 1 nice -n 19 python3 "$WORK/hello_flood.py" "${PORT[$name]}" "$((DURATION + 3))" 64 \
+        >"$WORK/hello-$name.txt" &
+    flood=$!
+    sleep 1
+    during=$(steady "${PORT[$name]}")
+    wait "$flood" || true
+    printf '%-18s alone %-28s during %s ClientHellos/s: %s\n' "$name" "$alone" "$(cat "$WORK/hello-$name.txt")" "$during"
 done

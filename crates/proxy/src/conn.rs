@@ -104,6 +104,10 @@ pub(crate) fn serve(
             } else {
                 take(&mut carried)
             };
+            if !fresh {
+                let kept = &shard.handshakes.kept_alive;
+                kept.set(kept.get() + 1);
+            }
             // Built straight into its slot: the request future never becomes
             // part of this task's state.
             let mut slot = take_slot(&shard);
@@ -220,7 +224,12 @@ async fn handshake(
     let deadline = shard.timers.now() + timeout;
     match shard
         .timers
-        .within(deadline, TlsStream::accept(tcp, config, early))
+        .within(
+            deadline,
+            shard
+                .handshakes
+                .meter(TlsStream::accept(tcp, config, early)),
+        )
         .await
     {
         Ok(Ok(tls)) => Some(Client {

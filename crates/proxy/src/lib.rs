@@ -21,6 +21,7 @@ mod downstream;
 mod drain;
 mod driver;
 mod error;
+mod handshakes;
 mod health;
 mod io;
 mod jwks;

@@ -24,6 +24,7 @@ pub(crate) const POOL_IDLE: &str = "shardgate_upstream_pool_idle_connections";
 pub(crate) const POOL_ACTIVE: &str = "shardgate_upstream_active_connections";
 pub(crate) const OPEN_CONNECTIONS: &str = "shardgate_open_connections";
 pub(crate) const ACCEPTED: &str = "shardgate_accepted_connections_total";
+pub(crate) const HANDSHAKE_LIMITED: &str = "shardgate_tls_handshake_limited_ticks_total";
 pub(crate) const ACCEPT_ERRORS: &str = "shardgate_accept_errors_total";
 pub(crate) const RELOADS: &str = "shardgate_config_reloads_total";
 pub(crate) const RELOAD_FAILURES: &str = "shardgate_config_reload_failures_total";
@@ -227,6 +228,8 @@ pub struct ShardMetrics {
     pub pool_idle: Vec<(std::net::SocketAddr, usize)>,
     pub log_written: u64,
     pub log_dropped: u64,
+    /// Ticks in which TLS handshakes were held to their share of the shard.
+    pub handshake_limited_ticks: u64,
 }
 
 /// Gateway-wide values the exposition adds to the shards' reports.
@@ -521,6 +524,14 @@ pub fn render(shards: &[ShardMetrics], facts: &GatewayFacts) -> String {
     per_shard(
         &mut out,
         shards,
+        HANDSHAKE_LIMITED,
+        "counter",
+        "Ticks (10 ms) in which TLS handshakes were held to their share of a busy shard, by shard.",
+        |s| s.handshake_limited_ticks,
+    );
+    per_shard(
+        &mut out,
+        shards,
         ACCEPT_ERRORS,
         "counter",
         "Accept failures, by shard.",
@@ -563,6 +574,7 @@ mod tests {
             pool_idle: vec![],
             log_written: 0,
             log_dropped: 0,
+            handshake_limited_ticks: 0,
         };
         let text = render(
             &[shard.clone(), shard],

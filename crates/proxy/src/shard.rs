@@ -44,6 +44,8 @@ pub(crate) struct Shard {
     pub timers: Timers,
     pub metrics: Registry,
     pub drain: Drain,
+    /// Holds TLS handshakes to a share of a busy shard (see `handshakes`).
+    pub handshakes: crate::handshakes::HandshakeGate,
     /// Connections in use per endpoint, when limited.
     pub limits: Rc<crate::limit::Limits>,
     /// The access log, when configured.
@@ -95,6 +97,7 @@ impl Shard {
             timers: Timers::new(),
             metrics,
             drain: Drain::default(),
+            handshakes: crate::handshakes::HandshakeGate::new(),
             limits: Default::default(),
             log: config
                 .access_log
@@ -145,6 +148,7 @@ impl Shard {
             pool_idle: self.pools.idle_counts(),
             log_written: self.log.as_ref().map_or(0, |l| l.written.get()),
             log_dropped: self.log.as_ref().map_or(0, |l| l.dropped.get()),
+            handshake_limited_ticks: self.handshakes.limited_ticks.get(),
         }
     }
 

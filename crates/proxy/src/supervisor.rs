@@ -491,6 +491,7 @@ async fn run_ticks(
         monoio::time::sleep(TICK).await;
         let now = std::time::Instant::now();
         shard.timers.advance(now);
+        shard.handshakes.tick(now);
         *ticks += 1;
         if ticks.is_multiple_of(LOG_FLUSH_EVERY)
             && let Some(log) = &shard.log
