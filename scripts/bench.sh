@@ -222,7 +222,7 @@ start_proxy() {
                 bin=${BASELINE_BIN:?shardgate-baseline needs BASELINE_BIN}
                 driver=uring
             fi
-            MIMALLOC_ARENA_EAGER_COMMIT=0 "${PROXY_CPU[@]}" "$bin" proxy \
+            "${PROXY_CPU[@]}" "$bin" proxy \
                 --listen "127.0.0.1:$port" --to "127.0.0.1:$UP_PORT" --workers 1 \
                 --driver "$driver" >"$WORK/$name.log" 2>&1 &
             ;;
@@ -243,7 +243,7 @@ start_proxy() {
                     '  { type = "headers", request = { set = { "X-Env" = "bench" } }, response = { remove = ["Server"] } },' \
                     ']' >>"$WORK/$name.toml"
             fi
-            MIMALLOC_ARENA_EAGER_COMMIT=0 "${PROXY_CPU[@]}" "$SHARDGATE" run -c "$WORK/$name.toml" \
+            "${PROXY_CPU[@]}" "$SHARDGATE" run -c "$WORK/$name.toml" \
                 >"$WORK/$name.log" 2>&1 &
             ;;
         nginx)

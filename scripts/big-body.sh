@@ -79,7 +79,7 @@ wait_port "$UP_PORT"
 
 printf '%-8s %12s %12s %10s %10s %14s\n' driver "down MB/s" "up MB/s" "RSS KiB" "peak KiB" "growth KiB"
 for driver in uring legacy; do
-    MIMALLOC_ARENA_EAGER_COMMIT=0 "$SHARDGATE" proxy --listen "127.0.0.1:$PROXY_PORT" \
+    "$SHARDGATE" proxy --listen "127.0.0.1:$PROXY_PORT" \
         --to "127.0.0.1:$UP_PORT" --workers 1 --driver "$driver" 2>"$WORK/$driver.log" &
     pid=$!
     PIDS+=("$pid")
