@@ -1,6 +1,6 @@
 //! Command-line parsing (hand-written: a handful of flags).
 
-use shardgate_config::raw::{RawConfig, RawListener, RawRoute, RawUpstream, RawWorkers};
+use shardgate_config::raw::{RawAdmin, RawConfig, RawListener, RawRoute, RawUpstream, RawWorkers};
 use shardgate_config::{Config, ConfigError, ConfigErrors, Driver, Workers};
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -45,7 +45,9 @@ const COMMANDS: [(&str, &str); 5] = [
                                     what concurrent requests opened)
       --tls-cert FILE --tls-key FILE
                                     terminate TLS (PEM); give several pairs and SNI
-                                    picks among them (the first is the default)",
+                                    picks among them (the first is the default)
+      --admin ADDR                  serve the admin API (metrics, /config, /ready)
+                                    on ADDR, e.g. 127.0.0.1:9901",
     ),
     (
         "doctor",
@@ -119,6 +121,7 @@ pub struct ProxyArgs {
     pool_idle: Option<String>,
     tls_certs: Vec<String>,
     tls_keys: Vec<String>,
+    admin: Option<String>,
 }
 
 impl ProxyArgs {
@@ -165,6 +168,11 @@ impl ProxyArgs {
                 Err(_) => RawWorkers::Word(w.clone()),
             }),
             driver: self.driver.clone(),
+            admin: self.admin.clone().map(|address| RawAdmin {
+                address,
+                hosts: Vec::new(),
+                token: None,
+            }),
             ..RawConfig::default()
         };
         let tls = (!self.tls_certs.is_empty()).then(|| shardgate_config::raw::RawListenerTls {
@@ -232,6 +240,7 @@ fn flag_for(path: &str) -> String {
         "timeouts.idle" => "--idle-timeout",
         "limits.max_body" => "--max-body",
         "pool.max_idle_per_endpoint" => "--pool-idle",
+        p if p.starts_with("admin") => "--admin",
         p if p.starts_with("listeners[0].tls") => "--tls-cert/--tls-key",
         p if p.starts_with("listeners") => "--listen",
         p if p.starts_with("upstreams") => "--to",
@@ -329,6 +338,7 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     "--idle-timeout" => &mut p.idle_timeout,
                     "--max-body" => &mut p.max_body,
                     "--pool-idle" => &mut p.pool_idle,
+                    "--admin" => &mut p.admin,
                     "--tls-cert" => {
                         p.tls_certs.push(value()?);
                         return Ok(());
@@ -470,6 +480,26 @@ mod tests {
         for (_, text) in COMMANDS {
             assert!(all.contains(text));
         }
+    }
+
+    #[test]
+    fn admin_flag_serves_the_admin_api_and_errors_name_it() {
+        let config = |flags: &str| {
+            let Ok(Command::Proxy(p)) = parse(&args(&format!(
+                "proxy --listen 127.0.0.1:0 --to 127.0.0.1:1 {flags}"
+            ))) else {
+                panic!("not a proxy command");
+            };
+            p.to_config()
+        };
+        let c = config("--admin 127.0.0.1:9901").unwrap();
+        assert_eq!(
+            c.admin.map(|a| a.address.to_string()).as_deref(),
+            Some("127.0.0.1:9901")
+        );
+        assert!(config("").unwrap().admin.is_none());
+        let errs = config("--admin nowhere").unwrap_err().to_string();
+        assert!(errs.contains("--admin"), "{errs}");
     }
 
     #[test]

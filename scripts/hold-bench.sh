@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Many long-lived connections through `shardgate proxy` with 2 shards and its defaults (no
+# environment variable), in front of an nginx backend, for each driver:
+#   - long connections: `loadtest hold` opens CONNS connections, one request each, then a
+#     heartbeat request on each every 10 s for HOLD_S seconds; prints alive/failed, heartbeat
+#     p50/p99, each shard's accepted connections (from the admin API) and KiB per connection;
+#   - a burst: CONNS connections held for 6 s, then closed at once; prints RSS while held,
+#     its peak during the close (sampled every 20 ms) and a second later.
+#
+#   scripts/hold-bench.sh
+#
+# Knobs: CONNS [19000] HOLD_S [60] DRIVERS ["uring legacy"] BASE_PORT [18980]
+#        SHARDGATE_BIN [target/release/shardgate] LOADTEST_BIN [target/release/loadtest]
+# Needs an open-file limit above CONNS for each process. Loopback only; every process started
+# here is stopped on exit.
+set -euo pipefail
+
+CONNS=${CONNS:-19000}
+HOLD_S=${HOLD_S:-60}
+DRIVERS=${DRIVERS:-"uring legacy"}
+BASE_PORT=${BASE_PORT:-18980}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+SHARDGATE=${SHARDGATE_BIN:-$ROOT/target/release/shardgate}
+LOADTEST=${LOADTEST_BIN:-$ROOT/target/release/loadtest}
+
+die() { echo "hold-bench: $*" >&2; exit 1; }
+command -v python3 >/dev/null || die "needs python3"
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+[[ -x $NGINX ]] || die "needs nginx (apt-get install -y nginx)"
+[[ -x $SHARDGATE && -x $LOADTEST ]] ||
+    die "needs $SHARDGATE and $LOADTEST (cargo build --release -p shardgate -p loadtest)"
+
+WORK=$(mktemp -d /tmp/shardgate-hold-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    [[ -f $WORK/backend.pid ]] && kill "$(cat "$WORK/backend.pid")" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+UP=$BASE_PORT
+PORT=$((BASE_PORT + 1))
+ADMIN=$((BASE_PORT + 2))
+cat >"$WORK/backend.conf" <<EOF
+worker_processes 1; daemon off; error_log $WORK/backend.err; pid $WORK/backend.pid;
+events { worker_connections 4096; }
+http { access_log off; server { listen 127.0.0.1:$UP; keepalive_requests 1000000;
+  location / { return 200 "0123456789012345678901234567890123456789012345678901234567890123"; } } }
+EOF
+"$NGINX" -c "$WORK/backend.conf" -p "$WORK" &
+sleep 0.5
+
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+json() { python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
+
+# hold DRIVER SECONDS INTERVAL: starts the proxy and a holder; sets PROXY, HOLDER.
+hold() {
+    "$SHARDGATE" proxy --listen "127.0.0.1:$PORT" --to "127.0.0.1:$UP" --workers 2 \
+        --driver "$1" --admin "127.0.0.1:$ADMIN" 2>"$WORK/proxy-$1.log" &
+    PROXY=$!
+    PIDS+=("$PROXY")
+    sleep 1
+    BEFORE=$(rss "$PROXY")
+    rm -f "$WORK/ready"
+    "$LOADTEST" hold -t 1 -c "$CONNS" -k "$3" -d "$2" --no-progress --ready-file "$WORK/ready" \
+        --json "$WORK/hold.json" "http://127.0.0.1:$PORT/" >/dev/null 2>"$WORK/hold.err" &
+    HOLDER=$!
+    PIDS+=("$HOLDER")
+    for _ in $(seq 900); do
+        [[ -e $WORK/ready ]] && break
+        kill -0 "$HOLDER" 2>/dev/null || die "the holder stopped: $(cat "$WORK/hold.err")"
+        sleep 0.1
+    done
+    sleep 2
+}
+
+for driver in $DRIVERS; do
+    hold "$driver" "${HOLD_S}s" 10s
+    held=$(rss "$PROXY")
+    accepted=$(curl -s -H "Host: 127.0.0.1:$ADMIN" "http://127.0.0.1:$ADMIN/metrics" |
+        awk '/^shardgate_accepted_connections_total/ {printf "%s%s", sep, $2; sep = " / "}')
+    wait "$HOLDER" || true
+    kill "$PROXY"
+    wait "$PROXY" 2>/dev/null || true
+    echo "$driver, long connections: $(json "$WORK/hold.json" "j['alive']") alive, $(json "$WORK/hold.json" "j['failed']") failed over ${HOLD_S}s;" \
+        "heartbeat p50 $(json "$WORK/hold.json" "round(j['heartbeat_latency']['p50_us'])") µs," \
+        "p99 $(json "$WORK/hold.json" "round(j['heartbeat_latency']['p99_us'])") µs;" \
+        "accepted by shard $accepted;" \
+        "$(python3 -c "print(round(($held - $BEFORE) / $CONNS, 3))") KiB per connection"
+
+    hold "$driver" 6s 300s
+    held=$(rss "$PROXY")
+    peak=$held
+    while kill -0 "$HOLDER" 2>/dev/null; do
+        r=$(rss "$PROXY")
+        ((r > peak)) && peak=$r
+        sleep 0.02
+    done
+    for _ in $(seq 50); do
+        r=$(rss "$PROXY")
+        ((r > peak)) && peak=$r
+        sleep 0.02
+    done
+    sleep 1
+    after=$(rss "$PROXY")
+    kill "$PROXY"
+    wait "$PROXY" 2>/dev/null || true
+    echo "$driver, burst: RSS $((held / 1024)) MiB with $CONNS held, peak $((peak / 1024)) MiB as they closed at once, $((after / 1024)) MiB a second later"
+done
