@@ -43,6 +43,8 @@ UP=$BASE_PORT
 NGX=$((BASE_PORT + 1))
 declare -A PORT=([nginx]=$NGX [uring]=$((BASE_PORT + 2)) [epoll]=$((BASE_PORT + 3)) [baseline]=$((BASE_PORT + 4)))
 
+# nginx keeps twice the client connections idle upstream (at least 64), so it never churns.
+KEEP=$((CONNS * 2 > 64 ? CONNS * 2 : 64))
 cat >"$WORK/backend.conf" <<EOF
 worker_processes 1; daemon off; error_log $WORK/backend.err; pid $WORK/backend.pid;
 events { worker_connections 4096; }
@@ -52,7 +54,7 @@ EOF
 cat >"$WORK/proxy.conf" <<EOF
 worker_processes 1; daemon off; error_log $WORK/proxy.err; pid $WORK/proxy.pid;
 events { worker_connections 20000; }
-http { access_log off; upstream b { server 127.0.0.1:$UP; keepalive 64; }
+http { access_log off; upstream b { server 127.0.0.1:$UP; keepalive $KEEP; }
   server { listen 127.0.0.1:$NGX; keepalive_requests 1000000;
     location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 EOF
