@@ -194,6 +194,7 @@ impl GatewayHandle {
                 Err(_) => return Err(ReloadError::ShardSilent),
             }
         }
+        self.0.jwks.adopt(&config);
         state.config = config;
         state.info = ConfigInfo {
             version,

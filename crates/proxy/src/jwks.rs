@@ -109,23 +109,31 @@ impl JwksStore {
         let _ = self.tx.send(Msg::Want(source.clone()));
     }
 
-    /// Makes `config`'s sources current: the ones not fetched before are
-    /// fetched now, on the calling thread, so a route that starts (or
-    /// reloads) with a new `jwks_url` has its keys from its first request
-    /// when the provider answers; the fetcher then keeps them fresh.
+    /// Fetches `config`'s sources that the fetcher does not keep yet, now,
+    /// on the calling thread, so a route that starts (or reloads) with a new
+    /// `jwks_url` has its keys from its first request when the provider
+    /// answers. The sets in use are not touched: a reload that is then
+    /// refused leaves the running configuration's sets as they were.
     pub(crate) fn prepare(&self, config: &Config) {
         let sources = sources(config);
         let new: Vec<JwksSource> = {
             let inner = self.lock();
             sources
                 .iter()
-                .filter(|s| !inner.tracked.contains(*s))
+                .filter(|s| !inner.tracked.contains(*s) && !inner.sets.contains_key(*s))
                 .cloned()
                 .collect()
         };
         for source in &new {
             self.record(source, fetch(source));
         }
+    }
+
+    /// Makes `config`'s sources the ones kept fresh (once it serves): the
+    /// fetcher refreshes these, and the sets and counts of sources no
+    /// longer named are dropped.
+    pub(crate) fn adopt(&self, config: &Config) {
+        let sources = sources(config);
         {
             let mut inner = self.lock();
             inner.tracked = sources.iter().cloned().collect();

@@ -194,6 +194,7 @@ impl Gateway {
         // first requests find them when the providers answer.
         let (jwks, jwks_rx) = crate::jwks::JwksStore::new();
         jwks.prepare(&config);
+        jwks.adopt(&config);
         let config = Arc::new(config);
         let cores = if options.pin_cores {
             core_affinity::get_core_ids().unwrap_or_default()

@@ -201,6 +201,11 @@ impl Proxy {
         self.child.id()
     }
 
+    /// The configuration file of `start_config` (rewrite it, then reload).
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config
+    }
+
     pub fn client(&self) -> Client {
         Client::connect(self.addr)
     }

@@ -183,19 +183,28 @@ fn gateway(url: &str, ca: &Path, up: &Upstream) -> (Proxy, u16) {
 
 /// The status of `GET /` with `token`, and the response's `Retry-After`.
 fn ask(proxy: &Proxy, token: &str) -> (u16, Option<String>) {
+    ask_at(proxy, "/", token)
+}
+
+fn ask_at(proxy: &Proxy, path: &str, token: &str) -> (u16, Option<String>) {
     let mut c = proxy.client();
-    c.send(
-        format!("GET / HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes(),
-    );
+    let req = format!("GET {path} HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer {token}\r\n\r\n");
+    c.send(req.as_bytes());
     let r = c.expect_final(false, "the answer");
     (r.status, r.head.get("retry-after").map(str::to_string))
 }
 
 fn metrics(admin: u16) -> String {
+    admin_request(admin, "GET", "/metrics")
+}
+
+/// The admin server's whole answer to `method path`.
+fn admin_request(admin: u16, method: &str, path: &str) -> String {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let ask =
-        format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{admin}\r\nConnection: close\r\n\r\n");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let ask = format!(
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{admin}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
     s.write_all(ask.as_bytes()).unwrap();
     let mut text = String::new();
     let _ = s.read_to_string(&mut text);
@@ -326,4 +335,39 @@ fn tokens_wait_with_503_until_the_first_set_arrives() {
     let log = proxy.log_text();
     assert!(log.contains("fetch failed, no keys yet"), "{log}");
     assert!(sample(&metrics(admin), "shardgate_jwks_fetch_failures_total") >= 1);
+}
+
+#[test]
+fn a_reload_that_adds_a_jwks_url_has_its_keys_from_the_first_request() {
+    let dir = temp_dir("jwks-reload");
+    let _ = std::fs::remove_file(dir.join("hits"));
+    let (a_pem, a_jwk) = signing_key(&dir, "a");
+    let idp = Provider::start(&dir);
+    idp.publish(&[&a_jwk]);
+    let up = Upstream::echo();
+    let admin = bind_listener().local_addr().unwrap().port();
+    let proxy = Proxy::start_config(
+        Driver::Uring,
+        &format!(
+            "[admin]\naddress = \"127.0.0.1:{admin}\"\n\n\
+             [upstreams.app]\nendpoints = [\"{}\"]\n\n\
+             [[routes]]\nprefix = \"/\"\nupstream = \"app\"\n",
+            up.addr
+        ),
+    );
+    assert_eq!(idp.hits(), 0);
+    let mut text = std::fs::read_to_string(proxy.config_path()).unwrap();
+    text.push_str(&format!(
+        "\n[[routes]]\nprefix = \"/secure\"\nupstream = \"app\"\n\
+         filters = [{{ type = \"jwt\", keys = [{{ jwks_url = \"https://127.0.0.1:{}/jwks\", \
+         ca = \"{}\" }}] }}]\n",
+        idp.port,
+        idp.ca.display()
+    ));
+    std::fs::write(proxy.config_path(), text).unwrap();
+    let answer = admin_request(admin, "POST", "/reload");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(idp.hits(), 1, "fetched while reloading");
+    let first = ask_at(&proxy, "/secure", &token(&a_pem, "a")).0;
+    assert_eq!(first, 200, "no 503 after the reload");
 }
