@@ -3,7 +3,8 @@
 # the load generator and nginx as the backend (a fixed 64-byte answer), both on CPU 1; each
 # proxy one worker pinned to CPU 0 with its default settings and no environment variables.
 # Interleaved rounds; per proxy the median proxy CPU µs per request (from /proc/PID/stat),
-# requests a second and wrk's p50, and the CPU ratio to nginx of the same run.
+# requests a second and wrk's p50, and the CPU ratio to nginx of the same run; each round
+# also prints the upstream connections the proxy opened (the backend's stub_status).
 #
 #   scripts/wrk-bench.sh
 #
@@ -49,6 +50,7 @@ cat >"$WORK/backend.conf" <<EOF
 worker_processes 1; daemon off; error_log $WORK/backend.err; pid $WORK/backend.pid;
 events { worker_connections 4096; }
 http { access_log off; server { listen 127.0.0.1:$UP; keepalive_requests 1000000;
+  location = /backend-status { stub_status; }
   location / { return 200 "0123456789012345678901234567890123456789012345678901234567890123"; } } }
 EOF
 cat >"$WORK/proxy.conf" <<EOF
@@ -79,18 +81,24 @@ sleep 2
 PID[nginx]=$(pgrep -P "$(cat "$WORK/proxy.pid")" | head -1)
 TCK=$(getconf CLK_TCK)
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Connections the backend has accepted so far (nginx's stub_status): the difference over a
+# run is how many upstream connections the proxy under test opened (a pool that churns
+# shows here).
+accepts() { curl -s "http://127.0.0.1:$UP/backend-status" | awk 'NR == 3 {print $1}'; }
 
 declare -A US RPS P50
 for round in $(seq "$ROUNDS"); do
     for name in "${NAMES[@]}"; do
         c0=$(cpu "${PID[$name]}")
+        a0=$(accepts)
         out=$(taskset -c 1 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:${PORT[$name]}/" 2>&1)
         c1=$(cpu "${PID[$name]}")
+        a1=$(accepts)
         reqs=$(awk '/requests in/ {print $1}' <<<"$out")
         us=$(python3 -c "print(round(($c1 - $c0) * 1e6 / $TCK / $reqs, 2))")
         rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
         p50=$(awk '$1 == "50%" {print $2}' <<<"$out")
-        echo "round $round $name: $us µs/request, $rps req/s, p50 $p50"
+        echo "round $round $name: $us µs/request, $rps req/s, p50 $p50, $((a1 - a0 - 1)) upstream connects"
         US[$name]+="$us "
         RPS[$name]+="$rps "
         P50[$name]+="$p50 "
