@@ -8,11 +8,11 @@
 //! handshakes spend being polled, and at every tick looks at the tick
 //! before: when the shard was busy (its thread used at least
 //! [`SATURATED`] of the wall time) and requests on kept-alive connections
-//! were served in it, the handshakes of the next tick may use at most
-//! [`SHARE`] of it; a handshake over budget waits for the next tick (its
-//! client sees a slower handshake, bounded by `handshake_timeout`, not a
-//! failure). A shard with time to spare, or one that serves only new
-//! connections, holds no handshake back.
+//! were served in it, handshakes may use at most [`SHARE`] of each tick
+//! for the next [`HOLD`] (or until the shard goes idle); a handshake over
+//! budget waits for the next tick (its client sees a slower handshake,
+//! bounded by `handshake_timeout`, not a failure). A shard with time to
+//! spare, or one that serves only new connections, holds no handshake back.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
