@@ -5,7 +5,8 @@
 #     heartbeat request on each every 10 s for HOLD_S seconds; prints alive/failed, heartbeat
 #     p50/p99, each shard's accepted connections (from the admin API) and KiB per connection;
 #   - a burst: CONNS connections held for 6 s, then closed at once; prints RSS while held,
-#     its peak during the close (sampled every 20 ms) and a second later.
+#     its peak during the close (sampled every 20 ms) and a second later;
+#   - a reconnect storm: as many connections again, opened at once, held 3 s: peak RSS.
 #
 #   scripts/hold-bench.sh
 #
@@ -106,7 +107,22 @@ for driver in $DRIVERS; do
     done
     sleep 1
     after=$(rss "$PROXY")
+    echo "$driver, burst: RSS $((held / 1024)) MiB with $CONNS held, peak $((peak / 1024)) MiB as they closed at once, $((after / 1024)) MiB a second later"
+
+    # A reconnect storm: all of them come back at once (one request each), stay 3 s, leave.
+    "$LOADTEST" hold -t 1 -c "$CONNS" -k 300s -d 3s --no-progress \
+        --json "$WORK/storm.json" "http://127.0.0.1:$PORT/" >/dev/null 2>"$WORK/storm.err" &
+    HOLDER=$!
+    PIDS+=("$HOLDER")
+    storm=$(rss "$PROXY")
+    while kill -0 "$HOLDER" 2>/dev/null; do
+        r=$(rss "$PROXY")
+        ((r > storm)) && storm=$r
+        sleep 0.02
+    done
+    sleep 1
+    end=$(rss "$PROXY")
     kill "$PROXY"
     wait "$PROXY" 2>/dev/null || true
-    echo "$driver, burst: RSS $((held / 1024)) MiB with $CONNS held, peak $((peak / 1024)) MiB as they closed at once, $((after / 1024)) MiB a second later"
+    echo "$driver, reconnect storm: $(json "$WORK/storm.json" "j['alive']") reconnected at once, peak $((storm / 1024)) MiB (held before: $((held / 1024)) MiB), $((end / 1024)) MiB after they left"
 done
