@@ -5,11 +5,11 @@
 //! keys made by `openssl`.
 
 use crate::harness::{Driver, Proxy, bind_listener, dead_addr};
-use crate::tls::{make_signed, temp_dir};
+use crate::tls::{make_signed, python_https_server, temp_dir};
 use crate::upstream::Upstream;
-use std::io::{BufRead, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// An EC P-256 key for signing tokens: its PEM, and its public JWK with `kid`.
@@ -90,45 +90,16 @@ impl Provider {
     fn start(dir: &Path) -> Provider {
         let leaf = "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n";
         let (ca, cert, key) = make_signed(dir, "idp", "/CN=idp", leaf);
-        let script = format!(
-            "import http.server, os, ssl\n\
-             d = '{dir}'\n\
-             class H(http.server.BaseHTTPRequestHandler):\n\
-             \x20   protocol_version = 'HTTP/1.1'\n\
-             \x20   def do_GET(self):\n\
-             \x20       with open(os.path.join(d, 'hits'), 'a') as f: f.write(self.path + '\\n')\n\
-             \x20       if os.path.exists(os.path.join(d, 'down')):\n\
-             \x20           body = b'down'\n\
-             \x20           self.send_response(500)\n\
-             \x20       else:\n\
-             \x20           body = open(os.path.join(d, 'jwks.json'), 'rb').read()\n\
-             \x20           self.send_response(200)\n\
-             \x20           self.send_header('Content-Type', 'application/json')\n\
-             \x20       self.send_header('Content-Length', str(len(body)))\n\
-             \x20       self.end_headers()\n\
-             \x20       self.wfile.write(body)\n\
-             \x20   def log_message(self, *a): pass\n\
-             srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)\n\
-             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
-             ctx.load_cert_chain('{cert}', '{key}')\n\
-             srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
-             print(srv.server_address[1], flush=True)\n\
-             srv.serve_forever()\n",
-            dir = dir.display(),
-            cert = cert.display(),
-            key = key.display(),
-        );
-        let mut child = Command::new("python3")
-            .args(["-c", &script])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("python3");
-        let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line.trim().parse().expect("the provider's port");
+        let setup = format!("d = '{}'\n", dir.display());
+        let get = "\x20       with open(os.path.join(d, 'hits'), 'a') as f: f.write(self.path + '\\n')\n\
+                   \x20       if os.path.exists(os.path.join(d, 'down')):\n\
+                   \x20           body = b'down'\n\
+                   \x20           self.send_response(500)\n\
+                   \x20       else:\n\
+                   \x20           body = open(os.path.join(d, 'jwks.json'), 'rb').read()\n\
+                   \x20           self.send_response(200)\n\
+                   \x20           self.send_header('Content-Type', 'application/json')\n";
+        let (child, port) = python_https_server(&setup, get, "", &cert, &key);
         Provider {
             child,
             dir: dir.to_path_buf(),

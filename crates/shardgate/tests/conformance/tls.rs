@@ -465,22 +465,23 @@ both_drivers! {
     }
 }
 
-/// A Python HTTPS upstream answering `tls <path>`, with `cert`/`key`, requiring client
-/// certificates from `client_ca` when given: (child, port).
-fn https_upstream(cert: &Path, key: &Path, client_ca: Option<&Path>) -> (std::process::Child, u16) {
-    let require = client_ca.map_or(String::new(), |ca| {
-        format!(
-            "ctx.verify_mode = ssl.CERT_REQUIRED\nctx.load_verify_locations('{}')\n",
-            ca.display()
-        )
-    });
+/// A Python HTTPS server on 127.0.0.1 with `cert`/`key`: `setup` runs first (module-level
+/// Python), `get` is the body of `do_GET` (indented 8 spaces; it sets `body` and sends the
+/// status and any fields but `Content-Length`), `tls` adjusts `ctx`. Returns (child, port).
+pub(crate) fn python_https_server(
+    setup: &str,
+    get: &str,
+    tls: &str,
+    cert: &Path,
+    key: &Path,
+) -> (std::process::Child, u16) {
     let script = format!(
-        "import http.server, ssl\n\
+        "import http.server, os, ssl\n\
+         {setup}\
          class H(http.server.BaseHTTPRequestHandler):\n\
          \x20   protocol_version = 'HTTP/1.1'\n\
          \x20   def do_GET(self):\n\
-         \x20       body = ('tls ' + self.path).encode()\n\
-         \x20       self.send_response(200)\n\
+         {get}\
          \x20       self.send_header('Content-Length', str(len(body)))\n\
          \x20       self.end_headers()\n\
          \x20       self.wfile.write(body)\n\
@@ -488,7 +489,7 @@ fn https_upstream(cert: &Path, key: &Path, client_ca: Option<&Path>) -> (std::pr
          srv = http.server.ThreadingHTTPServer(('127.0.0.1', 0), H)\n\
          ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
          ctx.load_cert_chain('{}', '{}')\n\
-         {require}\
+         {tls}\
          srv.socket = ctx.wrap_socket(srv.socket, server_side=True)\n\
          print(srv.server_address[1], flush=True)\n\
          srv.serve_forever()\n",
@@ -507,7 +508,21 @@ fn https_upstream(cert: &Path, key: &Path, client_ca: Option<&Path>) -> (std::pr
         &mut line,
     )
     .unwrap();
-    (child, line.trim().parse().expect("the upstream's port"))
+    (child, line.trim().parse().expect("the server's port"))
+}
+
+/// A Python HTTPS upstream answering `tls <path>`, with `cert`/`key`, requiring client
+/// certificates from `client_ca` when given: (child, port).
+fn https_upstream(cert: &Path, key: &Path, client_ca: Option<&Path>) -> (std::process::Child, u16) {
+    let require = client_ca.map_or(String::new(), |ca| {
+        format!(
+            "ctx.verify_mode = ssl.CERT_REQUIRED\nctx.load_verify_locations('{}')\n",
+            ca.display()
+        )
+    });
+    let get = "\x20       body = ('tls ' + self.path).encode()\n\
+               \x20       self.send_response(200)\n";
+    python_https_server("", get, &require, cert, key)
 }
 
 both_drivers! {
