@@ -97,6 +97,15 @@ impl Config {
                 }
             }
         }
+        for u in &self.upstreams {
+            if u.discovery && u.sources.is_empty() {
+                out.push(format!(
+                    "upstreams.{}: every endpoint comes from etcd registrations; \
+                     it answers 503 until one registers (and on a gateway run without --etcd)",
+                    u.name
+                ));
+            }
+        }
         let mut chain = |owner: String, filters: &[shardgate_filters::filter::FilterSpec]| {
             for (j, f) in filters.iter().enumerate() {
                 for w in f.warnings() {
@@ -319,6 +328,8 @@ pub struct Upstream {
     pub health: Option<shardgate_upstream::health::ProbeSpec>,
     /// TLS to the endpoints, when configured.
     pub tls: Option<UpstreamTls>,
+    /// Endpoints also come from etcd registrations (`discovery = "etcd"`).
+    pub discovery: bool,
 }
 
 /// TLS to a group's endpoints: always verified.
@@ -350,9 +361,36 @@ pub struct EndpointSource {
     pub host: Option<(String, u16)>,
     /// Its addresses at load time.
     pub addrs: Vec<SocketAddr>,
+    /// Registered by a service in etcd (`discovery = "etcd"`), not written in
+    /// the configuration.
+    pub registered: bool,
 }
 
 impl Upstream {
+    /// Replaces the endpoints registered in etcd with `addrs` (weight 1 each); `false` when
+    /// they are the same already.
+    pub fn set_registered(&mut self, addrs: &[SocketAddr]) -> bool {
+        let now: Vec<SocketAddr> = self
+            .sources
+            .iter()
+            .filter(|s| s.registered)
+            .flat_map(|s| s.addrs.iter().copied())
+            .collect();
+        if now == addrs {
+            return false;
+        }
+        self.sources.retain(|s| !s.registered);
+        self.sources.extend(addrs.iter().map(|a| EndpointSource {
+            text: a.to_string(),
+            weight: 1,
+            host: None,
+            addrs: vec![*a],
+            registered: true,
+        }));
+        self.flatten();
+        true
+    }
+
     /// Recomputes `endpoints` and `weights` from the sources.
     pub fn flatten(&mut self) {
         self.endpoints.clear();

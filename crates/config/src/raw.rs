@@ -124,7 +124,11 @@ pub struct RawPool {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
+    #[serde(default)]
     pub endpoints: Vec<String>,
+    /// `"etcd"`: endpoints also come from keys services register under the
+    /// gateway's etcd prefix (`endpoints/<group>/<ip:port>`).
+    pub discovery: Option<String>,
     /// One weight per endpoint (same order); all 1 when absent.
     pub weights: Option<Vec<i64>>,
     /// `round_robin` (default), `weighted`, `least_request`, `hash`.

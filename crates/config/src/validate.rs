@@ -600,10 +600,21 @@ fn upstreams(e: &mut Errors, raw: &RawConfig) -> Vec<Upstream> {
                 format!("name {name:?} may only use letters, digits, '-', '_' and '.'"),
             );
         }
-        if u.endpoints.is_empty() {
+        let discovery = match u.discovery.as_deref() {
+            None => false,
+            Some("etcd") => true,
+            Some(other) => {
+                e.push(
+                    format!("{path}.discovery"),
+                    format!("{other:?}: the one discovery source is \"etcd\""),
+                );
+                false
+            }
+        };
+        if u.endpoints.is_empty() && !discovery {
             e.push(
                 format!("{path}.endpoints"),
-                "at least one endpoint is required",
+                "at least one endpoint is required (or discovery = \"etcd\")",
             );
         }
         let mut sources = Vec::new();
@@ -620,6 +631,7 @@ fn upstreams(e: &mut Errors, raw: &RawConfig) -> Vec<Upstream> {
                     weight,
                     host,
                     addrs,
+                    registered: false,
                 }),
                 Err(m) => e.push(format!("{path}.endpoints[{j}]"), m),
             }
@@ -709,6 +721,7 @@ fn upstreams(e: &mut Errors, raw: &RawConfig) -> Vec<Upstream> {
             outlier,
             retry,
             health,
+            discovery,
         };
         upstream.flatten();
         upstreams.push(upstream);

@@ -308,14 +308,26 @@ fn ready(handle: &GatewayHandle) -> (u16, &'static str, String) {
                 )
             })
     };
+    // Serving the state directory's configuration is still ready, and says so.
+    let from_state = handle.0.etcd.as_ref().and_then(|s| {
+        let s = s.lock().unwrap_or_else(|p| p.into_inner());
+        s.from_state.as_ref().map(|why| {
+            format!(
+                "serving the last good configuration (etcd revision {}) from the state directory: {}\n",
+                s.revision,
+                why.lines().next().unwrap_or_default()
+            )
+        })
+    });
     match problem {
         None => (
             200,
             "text/plain",
             format!(
-                "ready: {} shards on configuration version {}\n",
+                "ready: {} shards on configuration version {}\n{}",
                 shards.len(),
-                info.version
+                info.version,
+                from_state.unwrap_or_default()
             ),
         ),
         Some(p) => (503, "text/plain", format!("not ready: {p}\n")),
@@ -329,8 +341,28 @@ fn config_json(handle: &GatewayHandle) -> String {
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
+    let etcd = handle.0.etcd.as_ref().map_or_else(
+        || "null".to_string(),
+        |s| {
+            let s = s.lock().unwrap_or_else(|p| p.into_inner());
+            let opt = |v: &Option<String>| v.as_deref().map_or_else(|| "null".to_string(), json_str);
+            format!(
+                "{{\"endpoint\":{},\"key\":{},\"connected\":{},\"revision\":{},\"seen_revision\":{},\"from_state\":{},\"full_reads\":{},\"state_writes\":{},\"state_write_failures\":{},\"last_state_error\":{}}}",
+                json_str(&s.endpoint),
+                json_str(&s.key),
+                s.connected,
+                s.revision,
+                s.seen,
+                opt(&s.from_state),
+                s.full_reads,
+                s.state_writes,
+                s.state_write_failures,
+                opt(&s.last_state_error)
+            )
+        },
+    );
     format!(
-        "{{\"version\":{},\"hash\":\"{:016x}\",\"loaded_at_unix\":{loaded},\"source\":{},\"reloads\":{},\"reload_failures\":{},\"last_error\":{}}}\n",
+        "{{\"version\":{},\"hash\":\"{:016x}\",\"loaded_at_unix\":{loaded},\"source\":{},\"reloads\":{},\"reload_failures\":{},\"last_error\":{},\"etcd\":{etcd}}}\n",
         info.version,
         info.hash,
         json_str(&info.source),

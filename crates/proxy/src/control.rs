@@ -116,6 +116,8 @@ pub(crate) struct Shared {
     pub reloading: Mutex<()>,
     /// Remote key sets (fetched off the shards).
     pub jwks: Arc<crate::jwks::JwksStore>,
+    /// How the etcd configuration centre is doing, when the configuration comes from etcd.
+    pub etcd: Option<crate::etcd_source::SharedStatus>,
 }
 
 pub(crate) struct State {
@@ -217,6 +219,49 @@ impl GatewayHandle {
         };
         let _one_at_a_time = self.0.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let source = path.display().to_string();
+        match shardgate_config::read_text(&path, shardgate_config::MAX_CONFIG_FILE) {
+            Ok(text) => self.reload_text_locked(&text, &source, &|_| {}),
+            Err(error) => {
+                let e = ReloadError::Read { path, error };
+                self.refused(&e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Validates `text` exactly as a reload from the file does (tenants kept
+    /// apart), lets `finish` add what does not come from the text (endpoints
+    /// registered in etcd), and applies it. A refusal is logged, counted and
+    /// shown at `/config`; the previous configuration keeps serving.
+    pub fn reload_text(
+        &self,
+        text: &str,
+        source: &str,
+        finish: &dyn Fn(&mut Config),
+    ) -> Result<u64, ReloadError> {
+        let _one_at_a_time = self.0.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        self.reload_text_locked(text, source, finish)
+    }
+
+    fn refused(&self, e: &ReloadError) {
+        let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.info.reload_failures += 1;
+        state.info.last_error = Some(e.to_string());
+        log::error!("reload refused, the previous configuration keeps serving: {e}");
+    }
+
+    /// Records a refusal that happened before any validation (an etcd key
+    /// deleted): counted, logged and shown like an invalid configuration.
+    pub fn refuse(&self, why: &str) {
+        self.refused(&ReloadError::Invalid(why.to_string()));
+    }
+
+    fn reload_text_locked(
+        &self,
+        text: &str,
+        source: &str,
+        finish: &dyn Fn(&mut Config),
+    ) -> Result<u64, ReloadError> {
         let previous = self
             .0
             .state
@@ -224,32 +269,19 @@ impl GatewayHandle {
             .unwrap_or_else(|p| p.into_inner())
             .text
             .clone();
-        let text = shardgate_config::read_text(&path, shardgate_config::MAX_CONFIG_FILE).map_err(
-            |error| ReloadError::Read {
-                path: path.clone(),
-                error,
-            },
-        );
-        let parsed = text.and_then(|t| {
-            let loaded = match &previous {
-                Some(p) => shardgate_config::reload_toml(&t, p),
-                None => shardgate_config::from_toml(&t).map(|config| shardgate_config::Reloaded {
-                    config,
-                    kept: Vec::new(),
-                    effective: t.clone(),
-                }),
-            };
-            loaded
-                .map(|r| (r, config_hash(&t)))
-                .map_err(|e| ReloadError::Invalid(e.to_string().trim_end().to_string()))
-        });
-        let (loaded, hash) = match parsed {
-            Ok(p) => p,
-            Err(e) => {
-                let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
-                state.info.reload_failures += 1;
-                state.info.last_error = Some(e.to_string());
-                log::error!("reload refused, the previous configuration keeps serving: {e}");
+        let loaded = match &previous {
+            Some(p) => shardgate_config::reload_toml(text, p),
+            None => shardgate_config::from_toml(text).map(|config| shardgate_config::Reloaded {
+                config,
+                kept: Vec::new(),
+                effective: text.to_string(),
+            }),
+        };
+        let loaded = match loaded {
+            Ok(l) => l,
+            Err(errors) => {
+                let e = ReloadError::Invalid(errors.to_string().trim_end().to_string());
+                self.refused(&e);
                 return Err(e);
             }
         };
@@ -257,7 +289,8 @@ impl GatewayHandle {
         if let Some(adjust) = &self.0.adjust {
             adjust(&mut config);
         }
-        let version = self.reload(config, hash, &source)?;
+        finish(&mut config);
+        let version = self.reload(config, config_hash(text), source)?;
         let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
         state.text = Some(loaded.effective);
         if !loaded.kept.is_empty() {
@@ -278,6 +311,33 @@ impl GatewayHandle {
             state.info.last_error = Some(message);
         }
         Ok(version)
+    }
+
+    /// Changes the configuration being served in place (`change` says
+    /// whether it changed anything) and applies it, one reload at a time
+    /// with the others. `None` when nothing changed.
+    pub fn modify(
+        &self,
+        source: &str,
+        change: impl FnOnce(&mut Config) -> bool,
+    ) -> Option<Result<u64, ReloadError>> {
+        let _one_at_a_time = self.0.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let (config, info) = self.config();
+        let mut next = (*config).clone();
+        if !change(&mut next) {
+            return None;
+        }
+        Some(self.reload(next, info.hash, source))
+    }
+
+    /// The configuration text in effect, when it came from a file or etcd.
+    pub fn effective_text(&self) -> Option<String> {
+        self.0
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .text
+            .clone()
     }
 
     /// The file the gateway reloads from, if any.
@@ -335,6 +395,12 @@ impl GatewayHandle {
             },
         );
         self.0.jwks.render_metrics(&mut text);
+        if let Some(s) = &self.0.etcd {
+            crate::etcd_source::render_metrics(
+                &s.lock().unwrap_or_else(|p| p.into_inner()),
+                &mut text,
+            );
+        }
         text
     }
 

@@ -21,6 +21,7 @@ mod downstream;
 mod drain;
 mod driver;
 mod error;
+pub mod etcd_source;
 mod handshakes;
 mod health;
 mod io;

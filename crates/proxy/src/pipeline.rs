@@ -452,6 +452,10 @@ fn prepare(
             .unwrap_or(snap.route_group[route]),
         None => snap.route_group[route],
     };
+    // A group whose every endpoint comes from etcd registrations may have none yet.
+    if snap.groups[group].endpoints.is_empty() {
+        return respond(503, &[("Retry-After", b"1")], &mut b.w);
+    }
     let key = hash_key(&snap.groups[group], &req, client_addr);
     let index = snap.groups[group]
         .state

@@ -112,6 +112,8 @@ pub struct GatewayOptions {
     /// Applied to every configuration read from the file on reload, as it
     /// was at start (command-line overrides such as `--workers`).
     pub adjust: Option<crate::control::Adjust>,
+    /// The configuration came from etcd: watch it for changes and registrations.
+    pub etcd: Option<(crate::etcd_source::EtcdSource, crate::etcd_source::Initial)>,
 }
 
 impl Default for GatewayOptions {
@@ -124,6 +126,7 @@ impl Default for GatewayOptions {
             resolver: None,
             config_text: None,
             adjust: None,
+            etcd: None,
         }
     }
 }
@@ -142,6 +145,7 @@ pub struct Gateway {
     dns: Option<crate::dns::Refresher>,
     rates: Option<crate::rates::RateCoordinator>,
     jwks: Option<crate::jwks::Fetcher>,
+    etcd: Option<crate::etcd_source::Watcher>,
 }
 
 impl Gateway {
@@ -280,6 +284,11 @@ impl Gateway {
             log_reopen: access_log.as_ref().map(|w| w.reopen_flag()),
             log_lost: access_log.as_ref().map(|w| w.lost_counter()),
             jwks: jwks.clone(),
+            etcd: options.etcd.as_ref().map(|(source, initial)| {
+                Arc::new(Mutex::new(crate::etcd_source::initial_status(
+                    source, initial,
+                )))
+            }),
         }));
         let mut gateway = Gateway {
             addrs,
@@ -294,6 +303,7 @@ impl Gateway {
             dns: None,
             rates: None,
             jwks: Some(crate::jwks::Fetcher::start(jwks, jwks_rx)),
+            etcd: None,
         };
         for _ in 0..shards {
             let failed = match ready_rx.recv() {
@@ -323,6 +333,14 @@ impl Gateway {
                 .clone()
                 .unwrap_or_else(crate::dns::system_resolver);
             gateway.dns = Some(crate::dns::Refresher::start(handle.clone(), resolver));
+        }
+        if let (Some((source, initial)), Some(status)) = (options.etcd, handle.0.etcd.clone()) {
+            gateway.etcd = Some(crate::etcd_source::Watcher::start(
+                handle.clone(),
+                source,
+                initial,
+                status,
+            ));
         }
         if let Some(l) = admin_listener {
             gateway.admin_addr = l.local_addr().ok();
@@ -402,6 +420,9 @@ impl Gateway {
         }
         if let Some(f) = self.jwks.take() {
             f.stop();
+        }
+        if let Some(w) = self.etcd.take() {
+            w.stop();
         }
         if let Some(mut w) = self.access_log.take() {
             w.finish();

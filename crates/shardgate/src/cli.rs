@@ -10,7 +10,7 @@ const HEADER: &str = "Shardgate: a shard-per-core HTTP edge proxy and API gatewa
 const FOOTER: &str = "Durations: 250ms, 10s, 5m, 1h. Logging: SHARDGATE_LOG=error|warn|info|debug.";
 
 /// Each command's usage, in the order the full usage lists them.
-const COMMANDS: [(&str, &str); 5] = [
+const COMMANDS: [(&str, &str); 6] = [
     (
         "demo",
         "  shardgate                         run the demo: the gateway on 127.0.0.1:8080
@@ -21,9 +21,30 @@ const COMMANDS: [(&str, &str); 5] = [
     ),
     (
         "run",
-        "  shardgate run -c FILE [--workers N] [--driver uring|legacy|auto]
+        "  shardgate run -c FILE [--workers N] [--driver uring|legacy|auto] [--admin ADDR]
                                     run with a configuration file; the flags
-                                    override the file's workers and driver",
+                                    override the file's workers, driver and
+                                    admin address
+  shardgate run --etcd URL[,URL...] [--etcd-prefix P] [--state-dir DIR] [...]
+  shardgate run --bootstrap FILE [...]
+                                    run with the configuration in etcd at
+                                    P + config (P: /shardgate/), following its
+                                    changes and the endpoints registered at
+                                    P + endpoints/GROUP/IP:PORT; the last good one
+                                    is kept in DIR (/var/lib/shardgate) and served
+                                    when etcd is unreachable. FILE gives [etcd]
+                                    endpoints, prefix, state_dir, username,
+                                    password or password_file, ca, cert, key",
+    ),
+    (
+        "config",
+        "  shardgate config push -c FILE (--etcd URL | --bootstrap FILE) [--etcd-prefix P]
+                            [--revision N] [--force]
+                                    validate FILE, then publish it to etcd unless
+                                    etcd's is newer than the revision FILE was read
+                                    at (its `config get` header, or --revision)
+  shardgate config get (--etcd URL | --bootstrap FILE) [--etcd-prefix P]
+                                    print etcd's configuration, headed by its revision",
     ),
     (
         "check",
@@ -83,6 +104,20 @@ pub enum Command {
         config: PathBuf,
         overrides: Overrides,
     },
+    /// `run --etcd` / `run --bootstrap`.
+    RunEtcd {
+        etcd: crate::fleet::EtcdArgs,
+        overrides: Overrides,
+    },
+    ConfigPush {
+        file: PathBuf,
+        etcd: crate::fleet::EtcdArgs,
+        revision: Option<i64>,
+        force: bool,
+    },
+    ConfigGet {
+        etcd: crate::fleet::EtcdArgs,
+    },
     Proxy(Box<ProxyArgs>),
     Doctor {
         connections: u64,
@@ -94,10 +129,23 @@ pub enum Command {
 pub struct Overrides {
     workers: Option<Workers>,
     driver: Option<Driver>,
+    admin: Option<std::net::SocketAddr>,
 }
 
 impl Overrides {
     pub fn apply(&self, c: &mut Config) {
+        if let Some(address) = self.admin {
+            match &mut c.admin {
+                Some(a) => a.address = address,
+                None => {
+                    c.admin = Some(shardgate_config::Admin {
+                        address,
+                        hosts: Vec::new(),
+                        token: None,
+                    })
+                }
+            }
+        }
         if let Some(w) = self.workers {
             c.workers = w;
         }
@@ -288,7 +336,11 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
         "run" => {
             let mut config = None;
             let mut overrides = Overrides::default();
+            let mut etcd = crate::fleet::EtcdArgs::default();
             flags(rest, |flag, value| {
+                if etcd.flag(flag, value)? {
+                    return Ok(());
+                }
                 match flag {
                     "-c" | "--config" => config = Some(PathBuf::from(value()?)),
                     "--workers" => {
@@ -307,14 +359,72 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                             "--driver: expected uring, legacy or auto, got {v:?}"
                         ))?);
                     }
+                    "--admin" => {
+                        let v = value()?;
+                        overrides.admin = Some(v.parse().map_err(|_| {
+                            format!(
+                                "--admin: expected an address such as 127.0.0.1:9901, got {v:?}"
+                            )
+                        })?);
+                    }
                     _ => return Err(format!("unknown option {flag} for run")),
                 }
                 Ok(())
             })?;
-            Ok(Command::Run {
-                config: config.ok_or("run needs -c FILE")?,
-                overrides,
-            })
+            match (config, etcd.given()) {
+                (Some(_), true) => {
+                    Err("run takes -c FILE or etcd (--etcd, --bootstrap), not both".into())
+                }
+                (Some(config), false) => Ok(Command::Run { config, overrides }),
+                (None, true) => Ok(Command::RunEtcd { etcd, overrides }),
+                (None, false) => Err("run needs -c FILE, or --etcd URL".into()),
+            }
+        }
+        "config" => {
+            let (action, rest) = match rest.split_first() {
+                Some((a, rest)) => (a.as_str(), rest),
+                None => return Err("config needs push or get".into()),
+            };
+            let mut file = None;
+            let mut revision = None;
+            let mut force = false;
+            let mut etcd = crate::fleet::EtcdArgs::default();
+            flags(rest, |flag, value| {
+                if etcd.flag(flag, value)? {
+                    return Ok(());
+                }
+                match (action, flag) {
+                    ("push", "-c" | "--config") => file = Some(PathBuf::from(value()?)),
+                    ("push", "--revision") => {
+                        let v = value()?;
+                        revision =
+                            Some(v.parse::<i64>().map_err(|_| {
+                                format!("--revision: expected a number, got {v:?}")
+                            })?);
+                    }
+                    ("push", "--force") => force = true,
+                    _ => return Err(format!("unknown option {flag} for config {action}")),
+                }
+                Ok(())
+            })?;
+            if !etcd.given() {
+                return Err(format!(
+                    "config {action} needs --etcd URL or --bootstrap FILE"
+                ));
+            }
+            if etcd.state_dir.is_some() {
+                return Err(format!("config {action} takes no --state-dir"));
+            }
+            match action {
+                "push" => Ok(Command::ConfigPush {
+                    file: file.ok_or("config push needs -c FILE")?,
+                    etcd,
+                    revision,
+                    force,
+                }),
+                "get" => Ok(Command::ConfigGet { etcd }),
+                other => Err(format!("unknown config action {other:?}: push or get")),
+            }
         }
         "proxy" => {
             let mut p = ProxyArgs::default();

@@ -28,6 +28,7 @@ mod memory {
 mod cli;
 mod demo;
 mod doctor;
+mod fleet;
 mod logger;
 mod watch;
 
@@ -114,6 +115,14 @@ fn main() -> ExitCode {
                 Err(errors) => config_failed(&config.display().to_string(), &errors),
             }
         }
+        Command::RunEtcd { etcd, overrides } => fleet::run(&etcd, overrides),
+        Command::ConfigPush {
+            file,
+            etcd,
+            revision,
+            force,
+        } => fleet::push(&etcd, &file, revision, force),
+        Command::ConfigGet { etcd } => fleet::get(&etcd),
         Command::Proxy(p) => match p.to_config() {
             Ok(c) => {
                 let options = GatewayOptions {

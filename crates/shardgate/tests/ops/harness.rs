@@ -146,9 +146,17 @@ impl Gateway {
 
     /// With more `run` arguments (command-line overrides).
     pub fn start_with(cfg: &ConfigFile, _ports: &Ports, args: &[&str]) -> Gateway {
+        let mut all = vec!["run".to_string(), "-c".to_string()];
+        all.push(cfg.path.display().to_string());
+        all.extend(args.iter().map(|a| a.to_string()));
+        let gw = Gateway::spawn(&all);
+        gw.wait_started();
+        gw
+    }
+
+    /// `shardgate ARGS`, not waited for.
+    pub fn spawn(args: &[String]) -> Gateway {
         let mut child = Command::new(SHARDGATE)
-            .args(["run", "-c"])
-            .arg(&cfg.path)
             .args(args)
             .env("SHARDGATE_LOG", "info")
             .stdout(Stdio::null())
@@ -163,17 +171,21 @@ impl Gateway {
                 sink.lock().unwrap().push_str(&(line + "\n"));
             }
         });
-        let gw = Gateway { child, log };
+        Gateway { child, log }
+    }
+
+    /// Waits for the "listening on" line.
+    pub fn wait_started(&self) {
         assert!(
-            wait_for(Duration::from_secs(10), || gw
-                .log
-                .lock()
-                .unwrap()
-                .contains("listening on")),
+            self.wait_log(Duration::from_secs(10), "listening on"),
             "shardgate did not start: {}",
-            gw.log.lock().unwrap()
+            self.log.lock().unwrap()
         );
-        gw
+    }
+
+    /// Whether `needle` appears in the log within `limit`.
+    pub fn wait_log(&self, limit: Duration, needle: &str) -> bool {
+        wait_for(limit, || self.log.lock().unwrap().contains(needle))
     }
 
     pub fn signal(&self, sig: &str) {
