@@ -519,6 +519,11 @@ fn refusal(status: u16, text: &str) -> Error {
                 .map(str::to_string)
         })
         .unwrap_or_else(|| text.trim().chars().take(200).collect());
+    let message = if message.contains("user name is empty") {
+        format!("{message} (etcd has authentication on: give a username and password)")
+    } else {
+        message
+    };
     Error::Refused { status, message }
 }
 

@@ -44,7 +44,7 @@ mod tunnel;
 mod upstream;
 
 pub use access_log::civil_time;
-pub use control::{Adjust, ConfigInfo, GatewayHandle, config_hash};
+pub use control::{Adjust, ConfigInfo, GatewayHandle, ReloadError, config_hash};
 pub use dns::{Resolver, system_resolver};
 pub use driver::{DriverChoice, DriverError, resolve_driver};
 pub use stats::StatsSnapshot;

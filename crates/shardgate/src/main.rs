@@ -194,7 +194,12 @@ pub(crate) fn serve(
         match sig {
             SIGHUP => {
                 log::info!("SIGHUP: reloading the configuration");
-                let _ = handle.reload_from_file();
+                if let Err(shardgate_proxy::ReloadError::NotFromFile) = handle.reload_from_file() {
+                    log::warn!(
+                        "SIGHUP: the configuration does not come from a file; nothing to reload \
+                         (with --etcd, publish a change with `shardgate config push`)"
+                    );
+                }
             }
             SIGUSR1 => {
                 log::info!("SIGUSR1: reopening the access log");

@@ -36,26 +36,65 @@ struct Etcd {
     dir: PathBuf,
     client_port: u16,
     peer_port: u16,
+    /// More `etcd` flags, kept across restarts.
+    flags: Vec<String>,
+    /// `user:password` for etcdctl and the test's client, once authentication is on.
+    login: Option<(String, String)>,
+    /// Serving TLS and asking for client certificates: (CA, client cert, client key).
+    tls: Option<[PathBuf; 3]>,
 }
 
 impl Etcd {
     fn start(name: &str) -> Etcd {
-        let dir =
-            std::env::temp_dir().join(format!("shardgate-fleet-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut etcd = Etcd {
-            child: None,
-            dir,
-            client_port: free_port(),
-            peer_port: free_port(),
-        };
+        Etcd::start_with(name, &[])
+    }
+
+    /// Over TLS with client certificates, from a CA made here (files in `dir`).
+    fn start_tls(name: &str, dir: &std::path::Path) -> Etcd {
+        let pki = make_pki(dir);
+        let f = |p: &PathBuf| p.display().to_string();
+        let mut etcd = Etcd::new(
+            name,
+            &[
+                "--cert-file",
+                &f(&pki.server.0),
+                "--key-file",
+                &f(&pki.server.1),
+                "--client-cert-auth",
+                "--trusted-ca-file",
+                &f(&pki.ca),
+            ],
+        );
+        etcd.tls = Some([pki.ca, pki.client.0, pki.client.1]);
         etcd.launch();
         etcd
     }
 
+    fn start_with(name: &str, flags: &[&str]) -> Etcd {
+        let mut etcd = Etcd::new(name, flags);
+        etcd.launch();
+        etcd
+    }
+
+    fn new(name: &str, flags: &[&str]) -> Etcd {
+        let dir =
+            std::env::temp_dir().join(format!("shardgate-fleet-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Etcd {
+            child: None,
+            dir,
+            client_port: free_port(),
+            peer_port: free_port(),
+            flags: flags.iter().map(|f| f.to_string()).collect(),
+            login: None,
+            tls: None,
+        }
+    }
+
     fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     /// Starts (or restarts) the member on its data directory and waits until it answers.
@@ -71,6 +110,7 @@ impl Etcd {
             .args(["--listen-peer-urls", &peer])
             .args(["--initial-advertise-peer-urls", &peer])
             .args(["--initial-cluster", &format!("t={peer}")])
+            .args(&self.flags)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -95,19 +135,32 @@ impl Etcd {
     fn client(&self) -> shardgate_etcd::Client {
         shardgate_etcd::Client::new(&shardgate_etcd::Settings {
             endpoints: vec![self.url()],
-            ..Default::default()
+            username: self.login.as_ref().map(|l| l.0.clone()),
+            password: self.login.as_ref().map(|l| l.1.clone()),
+            ca: self.tls.as_ref().map(|t| t[0].clone()),
+            cert: self.tls.as_ref().map(|t| t[1].clone()),
+            key: self.tls.as_ref().map(|t| t[2].clone()),
         })
         .unwrap()
     }
 
     /// `etcdctl ARGS` against this member; its stdout.
     fn ctl(&self, args: &[&str]) -> String {
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args(["--endpoints", &self.url()])
-            .args(args)
-            .output()
-            .expect("running etcdctl");
+        let mut cmd = Command::new("etcdctl");
+        cmd.env("ETCDCTL_API", "3")
+            .args(["--endpoints", &self.url()]);
+        if let Some((user, password)) = &self.login {
+            cmd.args(["--user", &format!("{user}:{password}")]);
+        }
+        if let Some([ca, cert, key]) = &self.tls {
+            cmd.arg("--cacert")
+                .arg(ca)
+                .arg("--cert")
+                .arg(cert)
+                .arg("--key")
+                .arg(key);
+        }
+        let out = cmd.args(args).output().expect("running etcdctl");
         assert!(out.status.success(), "etcdctl {args:?}: {out:?}");
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
@@ -117,6 +170,100 @@ impl Drop for Etcd {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A CA, a certificate for 127.0.0.1 and a client certificate it signed (ECDSA P-256, made
+/// with the openssl command line).
+struct Pki {
+    ca: PathBuf,
+    server: (PathBuf, PathBuf),
+    client: (PathBuf, PathBuf),
+}
+
+fn make_pki(dir: &std::path::Path) -> Pki {
+    std::fs::create_dir_all(dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl (apt-get install openssl)");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-days", "30", "-subj", "/CN=fleet test CA"],
+            &[
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+            &["-keyout", "ca.key", "-out", "ca.crt"],
+        ]
+        .concat(),
+    );
+    for (stem, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        let (key, csr, crt, extfile) = (
+            format!("{stem}.key"),
+            format!("{stem}.csr"),
+            format!("{stem}.crt"),
+            format!("{stem}.ext"),
+        );
+        std::fs::write(dir.join(&extfile), ext).unwrap();
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-subj",
+                    &format!("/CN={stem}"),
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &csr,
+                ],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            &extfile,
+            "-out",
+            &crt,
+        ]);
+    }
+    Pki {
+        ca: dir.join("ca.crt"),
+        server: (dir.join("server.crt"), dir.join("server.key")),
+        client: (dir.join("client.crt"), dir.join("client.key")),
     }
 }
 
@@ -699,4 +846,177 @@ fn config_push_refuses_to_overwrite_a_newer_configuration_unless_forced() {
         stored.contains("9s") && !stored.contains("# shardgate config get"),
         "{stored}"
     );
+}
+
+#[test]
+fn a_gateway_logs_in_to_etcd_from_its_bootstrap_file_and_again_when_its_token_is_gone() {
+    // Simple tokens that expire after a second.
+    let mut etcd = Etcd::start_with("auth", &["--auth-token-ttl", "1"]);
+    etcd.ctl(&["role", "add", "root"]);
+    etcd.ctl(&["user", "add", "root", "--new-user-password=s3cret"]);
+    etcd.ctl(&["user", "grant-role", "root", "root"]);
+    etcd.ctl(&["auth", "enable"]);
+    etcd.login = Some(("root".into(), "s3cret".into()));
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let ports = Ports::pick();
+    let dir = state_dir("auth");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("password"), "s3cret\n").unwrap();
+    let bootstrap = |password_file: &str| {
+        let path = dir.join(format!("bootstrap-{password_file}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[etcd]\nendpoints = [\"{}\"]\nprefix = \"/auth/\"\nstate_dir = \"{}\"\n\
+                 username = \"root\"\npassword_file = \"{}\"\n",
+                etcd.url(),
+                dir.join("state").display(),
+                dir.join(password_file).display()
+            ),
+        )
+        .unwrap();
+        path.display().to_string()
+    };
+    let good = bootstrap("password");
+    std::fs::write(dir.join("wrong"), "guess\n").unwrap();
+    let wrong = bootstrap("wrong");
+    let file = ConfigFile::new("fleet-auth");
+    file.write(&config_text(&ports, &a, &b, "a"));
+    let path = file.path.display().to_string();
+    let out = shardgate(&["config", "push", "-c", &path, "--bootstrap", &wrong]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("authentication failed"),
+        "{}",
+        text(&out)
+    );
+    let out = shardgate(&["config", "push", "-c", &path, "--bootstrap", &good]);
+    assert!(out.status.success(), "{}", text(&out));
+
+    let gw = Gateway::spawn(&["run".into(), "--bootstrap".into(), good.clone()]);
+    gw.wait_started();
+    assert_eq!(which(&ports), "a");
+    // The gateway's token outlives its use: etcd restarts (replaying its log, which brings
+    // the token back) while the gateway is paused, and the token expires before it resumes.
+    gw.signal("STOP");
+    etcd.kill();
+    etcd.launch();
+    std::thread::sleep(Duration::from_millis(2500));
+    gw.signal("CONT");
+    file.write(&config_text(&ports, &a, &b, "b"));
+    let out = shardgate(&[
+        "config",
+        "push",
+        "-c",
+        &path,
+        "--bootstrap",
+        &good,
+        "--force",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        wait_for(Duration::from_secs(10), || which(&ports) == "b"),
+        "{}",
+        gw.log.lock().unwrap()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_state_directory_that_cannot_be_written_is_reported_and_serving_goes_on() {
+    let etcd = Etcd::start("disk");
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let ports = Ports::pick();
+    let file = ConfigFile::new("fleet-disk");
+    file.write(&config_text(&ports, &a, &b, "a"));
+    push(&etcd, "/disk/", &file, &[]);
+    // A directory under a regular file cannot be made, by root either.
+    let blocker = state_dir("disk");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let gw = run_from(&etcd, "/disk/", &blocker.join("state"), &[]);
+    assert!(
+        gw.log.lock().unwrap().contains("cannot be kept"),
+        "{}",
+        gw.log.lock().unwrap()
+    );
+    file.write(&config_text(&ports, &a, &b, "b"));
+    push(&etcd, "/disk/", &file, &["--force"]);
+    assert!(wait_for(Duration::from_secs(5), || which(&ports) == "b"));
+    assert!(metric(&ports, "shardgate_etcd_state_write_failures_total") >= 2);
+    let c = config_json(&ports);
+    assert!(
+        c["etcd"]["last_state_error"]
+            .as_str()
+            .unwrap()
+            .contains("last-good.json"),
+        "{c}"
+    );
+    assert!(
+        gw.log
+            .lock()
+            .unwrap()
+            .contains("cannot save the last good configuration")
+    );
+    let _ = std::fs::remove_file(&blocker);
+}
+
+#[test]
+fn a_gateway_talks_to_etcd_over_tls_with_a_client_certificate() {
+    let dir = state_dir("tls");
+    let etcd = Etcd::start_tls("tls", &dir.join("pki"));
+    let [ca, cert, key] = etcd.tls.clone().unwrap();
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let ports = Ports::pick();
+    let bootstrap = |with_cert: bool| {
+        let path = dir.join(format!("bootstrap-{with_cert}.toml"));
+        let mut t = format!(
+            "[etcd]\nendpoints = [\"{}\"]\nprefix = \"/tls/\"\nstate_dir = \"{}\"\nca = \"{}\"\n",
+            etcd.url(),
+            dir.join("state").display(),
+            ca.display()
+        );
+        if with_cert {
+            t += &format!(
+                "cert = \"{}\"\nkey = \"{}\"\n",
+                cert.display(),
+                key.display()
+            );
+        }
+        std::fs::write(&path, t).unwrap();
+        path.display().to_string()
+    };
+    let (good, anonymous) = (bootstrap(true), bootstrap(false));
+    let file = ConfigFile::new("fleet-tls");
+    file.write(&config_text(&ports, &a, &b, "a"));
+    let path = file.path.display().to_string();
+    // etcd asks for a client certificate: without one the handshake fails, and says so.
+    let out = shardgate(&["config", "push", "-c", &path, "--bootstrap", &anonymous]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("etcd is unreachable"),
+        "{}",
+        text(&out)
+    );
+    let out = shardgate(&["config", "push", "-c", &path, "--bootstrap", &good]);
+    assert!(out.status.success(), "{}", text(&out));
+    let gw = Gateway::spawn(&["run".into(), "--bootstrap".into(), good.clone()]);
+    gw.wait_started();
+    assert_eq!(which(&ports), "a");
+    file.write(&config_text(&ports, &a, &b, "b"));
+    let out = shardgate(&[
+        "config",
+        "push",
+        "-c",
+        &path,
+        "--bootstrap",
+        &good,
+        "--force",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        wait_for(Duration::from_secs(5), || which(&ports) == "b"),
+        "{}",
+        gw.log.lock().unwrap()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
