@@ -61,18 +61,16 @@ fn run(handle: &GatewayHandle, resolver: &Resolver, stop: &AtomicBool) {
     let mut tracked: HashMap<(String, String), Tracked> = HashMap::new();
     while !stop.load(Ordering::Acquire) {
         std::thread::sleep(NAP);
-        let (config, info) = handle.config();
+        let (config, _) = handle.config();
         let now = Instant::now();
-        let mut next_config = (*config).clone();
-        let mut changed = false;
-        for u in next_config.upstreams.iter_mut() {
+        let mut updates = Vec::new();
+        for u in config.upstreams.iter() {
             let cfg = DnsConfig {
                 interval: u.dns_refresh,
                 min_refresh: u.dns_refresh.min(DnsConfig::default().min_refresh),
                 ..DnsConfig::default()
             };
-            let mut group_changed = false;
-            for src in u.sources.iter_mut() {
+            for src in u.sources.iter() {
                 let Some((host, port)) = src.host.clone() else {
                     continue;
                 };
@@ -115,19 +113,43 @@ fn run(handle: &GatewayHandle, resolver: &Resolver, stop: &AtomicBool) {
                                 u.name,
                                 src.text
                             );
-                            src.addrs = addrs;
-                            group_changed = true;
+                            updates.push((u.name.clone(), src.text.clone(), addrs));
                         }
                     }
                 }
             }
-            if group_changed {
-                u.flatten();
-                changed = true;
-            }
         }
-        if changed {
-            let _ = handle.reload(next_config, info.hash, "dns refresh");
+        if !updates.is_empty() {
+            // Applied to the configuration serving at that moment, not to the copy read
+            // before resolving: a reload (file, etcd) in between is kept.
+            let _ = handle.modify("dns refresh", |c| apply(c, &updates));
         }
     }
+}
+
+/// Sets the addresses of each `(group, source text)` in `updates`; whether anything changed.
+fn apply(
+    config: &mut shardgate_config::Config,
+    updates: &[(String, String, Vec<SocketAddr>)],
+) -> bool {
+    let mut changed = false;
+    for u in config.upstreams.iter_mut() {
+        let mut group_changed = false;
+        for src in u.sources.iter_mut() {
+            let update = updates
+                .iter()
+                .find(|(g, text, _)| *g == u.name && *text == src.text);
+            if let Some((_, _, addrs)) = update
+                && *addrs != src.addrs
+            {
+                src.addrs = addrs.clone();
+                group_changed = true;
+            }
+        }
+        if group_changed {
+            u.flatten();
+            changed = true;
+        }
+    }
+    changed
 }
