@@ -80,3 +80,5 @@ pub const POOL_MAX_WAITING: u32 = 128;
 pub const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often endpoints given as host names are resolved again (`upstreams.NAME.dns_refresh`).
 pub const DNS_REFRESH: Duration = Duration::from_secs(30);
+/// How often a gateway exchanges fleet-limit demand with Redis.
+pub const FLEET_SYNC: Duration = Duration::from_millis(100);

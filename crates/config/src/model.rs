@@ -24,6 +24,18 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// Tenants, by [`TenantId`]; routes name theirs.
     pub tenants: Vec<Tenant>,
+    /// Redis for fleet-wide limits, when configured.
+    pub fleet: Option<Fleet>,
+}
+
+/// `[fleet]`: where gateways sharing limits meet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fleet {
+    pub redis: shardgate_redis::Settings,
+    pub key_prefix: String,
+    /// Seeds the hashes of limited keys (equal on every gateway of the fleet).
+    pub secret: Vec<u8>,
+    pub sync: Duration,
 }
 
 /// Index into [`Config::tenants`].
@@ -147,6 +159,8 @@ impl Config {
                 .map(|l| (&l.path, l.format, l.buffer))
         {
             Some("access_log")
+        } else if self.fleet != new.fleet {
+            Some("fleet")
         } else {
             None
         }

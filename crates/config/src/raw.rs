@@ -34,6 +34,25 @@ pub struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub tenants: Vec<RawTenant>,
+    /// Redis for limits shared by a fleet of gateways.
+    pub fleet: Option<RawFleet>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFleet {
+    /// `redis://[:password@]host:port[/db]` or `rediss://` (TLS).
+    pub redis: Option<String>,
+    /// Overrides a password in the URL.
+    pub password: Option<String>,
+    /// CA bundle for `rediss://` (default: the system's).
+    pub ca: Option<String>,
+    /// Prefix of every Redis key (default `shardgate:`).
+    pub key_prefix: Option<String>,
+    /// Keys the hashes of limited keys; the same on every gateway of the fleet.
+    pub secret: Option<String>,
+    /// How often a gateway exchanges demand with Redis (default 100ms).
+    pub sync: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -10,6 +10,7 @@ use crate::raw::*;
 use shardgate_common::units::{
     int_between, or_default, parse_duration, positive_duration, size_of,
 };
+use shardgate_filters::filter::FilterSpec;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
@@ -77,6 +78,34 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let routes = routes(&mut e, &raw, &upstreams, &tenants);
 
     tenants::consumer_limits_follow_auth(&mut e, &tenants, &routes);
+    let fleet = fleet(&mut e, &raw);
+    // A fleet limit needs somewhere to meet.
+    if fleet.is_none() {
+        let chains = tenants
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (format!("tenants[{i}]"), &t.filters))
+            .chain(
+                routes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| (format!("routes[{i}]"), &r.filters)),
+            );
+        for (owner, filters) in chains {
+            for (j, f) in filters.iter().enumerate() {
+                if f.fleet_limit().is_some() {
+                    let (at, what) = match f {
+                        FilterSpec::Quota(_) => ("", "a quota"),
+                        _ => (".scope", "scope = \"fleet\""),
+                    };
+                    e.push(
+                        format!("{owner}.filters[{j}]{at}"),
+                        format!("{what} needs a [fleet] section naming Redis"),
+                    );
+                }
+            }
+        }
+    }
 
     // The routing table itself: malformed patterns, conflicts between
     // routes (each error names both), all reported against the route.
@@ -111,10 +140,64 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             upstreams,
             routes,
             tenants,
+            fleet,
         })
     } else {
         Err(ConfigErrors(e.0))
     }
+}
+
+/// `[fleet]`: Redis for limits shared by gateways.
+fn fleet(e: &mut Errors, raw: &RawConfig) -> Option<Fleet> {
+    let f = raw.fleet.as_ref()?;
+    let Some(url) = &f.redis else {
+        e.push("fleet.redis", "required: redis://host:port");
+        return None;
+    };
+    let mut redis = match shardgate_redis::Settings::parse(url) {
+        Ok(r) => r,
+        Err(m) => {
+            e.push("fleet.redis", m);
+            return None;
+        }
+    };
+    if f.password.is_some() {
+        redis.password = f.password.clone();
+    }
+    if let Some(ca) = &f.ca {
+        if !redis.tls {
+            e.push("fleet.ca", "only with a rediss:// URL");
+        }
+        redis.ca = Some(ca.into());
+    }
+    let key_prefix = f.key_prefix.clone().unwrap_or_else(|| "shardgate:".into());
+    if key_prefix.bytes().any(|b| !b.is_ascii_graphic()) {
+        e.push("fleet.key_prefix", "printable ASCII without spaces");
+    }
+    let sync = e.duration("fleet.sync", f.sync.as_ref(), d::FLEET_SYNC);
+    if sync < Duration::from_millis(10) || sync > Duration::from_secs(10) {
+        e.push("fleet.sync", "between 10ms and 10s");
+    }
+    // Without a secret the Redis address and prefix seed the hashes: equal across the fleet,
+    // but guessable by whoever knows them.
+    let secret = f
+        .secret
+        .clone()
+        .unwrap_or_else(|| {
+            format!(
+                "{}|{}|{}",
+                redis.display(),
+                key_prefix,
+                redis.password.as_deref().unwrap_or("")
+            )
+        })
+        .into_bytes();
+    Some(Fleet {
+        redis,
+        key_prefix,
+        secret,
+        sync,
+    })
 }
 
 /// `workers`: a count or `auto`.

@@ -71,7 +71,12 @@ pub struct LimitSet {
     /// This shard's remote JWKS sets, which the shard fills from what the
     /// control plane fetched.
     pub key_slots: Vec<Rc<KeySlot>>,
+    /// This shard's counts of the configuration's quotas, in declaration order.
+    pub quotas: Quotas,
 }
+
+/// The quotas of one configuration on one shard, by index.
+pub type Quotas = Vec<Rc<RefCell<crate::quota::QuotaShard>>>;
 
 /// What a filter declares when its chain is built.
 pub struct Declare<'a> {
@@ -93,6 +98,14 @@ impl Declare<'_> {
         l.configs.push(limit.clone());
         l.owners.push(format!("{} #{}", self.owner, l.owners.len()));
         l.limiters.len() - 1
+    }
+
+    /// A new quota with counts on this shard; returns its index in [`Cx::quotas`].
+    pub fn quota(&mut self, cfg: &crate::quota::QuotaConfig) -> usize {
+        let l = &mut *self.limits;
+        l.quotas
+            .push(Rc::new(RefCell::new(crate::quota::QuotaShard::new(cfg))));
+        l.quotas.len() - 1
     }
 
     /// A remote key set the chain reads (filled by the shard).
@@ -127,6 +140,8 @@ pub struct Cx<'a, 'r> {
     pub now: Instant,
     /// This shard's buckets of the configuration's rate limits.
     pub limiters: &'a [Rc<RefCell<ShardLimiter>>],
+    /// This shard's counts of the configuration's quotas.
+    pub quotas: &'a [Rc<RefCell<crate::quota::QuotaShard>>],
     /// This shard's request and trace id generator.
     pub ids: &'a mut RequestIdGen,
     /// Lines for the head sent upstream.
@@ -356,6 +371,7 @@ mod tests {
             configs: Vec::new(),
             owners: Vec::new(),
             key_slots: Vec::new(),
+            quotas: Quotas::new(),
         }
     }
 
@@ -377,6 +393,7 @@ mod tests {
             tenant: "",
             now: limits.now,
             limiters: &limits.limiters,
+            quotas: &limits.quotas,
             ids: &mut ids,
             upstream: &mut up,
             response: &mut resp,
@@ -458,6 +475,7 @@ mod tests {
                 burst: 1.0,
                 key: RateKeySource::Consumer,
                 max_keys: 10,
+                fleet: None,
             })
         };
         let auth = FilterSpec::ApiKey(ApiKeyConfig {

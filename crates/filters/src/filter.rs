@@ -241,6 +241,7 @@ builtins! {
     ApiKey(crate::api_key::ApiKeyAuth),
     Jwt(crate::jwt::JwtFilter),
     RateLimit(crate::rate_limit::RateLimit),
+    Quota(crate::quota::Quota),
     Headers(crate::headers::HeaderRules),
     Rewrite(crate::rewrite::PathRewrite),
     Redirect(crate::rewrite::Redirect),
@@ -261,6 +262,15 @@ pub fn lookup(name: &str) -> Option<FilterSpec> {
 }
 
 impl FilterSpec {
+    /// The name of the fleet-wide limit it takes part in (`scope = "fleet"`), if any.
+    pub fn fleet_limit(&self) -> Option<&str> {
+        match self {
+            FilterSpec::RateLimit(c) => c.fleet.as_deref(),
+            FilterSpec::Quota(c) => Some(&c.name),
+            _ => None,
+        }
+    }
+
     /// Every problem in the config (route-independent checks).
     pub fn validate(&self) -> Result<(), Errors> {
         self.build(&BuildContext {
@@ -476,6 +486,7 @@ mod tests {
             burst: 50.0,
             key: RateKeySource::Tenant,
             max_keys: 10,
+            fleet: None,
         });
         let Ok(Filter::RateLimit(r)) = spec.build(&BuildContext {
             shards: 4,

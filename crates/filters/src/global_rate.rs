@@ -75,14 +75,49 @@ pub const DEFAULT_HEADROOM: f64 = 0.05;
 /// Default age after which a shard's last report no longer steers its shares.
 pub const DEFAULT_STALE_AFTER: Duration = Duration::from_secs(1);
 
-/// The process's secret key for rate-limit key hashes: SipHash keyed at
-/// random once per process (std's `RandomState`), the same for every shard.
-/// With a fixed, public seed a client could compute keys that collide with a
-/// victim's and spend the victim's budget.
-fn key_hasher() -> &'static std::collections::hash_map::RandomState {
-    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
-        std::sync::OnceLock::new();
-    KEY.get_or_init(std::collections::hash_map::RandomState::new)
+/// The secret key of rate-limit key hashes: SipHash keyed at random once per process, the same
+/// for every shard; or, in a fleet, keyed from the fleet's secret (see [`seed_keys`]) so that
+/// every gateway hashes a key alike. With a fixed, public key a client could compute keys that
+/// collide with a victim's and spend the victim's budget.
+static RANDOM: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+static SEEDED: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+
+fn keys() -> (u64, u64) {
+    if let Some(k) = SEEDED.get() {
+        return *k;
+    }
+    *RANDOM.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let random = std::collections::hash_map::RandomState::new();
+        let mut a = random.build_hasher();
+        a.write_u8(0);
+        let mut b = random.build_hasher();
+        b.write_u8(1);
+        (a.finish(), b.finish())
+    })
+}
+
+#[allow(deprecated)] // SipHasher is deprecated only in favour of RandomState, which takes no key
+fn key_hasher() -> std::hash::SipHasher {
+    let (k0, k1) = keys();
+    std::hash::SipHasher::new_with_keys(k0, k1)
+}
+
+/// Keys rate-limit hashes from `secret` instead of at random, so that gateways sharing the
+/// secret compute the same [`RateKey`] for the same client (fleet-wide limits, whose demand is
+/// exchanged by key). Call it before the shards build their filters: keys computed earlier
+/// (while validating a configuration) used the random key. `false` if another secret was set
+/// first (a fleet's secret needs a restart to change).
+pub fn seed_keys(secret: &[u8]) -> bool {
+    #[allow(deprecated)]
+    let derive = |k: u64| {
+        use std::hash::Hasher;
+        let mut h = std::hash::SipHasher::new_with_keys(k, !k);
+        h.write(secret);
+        h.finish()
+    };
+    let wanted = (derive(0x5348_4152_4447_4154), derive(0x4b45_5953_3031_3233));
+    *SEEDED.get_or_init(|| wanted) == wanted
 }
 
 /// IPv6 client addresses count per /64 by default: one host usually holds a
@@ -97,8 +132,10 @@ pub struct RateKey(pub u64);
 impl RateKey {
     /// The key for a byte string (consumer name, header value, route or tenant id).
     pub fn of(bytes: &[u8]) -> RateKey {
-        use std::hash::BuildHasher;
-        RateKey(key_hasher().hash_one(bytes))
+        use std::hash::{Hash, Hasher};
+        let mut h = key_hasher();
+        bytes.hash(&mut h);
+        RateKey(h.finish())
     }
 
     /// The key for a client address: IPv4 by address, IPv6 by its /64
@@ -110,17 +147,18 @@ impl RateKey {
     /// [`RateKey::of_ip`] with IPv6 addresses counted per `/ipv6_prefix`
     /// (at most 128).
     pub fn of_ip_within(ip: IpAddr, ipv6_prefix: u8) -> RateKey {
-        use std::hash::BuildHasher;
-        let hash = match ip {
+        use std::hash::{Hash, Hasher};
+        let mut h = key_hasher();
+        match ip {
             IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
                 let bits = u32::from(ipv6_prefix.min(128));
                 let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
-                key_hasher().hash_one((6u8, bits, u128::from(v6) & mask))
+                (6u8, bits, u128::from(v6) & mask).hash(&mut h);
             }
-            IpAddr::V6(v6) => key_hasher().hash_one((4u8, v6.to_ipv4_mapped().map(|a| a.octets()))),
-            IpAddr::V4(v4) => key_hasher().hash_one((4u8, Some(v4.octets()))),
-        };
-        RateKey(hash)
+            IpAddr::V6(v6) => (4u8, v6.to_ipv4_mapped().map(|a| a.octets())).hash(&mut h),
+            IpAddr::V4(v4) => (4u8, Some(v4.octets())).hash(&mut h),
+        }
+        RateKey(h.finish())
     }
 }
 
@@ -136,6 +174,9 @@ pub struct GlobalLimitConfig {
     pub floor: f64,
     pub headroom: f64,
     pub stale_after: Duration,
+    /// Shared by a fleet of gateways (`scope = "fleet"`), under this name: the gateway's part
+    /// of the limit then comes from the fleet coordinator ([`Coordinator::set_totals`]).
+    pub fleet: Option<String>,
 }
 
 impl GlobalLimitConfig {
@@ -149,6 +190,7 @@ impl GlobalLimitConfig {
             floor: DEFAULT_FLOOR,
             headroom: DEFAULT_HEADROOM,
             stale_after: DEFAULT_STALE_AFTER,
+            fleet: None,
         }
     }
 
@@ -202,6 +244,9 @@ pub struct ShareUpdate {
     pub shard: usize,
     pub epoch: u64,
     pub keys: Vec<(RateKey, Limit)>,
+    /// The share of keys not listed, when it is no longer the even split of the configured
+    /// limit (a fleet limit: the even split of this gateway's part).
+    pub even: Option<Limit>,
 }
 
 impl fmt::Display for ShareUpdate {
@@ -233,6 +278,8 @@ pub struct Coordinator {
     cfg: GlobalLimitConfig,
     epoch: u64,
     latest: Vec<Option<(Instant, ShardReport)>>,
+    /// This gateway's part of a fleet limit: per key, and for every other key.
+    totals: Option<(f64, HashMap<RateKey, f64>)>,
 }
 
 impl Coordinator {
@@ -242,7 +289,14 @@ impl Coordinator {
             cfg,
             epoch: 0,
             latest: vec![None; n],
+            totals: None,
         }
+    }
+
+    /// The part of the limit this gateway admits (a fleet limit): `per_key` rates for the keys
+    /// listed, `other` for the rest. Shares follow from the next rebalance.
+    pub fn set_totals(&mut self, other: f64, per_key: HashMap<RateKey, f64>) {
+        self.totals = Some((other, per_key));
     }
 
     /// Take this period's reports (any subset of shards; reports for unknown shards are
@@ -255,8 +309,12 @@ impl Coordinator {
             }
         }
         self.epoch += 1;
-        let rate = self.cfg.limit.rate();
-        let floor = self.cfg.floor.clamp(0.0, 1.0 / n as f64) * rate;
+        let configured = self.cfg.limit.rate();
+        let rate_of = |key: &RateKey| match &self.totals {
+            None => configured,
+            Some((other, per_key)) => per_key.get(key).copied().unwrap_or(*other),
+        };
+        let floor_share = self.cfg.floor.clamp(0.0, 1.0 / n as f64);
         let headroom = 1.0 + self.cfg.headroom.max(0.0);
 
         // Per shard: is its report fresh, its per-key demand (per second), and the estimate for
@@ -285,6 +343,10 @@ impl Coordinator {
                 shard,
                 epoch: self.epoch,
                 keys: Vec::with_capacity(demand.len()),
+                even: self
+                    .totals
+                    .as_ref()
+                    .map(|(other, _)| self.cfg.share(*other / n as f64)),
             })
             .collect();
         let mut keys: Vec<_> = demand.into_iter().collect();
@@ -292,6 +354,8 @@ impl Coordinator {
         let mut needs = vec![0.0; n];
         let mut shares = vec![0.0; n];
         for (key, per_shard) in keys {
+            let rate = rate_of(&key);
+            let floor = floor_share * rate;
             for i in 0..n {
                 needs[i] = if !fresh[i] {
                     rate / n as f64
@@ -312,7 +376,7 @@ impl Coordinator {
 
 /// Split `total` over `needs` max-min fairly into `out`: smallest needs first, each capped at
 /// an equal split of what is left; any surplus is spread evenly.
-fn water_fill(total: f64, needs: &[f64], out: &mut [f64]) {
+pub fn water_fill(total: f64, needs: &[f64], out: &mut [f64]) {
     let n = needs.len();
     if n == 0 {
         return;
@@ -482,6 +546,9 @@ impl ShardLimiter {
         self.shares.clear();
         self.shares
             .extend(update.keys.iter().map(|&(k, limit)| (k.0, limit)));
+        if let Some(even) = update.even {
+            self.even = even;
+        }
         self.epoch = update.epoch;
     }
 
@@ -681,6 +748,7 @@ mod tests {
             shard: 1,
             epoch: 7,
             keys: vec![(RateKey(9), Limit::share(1.0, 1.0))],
+            even: None,
         });
         assert_eq!(s.share(RateKey(9)), before);
     }

@@ -26,6 +26,7 @@ pub mod global_rate;
 pub mod headers;
 pub mod jwt;
 pub mod lru;
+pub mod quota;
 pub mod rate_limit;
 pub mod request_id;
 pub mod rewrite;

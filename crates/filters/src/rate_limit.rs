@@ -7,7 +7,7 @@ use crate::filter::{BuildContext, BuiltIn};
 use crate::global_rate::{DEFAULT_IPV6_PREFIX, DEFAULT_MAX_KEYS, GlobalLimitConfig, RateKey};
 use crate::headers::is_token;
 use crate::syntax::ParseCx;
-use crate::token_bucket::{Limit, LimitError};
+use crate::token_bucket::{Limit, LimitError, RateLimitHeaders};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -29,6 +29,55 @@ pub enum RateKeySource {
     Tenant,
 }
 
+/// `max_keys`: keys a shard keeps counts for.
+pub(crate) fn max_keys(cx: &mut ParseCx<'_>, raw: Option<i64>, default: usize) -> usize {
+    cx.int_in("max_keys", raw, default as u64, 1, u64::from(u32::MAX)) as usize
+}
+
+/// `name` of a limit the fleet shares in Redis: printable ASCII; by default the filter's place
+/// in the configuration (`routes[2].filters[0]`).
+pub(crate) fn fleet_name(cx: &mut ParseCx<'_>, name: Option<String>) -> String {
+    match name {
+        Some(n) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic()) => n,
+        Some(n) => {
+            cx.push("name", format!("{n:?}: printable ASCII without spaces"));
+            n
+        }
+        None => cx.path.to_string(),
+    }
+}
+
+/// A limit's verdict: its `RateLimit-*` fields kept for the response (the tighter of the
+/// request's limits), and a 429 when it refused.
+pub(crate) fn decide<'f>(cx: &mut Cx<'_, '_>, allowed: bool, met: RateLimitHeaders) -> Flow<'f> {
+    cx.rate = Some(cx.rate.map_or(met, |before| before.tighter(met)));
+    if allowed {
+        Flow::Continue
+    } else {
+        Flow::Answer {
+            status: 429,
+            body: None,
+            rate_limited: true,
+        }
+    }
+}
+
+impl RateKeySource {
+    /// The request's key.
+    pub(crate) fn key(&self, cx: &Cx<'_, '_>) -> RateKey {
+        match self {
+            RateKeySource::Route => RateKey::of(cx.route.as_bytes()),
+            RateKeySource::ClientIp { ipv6_prefix } => {
+                RateKey::of_ip_within(cx.client, *ipv6_prefix)
+            }
+            RateKeySource::Consumer => cx.consumer,
+            RateKeySource::Header(h) => RateKey::of(cx.header(h.as_bytes()).unwrap_or_default()),
+            RateKeySource::Tenant => RateKey::of(cx.tenant.as_bytes()),
+            RateKeySource::ClientCert => RateKey::of(cx.client_cert),
+        }
+    }
+}
+
 /// `rate-limit`: a gateway-wide token bucket per key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RateLimitConfig {
@@ -37,6 +86,9 @@ pub struct RateLimitConfig {
     pub burst: f64,
     pub key: RateKeySource,
     pub max_keys: usize,
+    /// `scope = "fleet"`: one limit across every gateway sharing `[fleet]`'s Redis, under this
+    /// name (`name`, else the filter's place: `routes[2].filters[0]`).
+    pub fleet: Option<String>,
 }
 
 impl Default for RateLimitConfig {
@@ -48,6 +100,7 @@ impl Default for RateLimitConfig {
                 ipv6_prefix: DEFAULT_IPV6_PREFIX,
             },
             max_keys: DEFAULT_MAX_KEYS,
+            fleet: None,
         }
     }
 }
@@ -69,9 +122,17 @@ struct RawRateLimit {
     /// With `client-ip`: the IPv6 prefix length clients are counted by.
     ipv6_prefix: Option<i64>,
     max_keys: Option<i64>,
+    /// `"gateway"` (default) or `"fleet"`.
+    scope: Option<String>,
+    /// The fleet limit's name (default: the filter's place in the configuration).
+    name: Option<String>,
 }
 
-fn rate_key(cx: &mut ParseCx<'_>, key: Option<&str>, default: RateKeySource) -> RateKeySource {
+pub(crate) fn rate_key(
+    cx: &mut ParseCx<'_>,
+    key: Option<&str>,
+    default: RateKeySource,
+) -> RateKeySource {
     let Some(key) = key else { return default };
     match key {
         "route" => RateKeySource::Route,
@@ -152,17 +213,28 @@ impl BuiltIn for RateLimit {
                 _ => cx.push("ipv6_prefix", "applies only to key = \"client-ip\""),
             }
         }
+        let fleet = match r.scope.as_deref() {
+            None | Some("gateway") => {
+                if r.name.is_some() {
+                    cx.push("name", "names a fleet limit: only with scope = \"fleet\"");
+                }
+                None
+            }
+            Some("fleet") => Some(fleet_name(cx, r.name)),
+            Some(other) => {
+                cx.push(
+                    "scope",
+                    format!("expected \"gateway\" or \"fleet\", got {other:?}"),
+                );
+                None
+            }
+        };
         Some(RateLimitConfig {
+            fleet,
             rate,
             burst: r.burst.unwrap_or_else(|| rate.ceil().max(1.0)),
             key,
-            max_keys: cx.int_in(
-                "max_keys",
-                r.max_keys,
-                d.max_keys as u64,
-                1,
-                u64::from(u32::MAX),
-            ) as usize,
+            max_keys: max_keys(cx, r.max_keys, d.max_keys),
         })
     }
 
@@ -184,6 +256,7 @@ impl BuiltIn for RateLimit {
         }
         let mut limit = GlobalLimitConfig::new(limit, cx.shards);
         limit.max_keys = c.max_keys;
+        limit.fleet = c.fleet.clone();
         Ok(RateLimit::new(limit, c.key.clone()))
     }
 
@@ -198,16 +271,7 @@ impl BuiltIn for RateLimit {
     /// One token for the request's key: `RateLimit-*` on the response, or
     /// 429 with `Retry-After`.
     fn on_request<'f>(&'f self, cx: &mut Cx<'_, '_>) -> Flow<'f> {
-        let key = match &self.key {
-            RateKeySource::Route => RateKey::of(cx.route.as_bytes()),
-            RateKeySource::ClientIp { ipv6_prefix } => {
-                RateKey::of_ip_within(cx.client, *ipv6_prefix)
-            }
-            RateKeySource::Consumer => cx.consumer,
-            RateKeySource::Header(h) => RateKey::of(cx.header(h.as_bytes()).unwrap_or_default()),
-            RateKeySource::Tenant => RateKey::of(cx.tenant.as_bytes()),
-            RateKeySource::ClientCert => RateKey::of(cx.client_cert),
-        };
+        let key = self.key.key(cx);
         debug_assert!(
             self.slot != usize::MAX,
             "a rate limit runs in the chain that declared it"
@@ -218,16 +282,7 @@ impl BuiltIn for RateLimit {
         let mut limiter = limiter.borrow_mut();
         let d = limiter.check(key, 1, cx.now);
         let met = limiter.headers(&d);
-        cx.rate = Some(cx.rate.map_or(met, |before| before.tighter(met)));
-        if d.allowed {
-            Flow::Continue
-        } else {
-            Flow::Answer {
-                status: 429,
-                body: None,
-                rate_limited: true,
-            }
-        }
+        decide(cx, d.allowed, met)
     }
 
     fn needs_consumer(c: &RateLimitConfig) -> Option<&'static str> {

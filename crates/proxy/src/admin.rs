@@ -319,15 +319,31 @@ fn ready(handle: &GatewayHandle) -> (u16, &'static str, String) {
             )
         })
     });
+    // So is a fleet whose Redis is down: its limits fall back to rate / gateways.
+    let fleet = handle
+        .0
+        .fleet
+        .as_ref()
+        .map(|f| f.status())
+        .filter(|s| !s.up)
+        .map(|s| {
+            format!(
+                "fleet limits fall back to rate / {} gateway(s): Redis at {} is unreachable ({})\n",
+                s.gateways,
+                s.redis,
+                s.last_error.unwrap_or_default()
+            )
+        });
     match problem {
         None => (
             200,
             "text/plain",
             format!(
-                "ready: {} shards on configuration version {}\n{}",
+                "ready: {} shards on configuration version {}\n{}{}",
                 shards.len(),
                 info.version,
-                from_state.unwrap_or_default()
+                from_state.unwrap_or_default(),
+                fleet.unwrap_or_default()
             ),
         ),
         Some(p) => (503, "text/plain", format!("not ready: {p}\n")),

@@ -38,6 +38,12 @@ pub(crate) enum Command {
         limiter: usize,
         update: shardgate_filters::global_rate::ShareUpdate,
     },
+    /// The fleet's totals of a quota's keys, for the window starting at `window`.
+    QuotaTotals {
+        name: String,
+        window: u64,
+        totals: Arc<Vec<(shardgate_filters::global_rate::RateKey, u64)>>,
+    },
     /// Exit now.
     Stop,
 }
@@ -118,6 +124,8 @@ pub(crate) struct Shared {
     pub jwks: Arc<crate::jwks::JwksStore>,
     /// How the etcd configuration centre is doing, when the configuration comes from etcd.
     pub etcd: Option<crate::etcd_source::SharedStatus>,
+    /// The fleet-limit exchange with Redis, when `[fleet]` is configured.
+    pub fleet: Option<crate::fleet::FleetHandle>,
 }
 
 pub(crate) struct State {
@@ -395,6 +403,9 @@ impl GatewayHandle {
             },
         );
         self.0.jwks.render_metrics(&mut text);
+        if let Some(f) = &self.0.fleet {
+            crate::fleet::render_metrics(&f.status(), &mut text);
+        }
         if let Some(s) = &self.0.etcd {
             crate::etcd_source::render_metrics(
                 &s.lock().unwrap_or_else(|p| p.into_inner()),

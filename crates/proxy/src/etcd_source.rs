@@ -661,7 +661,6 @@ impl Watching {
 
 /// The centre's lines of `/metrics`.
 pub(crate) fn render_metrics(s: &Status, out: &mut String) {
-    use std::fmt::Write as _;
     let lines = [
         (
             "etcd_connected",
@@ -706,12 +705,7 @@ pub(crate) fn render_metrics(s: &Status, out: &mut String) {
             s.state_write_failures,
         ),
     ];
-    for (name, kind, help, value) in lines {
-        let _ = write!(
-            out,
-            "# HELP shardgate_{name} {help}\n# TYPE shardgate_{name} {kind}\nshardgate_{name} {value}\n"
-        );
-    }
+    crate::metrics::plain(out, &lines);
 }
 
 fn describe(registered: &Registered) -> String {

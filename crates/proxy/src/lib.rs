@@ -22,6 +22,7 @@ mod drain;
 mod driver;
 mod error;
 pub mod etcd_source;
+mod fleet;
 mod handshakes;
 mod health;
 mod io;

@@ -246,6 +246,15 @@ pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// Unlabelled series, `(name without the shardgate_ prefix, type, help, value)`, each with its
+/// `# HELP` and `# TYPE` lines.
+pub(crate) fn plain(out: &mut String, lines: &[(&str, &str, &str, u64)]) {
+    for (name, kind, help, value) in lines {
+        header(out, &format!("shardgate_{name}"), kind, help);
+        let _ = writeln!(out, "shardgate_{name} {value}");
+    }
+}
+
 pub(crate) fn escape(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")

@@ -395,6 +395,7 @@ fn prepare(
             tenant: snap.tenant_of(route),
             now: shard.timers.now(),
             limiters: &snap.limiters,
+            quotas: &snap.quotas,
             ids: &mut ids,
             upstream: &mut edits.upstream,
             response: &mut b.x,

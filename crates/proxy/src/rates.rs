@@ -10,7 +10,9 @@
 //! of one configuration the same way, and a reload starts them afresh.
 
 use crate::control::{Command, GatewayHandle};
-use shardgate_filters::global_rate::{Coordinator, GlobalLimitConfig, ShardReport, ShareUpdate};
+use shardgate_filters::global_rate::{
+    Coordinator, GlobalLimitConfig, RateKey, ShardReport, ShareUpdate,
+};
 use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
@@ -32,8 +34,19 @@ pub(crate) struct Report {
     pub report: ShardReport,
 }
 
-/// What travels from a shard to the coordinator: its reports of one period.
-pub(crate) type Batch = Vec<Report>;
+/// A shard's quota increments of one period, `(key, window start, count)`.
+pub(crate) struct QuotaCounts {
+    pub name: String,
+    pub period: shardgate_filters::quota::Period,
+    pub counts: Vec<(RateKey, u64, u64)>,
+}
+
+/// What travels from a shard to the coordinator: its reports of one period (never both
+/// empty: an empty batch stops the coordinator).
+pub(crate) struct Batch {
+    pub limits: Vec<Report>,
+    pub quotas: Vec<QuotaCounts>,
+}
 
 pub(crate) struct RateCoordinator {
     /// Dropping the last sender (the shards') also ends the thread.
@@ -53,10 +66,11 @@ impl RateCoordinator {
         handle: GatewayHandle,
         tx: Sender<Batch>,
         rx: Receiver<Batch>,
+        fleet: Option<crate::fleet::FleetHandle>,
     ) -> RateCoordinator {
         let thread = std::thread::Builder::new()
             .name("shardgate-rates".into())
-            .spawn(move || run(&handle, &rx))
+            .spawn(move || run(&handle, &rx, fleet.as_ref()))
             .ok();
         RateCoordinator {
             stop: Some(tx),
@@ -67,7 +81,10 @@ impl RateCoordinator {
     pub(crate) fn stop(mut self) {
         // An empty batch is the stop signal (shards never send one).
         if let Some(tx) = self.stop.take() {
-            let _ = tx.send(Vec::new());
+            let _ = tx.send(Batch {
+                limits: Vec::new(),
+                quotas: Vec::new(),
+            });
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -77,24 +94,30 @@ impl RateCoordinator {
 
 struct Limit {
     coordinator: Coordinator,
+    /// A fleet limit's name and configured rate.
+    fleet: Option<(String, f64)>,
     /// Reports received since the last rebalance.
     pending: Vec<ShardReport>,
     seen: Instant,
 }
 
-fn run(handle: &GatewayHandle, rx: &Receiver<Batch>) {
+fn run(handle: &GatewayHandle, rx: &Receiver<Batch>, fleet: Option<&crate::fleet::FleetHandle>) {
     let mut limits: HashMap<(u64, usize), Limit> = HashMap::new();
     let mut next = Instant::now() + PERIOD;
     loop {
         let wait = next.saturating_duration_since(Instant::now());
         match rx.recv_timeout(wait) {
-            Ok(batch) if batch.is_empty() => return,
+            Ok(batch) if batch.limits.is_empty() && batch.quotas.is_empty() => return,
             Ok(batch) => {
                 let now = Instant::now();
-                for r in batch {
+                if let Some(fleet) = fleet {
+                    fleet.add_quota_counts(batch.quotas);
+                }
+                for r in batch.limits {
                     let l = limits
                         .entry((r.version, r.limiter))
                         .or_insert_with(|| Limit {
+                            fleet: r.config.fleet.clone().map(|n| (n, r.config.limit.rate())),
                             coordinator: Coordinator::new(r.config),
                             pending: Vec::new(),
                             seen: now,
@@ -109,10 +132,37 @@ fn run(handle: &GatewayHandle, rx: &Receiver<Batch>) {
         }
         let now = Instant::now();
         next = now + PERIOD;
+        // The fleet's totals of quotas, to every shard.
+        if let Some(fleet) = fleet {
+            for (name, window, totals) in fleet.take_quota_totals() {
+                let totals = std::sync::Arc::new(totals);
+                for c in &handle.0.controls {
+                    let _ = c.send(Command::QuotaTotals {
+                        name: name.clone(),
+                        window,
+                        totals: totals.clone(),
+                    });
+                }
+            }
+        }
         limits.retain(|_, l| now.duration_since(l.seen) < FORGET_AFTER);
         for (&(version, limiter), l) in &mut limits {
             if l.pending.is_empty() {
                 continue;
+            }
+            if let (Some((name, rate)), Some(fleet)) = (&l.fleet, fleet) {
+                // This gateway's demand by key, summed over its shards' reports; its part of
+                // the fleet's rate comes back (as of the last exchange with Redis).
+                let mut demand: HashMap<RateKey, f64> = HashMap::new();
+                for r in &l.pending {
+                    let secs = r.window.as_secs_f64().max(1e-3);
+                    for k in &r.keys {
+                        *demand.entry(k.key).or_default() += f64::from(k.attempted) / secs;
+                    }
+                }
+                if let Some(part) = fleet.exchange(name, *rate, demand.into_iter().collect()) {
+                    l.coordinator.set_totals(part.other, part.keys);
+                }
             }
             let updates = l.coordinator.rebalance(&l.pending, now);
             l.pending.clear();

@@ -157,11 +157,24 @@ impl Shard {
     pub(crate) fn report_rates(&self) {
         let Some(tx) = &self.rate_tx else { return };
         let snap = self.snapshot();
-        if snap.limiters.is_empty() {
+        if snap.limiters.is_empty() && snap.quotas.is_empty() {
             return;
         }
         let now = self.timers.now();
-        let batch = snap
+        let quotas: Vec<crate::rates::QuotaCounts> = snap
+            .quotas
+            .iter()
+            .filter_map(|q| {
+                let mut q = q.borrow_mut();
+                let counts = q.report();
+                (!counts.is_empty()).then(|| crate::rates::QuotaCounts {
+                    name: q.name.clone(),
+                    period: q.period,
+                    counts,
+                })
+            })
+            .collect();
+        let limits: Vec<crate::rates::Report> = snap
             .limiters
             .iter()
             .zip(&snap.limit_configs)
@@ -173,7 +186,25 @@ impl Shard {
                 report: l.borrow_mut().report(now),
             })
             .collect();
-        let _ = tx.send(batch);
+        if limits.is_empty() && quotas.is_empty() {
+            return;
+        }
+        let _ = tx.send(crate::rates::Batch { limits, quotas });
+    }
+
+    /// Takes the fleet's totals of a quota's keys.
+    pub(crate) fn apply_quota_totals(
+        &self,
+        name: &str,
+        window: u64,
+        totals: &[(shardgate_filters::global_rate::RateKey, u64)],
+    ) {
+        for q in &self.snapshot().quotas {
+            let mut q = q.borrow_mut();
+            if q.name == name {
+                q.apply(window, totals);
+            }
+        }
     }
 
     /// Adopts new shares of a rate limit, if they are for the configuration

@@ -164,6 +164,8 @@ pub(crate) struct Snapshot {
     pub limiters: Limiters,
     pub limit_configs: Vec<GlobalLimitConfig>,
     pub limit_owners: Vec<String>,
+    /// This shard's counts of every quota (by index, the same on every shard).
+    pub quotas: shardgate_filters::chain::Quotas,
     /// The remote JWKS slots of every chain, filled by the shard.
     pub key_slots: Vec<Rc<shardgate_filters::jwt::KeySlot>>,
     pub limits: Limits,
@@ -191,6 +193,18 @@ impl Snapshot {
     pub(crate) fn keep_limiters(&mut self, old: &Snapshot) {
         if self.limit_configs == old.limit_configs && self.limit_owners == old.limit_owners {
             self.limiters.clone_from(&old.limiters);
+        }
+        // Quotas with the same names and settings keep their counts (what was admitted since
+        // the last report is not lost).
+        let same = |a: &shardgate_filters::chain::Quotas, b: &shardgate_filters::chain::Quotas| {
+            a.len() == b.len()
+                && a.iter().zip(b).all(|(x, y)| {
+                    let (x, y) = (x.borrow(), y.borrow());
+                    (&x.name, x.limit, x.period) == (&y.name, y.limit, y.period)
+                })
+        };
+        if same(&self.quotas, &old.quotas) {
+            self.quotas.clone_from(&old.quotas);
         }
     }
 
@@ -243,6 +257,7 @@ impl Snapshot {
             configs: Vec::new(),
             owners: Vec::new(),
             key_slots: Vec::new(),
+            quotas: Vec::new(),
         };
         let none = Chain::default();
         let mut tenant_chains = Vec::new();
@@ -308,6 +323,7 @@ impl Snapshot {
             limit_configs: limits.configs,
             limit_owners: limits.owners,
             key_slots: limits.key_slots,
+            quotas: limits.quotas,
             routes: route::build(&config.routes, &config.tenants).map_err(BuildError::Routes)?,
             route_group: config.routes.iter().map(|r| r.upstream).collect(),
             route_split: config

@@ -146,6 +146,7 @@ pub struct Gateway {
     rates: Option<crate::rates::RateCoordinator>,
     jwks: Option<crate::jwks::Fetcher>,
     etcd: Option<crate::etcd_source::Watcher>,
+    fleet: Option<crate::fleet::Exchanger>,
 }
 
 impl Gateway {
@@ -206,9 +207,29 @@ impl Gateway {
             Vec::new()
         };
         let (ready_tx, ready_rx) = mpsc::channel();
-        // Rate limits are shared between shards through a coordinator;
-        // one shard has the whole of each limit and needs none.
-        let rate_channel = (shards > 1).then(crate::rates::RateCoordinator::channel);
+        // A fleet's gateways hash limited keys alike (before any shard builds a filter), and
+        // exchange demand through Redis.
+        let fleet = match &config.fleet {
+            Some(f) => {
+                if !shardgate_filters::global_rate::seed_keys(&f.secret) {
+                    log::error!(
+                        "fleet.secret: the process already uses another one; restart to change it"
+                    );
+                }
+                match crate::fleet::Exchanger::start(f) {
+                    Ok(pair) => Some(pair),
+                    Err(e) => {
+                        log::error!("fleet: {e}; fleet limits act per gateway");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        // Rate limits are shared between shards through a coordinator; one shard has the
+        // whole of each limit and needs none, unless the limit is shared by a fleet.
+        let rate_channel =
+            (shards > 1 || fleet.is_some()).then(crate::rates::RateCoordinator::channel);
         let rate_tx = rate_channel.as_ref().map(|(tx, _)| tx.clone());
         let mut threads = Vec::new();
         let mut stats = Vec::new();
@@ -284,6 +305,7 @@ impl Gateway {
             log_reopen: access_log.as_ref().map(|w| w.reopen_flag()),
             log_lost: access_log.as_ref().map(|w| w.lost_counter()),
             jwks: jwks.clone(),
+            fleet: fleet.as_ref().map(|(_, h)| h.clone()),
             etcd: options.etcd.as_ref().map(|(source, initial)| {
                 Arc::new(Mutex::new(crate::etcd_source::initial_status(
                     source, initial,
@@ -304,6 +326,7 @@ impl Gateway {
             rates: None,
             jwks: Some(crate::jwks::Fetcher::start(jwks, jwks_rx)),
             etcd: None,
+            fleet: None,
         };
         for _ in 0..shards {
             let failed = match ready_rx.recv() {
@@ -321,7 +344,15 @@ impl Gateway {
         }
         gateway.prober = Some(crate::health::Prober::start(handle.clone()));
         if let Some((tx, rx)) = rate_channel {
-            gateway.rates = Some(crate::rates::RateCoordinator::start(handle.clone(), tx, rx));
+            gateway.rates = Some(crate::rates::RateCoordinator::start(
+                handle.clone(),
+                tx,
+                rx,
+                fleet.as_ref().map(|(_, h)| h.clone()),
+            ));
+        }
+        if let Some((exchanger, _)) = fleet {
+            gateway.fleet = Some(exchanger);
         }
         if config
             .upstreams
@@ -423,6 +454,9 @@ impl Gateway {
         }
         if let Some(w) = self.etcd.take() {
             w.stop();
+        }
+        if let Some(f) = self.fleet.take() {
+            f.stop();
         }
         if let Some(mut w) = self.access_log.take() {
             w.finish();
@@ -552,6 +586,11 @@ async fn run_ticks(
                     limiter,
                     update,
                 } => shard.apply_rate_shares(version, limiter, &update),
+                Command::QuotaTotals {
+                    name,
+                    window,
+                    totals,
+                } => shard.apply_quota_totals(&name, window, &totals),
                 Command::Stop => return,
             }
         }

@@ -8,7 +8,6 @@
 mod harness;
 
 use harness::*;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -20,14 +19,6 @@ fn under_load() -> std::sync::MutexGuard<'static, ()> {
     UNDER_LOAD
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One etcd member on loopback, its data in a temporary directory.

@@ -12,6 +12,7 @@ use shardgate_filters::filter::{FilterSpec, REGISTRY, lookup};
 use shardgate_filters::headers::HeaderOpsConfig;
 use shardgate_filters::headers::HeadersConfig;
 use shardgate_filters::jwt::{JwtConfig, KeyMaterial, KeySpec};
+use shardgate_filters::quota::{Period, QuotaConfig};
 use shardgate_filters::rate_limit::{RateKeySource, RateLimitConfig};
 use shardgate_filters::request_id::RequestIdConfig;
 use shardgate_filters::rewrite::{RedirectConfig, RewriteConfig};
@@ -31,7 +32,8 @@ const SECRET: &str = "0123456789abcdef0123456789abcdef";
 /// `BASE` plus a second route (`routes[1]`) at `path` with these filters.
 fn with_filters(path: &str, filters: &str) -> String {
     format!(
-        "{BASE}\n[[routes]]\nname = \"r\"\npath = \"{path}\"\nupstream = \"app\"\nfilters = [\n{filters}\n]\n"
+        "{BASE}\n[[routes]]\nname = \"r\"\npath = \"{path}\"\nupstream = \"app\"\nfilters = [\n{filters}\n]\n\
+         [fleet]\nredis = \"redis://127.0.0.1:6379\"\n"
     )
 }
 
@@ -52,6 +54,7 @@ fn every_filter_type_parses_to_its_spec() {
 {{ type = "api-key", keys = [{{ sha256 = "{hash}", consumer = "alice" }}], header = "x-key", query_param = "api_key", consumer_header = "x-who", realm = "users" }},
 {{ type = "jwt", keys = [{{ kid = "k1", algorithms = ["HS256"], secret = "{SECRET}" }}, {{ algorithms = ["ES256"], pem = "{pem}" }}], issuers = ["https://issuer.example"], audiences = ["api"], leeway = "0s", require_exp = false, required_claims = ["sub"], forward_claims = {{ sub = "x-user-id", role = "x-role" }}, realm = "jwt-realm" }},
 {{ type = "rate-limit", rate = 100, burst = 20, key = "header:X-Client", max_keys = 10000 }},
+{{ type = "quota", limit = 5000, per = "month", key = "consumer", max_keys = 100, name = "monthly" }},
 {{ type = "headers", request = {{ set = {{ "X-A" = "1" }}, add = {{ "X-B" = "2" }}, remove = ["X-C"] }}, response = {{ remove = ["Server"] }} }},
 {{ type = "rewrite", template = "/v2/users/{{id}}" }},
 {{ type = "redirect", status = 301, to = "https://example.com/new", keep_query = false }},
@@ -104,6 +107,14 @@ fn every_filter_type_parses_to_its_spec() {
             burst: 20.0,
             key: RateKeySource::Header("x-client".into()),
             max_keys: 10000,
+            fleet: None,
+        }),
+        FilterSpec::Quota(QuotaConfig {
+            limit: 5000,
+            period: Period::Month,
+            key: RateKeySource::Consumer,
+            max_keys: 100,
+            name: "monthly".into(),
         }),
         FilterSpec::Headers(HeadersConfig {
             request: HeaderOpsConfig {
@@ -612,4 +623,64 @@ fn jwt_keys_from_files_and_base64() {
             .contains("routes[1].filters[0]: keys[0].pem: not a EC public key"),
         "{errs}"
     );
+}
+
+#[test]
+fn fleet_limits_and_quotas_need_a_fleet_and_errors_name_the_field() {
+    let text = format!(
+        "{BASE}\n[[routes]]\nname = \"r\"\npath = \"/q\"\nupstream = \"app\"\nfilters = [\n\
+         {{ type = \"rate-limit\", rate = 10, scope = \"fleet\" }},\n\
+         {{ type = \"quota\", limit = 10, per = \"day\", key = \"client-ip\" }}\n]\n"
+    );
+    let e = from_toml(&text).unwrap_err().to_string();
+    assert!(e.contains("routes[1].filters[0].scope"), "{e}");
+    assert!(e.contains("routes[1].filters[1]"), "{e}");
+    assert!(e.contains("needs a [fleet] section"), "{e}");
+    // With one, the fleet limit is named after its place.
+    let c = from_toml(&format!(
+        "{text}[fleet]\nredis = \"redis://:pw@127.0.0.1:6380/1\"\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        c.routes[1].filters[0].fleet_limit(),
+        Some("routes[1].filters[0]")
+    );
+    let f = c.fleet.unwrap();
+    assert_eq!(
+        (f.redis.port, f.redis.db, f.redis.password.as_deref()),
+        (6380, 1, Some("pw"))
+    );
+    assert_eq!(f.sync, Duration::from_millis(100));
+    for (bad, field) in [
+        ("[fleet]\nredis = \"http://x\"\n", "fleet.redis"),
+        ("[fleet]\n", "fleet.redis"),
+        (
+            "[fleet]\nredis = \"redis://h\"\nsync = \"1ms\"\n",
+            "fleet.sync",
+        ),
+        ("[fleet]\nredis = \"redis://h\"\nca = \"/x\"\n", "fleet.ca"),
+    ] {
+        let e = from_toml(&format!("{BASE}\n{bad}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(field), "{bad}: {e}");
+    }
+    for (filter, field) in [
+        ("{ type = \"rate-limit\", scope = \"planet\" }", "scope"),
+        ("{ type = \"rate-limit\", name = \"x\" }", "name"),
+        (
+            "{ type = \"quota\", per = \"week\", key = \"client-ip\" }",
+            "per",
+        ),
+        (
+            "{ type = \"quota\", limit = 0, key = \"client-ip\" }",
+            "limit",
+        ),
+    ] {
+        let e = errors("/q", filter).to_string();
+        assert!(
+            e.contains(&format!("routes[1].filters[0].{field}")),
+            "{filter}: {e}"
+        );
+    }
 }

@@ -99,6 +99,7 @@ fn build(config: &shardgate_config::Config, now: Instant) -> Chains {
         configs: Vec::new(),
         owners: Vec::new(),
         key_slots: Vec::new(),
+        quotas: Vec::new(),
     };
     let params: [&[&'static str]; 4] = [&["id"], &[], &["rest"], &[]];
     let chains = config
@@ -213,6 +214,7 @@ fn run(
             tenant: "t",
             now,
             limiters: &limits.limiters,
+            quotas: &limits.quotas,
             ids: &mut ids,
             upstream: &mut up,
             response: &mut resp,

@@ -85,18 +85,20 @@ pub struct Ports {
     pub admin: u16,
 }
 
+/// A loopback port free at the moment.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 impl Ports {
     pub fn pick() -> Ports {
-        let free = || {
-            TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        };
         Ports {
-            listen: free(),
-            admin: free(),
+            listen: free_port(),
+            admin: free_port(),
         }
     }
 }
