@@ -38,10 +38,13 @@ fn live_for(sync: Duration) -> Duration {
     (sync * 10).max(Duration::from_secs(1))
 }
 
-/// A demand older than this no longer claims a share (three rounds missed). A gateway whose
-/// traffic for a key stops also withdraws its demand at once (`HDEL`).
+/// A demand older than this no longer claims a share: as long as its gateway counts as alive.
+/// A gateway whose traffic for a key stops withdraws its demand at once (`HDEL`), so a short
+/// window is not needed to follow traffic that moves; a long one keeps a gateway that is slow
+/// to report (a busy machine) from being taken for idle, which would let the others take its
+/// part too.
 fn fresh_for(sync: Duration) -> Duration {
-    sync * 3
+    live_for(sync)
 }
 
 /// One fleet limit's demand on this gateway, from the shards' last reports.
@@ -104,7 +107,12 @@ impl FleetHandle {
     ) -> Option<Part> {
         let mut s = self.lock();
         s.demand.insert(name.to_string(), Demand { rate, keys });
-        s.parts.get(name).cloned()
+        // Before the first exchange for this limit: an even split over the gateways known.
+        let n = s.status.gateways.max(1);
+        Some(s.parts.get(name).cloned().unwrap_or_else(|| Part {
+            other: rate / n as f64,
+            keys: HashMap::new(),
+        }))
     }
 
     pub(crate) fn status(&self) -> Status {
@@ -160,6 +168,7 @@ impl Exchanger {
             known: HashMap::new(),
             gateways: 1,
             reported: HashMap::new(),
+            smoothed: HashMap::new(),
         };
         let flag = stop.clone();
         let thread = std::thread::Builder::new()
@@ -237,6 +246,8 @@ struct Round {
     gateways: usize,
     /// Per limit: the keys whose demand this gateway wrote last round.
     reported: HashMap<String, HashSet<String>>,
+    /// Per limit: the smoothed demand of each key, as last written.
+    smoothed: HashMap<String, HashMap<RateKey, f64>>,
 }
 
 /// What one limit's part of the pipeline is, to read its answers.
@@ -261,9 +272,8 @@ impl Round {
                 s.quota_pending.drain().collect(),
             )
         };
-        if demand.is_empty() && quotas.is_empty() {
-            return;
-        }
+        // Even without demand yet, the gateway says it is alive: the others count it before
+        // its traffic starts.
         let now = now_ms();
         let live = live_for(self.sync).as_millis() as u64;
         let since = now.saturating_sub(live).to_string();
@@ -290,9 +300,20 @@ impl Round {
             let base = format!("{}rl:{name}:", self.prefix);
             let hot = format!("{base}hot");
             let mut ours = HashMap::new();
-            let mut keys = d.keys.clone();
+            // Demand is smoothed over rounds (half the last measure, half the history): each
+            // gateway splits with its own demand as of now and the others' as of their last
+            // round, and the parts add up to the rate only as far as those agree.
+            let previous = self.smoothed.remove(name).unwrap_or_default();
+            let mut keys: Vec<(RateKey, f64)> = d
+                .keys
+                .iter()
+                .map(|&(k, r)| (k, previous.get(&k).map_or(r, |p| (p + r) / 2.0)))
+                .collect();
             keys.sort_by(|a, b| b.1.total_cmp(&a.1));
-            for (key, rate) in keys.iter().take(MAX_KEYS) {
+            keys.truncate(MAX_KEYS);
+            self.smoothed
+                .insert(name.clone(), keys.iter().copied().collect());
+            for (key, rate) in &keys {
                 let k = format!("{:016x}", key.0);
                 let field = format!("{base}{k}");
                 let value = format!("{rate:.3}@{now}");

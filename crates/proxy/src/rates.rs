@@ -153,9 +153,15 @@ fn run(handle: &GatewayHandle, rx: &Receiver<Batch>, fleet: Option<&crate::fleet
             if let (Some((name, rate)), Some(fleet)) = (&l.fleet, fleet) {
                 // This gateway's demand by key, summed over its shards' reports; its part of
                 // the fleet's rate comes back (as of the last exchange with Redis).
+                // Per shard, over all the windows it reported since the last rebalance (a
+                // shard late by one period sends two: averaged, not added).
+                let mut windows: HashMap<usize, f64> = HashMap::new();
+                for r in &l.pending {
+                    *windows.entry(r.shard).or_default() += r.window.as_secs_f64();
+                }
                 let mut demand: HashMap<RateKey, f64> = HashMap::new();
                 for r in &l.pending {
-                    let secs = r.window.as_secs_f64().max(1e-3);
+                    let secs = windows[&r.shard].max(1e-3);
                     for k in &r.keys {
                         *demand.entry(k.key).or_default() += f64::from(k.attempted) / secs;
                     }
