@@ -525,6 +525,8 @@ async fn shard_main(
     let mut ticks = 0u64;
     let mut drain_deadline = None;
     run_ticks(&shard, &control, &mut ticks, &mut drain_deadline).await;
+    // The last period's counts: quota increments reach Redis before the process goes.
+    shard.report_rates();
     if let Some(log) = &shard.log {
         log.close();
     }
