@@ -29,10 +29,105 @@ struct Redis {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// More `redis-server` flags (TLS, a password), kept across restarts.
+    flags: Vec<String>,
 }
 
 impl Redis {
     fn start(name: &str) -> Redis {
+        Redis::start_with(name, &[])
+    }
+
+    /// Serving TLS only (a certificate for 127.0.0.1 from a CA made here) and asking for
+    /// `password`; the CA's path.
+    fn start_tls(name: &str, password: &str) -> (Redis, PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("shardgate-redis-pki-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .current_dir(&dir)
+                .args(args)
+                .output()
+                .expect("openssl");
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &["-days", "3", "-subj", "/CN=redis test CA"],
+                &[
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign",
+                ],
+                &["-keyout", "ca.key", "-out", "ca.crt"],
+            ]
+            .concat(),
+        );
+        std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &["-subj", "/CN=redis", "-keyout", "s.key", "-out", "s.csr"],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "s.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "3",
+            "-extfile",
+            "ext",
+            "-out",
+            "s.crt",
+        ]);
+        let tls_port = free_port();
+        let f = |n: &str| dir.join(n).display().to_string();
+        let mut r = Redis {
+            child: None,
+            port: tls_port,
+            dir: dir.clone(),
+            flags: vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                tls_port.to_string(),
+                "--tls-cert-file".into(),
+                f("s.crt"),
+                "--tls-key-file".into(),
+                f("s.key"),
+                "--tls-ca-cert-file".into(),
+                f("ca.crt"),
+                "--tls-auth-clients".into(),
+                "no".into(),
+                "--requirepass".into(),
+                password.into(),
+            ],
+        };
+        r.launch();
+        (r, dir.join("ca.crt"))
+    }
+
+    fn start_with(name: &str, flags: &[&str]) -> Redis {
         let dir =
             std::env::temp_dir().join(format!("shardgate-redis-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -40,14 +135,23 @@ impl Redis {
             child: None,
             port: free_port(),
             dir,
+            flags: flags.iter().map(|f| f.to_string()).collect(),
         };
         r.launch();
         r
     }
 
     fn launch(&mut self) {
+        let port = self.port.to_string();
+        let plain = ["--port", port.as_str()];
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(if self.flags.is_empty() {
+                &plain[..]
+            } else {
+                &[]
+            })
+            .args(&self.flags)
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -56,7 +160,11 @@ impl Redis {
             .expect("starting redis-server (apt-get install redis-server)");
         self.child = Some(child);
         assert!(
-            wait_for(Duration::from_secs(10), || self.ping()),
+            wait_for(Duration::from_secs(10), || if self.flags.is_empty() {
+                self.ping()
+            } else {
+                TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            }),
             "redis-server did not start"
         );
     }
@@ -372,4 +480,57 @@ fn a_daily_quota_is_shared_by_gateways_and_survives_a_restart() {
     // Bob's count is his own.
     assert_eq!(count(pb.listen, "bob", 5).0, 5);
     drop((a, b));
+}
+
+#[test]
+fn redis_over_tls_with_a_password_and_a_wrong_password_said_at_ready() {
+    let _turn = turn();
+    let (redis, ca) = Redis::start_tls("tls", "pw0rd");
+    let upstream = Upstream::start("app");
+    let gateway = |password: &str, name: &str| {
+        let ports = Ports::pick();
+        let file = ConfigFile::new(&format!("fleet-limits-tls-{name}"));
+        file.write(&format!(
+            "workers = 1\n[[listeners]]\naddress = \"127.0.0.1:{}\"\n[admin]\naddress = \"127.0.0.1:{}\"\n\
+             [fleet]\nredis = \"rediss://:{password}@127.0.0.1:{}\"\nca = \"{}\"\n\
+             [upstreams.app]\nendpoints = [\"{}\"]\n\
+             [[routes]]\nname = \"all\"\nprefix = \"/\"\nupstream = \"app\"\n\
+             filters = [{{ type = \"rate-limit\", rate = 100, key = \"route\", scope = \"fleet\" }}]\n",
+            ports.listen, ports.admin, redis.port, ca.display(), upstream.addr
+        ));
+        (Gateway::start(&file, &ports), ports)
+    };
+    let (_good, good) = gateway("pw0rd", "good");
+    let (_bad, bad) = gateway("guess", "bad");
+    for p in [&good, &bad] {
+        assert_eq!(raw_get(p.listen, "/").0, 200);
+    }
+    let metric = |p: &Ports, name: &str| -> u64 {
+        admin_get(p, "/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name}"))
+    };
+    assert!(wait_for(Duration::from_secs(5), || metric(
+        &good,
+        "shardgate_fleet_syncs_total"
+    ) >= 3));
+    assert_eq!(metric(&good, "shardgate_fleet_sync_failures_total"), 0);
+    assert_eq!(metric(&good, "shardgate_fleet_redis_up"), 1);
+    assert!(wait_for(Duration::from_secs(5), || metric(
+        &bad,
+        "shardgate_fleet_redis_up"
+    ) == 0));
+    let ready = request(bad.admin, "GET", "/ready");
+    assert_eq!(ready.0, 200, "{}", ready.1);
+    assert!(
+        ready.1.contains("fleet limits fall back") && ready.1.contains("WRONGPASS"),
+        "{}",
+        ready.1
+    );
+    assert!(
+        !ready.1.contains("guess"),
+        "the password stays out: {}",
+        ready.1
+    );
 }
