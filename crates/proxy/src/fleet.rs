@@ -52,7 +52,13 @@ fn fresh_for(sync: Duration) -> Duration {
 struct Demand {
     rate: f64,
     keys: Vec<(RateKey, f64)>,
+    /// When the rate coordinator last reported it: a limit a reload removed stops reporting,
+    /// and is dropped after [`FORGET_AFTER`].
+    at: Instant,
 }
+
+/// A limit whose demand is not reported for this long is no longer exchanged.
+const FORGET_AFTER: Duration = Duration::from_secs(5);
 
 /// This gateway's part of one fleet limit.
 #[derive(Debug, Clone)]
@@ -106,7 +112,14 @@ impl FleetHandle {
         keys: Vec<(RateKey, f64)>,
     ) -> Option<Part> {
         let mut s = self.lock();
-        s.demand.insert(name.to_string(), Demand { rate, keys });
+        s.demand.insert(
+            name.to_string(),
+            Demand {
+                rate,
+                keys,
+                at: Instant::now(),
+            },
+        );
         // Before the first exchange for this limit: an even split over the gateways known.
         let n = s.status.gateways.max(1);
         Some(s.parts.get(name).cloned().unwrap_or_else(|| Part {
@@ -264,6 +277,7 @@ impl Round {
     fn once(&mut self) {
         let (demand, quotas): (Vec<(String, Demand)>, Vec<_>) = {
             let mut s = self.handle.lock();
+            s.demand.retain(|_, d| d.at.elapsed() < FORGET_AFTER);
             (
                 s.demand
                     .iter()
