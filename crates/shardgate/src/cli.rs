@@ -668,4 +668,42 @@ mod tests {
             Ok(Command::Doctor { connections: 5 })
         ));
     }
+
+    #[test]
+    fn etcd_commands_and_their_mistakes() {
+        let err = |s: &str| {
+            parse(&args(s))
+                .err()
+                .unwrap_or_else(|| panic!("{s} parsed"))
+        };
+        match parse(&args(
+            "run --etcd http://a:2379,http://b:2379 --etcd-prefix /p/ --workers 2",
+        )) {
+            Ok(Command::RunEtcd { etcd, .. }) => {
+                assert_eq!(etcd.endpoints, ["http://a:2379", "http://b:2379"]);
+                assert_eq!(etcd.prefix.as_deref(), Some("/p/"));
+            }
+            _ => panic!("run --etcd"),
+        }
+        assert!(err("run -c x --etcd http://a:2379").contains("not both"));
+        assert!(err("run --admin nowhere -c x").contains("--admin"));
+        match parse(&args(
+            "config push -c f.toml --bootstrap b.toml --revision 7 --force",
+        )) {
+            Ok(Command::ConfigPush {
+                revision, force, ..
+            }) => assert_eq!((revision, force), (Some(7), true)),
+            _ => panic!("config push"),
+        }
+        assert!(matches!(
+            parse(&args("config get --etcd http://a:2379")),
+            Ok(Command::ConfigGet { .. })
+        ));
+        assert!(err("config").contains("push or get"));
+        assert!(err("config push -c f.toml").contains("--etcd"));
+        assert!(err("config push --etcd http://a:2379").contains("-c FILE"));
+        assert!(err("config get --etcd http://a:2379 --force").contains("--force"));
+        assert!(err("config push -c f --etcd http://a:2379 --revision x").contains("--revision"));
+        assert!(err("config get --etcd http://a:2379 --state-dir /x").contains("--state-dir"));
+    }
 }
