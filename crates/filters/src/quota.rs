@@ -204,13 +204,19 @@ impl QuotaShard {
     /// The fleet's totals for keys of the window starting at `window`.
     pub fn apply(&mut self, window: u64, totals: &[(RateKey, u64)]) {
         for &(key, total) in totals {
-            let (_, e, _) = self.entries.get_or_insert_with(key.0, || Entry {
+            let (_, e, found) = self.entries.get_or_insert_with(key.0, || Entry {
                 window,
                 base: 0,
                 unsynced: 0,
             });
             if e.window == window {
                 e.base = e.base.max(total);
+            }
+            if let Slot::Evicted { key: old, value } = found
+                && value.unsynced > 0
+            {
+                self.pending
+                    .push((RateKey(old), value.window, value.unsynced));
             }
         }
     }
@@ -322,5 +328,23 @@ mod tests {
         assert!(q.report().is_empty());
         // The next day starts again.
         assert!(q.check(k, t + 86_400).0);
+    }
+
+    #[test]
+    fn counts_of_an_evicted_key_are_still_reported() {
+        let cfg = QuotaConfig {
+            limit: 10,
+            max_keys: 1,
+            ..QuotaConfig::default()
+        };
+        let mut q = QuotaShard::new(&cfg);
+        let t = 1_796_298_163;
+        let day = Period::Day.window(t).0;
+        assert!(q.check(RateKey(1), t).0);
+        q.apply(day, &[(RateKey(2), 4)]);
+        assert!(q.check(RateKey(3), t).0);
+        let mut r = q.report();
+        r.sort();
+        assert_eq!(r, [(RateKey(1), day, 1), (RateKey(3), day, 1)]);
     }
 }

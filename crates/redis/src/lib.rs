@@ -62,7 +62,8 @@ impl Settings {
             None => (rest, 0),
         };
         let (host, port) = match hostport.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => (
+            // `[::1]` has colons but no port.
+            Some((h, p)) if !hostport.ends_with(']') => (
                 h,
                 p.parse()
                     .map_err(|_| format!("{url:?}: port {p:?} is not a number"))?,
