@@ -1011,3 +1011,74 @@ fn a_gateway_talks_to_etcd_over_tls_with_a_client_certificate() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Which upstream answers `GET /` for `host`.
+fn which_for(port: u16, host: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.lines()
+        .find_map(|l| l.strip_prefix("X-Upstream: "))
+        .unwrap_or("?")
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn a_push_with_one_broken_tenant_applies_the_rest_as_a_file_reload_does() {
+    let etcd = Etcd::start("tenants");
+    let (a, b) = (Upstream::start("a"), Upstream::start("b"));
+    let ports = Ports::pick();
+    let text = |ta: &str, ta_filter: &str, tb: &str| {
+        format!(
+            "workers = 1\n[[listeners]]\naddress = \"127.0.0.1:{}\"\n[admin]\naddress = \"127.0.0.1:{}\"\n\
+             [upstreams.a]\nendpoints = [\"{}\"]\n[upstreams.b]\nendpoints = [\"{}\"]\n\
+             [[tenants]]\nname = \"ta\"\nhosts = [\"ta.test\"]\nfilters = [{ta_filter}]\n\
+             [[tenants]]\nname = \"tb\"\nhosts = [\"tb.test\"]\n\
+             [[routes]]\nname = \"ta-r\"\ntenant = \"ta\"\nprefix = \"/\"\nupstream = \"{ta}\"\n\
+             [[routes]]\nname = \"tb-r\"\ntenant = \"tb\"\nprefix = \"/\"\nupstream = \"{tb}\"\n",
+            ports.listen, ports.admin, a.addr, b.addr
+        )
+    };
+    let file = ConfigFile::new("fleet-tenants");
+    file.write(&text("a", "", "a"));
+    push(&etcd, "/tenants/", &file, &[]);
+    let state = state_dir("tenants");
+    let gw = run_from(&etcd, "/tenants/", &state, &[]);
+    assert_eq!(
+        (
+            which_for(ports.listen, "ta.test"),
+            which_for(ports.listen, "tb.test")
+        ),
+        ("a".into(), "a".into())
+    );
+    // Tenant ta's new section is broken (written past the CLI, which would refuse it whole);
+    // tb's change applies, ta keeps its previous sections.
+    let broken = text("b", "{ type = \"rate-limit\", rate = -1 }", "b");
+    etcd.client()
+        .put("/tenants/config", broken.as_bytes())
+        .unwrap();
+    assert!(
+        wait_for(Duration::from_secs(5), || which_for(
+            ports.listen,
+            "tb.test"
+        ) == "b"),
+        "{}",
+        gw.log.lock().unwrap()
+    );
+    assert_eq!(which_for(ports.listen, "ta.test"), "a");
+    let c = config_json(&ports);
+    let e = c["last_error"].as_str().unwrap_or_default();
+    assert!(
+        e.contains("tenant \"ta\" keeps its previous configuration"),
+        "{c}"
+    );
+    let _ = std::fs::remove_dir_all(&state);
+}
