@@ -164,98 +164,12 @@ impl Drop for Etcd {
     }
 }
 
-/// A CA, a certificate for 127.0.0.1 and a client certificate it signed (ECDSA P-256, made
-/// with the openssl command line).
-struct Pki {
-    ca: PathBuf,
-    server: (PathBuf, PathBuf),
-    client: (PathBuf, PathBuf),
-}
-
-fn make_pki(dir: &std::path::Path) -> Pki {
-    std::fs::create_dir_all(dir).unwrap();
-    let openssl = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .expect("openssl (apt-get install openssl)");
-        assert!(out.status.success(), "openssl {args:?}: {out:?}");
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    openssl(
-        &[
-            &["req", "-x509"][..],
-            &ec,
-            &["-days", "30", "-subj", "/CN=fleet test CA"],
-            &[
-                "-addext",
-                "basicConstraints=critical,CA:TRUE",
-                "-addext",
-                "keyUsage=critical,keyCertSign,cRLSign",
-            ],
-            &["-keyout", "ca.key", "-out", "ca.crt"],
-        ]
-        .concat(),
-    );
-    for (stem, ext) in [
-        (
-            "server",
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
-        ),
-        ("client", "extendedKeyUsage=clientAuth\n"),
-    ] {
-        let (key, csr, crt, extfile) = (
-            format!("{stem}.key"),
-            format!("{stem}.csr"),
-            format!("{stem}.crt"),
-            format!("{stem}.ext"),
-        );
-        std::fs::write(dir.join(&extfile), ext).unwrap();
-        openssl(
-            &[
-                &["req"][..],
-                &ec,
-                &[
-                    "-subj",
-                    &format!("/CN={stem}"),
-                    "-keyout",
-                    &key,
-                    "-out",
-                    &csr,
-                ],
-            ]
-            .concat(),
-        );
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "30",
-            "-extfile",
-            &extfile,
-            "-out",
-            &crt,
-        ]);
-    }
-    Pki {
-        ca: dir.join("ca.crt"),
-        server: (dir.join("server.crt"), dir.join("server.key")),
-        client: (dir.join("client.crt"), dir.join("client.key")),
-    }
+/// `config push -c FILE --bootstrap BOOTSTRAP EXTRA...`, to completion.
+fn push_via(file: &ConfigFile, bootstrap: &str, extra: &[&str]) -> Output {
+    let path = file.path.display().to_string();
+    let mut args = vec!["config", "push", "-c", &path, "--bootstrap", bootstrap];
+    args.extend(extra);
+    shardgate(&args)
 }
 
 /// `shardgate ARGS`, to completion.
@@ -873,15 +787,14 @@ fn a_gateway_logs_in_to_etcd_from_its_bootstrap_file_and_again_when_its_token_is
     let wrong = bootstrap("wrong");
     let file = ConfigFile::new("fleet-auth");
     file.write(&config_text(&ports, &a, &b, "a"));
-    let path = file.path.display().to_string();
-    let out = shardgate(&["config", "push", "-c", &path, "--bootstrap", &wrong]);
+    let out = push_via(&file, &wrong, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("authentication failed"),
         "{}",
         text(&out)
     );
-    let out = shardgate(&["config", "push", "-c", &path, "--bootstrap", &good]);
+    let out = push_via(&file, &good, &[]);
     assert!(out.status.success(), "{}", text(&out));
 
     let gw = Gateway::spawn(&["run".into(), "--bootstrap".into(), good.clone()]);
@@ -895,15 +808,7 @@ fn a_gateway_logs_in_to_etcd_from_its_bootstrap_file_and_again_when_its_token_is
     std::thread::sleep(Duration::from_millis(2500));
     gw.signal("CONT");
     file.write(&config_text(&ports, &a, &b, "b"));
-    let out = shardgate(&[
-        "config",
-        "push",
-        "-c",
-        &path,
-        "--bootstrap",
-        &good,
-        "--force",
-    ]);
+    let out = push_via(&file, &good, &["--force"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         wait_for(Duration::from_secs(10), || which(&ports) == "b"),
@@ -979,30 +884,21 @@ fn a_gateway_talks_to_etcd_over_tls_with_a_client_certificate() {
     let (good, anonymous) = (bootstrap(true), bootstrap(false));
     let file = ConfigFile::new("fleet-tls");
     file.write(&config_text(&ports, &a, &b, "a"));
-    let path = file.path.display().to_string();
     // etcd asks for a client certificate: without one the handshake fails, and says so.
-    let out = shardgate(&["config", "push", "-c", &path, "--bootstrap", &anonymous]);
+    let out = push_via(&file, &anonymous, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("etcd is unreachable"),
         "{}",
         text(&out)
     );
-    let out = shardgate(&["config", "push", "-c", &path, "--bootstrap", &good]);
+    let out = push_via(&file, &good, &[]);
     assert!(out.status.success(), "{}", text(&out));
     let gw = Gateway::spawn(&["run".into(), "--bootstrap".into(), good.clone()]);
     gw.wait_started();
     assert_eq!(which(&ports), "a");
     file.write(&config_text(&ports, &a, &b, "b"));
-    let out = shardgate(&[
-        "config",
-        "push",
-        "-c",
-        &path,
-        "--bootstrap",
-        &good,
-        "--force",
-    ]);
+    let out = push_via(&file, &good, &["--force"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         wait_for(Duration::from_secs(5), || which(&ports) == "b"),

@@ -43,65 +43,9 @@ impl Redis {
     fn start_tls(name: &str, password: &str) -> (Redis, PathBuf) {
         let dir =
             std::env::temp_dir().join(format!("shardgate-redis-pki-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let openssl = |args: &[&str]| {
-            let out = Command::new("openssl")
-                .current_dir(&dir)
-                .args(args)
-                .output()
-                .expect("openssl");
-            assert!(out.status.success(), "openssl {args:?}: {out:?}");
-        };
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
-        openssl(
-            &[
-                &["req", "-x509"][..],
-                &ec,
-                &["-days", "3", "-subj", "/CN=redis test CA"],
-                &[
-                    "-addext",
-                    "basicConstraints=critical,CA:TRUE",
-                    "-addext",
-                    "keyUsage=critical,keyCertSign",
-                ],
-                &["-keyout", "ca.key", "-out", "ca.crt"],
-            ]
-            .concat(),
-        );
-        std::fs::write(dir.join("ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
-        openssl(
-            &[
-                &["req"][..],
-                &ec,
-                &["-subj", "/CN=redis", "-keyout", "s.key", "-out", "s.csr"],
-            ]
-            .concat(),
-        );
-        openssl(&[
-            "x509",
-            "-req",
-            "-in",
-            "s.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "3",
-            "-extfile",
-            "ext",
-            "-out",
-            "s.crt",
-        ]);
+        let pki = make_pki(&dir);
         let tls_port = free_port();
-        let f = |n: &str| dir.join(n).display().to_string();
+        let f = |p: &PathBuf| p.display().to_string();
         let mut r = Redis {
             child: None,
             port: tls_port,
@@ -112,11 +56,11 @@ impl Redis {
                 "--tls-port".into(),
                 tls_port.to_string(),
                 "--tls-cert-file".into(),
-                f("s.crt"),
+                f(&pki.server.0),
                 "--tls-key-file".into(),
-                f("s.key"),
+                f(&pki.server.1),
                 "--tls-ca-cert-file".into(),
-                f("ca.crt"),
+                f(&pki.ca),
                 "--tls-auth-clients".into(),
                 "no".into(),
                 "--requirepass".into(),
@@ -124,7 +68,7 @@ impl Redis {
             ],
         };
         r.launch();
-        (r, dir.join("ca.crt"))
+        (r, pki.ca)
     }
 
     fn start_with(name: &str, flags: &[&str]) -> Redis {

@@ -337,3 +337,99 @@ pub fn admin_get(ports: &Ports, path: &str) -> String {
     assert_eq!(status, 200, "{path}: {body}");
     body
 }
+
+/// A CA, a certificate for 127.0.0.1 and a client certificate it signed (ECDSA P-256, made
+/// with the openssl command line).
+#[allow(dead_code)] // the fleet tests use it; the ops tests make no certificates
+pub struct Pki {
+    pub ca: PathBuf,
+    pub server: (PathBuf, PathBuf),
+    pub client: (PathBuf, PathBuf),
+}
+
+#[allow(dead_code)]
+pub fn make_pki(dir: &std::path::Path) -> Pki {
+    std::fs::create_dir_all(dir).unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl (apt-get install openssl)");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+    ];
+    openssl(
+        &[
+            &["req", "-x509"][..],
+            &ec,
+            &["-days", "30", "-subj", "/CN=fleet test CA"],
+            &[
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+            &["-keyout", "ca.key", "-out", "ca.crt"],
+        ]
+        .concat(),
+    );
+    for (stem, ext) in [
+        (
+            "server",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+        ),
+        ("client", "extendedKeyUsage=clientAuth\n"),
+    ] {
+        let (key, csr, crt, extfile) = (
+            format!("{stem}.key"),
+            format!("{stem}.csr"),
+            format!("{stem}.crt"),
+            format!("{stem}.ext"),
+        );
+        std::fs::write(dir.join(&extfile), ext).unwrap();
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-subj",
+                    &format!("/CN={stem}"),
+                    "-keyout",
+                    &key,
+                    "-out",
+                    &csr,
+                ],
+            ]
+            .concat(),
+        );
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            &extfile,
+            "-out",
+            &crt,
+        ]);
+    }
+    Pki {
+        ca: dir.join("ca.crt"),
+        server: (dir.join("server.crt"), dir.join("server.key")),
+        client: (dir.join("client.crt"), dir.join("client.key")),
+    }
+}
