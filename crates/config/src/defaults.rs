@@ -82,3 +82,12 @@ pub const POOL_WAIT_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DNS_REFRESH: Duration = Duration::from_secs(30);
 /// How often a gateway exchanges fleet-limit demand with Redis.
 pub const FLEET_SYNC: Duration = Duration::from_millis(100);
+
+/// Spans per OTLP export request (the OpenTelemetry SDKs' default batch).
+pub const TRACING_BATCH: usize = 512;
+/// Longest a span waits in the gateway before it is exported.
+pub const TRACING_INTERVAL: Duration = Duration::from_secs(5);
+/// Spans waiting for export, gateway-wide, before new ones are dropped.
+pub const TRACING_QUEUE: usize = 4096;
+/// Time an OTLP export request may take.
+pub const TRACING_TIMEOUT: Duration = Duration::from_secs(5);

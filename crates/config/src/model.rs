@@ -26,6 +26,37 @@ pub struct Config {
     pub tenants: Vec<Tenant>,
     /// Redis for fleet-wide limits, when configured.
     pub fleet: Option<Fleet>,
+    /// OpenTelemetry span export, when configured.
+    pub tracing: Option<Tracing>,
+}
+
+/// `[tracing]`: spans exported over OTLP/HTTP.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tracing {
+    /// Where export requests are POSTed (`http://` or `https://`).
+    pub otlp_endpoint: String,
+    /// Share of new traces recorded (a caller's sampled flag decides the others).
+    pub sample_ratio: f64,
+    pub service_name: String,
+    /// Extra fields of each export request, `(name, value)`.
+    pub headers: Vec<(String, String)>,
+    /// Resource attributes besides `service.name`, `(key, value)`.
+    pub resource: Vec<(String, String)>,
+    pub batch_size: usize,
+    pub interval: Duration,
+    /// Spans waiting for export, gateway-wide, before new ones are dropped.
+    pub queue: usize,
+    pub timeout: Duration,
+}
+
+impl Tracing {
+    /// The same exporter: everything but the sampling ratio, which a reload changes.
+    pub fn same_exporter(&self, other: &Tracing) -> bool {
+        Tracing {
+            sample_ratio: other.sample_ratio,
+            ..self.clone()
+        } == *other
+    }
 }
 
 /// `[fleet]`: where gateways sharing limits meet.
@@ -161,6 +192,11 @@ impl Config {
             Some("access_log")
         } else if self.fleet != new.fleet {
             Some("fleet")
+        } else if match (&self.tracing, &new.tracing) {
+            (Some(a), Some(b)) => !a.same_exporter(b),
+            (a, b) => a.is_some() != b.is_some(),
+        } {
+            Some("tracing (all but sample_ratio)")
         } else {
             None
         }

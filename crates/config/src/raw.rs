@@ -36,6 +36,31 @@ pub struct RawConfig {
     pub tenants: Vec<RawTenant>,
     /// Redis for limits shared by a fleet of gateways.
     pub fleet: Option<RawFleet>,
+    /// OpenTelemetry span export.
+    pub tracing: Option<RawTracing>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    /// `http://host:port/v1/traces` (OTLP/HTTP with protobuf), or `https://`.
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces recorded, 0 to 1 (default 1).
+    pub sample_ratio: Option<f64>,
+    /// `service.name` of the resource (default `shardgate`).
+    pub service_name: Option<String>,
+    /// Extra request fields of each export (an API key of a hosted collector).
+    pub headers: Option<BTreeMap<String, String>>,
+    /// More resource attributes (`deployment.environment = "prod"`).
+    pub resource: Option<BTreeMap<String, String>>,
+    /// Spans per export request (default 512).
+    pub batch_size: Option<i64>,
+    /// Longest wait before buffered spans are sent (default 5s).
+    pub interval: Option<String>,
+    /// Spans waiting for export before new ones are dropped (default 4096).
+    pub queue: Option<i64>,
+    /// Time an export request may take (default 5s).
+    pub timeout: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

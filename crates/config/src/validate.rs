@@ -79,6 +79,7 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
 
     tenants::consumer_limits_follow_auth(&mut e, &tenants, &routes);
     let fleet = fleet(&mut e, &raw);
+    let tracing = tracing(&mut e, &raw);
     // A fleet limit needs somewhere to meet.
     if fleet.is_none() {
         let chains = tenants
@@ -141,10 +142,86 @@ pub(crate) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
             routes,
             tenants,
             fleet,
+            tracing,
         })
     } else {
         Err(ConfigErrors(e.0))
     }
+}
+
+/// `[tracing]`: where spans go and how many.
+fn tracing(e: &mut Errors, raw: &RawConfig) -> Option<Tracing> {
+    let t = raw.tracing.as_ref()?;
+    let Some(endpoint) = &t.otlp_endpoint else {
+        e.push(
+            "tracing.otlp_endpoint",
+            "required: http://host:4318/v1/traces",
+        );
+        return None;
+    };
+    let host = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"));
+    if !host.is_some_and(|h| !h.is_empty() && !h.starts_with('/')) {
+        e.push(
+            "tracing.otlp_endpoint",
+            format!("{endpoint:?}: an http:// or https:// URL with a host"),
+        );
+    }
+    let sample_ratio = t.sample_ratio.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sample_ratio) {
+        e.push("tracing.sample_ratio", "between 0 and 1");
+    }
+    let service_name = t.service_name.clone().unwrap_or_else(|| "shardgate".into());
+    if service_name.is_empty() {
+        e.push("tracing.service_name", "must not be empty");
+    }
+    let headers: Vec<(String, String)> =
+        t.headers.clone().unwrap_or_default().into_iter().collect();
+    for (name, value) in &headers {
+        let token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !token {
+            e.push(format!("tracing.headers.{name}"), "not a field name");
+        } else if value.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+            e.push(
+                format!("tracing.headers.{name}"),
+                "control characters in the value",
+            );
+        }
+    }
+    let resource = t.resource.clone().unwrap_or_default().into_iter().collect();
+    let count = |e: &mut Errors, field: &str, v: Option<i64>, default: usize, max: i64| match v {
+        None => default,
+        Some(n) if (1..=max).contains(&n) => n as usize,
+        Some(_) => {
+            e.push(format!("tracing.{field}"), format!("between 1 and {max}"));
+            default
+        }
+    };
+    let batch_size = count(e, "batch_size", t.batch_size, d::TRACING_BATCH, 65_536);
+    let queue = count(e, "queue", t.queue, d::TRACING_QUEUE, 1 << 20);
+    let interval = e.duration("tracing.interval", t.interval.as_ref(), d::TRACING_INTERVAL);
+    if interval < Duration::from_millis(10) || interval > Duration::from_secs(60) {
+        e.push("tracing.interval", "between 10ms and 60s");
+    }
+    let timeout = e.duration("tracing.timeout", t.timeout.as_ref(), d::TRACING_TIMEOUT);
+    if timeout.is_zero() {
+        e.push("tracing.timeout", "must be more than 0");
+    }
+    Some(Tracing {
+        otlp_endpoint: endpoint.clone(),
+        sample_ratio,
+        service_name,
+        headers,
+        resource,
+        batch_size,
+        interval,
+        queue,
+        timeout,
+    })
 }
 
 /// `[fleet]`: Redis for limits shared by gateways.

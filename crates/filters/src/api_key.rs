@@ -13,7 +13,6 @@
 
 use crate::chain::{Cx, Declare, Flow, line};
 use crate::filter::{BuildContext, BuiltIn};
-use crate::global_rate::RateKey;
 use crate::headers::{is_managed, is_token};
 use crate::syntax::ParseCx;
 use serde::Deserialize;
@@ -396,7 +395,7 @@ impl BuiltIn for ApiKeyAuth {
                     self.consumer_header.as_bytes(),
                     name.as_bytes(),
                 );
-                cx.consumer = RateKey::of(name.as_bytes());
+                cx.set_consumer(name.as_bytes());
             }
             ApiKeyOutcome::Missing => {
                 line(

@@ -153,11 +153,19 @@ pub struct Cx<'a, 'r> {
     pub rewritten: bool,
     /// The request id the chain settled on, for the access log.
     pub request_id: ([u8; 128], u8),
-    /// The trace id of this hop, for the access log (hex).
-    pub trace_id: Option<[u8; 32]>,
+    /// This hop's trace context, once a trace-context filter has run.
+    pub trace: Option<crate::traceparent::Hop>,
+    /// Decides whether traces started here are sampled, when spans are
+    /// exported (the trace-context filter's `sample_new` otherwise).
+    pub sampler: Option<crate::traceparent::Sampler>,
     /// Who is calling, once an api-key or jwt filter has said (the empty
     /// name before): the key of consumer rate limits.
     pub consumer: RateKey,
+    /// The consumer's name as the filter said it (at most 64 bytes), for
+    /// spans.
+    pub consumer_name: ([u8; 64], u8),
+    /// The filter that answered, when one did.
+    pub answered_by: &'static str,
     /// The tightest rate limit the request has met so far: the chain writes
     /// its `RateLimit-*` fields to the response once, at the end.
     pub rate: Option<RateLimitHeaders>,
@@ -170,6 +178,15 @@ pub struct Cx<'a, 'r> {
 }
 
 impl<'r> Cx<'_, 'r> {
+    /// The filter found who is calling: the key of consumer limits, and
+    /// the name spans show.
+    pub fn set_consumer(&mut self, name: &[u8]) {
+        self.consumer = RateKey::of(name);
+        let n = name.len().min(self.consumer_name.0.len());
+        self.consumer_name.0[..n].copy_from_slice(&name[..n]);
+        self.consumer_name.1 = n as u8;
+    }
+
     /// The first value of request field `name`.
     pub fn header(&self, name: &[u8]) -> Option<&'r [u8]> {
         header(self.req, name)
@@ -330,6 +347,7 @@ impl Chain {
                 continue;
             }
             if let answer @ Flow::Answer { .. } = step.on_request(cx) {
+                cx.answered_by = step.name();
                 self.finish_response(cx);
                 return answer;
             }
@@ -400,8 +418,11 @@ mod tests {
             path: &mut path,
             rewritten: false,
             request_id: ([0; 128], 0),
-            trace_id: None,
+            trace: None,
+            sampler: None,
             consumer: RateKey::of(b""),
+            consumer_name: ([0; 64], 0),
+            answered_by: "",
             rate: None,
             secrets: &[],
             client_cert: b"",

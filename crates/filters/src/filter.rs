@@ -205,6 +205,13 @@ macro_rules! builtins {
         }
 
         impl Filter {
+            /// The registry name.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(Filter::$variant(_) => <$ty as BuiltIn>::NAME,)*
+                }
+            }
+
             /// What the filter owns in the heads, its body limit and rate
             /// limits (when its chain is built).
             pub fn declare(&mut self, d: &mut Declare<'_>) {

@@ -24,7 +24,6 @@
 
 use crate::chain::{Cx, Declare, Flow, line};
 use crate::filter::{BuildContext, BuiltIn};
-use crate::global_rate::RateKey;
 use crate::syntax::ParseCx;
 use serde::Deserialize;
 use std::cell::{Cell, RefCell};
@@ -906,7 +905,7 @@ impl JwtVerifier {
                     }
                 }
                 if let Some(sub) = v.claims.get("sub").and_then(Value::as_str) {
-                    cx.consumer = RateKey::of(sub.as_bytes());
+                    cx.set_consumer(sub.as_bytes());
                 }
                 Flow::Continue
             }

@@ -73,7 +73,7 @@ impl RequestIdGen {
 }
 
 /// Lowercase hex of `bytes` into `out` (twice as long).
-pub(crate) fn hex_into(bytes: &[u8], out: &mut [u8]) {
+pub fn hex_into(bytes: &[u8], out: &mut [u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     for (i, b) in bytes.iter().enumerate() {
         out[2 * i] = HEX[usize::from(b >> 4)];

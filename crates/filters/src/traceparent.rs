@@ -128,6 +128,15 @@ fn nonzero<const N: usize>(rng: &mut Rng) -> [u8; N] {
 /// Continue `incoming` (if valid) with a new span id, or start a new trace whose flags say
 /// `sample_new`.
 pub fn next_hop(incoming: Option<&[u8]>, rng: &mut Rng, sample_new: bool) -> Hop {
+    next_hop_with(incoming, rng, |_| sample_new)
+}
+
+/// [`next_hop`], with the sampling of a new trace decided from its id.
+pub fn next_hop_with(
+    incoming: Option<&[u8]>,
+    rng: &mut Rng,
+    sample_new: impl FnOnce(&[u8; 16]) -> bool,
+) -> Hop {
     let span_id = nonzero::<8>(rng);
     match incoming.and_then(parse) {
         Some(ctx) => Hop {
@@ -139,16 +148,58 @@ pub fn next_hop(incoming: Option<&[u8]>, rng: &mut Rng, sample_new: bool) -> Hop
             caller_span: Some(ctx.parent_id),
             keep_tracestate: true,
         },
-        None => Hop {
-            outgoing: TraceContext {
-                trace_id: nonzero::<16>(rng),
-                parent_id: span_id,
-                flags: if sample_new { FLAG_SAMPLED } else { 0 },
-            },
-            span_id,
-            caller_span: None,
-            keep_tracestate: false,
-        },
+        None => {
+            let trace_id = nonzero::<16>(rng);
+            Hop {
+                outgoing: TraceContext {
+                    trace_id,
+                    parent_id: span_id,
+                    flags: if sample_new(&trace_id) {
+                        FLAG_SAMPLED
+                    } else {
+                        0
+                    },
+                },
+                span_id,
+                caller_span: None,
+                keep_tracestate: false,
+            }
+        }
+    }
+}
+
+impl Hop {
+    /// The caller, or the gateway's sampler for a new trace, asked for this
+    /// trace to be recorded.
+    pub fn sampled(&self) -> bool {
+        self.outgoing.flags & FLAG_SAMPLED != 0
+    }
+}
+
+/// Samples new traces by ratio, from the trace id (as OpenTelemetry's
+/// `TraceIdRatioBased` does): its last 8 bytes, read as a number, below
+/// `ratio × 2⁶⁴`. Every hop with the same ratio decides a trace alike.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampler {
+    threshold: u64,
+    always: bool,
+}
+
+impl Sampler {
+    pub fn new(ratio: f64) -> Sampler {
+        let ratio = ratio.clamp(0.0, 1.0);
+        Sampler {
+            // `as` saturates: a ratio of 1 is every trace.
+            threshold: (ratio * 18_446_744_073_709_551_616.0) as u64,
+            always: ratio >= 1.0,
+        }
+    }
+
+    /// Whether a new trace with this id is sampled.
+    pub fn sample(&self, trace_id: &[u8; 16]) -> bool {
+        let mut low = [0u8; 8];
+        low.copy_from_slice(&trace_id[8..]);
+        self.always || u64::from_be_bytes(low) < self.threshold
     }
 }
 
@@ -197,7 +248,11 @@ impl BuiltIn for TraceContextFilter {
     /// one; the trace id goes to the access log.
     fn on_request<'f>(&'f self, cx: &mut Cx<'_, '_>) -> Flow<'f> {
         let incoming = cx.header(TRACEPARENT.as_bytes());
-        let hop = next_hop(incoming, cx.ids.rng(), self.0.sample_new);
+        let sample_new = self.0.sample_new;
+        let hop = match cx.sampler {
+            Some(s) => next_hop_with(incoming, cx.ids.rng(), |id| s.sample(id)),
+            None => next_hop(incoming, cx.ids.rng(), sample_new),
+        };
         let value = hop.value();
         line(cx.upstream, TRACEPARENT.as_bytes(), &value);
         if hop.keep_tracestate {
@@ -207,9 +262,7 @@ impl BuiltIn for TraceContextFilter {
                 }
             }
         }
-        let mut id = [0u8; 32];
-        id.copy_from_slice(&value[3..35]);
-        cx.trace_id = Some(id);
+        cx.trace = Some(hop);
         Flow::Continue
     }
 }
@@ -217,6 +270,21 @@ impl BuiltIn for TraceContextFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ratio_sampling_takes_its_share_of_ids() {
+        let mut rng = Rng::new(3);
+        let s = Sampler::new(0.25);
+        let n = 40_000;
+        let taken = (0..n)
+            .filter(|_| s.sample(&nonzero::<16>(&mut rng)))
+            .count();
+        let share = taken as f64 / n as f64;
+        assert!((0.23..0.27).contains(&share), "{share}");
+        // The decision is the id's: the same id, the same answer.
+        let id = nonzero::<16>(&mut rng);
+        assert_eq!(s.sample(&id), s.sample(&id));
+    }
 
     const GOOD: &[u8] = b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -335,6 +403,16 @@ mod tests {
                 assert_eq!(ctx.flags, u8::from(sample));
             }
         }
+        // The gateway's sampler decides from the id; a caller's flags win.
+        for ratio in [0.0, 1.0] {
+            let s = Sampler::new(ratio);
+            for _ in 0..20 {
+                let hop = next_hop_with(None, &mut rng, |id| s.sample(id));
+                assert_eq!(hop.sampled(), ratio == 1.0);
+            }
+        }
+        let s = Sampler::new(0.0);
+        assert!(next_hop_with(Some(GOOD), &mut rng, |id| s.sample(id)).sampled());
         let a = next_hop(None, &mut rng, true).outgoing.trace_id;
         let b = next_hop(None, &mut rng, true).outgoing.trace_id;
         assert_ne!(a, b);

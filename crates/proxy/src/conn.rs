@@ -329,9 +329,7 @@ mod tests {
                     (0, 1),
                     &std::sync::Arc::new(config),
                     stats,
-                    None,
-                    None,
-                    crate::jwks::JwksStore::new().0,
+                    (None, None, crate::jwks::JwksStore::new().0, None),
                 )
                 .unwrap(),
             );

@@ -126,6 +126,8 @@ pub(crate) struct Shared {
     pub etcd: Option<crate::etcd_source::SharedStatus>,
     /// The fleet-limit exchange with Redis, when `[fleet]` is configured.
     pub fleet: Option<crate::fleet::FleetHandle>,
+    /// The span exporter's counts, when `[tracing]` is configured.
+    pub spans: Option<Arc<crate::tracing::ExportCounts>>,
 }
 
 pub(crate) struct State {
@@ -403,6 +405,10 @@ impl GatewayHandle {
             },
         );
         self.0.jwks.render_metrics(&mut text);
+        if let Some(counts) = &self.0.spans {
+            let dropped = shards.iter().map(|m| m.spans_dropped).sum();
+            crate::tracing::render_metrics(counts, dropped, &mut text);
+        }
         if let Some(f) = &self.0.fleet {
             crate::fleet::render_metrics(&f.status(), &mut text);
         }

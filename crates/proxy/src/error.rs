@@ -139,6 +139,24 @@ impl fmt::Display for ProxyError {
     }
 }
 
+impl ErrorKind {
+    /// A short name of the failure (a span's `error.type`).
+    pub(crate) fn label(&self) -> &'static str {
+        match self {
+            ErrorKind::BadRequest(_) | ErrorKind::BadRequestBody(_) => "bad_request",
+            ErrorKind::ClientHeadTimeout | ErrorKind::ClientTimeout => "client_timeout",
+            ErrorKind::ClientGone => "client_gone",
+            ErrorKind::ConnectFailed => "connect_failed",
+            ErrorKind::ConnectTimeout => "connect_timeout",
+            ErrorKind::UpstreamTimeout => "timeout",
+            ErrorKind::UpstreamClosed => "upstream_closed",
+            ErrorKind::BadResponse(_) | ErrorKind::BadResponseBody(_) => "bad_response",
+            ErrorKind::BreakerOpen => "breaker_open",
+            ErrorKind::PoolExhausted => "pool_exhausted",
+        }
+    }
+}
+
 impl fmt::Display for ErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {

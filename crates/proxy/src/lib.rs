@@ -41,6 +41,7 @@ mod stats;
 mod stream;
 mod supervisor;
 mod timer;
+mod tracing;
 mod tunnel;
 mod upstream;
 

@@ -230,6 +230,8 @@ pub struct ShardMetrics {
     pub log_dropped: u64,
     /// Ticks in which TLS handshakes were held to their share of the shard.
     pub handshake_limited_ticks: u64,
+    /// Spans the shard's buffer had no room for.
+    pub spans_dropped: u64,
 }
 
 /// Gateway-wide values the exposition adds to the shards' reports.
@@ -584,6 +586,7 @@ mod tests {
             log_written: 0,
             log_dropped: 0,
             handshake_limited_ticks: 0,
+            spans_dropped: 0,
         };
         let text = render(
             &[shard.clone(), shard],

@@ -82,6 +82,13 @@ async fn handle_inner(shard: &Shard, client: &mut Client, c: Vec<u8>) -> Next {
             let ip = rec.client.as_ref().unwrap_or(&client.ip);
             log.append(rec, ip, tenant, route, &shard.pools);
         }
+        if let (Some(span), Some(traces)) = (&rec.trace, &shard.traces) {
+            let names = crate::tracing::Names {
+                route: rec.route.map_or("", |r| snap.route_names[r].as_str()),
+                tenant: rec.route.map_or("", |r| snap.tenant_of(r)),
+            };
+            traces.append(span, rec.status, &names);
+        }
     }
     shard.buffers.give(take(&mut bufs.u));
     shard.buffers.give(take(&mut bufs.w));
@@ -249,6 +256,19 @@ fn prepare(
         client.addr
     };
     let info = req.info;
+    if let Some(sampler) = snap.sampler {
+        let incoming = req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("traceparent"))
+            .map(|h| h.value);
+        let hop = shardgate_filters::traceparent::next_hop_with(
+            incoming,
+            shard.ids.borrow_mut().rng(),
+            |id| sampler.sample(id),
+        );
+        b.rec.trace = span_record(&hop, &req, client, client_addr);
+    }
     b.rec.method = metrics::method_index(req.method.as_bytes());
     b.rec.bytes_in = info.head_len as u64;
     let has_body = info.body != BodyFraming::None;
@@ -361,9 +381,13 @@ fn prepare(
                 let _ = write!(cursor, "{allow}");
                 256 - cursor.len()
             };
+            answered(&mut b.rec, "router", "no route takes this method");
             return respond(405, &[("Allow", &text[..len])], &mut b.w);
         }
-        Lookup::NotFound => return respond(404, &[], &mut b.w),
+        Lookup::NotFound => {
+            answered(&mut b.rec, "router", "no route matches");
+            return respond(404, &[], &mut b.w);
+        }
     };
     let route = *found.value;
     b.rec.route = Some(route);
@@ -402,15 +426,23 @@ fn prepare(
             path: &mut edits.path,
             rewritten: false,
             request_id: ([0; 128], 0),
-            trace_id: None,
+            trace: None,
+            sampler: snap.sampler,
             consumer: shardgate_filters::global_rate::RateKey::of(b""),
+            consumer_name: ([0; 64], 0),
+            answered_by: "",
             rate: None,
             secrets,
             client_cert: client.stream.client_subject().unwrap_or_default(),
         };
         let flow = chain.on_request(&mut cx);
         rewritten = cx.rewritten;
-        let (id, trace) = (cx.request_id, cx.trace_id);
+        let (id, hop) = (cx.request_id, cx.trace);
+        let trace = hop.map(|h| {
+            let mut hex = [0u8; 32];
+            shardgate_filters::request_id::hex_into(&h.outgoing.trace_id, &mut hex);
+            hex
+        });
         if logging && (id.1 > 0 || trace.is_some()) {
             let over = LogOverrides {
                 path: log_path,
@@ -419,6 +451,21 @@ fn prepare(
             };
             b.rec.head.capture(&req, over);
         }
+        // The trace-context filter's hop is the one carried upstream: the
+        // span takes its ids and its sampling.
+        if snap.sampler.is_some()
+            && let Some(hop) = hop
+        {
+            match &mut b.rec.trace {
+                Some(span) if hop.sampled() => span.take_ids(&hop),
+                _ => b.rec.trace = span_record(&hop, &req, client, client_addr),
+            }
+        }
+        if let Some(span) = &mut b.rec.trace {
+            let (name, len) = cx.consumer_name;
+            span.consumer = String::from_utf8_lossy(&name[..usize::from(len)]).into_owned();
+        }
+        let answered_by = cx.answered_by;
         if let chain::Flow::Answer {
             status,
             body,
@@ -429,6 +476,11 @@ fn prepare(
                 let m = &snap.route_metrics[route].rate_limited;
                 m.set(m.get() + 1);
             }
+            answered(
+                &mut b.rec,
+                answered_by,
+                shardgate_http::Canned::for_status(status).reason,
+            );
             b.w.clear();
             let answer = GatewayResponse {
                 close,
@@ -455,7 +507,11 @@ fn prepare(
     };
     // A group whose every endpoint comes from etcd registrations may have none yet.
     if snap.groups[group].endpoints.is_empty() {
+        answered(&mut b.rec, "proxy", "the upstream group has no endpoints");
         return respond(503, &[("Retry-After", b"1")], &mut b.w);
+    }
+    if let Some(span) = &mut b.rec.trace {
+        span.group = Some(snap.groups[group].name.clone());
     }
     let key = hash_key(&snap.groups[group], &req, client_addr);
     let index = snap.groups[group]
@@ -491,6 +547,9 @@ fn prepare(
         };
         encode_request_head(&req, &ctx, &mut b.w);
     });
+    if let Some(span) = &mut b.rec.trace {
+        span.traceparent_at = crate::tracing::traceparent_offset(&b.w);
+    }
     let max_body = match (snap.limits.max_body, chain.max_body()) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -506,6 +565,48 @@ fn prepare(
 
 /// Most route parameters handed to filters (path templates).
 const MAX_PARAMS: usize = 16;
+
+/// The spans' record of a request whose trace `hop` is sampled.
+fn span_record(
+    hop: &shardgate_filters::traceparent::Hop,
+    req: &shardgate_http::Request<'_, '_>,
+    client: &Client,
+    client_addr: IpAddr,
+) -> Option<Box<crate::tracing::SpanRecord>> {
+    if !hop.sampled() {
+        return None;
+    }
+    let path = shardgate_router::split_query(req.path).0;
+    Some(Box::new(crate::tracing::SpanRecord {
+        trace_id: hop.outgoing.trace_id,
+        span_id: hop.span_id,
+        parent: hop.caller_span,
+        flags: hop.outgoing.flags,
+        start: crate::tracing::unix_nanos(),
+        method: req.method.to_string(),
+        path: String::from_utf8_lossy(path).into_owned(),
+        host: String::from_utf8_lossy(req.host).into_owned(),
+        scheme: if client.stream.is_tls() {
+            "https"
+        } else {
+            "http"
+        },
+        client: (client_addr != client.addr).then_some(client_addr),
+        peer: client.addr,
+        consumer: String::new(),
+        group: None,
+        traceparent_at: None,
+        tries: Vec::new(),
+        answer: None,
+    }))
+}
+
+/// The gateway answered the request itself: the span says who and why.
+fn answered(rec: &mut Record, by: &'static str, why: &str) {
+    if let Some(span) = &mut rec.trace {
+        span.answer = Some((by, why.to_string()));
+    }
+}
 
 /// For a CORS preflight (`OPTIONS` with `Origin` and
 /// `Access-Control-Request-Method`): the route the actual request would
@@ -582,6 +683,9 @@ pub(crate) async fn respond_error(
     }
     shard.stats.record_status(status);
     b.rec.status = status;
+    if let Some(span) = &mut b.rec.trace {
+        span.answer = Some(("proxy", e.to_string()));
+    }
     let keep = keep && e.side() == Side::Upstream;
     b.w.clear();
     if b.w.capacity() == 0 {

@@ -95,6 +95,9 @@ pub(crate) struct Record {
     pub body_pace: Pace,
     /// The time spent blocked writing to the client, against its deadline.
     pub send_pace: Pace,
+    /// What the request's spans say, when its trace is sampled and spans
+    /// are exported.
+    pub trace: Option<Box<crate::tracing::SpanRecord>>,
 }
 
 /// The protocol a request asked to switch to, and for a WebSocket the
@@ -333,6 +336,7 @@ impl Record {
             upgrade: None,
             body_pace: Pace::default(),
             send_pace: Pace::default(),
+            trace: None,
         }
     }
 }

@@ -50,6 +50,8 @@ pub(crate) struct Shard {
     pub limits: Rc<crate::limit::Limits>,
     /// The access log, when configured.
     pub log: Option<crate::access_log::ShardLog>,
+    /// Spans for the exporter, when `[tracing]` is configured.
+    pub traces: Option<crate::tracing::ShardTraces>,
     /// Reused heap slots for request futures (see `conn`).
     pub future_slots: RefCell<Option<Box<dyn Any>>>,
     /// Where a request path is normalised when it is not already normal.
@@ -75,9 +77,7 @@ impl Shard {
         (id, shards): (usize, usize),
         config: &Arc<Config>,
         stats: Arc<ShardStats>,
-        log_tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
-        rate_tx: Option<std::sync::mpsc::Sender<crate::rates::Batch>>,
-        jwks: Arc<crate::jwks::JwksStore>,
+        (log_tx, rate_tx, jwks, span_tx): crate::supervisor::Outlets,
     ) -> Result<Shard, crate::snapshot::BuildError> {
         let pools = Pools::new();
         let metrics = Registry::default();
@@ -104,6 +104,11 @@ impl Shard {
                 .as_ref()
                 .zip(log_tx)
                 .map(|(c, tx)| crate::access_log::ShardLog::new(c, tx)),
+            traces: config
+                .tracing
+                .as_ref()
+                .zip(span_tx)
+                .map(|(c, tx)| crate::tracing::ShardTraces::new(c, shards, tx)),
             future_slots: RefCell::new(None),
             path_scratch: RefCell::new(Vec::with_capacity(1024)),
             edits: RefCell::new(Edits {
@@ -149,6 +154,7 @@ impl Shard {
             log_written: self.log.as_ref().map_or(0, |l| l.written.get()),
             log_dropped: self.log.as_ref().map_or(0, |l| l.dropped.get()),
             handshake_limited_ticks: self.handshakes.limited_ticks.get(),
+            spans_dropped: self.traces.as_ref().map_or(0, |t| t.dropped.get()),
         }
     }
 

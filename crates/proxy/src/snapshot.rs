@@ -9,6 +9,7 @@ use crate::route::{self, RouteId};
 use shardgate_config::Upstream;
 use shardgate_config::{Config, Limits, PoolSettings, Timeouts};
 use shardgate_filters::chain::{Chain, LimitSet, Limiters};
+use shardgate_filters::filter::FilterSpec;
 use shardgate_filters::global_rate::GlobalLimitConfig;
 use shardgate_router::Router;
 use shardgate_upstream::balance::HashKey;
@@ -184,6 +185,8 @@ pub(crate) struct Snapshot {
     /// route or tenant) and `access_log.redact_query`. Left out of every
     /// logged target and of redirects.
     pub query_secrets: Vec<Box<[u8]>>,
+    /// Samples new traces when spans are exported (`[tracing]`).
+    pub sampler: Option<shardgate_filters::traceparent::Sampler>,
 }
 
 impl Snapshot {
@@ -276,11 +279,25 @@ impl Snapshot {
         for r in &config.routes {
             let base = r.tenant.map_or(&none, |t| &tenant_chains[t]);
             let owner = format!("route {}", r.name);
-            let chain = Chain::build(base, &r.filters, &r.path.params(), &mut limits, &owner)
-                .map_err(|message| BuildError::Chain {
+            // Exported spans need the trace carried upstream: a route whose
+            // chain has no trace-context filter gets one, first.
+            let traced = |specs: &[FilterSpec]| {
+                specs
+                    .iter()
+                    .any(|f| matches!(f, FilterSpec::TraceContext(_)))
+            };
+            let tenant_traced = r.tenant.is_some_and(|t| traced(&config.tenants[t].filters));
+            let mut own = std::borrow::Cow::Borrowed(r.filters.as_slice());
+            if config.tracing.is_some() && !tenant_traced && !traced(&own) {
+                own.to_mut()
+                    .insert(0, FilterSpec::TraceContext(Default::default()));
+            }
+            let chain = Chain::build(base, &own, &r.path.params(), &mut limits, &owner).map_err(
+                |message| BuildError::Chain {
                     owner: format!("route {:?}", r.name),
                     message,
-                })?;
+                },
+            )?;
             chains.push(chain);
         }
         let mut query_secrets: Vec<Box<[u8]>> = Vec::new();
@@ -363,6 +380,10 @@ impl Snapshot {
             listeners: config.listeners.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
             pool: config.pool,
+            sampler: config
+                .tracing
+                .as_ref()
+                .map(|t| shardgate_filters::traceparent::Sampler::new(t.sample_ratio)),
         })
     }
 }

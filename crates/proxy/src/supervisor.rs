@@ -147,6 +147,7 @@ pub struct Gateway {
     jwks: Option<crate::jwks::Fetcher>,
     etcd: Option<crate::etcd_source::Watcher>,
     fleet: Option<crate::fleet::Exchanger>,
+    spans: Option<crate::tracing::Exporter>,
 }
 
 impl Gateway {
@@ -193,6 +194,16 @@ impl Gateway {
                     }
                 })?,
             ),
+            None => None,
+        };
+        let spans = match &config.tracing {
+            Some(t) => match crate::tracing::Exporter::start(t, shards) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    log::error!("tracing: {e}; no spans are exported");
+                    None
+                }
+            },
             None => None,
         };
         // Remote key sets are fetched before the shards start, so the
@@ -242,6 +253,7 @@ impl Gateway {
             let config = config.clone();
             let ready = ready_tx.clone();
             let log_tx = access_log.as_ref().and_then(|w| w.sender());
+            let span_tx = spans.as_ref().and_then(|e| e.sender());
             let rate_tx = rate_tx.clone();
             let jwks = jwks.clone();
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
@@ -260,7 +272,7 @@ impl Gateway {
                             sockets,
                             control_rx,
                             shard_stats,
-                            (log_tx, rate_tx, jwks),
+                            (log_tx, rate_tx, jwks, span_tx),
                             ready.clone(),
                         )
                     });
@@ -304,6 +316,7 @@ impl Gateway {
             reloading: Mutex::new(()),
             log_reopen: access_log.as_ref().map(|w| w.reopen_flag()),
             log_lost: access_log.as_ref().map(|w| w.lost_counter()),
+            spans: spans.as_ref().map(|e| e.counts.clone()),
             jwks: jwks.clone(),
             fleet: fleet.as_ref().map(|(_, h)| h.clone()),
             etcd: options.etcd.as_ref().map(|(source, initial)| {
@@ -327,6 +340,7 @@ impl Gateway {
             jwks: Some(crate::jwks::Fetcher::start(jwks, jwks_rx)),
             etcd: None,
             fleet: None,
+            spans,
         };
         for _ in 0..shards {
             let failed = match ready_rx.recv() {
@@ -461,6 +475,9 @@ impl Gateway {
         if let Some(mut w) = self.access_log.take() {
             w.finish();
         }
+        if let Some(mut e) = self.spans.take() {
+            e.finish();
+        }
     }
 }
 
@@ -474,10 +491,11 @@ type Ready = mpsc::Sender<Result<(), (usize, ShardStartError)>>;
 
 /// Where a shard sends access log lines and rate-limit reports, and where
 /// it finds remote key sets.
-type Outlets = (
+pub(crate) type Outlets = (
     Option<mpsc::SyncSender<Vec<u8>>>,
     Option<mpsc::Sender<crate::rates::Batch>>,
     Arc<crate::jwks::JwksStore>,
+    Option<mpsc::SyncSender<crate::tracing::SpanBatch>>,
 );
 
 async fn shard_main(
@@ -486,10 +504,10 @@ async fn shard_main(
     sockets: Vec<std::net::TcpListener>,
     control: mpsc::Receiver<Command>,
     stats: Arc<ShardStats>,
-    (log_tx, rate_tx, jwks): Outlets,
+    outlets: Outlets,
     ready: Ready,
 ) {
-    let shard = match Shard::new((id, shards), &config, stats, log_tx, rate_tx, jwks) {
+    let shard = match Shard::new((id, shards), &config, stats, outlets) {
         Ok(s) => Rc::new(s),
         Err(e) => {
             let _ = ready.send(Err((id, ShardStartError::Build(e))));
@@ -530,6 +548,9 @@ async fn shard_main(
     if let Some(log) = &shard.log {
         log.close();
     }
+    if let Some(t) = &shard.traces {
+        t.close();
+    }
 }
 
 /// How often a shard reports its rate-limit demand, in ticks.
@@ -555,6 +576,9 @@ async fn run_ticks(
             && let Some(log) = &shard.log
         {
             log.flush();
+        }
+        if let Some(t) = &shard.traces {
+            t.flush();
         }
         while let Ok(cmd) = control.try_recv() {
             match cmd {

@@ -132,7 +132,22 @@ async fn exchange_tries(
         if !fresh {
             b.rec.flight = Some(InFlight::begin(&group.state, tries, index));
         }
+        let try_span = b.rec.trace.as_mut().map(|span| {
+            let id = shard.ids.borrow_mut().rng().next_u64().max(1).to_be_bytes();
+            span.name_try_in(&mut b.w, &id);
+            (id, crate::tracing::unix_nanos())
+        });
         let result = try_once(shard, snap, client, b, fwd, index, fresh, body, tries).await;
+        if let (Some((span_id, start)), Some(span)) = (try_span, &mut b.rec.trace) {
+            span.tries.push(crate::tracing::TrySpan {
+                span_id,
+                start,
+                end: crate::tracing::unix_nanos(),
+                endpoint: shard.pools.addr(group.endpoints[index]),
+                status: result.as_ref().map_or(0, |ex| ex.response.status),
+                error: result.as_ref().err().map(|f| f.err.kind.label()),
+            });
+        }
         fresh = false;
         let now = shard.timers.now();
         let outcome = match &result {

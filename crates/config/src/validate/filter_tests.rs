@@ -684,3 +684,65 @@ fn fleet_limits_and_quotas_need_a_fleet_and_errors_name_the_field() {
         );
     }
 }
+
+#[test]
+fn tracing_settings_defaults_errors_and_what_a_reload_may_change() {
+    let text = format!(
+        "{BASE}\n[tracing]\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"\n\
+         headers = {{ \"x-key\" = \"k\" }}\nresource = {{ \"deployment.environment\" = \"prod\" }}\n"
+    );
+    let c = from_toml(&text).unwrap();
+    let t = c.tracing.clone().unwrap();
+    assert_eq!(
+        (
+            t.sample_ratio,
+            t.service_name.as_str(),
+            t.batch_size,
+            t.queue
+        ),
+        (1.0, "shardgate", 512, 4096)
+    );
+    assert_eq!(
+        (t.interval, t.timeout),
+        (Duration::from_secs(5), Duration::from_secs(5))
+    );
+    assert_eq!(t.headers, vec![("x-key".to_string(), "k".to_string())]);
+    // The ratio changes on a reload; the exporter's settings need a restart.
+    let ratio = from_toml(&format!("{text}sample_ratio = 0.5\n")).unwrap();
+    assert_eq!(c.restart_required(&ratio), None);
+    let batch = from_toml(&format!("{text}batch_size = 10\n")).unwrap();
+    assert!(c.restart_required(&batch).unwrap().starts_with("tracing"));
+    assert!(c.restart_required(&from_toml(BASE).unwrap()).is_some());
+    for (bad, field) in [
+        ("[tracing]\n", "tracing.otlp_endpoint"),
+        (
+            "[tracing]\notlp_endpoint = \"127.0.0.1:4318\"\n",
+            "tracing.otlp_endpoint",
+        ),
+        (
+            "[tracing]\notlp_endpoint = \"http://h\"\nsample_ratio = 1.5\n",
+            "tracing.sample_ratio",
+        ),
+        (
+            "[tracing]\notlp_endpoint = \"http://h\"\nbatch_size = 0\n",
+            "tracing.batch_size",
+        ),
+        (
+            "[tracing]\notlp_endpoint = \"http://h\"\ninterval = \"1ms\"\n",
+            "tracing.interval",
+        ),
+        (
+            "[tracing]\notlp_endpoint = \"http://h\"\nheaders = { \"a b\" = \"x\" }\n",
+            "tracing.headers.a b",
+        ),
+        (
+            "[tracing]\notlp_endpoint = \"http://h\"\nsampling = 1\n",
+            "sampling",
+        ),
+    ] {
+        let e = from_toml(&format!("{BASE}\n{bad}"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(field), "{bad}: {e}");
+    }
+}
