@@ -3,7 +3,8 @@
 //! (`GatewayHandle`): metrics are collected from the shards when scraped,
 //! never read from their hot state.
 //!
-//! `GET /healthz`, `/ready`, `/config`, `/routes`, `/upstreams`, `/metrics`;
+//! `GET /` (the live dashboard, see `dashboard`), `/dashboard.json`,
+//! `/healthz`, `/ready`, `/config`, `/routes`, `/upstreams`, `/metrics`;
 //! `POST /reload`.
 //!
 //! Each connection has a thread of its own (up to [`MAX_CONNECTIONS`]; one
@@ -34,6 +35,7 @@ pub(crate) struct AdminServer {
     /// A second handle on the listening socket, to wake the blocked accept.
     listener: Option<TcpListener>,
     thread: Option<JoinHandle<()>>,
+    history: Arc<crate::dashboard::History>,
 }
 
 impl AdminServer {
@@ -42,6 +44,8 @@ impl AdminServer {
         let addr = listener.local_addr().ok();
         let waker = listener.try_clone().ok();
         let flag = stop.clone();
+        let history = crate::dashboard::History::start(handle.clone());
+        let samples = history.clone();
         let thread = std::thread::Builder::new()
             .name("shardgate-admin".into())
             .spawn(move || {
@@ -51,7 +55,7 @@ impl AdminServer {
                         break;
                     }
                     match conn {
-                        Ok(conn) => dispatch(conn, &handle, &busy),
+                        Ok(conn) => dispatch(conn, &handle, &samples, &busy),
                         // EMFILE and friends: do not spin.
                         Err(_) => std::thread::sleep(Duration::from_millis(50)),
                     }
@@ -59,12 +63,13 @@ impl AdminServer {
             })
             .ok();
         if let Some(a) = addr {
-            log::info!("admin server on http://{a}/ (metrics at /metrics)");
+            log::info!("admin server on http://{a}/ (dashboard at /, metrics at /metrics)");
         }
         AdminServer {
             stop,
             listener: waker,
             thread,
+            history,
         }
     }
 
@@ -78,12 +83,18 @@ impl AdminServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+        self.history.stop();
     }
 }
 
 /// Serves `conn` on a thread of its own, or answers 503 when
 /// [`MAX_CONNECTIONS`] are being served.
-fn dispatch(mut conn: TcpStream, handle: &GatewayHandle, busy: &Arc<AtomicUsize>) {
+fn dispatch(
+    mut conn: TcpStream,
+    handle: &GatewayHandle,
+    history: &Arc<crate::dashboard::History>,
+    busy: &Arc<AtomicUsize>,
+) {
     let _ = conn.set_write_timeout(Some(Duration::from_secs(5)));
     if busy.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
         busy.fetch_sub(1, Ordering::AcqRel);
@@ -91,11 +102,11 @@ fn dispatch(mut conn: TcpStream, handle: &GatewayHandle, busy: &Arc<AtomicUsize>
         respond(&mut conn, 503, "text/plain", "admin server busy\n");
         return;
     }
-    let (handle, count) = (handle.clone(), busy.clone());
+    let (handle, history, count) = (handle.clone(), history.clone(), busy.clone());
     let spawned = std::thread::Builder::new()
         .name("shardgate-admin-conn".into())
         .spawn(move || {
-            serve(conn, &handle);
+            serve(conn, &handle, &history);
             count.fetch_sub(1, Ordering::AcqRel);
         });
     if spawned.is_err() {
@@ -111,7 +122,7 @@ struct AdminRequest {
     authorization: Option<Vec<u8>>,
 }
 
-fn serve(mut conn: TcpStream, handle: &GatewayHandle) {
+fn serve(mut conn: TcpStream, handle: &GatewayHandle, history: &crate::dashboard::History) {
     let Some(req) = read_request(&mut conn) else {
         return;
     };
@@ -135,7 +146,7 @@ fn serve(mut conn: TcpStream, handle: &GatewayHandle) {
         }
         _ => {
             let path = req.path.split('?').next().unwrap_or("");
-            route(&req.method, path, handle)
+            route(&req.method, path, handle, history)
         }
     };
     respond(&mut conn, status, content_type, &body);
@@ -226,13 +237,15 @@ fn host_allowed(
 }
 
 /// Whether the request may go on: no token is set, it is a probe
-/// (`GET /healthz`, `GET /ready`), or it carries the token.
+/// (`GET /healthz`, `GET /ready`) or the dashboard's page (which holds no
+/// data; it sends the token from the URL's `#token=` to
+/// `/dashboard.json`), or it carries the token.
 fn authorized(req: &AdminRequest, admin: &shardgate_config::Admin) -> bool {
     let Some(token) = &admin.token else {
         return true;
     };
     let path = req.path.split('?').next().unwrap_or("");
-    if req.method == "GET" && matches!(path, "/healthz" | "/ready") {
+    if req.method == "GET" && matches!(path, "/healthz" | "/ready" | "/") {
         return true;
     }
     let presented = req
@@ -258,9 +271,20 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-fn route(method: &str, path: &str, handle: &GatewayHandle) -> (u16, &'static str, String) {
+fn route(
+    method: &str,
+    path: &str,
+    handle: &GatewayHandle,
+    history: &crate::dashboard::History,
+) -> (u16, &'static str, String) {
     const JSON: &str = "application/json";
     match (method, path) {
+        ("GET", "/") => (
+            200,
+            "text/html; charset=utf-8",
+            crate::dashboard::PAGE.to_string(),
+        ),
+        ("GET", "/dashboard.json") => (200, JSON, crate::dashboard::json(handle, history)),
         ("GET", "/healthz") => (200, "text/plain", "ok\n".into()),
         ("GET", "/ready") => ready(handle),
         ("GET", "/config") => (200, JSON, config_json(handle)),
@@ -281,7 +305,8 @@ fn route(method: &str, path: &str, handle: &GatewayHandle) -> (u16, &'static str
         },
         (
             _,
-            "/healthz" | "/ready" | "/config" | "/routes" | "/upstreams" | "/metrics" | "/reload",
+            "/" | "/dashboard.json" | "/healthz" | "/ready" | "/config" | "/routes" | "/upstreams"
+            | "/metrics" | "/reload",
         ) => (405, "text/plain", "method not allowed\n".into()),
         _ => (404, "text/plain", "not found\n".into()),
     }
@@ -486,7 +511,7 @@ fn upstreams_json(handle: &GatewayHandle) -> String {
     out
 }
 
-fn json_str(s: &str) -> String {
+pub(crate) fn json_str(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {

@@ -61,6 +61,37 @@ pub struct ConfigInfo {
     pub reload_failures: u64,
     /// The errors of the last refused reload, if the last attempt failed.
     pub last_error: Option<String>,
+    /// The latest reload attempts, oldest first (at most [`HISTORY`]).
+    pub history: std::collections::VecDeque<ReloadEvent>,
+}
+
+/// Reload attempts [`ConfigInfo::history`] keeps.
+pub const HISTORY: usize = 20;
+
+/// One reload attempt: the version it made, or why it was refused.
+#[derive(Debug, Clone)]
+pub struct ReloadEvent {
+    pub at: SystemTime,
+    pub version: u64,
+    pub error: Option<String>,
+}
+
+impl ConfigInfo {
+    fn note(&mut self, error: Option<String>) {
+        match &error {
+            None => self.reloads += 1,
+            Some(_) => self.reload_failures += 1,
+        }
+        self.last_error.clone_from(&error);
+        if self.history.len() == HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(ReloadEvent {
+            at: SystemTime::now(),
+            version: self.version,
+            error,
+        });
+    }
 }
 
 /// Why a reload was refused: the previous configuration keeps serving.
@@ -158,13 +189,11 @@ impl GatewayHandle {
         let result = self.apply(&mut state, config, hash, source);
         match &result {
             Ok(v) => {
-                state.info.reloads += 1;
-                state.info.last_error = None;
+                state.info.note(None);
                 log::info!("configuration version {v} from {source} is now serving");
             }
             Err(e) => {
-                state.info.reload_failures += 1;
-                state.info.last_error = Some(e.to_string());
+                state.info.note(Some(e.to_string()));
                 log::error!(
                     "reload from {source} refused, the previous configuration keeps serving: {e}"
                 );
@@ -255,8 +284,7 @@ impl GatewayHandle {
 
     fn refused(&self, e: &ReloadError) {
         let mut state = self.0.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.info.reload_failures += 1;
-        state.info.last_error = Some(e.to_string());
+        state.info.note(Some(e.to_string()));
         log::error!("reload refused, the previous configuration keeps serving: {e}");
     }
 
@@ -317,8 +345,7 @@ impl GatewayHandle {
                 .collect();
             let message = refused.join("\n");
             log::error!("reload from {source} applied in part: {message}");
-            state.info.reload_failures += 1;
-            state.info.last_error = Some(message);
+            state.info.note(Some(message));
         }
         Ok(version)
     }

@@ -16,6 +16,7 @@ mod body;
 mod buffers;
 mod conn;
 mod control;
+mod dashboard;
 mod dns;
 mod downstream;
 mod drain;

@@ -165,6 +165,7 @@ impl Registry {
                 breaker_state: None,
                 ejected: 0,
                 down: 0,
+                endpoints: Vec::new(),
             })
             .collect();
         (routes, groups)
@@ -200,6 +201,29 @@ pub struct RouteData {
     rate_limited: u64,
 }
 
+impl RouteData {
+    /// Responses by status class (1xx to 5xx), every method together.
+    pub fn classes(&self) -> [u64; 5] {
+        let mut out = [0; 5];
+        for per_method in &self.requests {
+            for (o, n) in out.iter_mut().zip(per_method) {
+                *o += n;
+            }
+        }
+        out
+    }
+
+    /// The latency histogram's bucket counts (not cumulative; the last is
+    /// above every bound of [`BUCKETS`]).
+    pub fn latency_buckets(&self) -> &[u64; BUCKETS.len() + 1] {
+        &self.duration.buckets
+    }
+
+    pub fn rate_limited(&self) -> u64 {
+        self.rate_limited
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct GroupData {
     pub name: String,
@@ -213,6 +237,8 @@ pub struct GroupData {
     pub ejected: u64,
     /// Endpoints active health checks hold down now.
     pub down: u64,
+    /// Each endpoint's (address, up by the health checks, ejected now).
+    pub endpoints: Vec<(std::net::SocketAddr, bool, bool)>,
 }
 
 /// Everything one shard reports when asked.

@@ -141,6 +141,12 @@ impl Shard {
                 });
                 g.ejected = state.ejected(now) as u64;
                 g.down = state.down() as u64;
+                g.endpoints = live
+                    .endpoints
+                    .iter()
+                    .zip(state.endpoint_states(now))
+                    .map(|(&id, (up, ejected))| (self.pools.addr(id), up, ejected))
+                    .collect();
             }
         }
         crate::metrics::ShardMetrics {

@@ -309,6 +309,7 @@ impl Gateway {
                     reloads: 0,
                     reload_failures: 0,
                     last_error: None,
+                    history: Default::default(),
                 },
             }),
             path: options.config_path.clone(),

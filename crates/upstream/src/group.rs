@@ -211,6 +211,13 @@ impl Group {
         self.up.iter().filter(|u| !**u).count()
     }
 
+    /// Each endpoint's (up by the health checks, ejected now).
+    pub fn endpoint_states(&self, now: Instant) -> Vec<(bool, bool)> {
+        (0..self.up.len())
+            .map(|i| (self.up[i], self.outlier.is_ejected(i, now)))
+            .collect()
+    }
+
     /// Endpoints ejected now.
     pub fn ejected(&self, now: Instant) -> usize {
         self.outlier.ejected_count(now)

@@ -242,6 +242,11 @@ impl Load {
     /// The load generator with `extra` arguments; `name` tells its report
     /// file apart from other loads on the same port.
     pub fn start_with(ports: &Ports, seconds: u64, name: &str, extra: &[&str]) -> Load {
+        Load::start_on(ports, "/load", seconds, name, extra)
+    }
+
+    /// [`Load::start_with`] requesting `path`.
+    pub fn start_on(ports: &Ports, path: &str, seconds: u64, name: &str, extra: &[&str]) -> Load {
         let json = std::env::temp_dir().join(format!(
             "shardgate-ops-{}-{}-{name}.json",
             std::process::id(),
@@ -252,7 +257,7 @@ impl Load {
             .args(["-t", "1", "-w", "0", "--no-progress", "--timeout", "5s"])
             .args(["-d", &format!("{seconds}s"), "--json"])
             .arg(&json)
-            .arg(format!("http://127.0.0.1:{}/load", ports.listen))
+            .arg(format!("http://127.0.0.1:{}{path}", ports.listen))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -280,11 +285,16 @@ impl Load {
 
 /// One request on a new connection: (status, raw response).
 pub fn request(port: u16, method: &str, path: &str) -> (u16, String) {
+    request_with(port, method, path, "")
+}
+
+/// [`request`] with more header lines (each ending in CRLF).
+pub fn request_with(port: u16, method: &str, path: &str, extra: &str) -> (u16, String) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(
         format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\nContent-Length: 0\r\n{extra}\r\n"
         )
         .as_bytes(),
     )
