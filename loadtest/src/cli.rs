@@ -20,6 +20,7 @@ USAGE:
     loadtest [OPTIONS] URL              load test (closed loop, or open loop with --rate)
     loadtest hold [OPTIONS] URL         open many connections, keep them alive with heartbeats
     loadtest upstream [OPTIONS]         fast fixed-response HTTP/1.1 server for benchmarks
+    loadtest compare A.json B.json... --html FILE   the runs' --json reports side by side
     loadtest help | --help | -h         this text
 
 URL is http://HOST[:PORT][/PATH]. HOST must resolve to loopback (127.0.0.0/8 or ::1) unless
@@ -42,6 +43,8 @@ LOAD OPTIONS:
         --body TEXT           request body (sent with Content-Length)
         --json FILE           write every figure as JSON
         --plot FILE.svg       draw the latency percentile curve as SVG
+        --html FILE.html      a report page: throughput over time, the percentile curve,
+                              errors and statuses, and the run's settings
         --driver DRIVER       uring | legacy | auto [default: legacy]
         --no-progress         no live line (it is shown only when stderr is a terminal)
         --allow-remote        allow a target outside loopback (never needed on one machine)
@@ -70,6 +73,11 @@ UPSTREAM OPTIONS (loadtest upstream):
     -t, --threads COUNT       worker threads, SO_REUSEPORT listener each [default: CPUs]
         --driver DRIVER       uring | legacy | auto [default: legacy]
     It prints `listening on ADDR` on stdout once bound, and serves until killed.
+
+COMPARE (loadtest compare):
+    Reads two or more reports written with --json and writes one HTML page with their
+    settings and figures in columns and their curves on the same axes.
+        --html FILE.html      where to write the page (required)
 ";
 
 /// Which monoio driver a worker runs.
@@ -96,9 +104,16 @@ pub struct LoadOpts {
     pub body: Option<String>,
     pub json: Option<PathBuf>,
     pub plot: Option<PathBuf>,
+    pub html: Option<PathBuf>,
     pub driver: Driver,
     pub progress: bool,
     pub allow_remote: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct CompareOpts {
+    pub reports: Vec<PathBuf>,
+    pub html: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +150,7 @@ pub enum Command {
     Load(LoadOpts),
     Hold(HoldOpts),
     Upstream(UpstreamOpts),
+    Compare(CompareOpts),
 }
 
 /// Number of CPUs this process may run on.
@@ -254,6 +270,7 @@ pub fn parse(args: Vec<String>) -> Result<Command, String> {
         None | Some("help" | "--help" | "-h") => Ok(Command::Help),
         Some("hold") => parse_hold(args[1..].to_vec()).map(Command::Hold),
         Some("upstream") => parse_upstream(args[1..].to_vec()).map(Command::Upstream),
+        Some("compare") => parse_compare(args[1..].to_vec()).map(Command::Compare),
         Some("run") => parse_load(args[1..].to_vec()).map(Command::Load),
         Some(_) => parse_load(args).map(Command::Load),
     }
@@ -275,6 +292,7 @@ fn parse_load(args: Vec<String>) -> Result<LoadOpts, String> {
         body: None,
         json: None,
         plot: None,
+        html: None,
         driver: Driver::Legacy,
         progress: true,
         allow_remote: false,
@@ -315,6 +333,7 @@ fn parse_load(args: Vec<String>) -> Result<LoadOpts, String> {
             "--body" => o.body = Some(a.value(&flag)?),
             "--json" => o.json = Some(a.value(&flag)?.into()),
             "--plot" => o.plot = Some(a.value(&flag)?.into()),
+            "--html" => o.html = Some(a.value(&flag)?.into()),
             "--driver" => o.driver = parse_driver(&a.value(&flag)?)?,
             "--no-progress" => o.progress = false,
             "--allow-remote" => o.allow_remote = true,
@@ -336,6 +355,24 @@ fn parse_load(args: Vec<String>) -> Result<LoadOpts, String> {
         return Err("--pipeline applies to closed-loop runs only (drop --rate)".into());
     }
     Ok(o)
+}
+
+fn parse_compare(args: Vec<String>) -> Result<CompareOpts, String> {
+    let mut reports = Vec::new();
+    let mut html = None;
+    let mut a = Args::new(args);
+    while let Some(flag) = a.next()? {
+        match flag.as_str() {
+            "--html" => html = Some(PathBuf::from(a.value(&flag)?)),
+            f if f.starts_with('-') && f.len() > 1 => return Err(format!("unknown flag {f}")),
+            path => reports.push(PathBuf::from(path)),
+        }
+    }
+    if reports.len() < 2 {
+        return Err("compare needs two or more JSON reports (written with --json)".into());
+    }
+    let html = html.ok_or("compare needs --html FILE")?;
+    Ok(CompareOpts { reports, html })
 }
 
 fn parse_hold(args: Vec<String>) -> Result<HoldOpts, String> {

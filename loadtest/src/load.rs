@@ -263,12 +263,14 @@ pub fn run(opts: LoadOpts) -> Result<i32, String> {
 
     let show = opts.progress && progress::stderr_is_terminal();
     let mut line = progress::LoadLine::new();
+    let mut timeline = Timeline::new(start, measure_start, opts.warmup + opts.duration);
     progress::wait(
         &handles,
         show,
         |elapsed| progress::load_line(&cells, elapsed, opts.warmup, &mut line),
-        || {},
+        || timeline.tick(&cells),
     );
+    timeline.tick(&cells);
 
     let mut total = LoadStats::new(opts.rate.is_some());
     let mut last_done = measure_start;
@@ -287,7 +289,7 @@ pub fn run(opts: LoadOpts) -> Result<i32, String> {
         .unwrap_or_default()
         .saturating_sub(cpu_before);
     let completed: u64 = cells.iter().map(|c| Progress::get(&c.completed)).sum();
-    let summary = report::LoadReport::new(
+    let mut summary = report::LoadReport::new(
         &opts,
         &target,
         rt::driver_name(driver),
@@ -296,6 +298,7 @@ pub fn run(opts: LoadOpts) -> Result<i32, String> {
         elapsed,
         (cpu, completed),
     );
+    summary.timeline = timeline.points;
     report::print_load(&summary);
     if let Some(path) = &opts.json {
         report::write_json(path, &summary)?;
@@ -303,5 +306,62 @@ pub fn run(opts: LoadOpts) -> Result<i32, String> {
     if let Some(path) = &opts.plot {
         crate::plot::write_load_plot(path, &summary)?;
     }
+    if let Some(path) = &opts.html {
+        crate::html::write_run(path, &summary)?;
+    }
     Ok(0)
+}
+
+/// Throughput over time, sampled from the workers' progress counters by the main thread
+/// (the workers do nothing more for it).
+struct Timeline {
+    start: Instant,
+    measure_start: Instant,
+    every: Duration,
+    next: Instant,
+    last: (Instant, u64, u64),
+    points: Vec<report::TimelinePoint>,
+}
+
+impl Timeline {
+    fn new(start: Instant, measure_start: Instant, total: Duration) -> Self {
+        // About a hundred points whatever the length, and never more often than 10 a second.
+        let every = (total / 100).clamp(Duration::from_millis(100), Duration::from_secs(1));
+        Timeline {
+            start,
+            measure_start,
+            every,
+            next: start + every,
+            last: (start, 0, 0),
+            points: Vec::new(),
+        }
+    }
+
+    fn tick(&mut self, cells: &[Arc<Progress>]) {
+        let now = Instant::now();
+        if now < self.next {
+            return;
+        }
+        self.next = now + self.every;
+        let completed: u64 = cells.iter().map(|c| Progress::get(&c.completed)).sum();
+        let errors: u64 = cells.iter().map(|c| Progress::get(&c.errors)).sum();
+        let (at, done, failed) = self.last;
+        let dt = now.saturating_duration_since(at).as_secs_f64().max(1e-3);
+        if now > self.start {
+            let since = |t: Instant| {
+                t.saturating_duration_since(self.measure_start)
+                    .as_secs_f64()
+                    - self
+                        .measure_start
+                        .saturating_duration_since(t)
+                        .as_secs_f64()
+            };
+            self.points.push(report::TimelinePoint {
+                t_s: since(now),
+                rps: completed.saturating_sub(done) as f64 / dt,
+                errors_per_s: errors.saturating_sub(failed) as f64 / dt,
+            });
+        }
+        self.last = (now, completed, errors);
+    }
 }

@@ -8,6 +8,7 @@ mod cli;
 mod client;
 mod closed_loop;
 mod hold;
+mod html;
 mod load;
 mod open_loop;
 mod plot;
@@ -40,6 +41,7 @@ fn main() {
         cli::Command::Load(o) => load::run(o),
         cli::Command::Hold(o) => hold::run(o),
         cli::Command::Upstream(o) => upstream::run(o),
+        cli::Command::Compare(o) => html::compare(&o),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -46,6 +46,17 @@ pub struct LoadReport {
     pub harness_cpu_us_per_request: f64,
     pub non_2xx: u64,
     pub status: BTreeMap<String, u64>,
+    /// Responses and errors per second over the run (warm-up at negative times).
+    pub timeline: Vec<TimelinePoint>,
+}
+
+/// One sample of [`LoadReport::timeline`].
+#[derive(Debug, Clone, Serialize)]
+pub struct TimelinePoint {
+    /// Seconds since the measured part began (negative in the warm-up).
+    pub t_s: f64,
+    pub rps: f64,
+    pub errors_per_s: f64,
 }
 
 impl LoadReport {
@@ -94,6 +105,7 @@ impl LoadReport {
                 .iter()
                 .map(|(s, n)| (s.to_string(), n))
                 .collect(),
+            timeline: Vec::new(),
         }
     }
 }

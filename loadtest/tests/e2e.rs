@@ -402,3 +402,84 @@ fn plot_and_help() {
         assert!(help.contains(flag), "help lacks {flag}");
     }
 }
+
+#[test]
+fn html_report_and_comparing_two_runs() {
+    let up = Upstream::start(&[]);
+    let mut reports = Vec::new();
+    for (name, conns) in [("two", "2"), ("eight", "8")] {
+        let json = temp_path(&format!("{name}.json"));
+        let html = temp_path(&format!("{name}.html"));
+        let out = run(&[
+            "-c",
+            conns,
+            "-t",
+            "1",
+            "-d",
+            "1500ms",
+            "-w",
+            "500ms",
+            "--no-progress",
+            "--json",
+            json.to_str().unwrap(),
+            "--html",
+            html.to_str().unwrap(),
+            &up.url,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        // Throughput over time: warm-up samples before 0, measured ones after, all counting.
+        let timeline = report["timeline"].as_array().expect("timeline");
+        assert!(timeline.len() >= 10, "{timeline:?}");
+        assert!(timeline.iter().any(|p| p["t_s"].as_f64().unwrap() < 0.0));
+        assert!(
+            timeline
+                .iter()
+                .filter(|p| p["t_s"].as_f64().unwrap() > 0.2)
+                .all(|p| p["rps"].as_f64().unwrap() > 0.0)
+        );
+        let page = std::fs::read_to_string(&html).unwrap();
+        assert!(page.contains("Throughput over time") && page.contains("Latency by percentile"));
+        assert_eq!(page.matches("<svg").count(), 2);
+        assert!(
+            page.contains(&format!("<th>connections</th><td>{conns}</td>")),
+            "settings"
+        );
+        reports.push(json);
+    }
+    let cmp = temp_path("compare.html");
+    let out = run(&[
+        "compare",
+        reports[0].to_str().unwrap(),
+        reports[1].to_str().unwrap(),
+        "--html",
+        cmp.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(&cmp).unwrap();
+    assert!(
+        page.contains("<th>two</th><th>eight</th>"),
+        "a column per run"
+    );
+    assert!(page.contains("<th>connections</th><td>2</td><td>8</td>"));
+    // A file that is not a report is refused by name.
+    let bad = temp_path("bad.json");
+    std::fs::write(&bad, "{}").unwrap();
+    let out = run(&[
+        "compare",
+        reports[0].to_str().unwrap(),
+        bad.to_str().unwrap(),
+        "--html",
+        cmp.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.json"));
+}
