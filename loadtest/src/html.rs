@@ -76,7 +76,10 @@ fn pairs(v: &Value, key: &str) -> Vec<(f64, f64)> {
         .unwrap_or_default()
 }
 
-fn timeline(v: &Value) -> Vec<(f64, f64, f64)> {
+/// `(seconds, responses/s, errors/s)` samples.
+type Samples = Vec<(f64, f64, f64)>;
+
+fn timeline(v: &Value) -> Samples {
     v.get("timeline")
         .and_then(Value::as_array)
         .map(|a| {
@@ -182,7 +185,7 @@ fn write(path: &Path, runs: &[(String, Value)]) -> Result<(), String> {
         ],
     );
     out.push_str("<h2>Throughput over time</h2>\n");
-    let lines: Vec<(String, Vec<(f64, f64, f64)>)> =
+    let lines: Vec<(String, Samples)> =
         runs.iter().map(|(n, v)| (n.clone(), timeline(v))).collect();
     let series: Vec<Timeline<'_>> = lines
         .iter()
