@@ -19,3 +19,17 @@ wait_port() {
     [[ -n ${2:-} && -s $2 ]] && tail -n 20 "$2" >&2
     die "nothing listens on port $1${3:+ (process $3 exited or took too long)}"
 }
+
+# The nginx binary (Debian installs it in /usr/sbin, which may not be on PATH), or die.
+find_nginx() {
+    local n
+    n=$(command -v nginx || echo /usr/sbin/nginx)
+    [[ -x $n ]] || die "needs nginx (apt-get install -y nginx)"
+    echo "$n"
+}
+
+# CPU time of process $1 so far (user + system), in clock ticks (getconf CLK_TCK a second).
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# The median of the numbers given.
+median() { python3 -c "import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))" "$@"; }

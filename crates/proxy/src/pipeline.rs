@@ -86,6 +86,10 @@ async fn handle_inner(shard: &Shard, client: &mut Client, c: Vec<u8>) -> Next {
             let names = crate::tracing::Names {
                 route: rec.route.map_or("", |r| snap.route_names[r].as_str()),
                 tenant: rec.route.map_or("", |r| snap.tenant_of(r)),
+                group: span
+                    .group
+                    .and_then(|g| snap.groups.get(g))
+                    .map_or("", |g| g.name.as_str()),
             };
             traces.append(span, rec.status, &names);
         }
@@ -463,7 +467,9 @@ fn prepare(
         }
         if let Some(span) = &mut b.rec.trace {
             let (name, len) = cx.consumer_name;
-            span.consumer = String::from_utf8_lossy(&name[..usize::from(len)]).into_owned();
+            if len > 0 {
+                span.set_consumer(&name[..usize::from(len)]);
+            }
         }
         let answered_by = cx.answered_by;
         if let chain::Flow::Answer {
@@ -511,7 +517,7 @@ fn prepare(
         return respond(503, &[("Retry-After", b"1")], &mut b.w);
     }
     if let Some(span) = &mut b.rec.trace {
-        span.group = Some(snap.groups[group].name.clone());
+        span.group = Some(group);
     }
     let key = hash_key(&snap.groups[group], &req, client_addr);
     let index = snap.groups[group]
@@ -576,35 +582,25 @@ fn span_record(
     if !hop.sampled() {
         return None;
     }
-    let path = shardgate_router::split_query(req.path).0;
-    Some(Box::new(crate::tracing::SpanRecord {
-        trace_id: hop.outgoing.trace_id,
-        span_id: hop.span_id,
-        parent: hop.caller_span,
-        flags: hop.outgoing.flags,
-        start: crate::tracing::unix_nanos(),
-        method: req.method.to_string(),
-        path: String::from_utf8_lossy(path).into_owned(),
-        host: String::from_utf8_lossy(req.host).into_owned(),
+    let facts = crate::tracing::RequestFacts {
+        method: req.method,
+        path: shardgate_router::split_query(req.path).0,
+        host: req.host,
         scheme: if client.stream.is_tls() {
             "https"
         } else {
             "http"
         },
-        client: (client_addr != client.addr).then_some(client_addr),
-        peer: client.addr,
-        consumer: String::new(),
-        group: None,
-        traceparent_at: None,
-        tries: Vec::new(),
-        answer: None,
-    }))
+        client: (client_addr != client.addr).then(|| IpText::new(client_addr)),
+        peer: client.ip,
+    };
+    Some(crate::tracing::SpanRecord::new(hop, facts))
 }
 
 /// The gateway answered the request itself: the span says who and why.
-fn answered(rec: &mut Record, by: &'static str, why: &str) {
+fn answered(rec: &mut Record, by: &'static str, why: &'static str) {
     if let Some(span) = &mut rec.trace {
-        span.answer = Some((by, why.to_string()));
+        span.answer = Some((by, why.into()));
     }
 }
 
@@ -684,7 +680,7 @@ pub(crate) async fn respond_error(
     shard.stats.record_status(status);
     b.rec.status = status;
     if let Some(span) = &mut b.rec.trace {
-        span.answer = Some(("proxy", e.to_string()));
+        span.answer = Some(("proxy", e.to_string().into()));
     }
     let keep = keep && e.side() == Side::Upstream;
     b.w.clear();

@@ -247,6 +247,7 @@ pub(crate) struct Forward {
 }
 
 /// The client's IP address as text, formatted once per connection.
+#[derive(Clone, Copy)]
 pub(crate) struct IpText {
     buf: [u8; 45],
     len: u8,

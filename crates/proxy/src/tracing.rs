@@ -13,12 +13,12 @@
 //! delimited), so the exporter builds an `ExportTraceServiceRequest` by
 //! wrapping the shards' bytes, without decoding them.
 
+use crate::request::IpText;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1::{Span, Status, span, status};
-use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint};
 use shardgate_config::Tracing;
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,22 +48,23 @@ pub(crate) struct SpanRecord {
     pub parent: Option<[u8; 8]>,
     pub flags: u8,
     pub start: u64,
-    pub method: String,
-    pub path: String,
-    pub host: String,
+    /// The method, path, host and consumer, back to back (one allocation).
+    text: String,
+    /// Where each of those ends in `text`.
+    ends: [usize; 4],
     pub scheme: &'static str,
-    pub client: Option<std::net::IpAddr>,
-    pub peer: std::net::IpAddr,
-    pub consumer: String,
-    /// The upstream group, once routed.
-    pub group: Option<String>,
+    /// The client a trusted proxy reported, when it is not the peer.
+    pub client: Option<IpText>,
+    pub peer: IpText,
+    /// The upstream group (its index in the snapshot), once routed.
+    pub group: Option<usize>,
     /// Where the parent-id of the `traceparent` sent upstream sits in the
     /// outgoing head, so each try can name its own span there.
     pub traceparent_at: Option<usize>,
     pub tries: Vec<TrySpan>,
     /// The gateway answered itself: who (`api-key`, `rate-limit`, or the
     /// proxy) and why.
-    pub answer: Option<(&'static str, String)>,
+    pub answer: Option<(&'static str, Cow<'static, str>)>,
 }
 
 /// One upstream try.
@@ -78,7 +79,73 @@ pub(crate) struct TrySpan {
     pub error: Option<&'static str>,
 }
 
+/// What a request's spans need that the record does not hold.
+pub(crate) struct RequestFacts<'a> {
+    pub method: &'a str,
+    pub path: &'a [u8],
+    pub host: &'a [u8],
+    pub scheme: &'static str,
+    pub client: Option<IpText>,
+    pub peer: IpText,
+}
+
 impl SpanRecord {
+    /// The record of a request in the sampled trace `hop`, starting now.
+    pub(crate) fn new(
+        hop: &shardgate_filters::traceparent::Hop,
+        facts: RequestFacts<'_>,
+    ) -> Box<SpanRecord> {
+        let mut text =
+            String::with_capacity(facts.method.len() + facts.path.len() + facts.host.len() + 16);
+        let mut ends = [0; 4];
+        text.push_str(facts.method);
+        ends[0] = text.len();
+        text.push_str(&String::from_utf8_lossy(facts.path));
+        ends[1] = text.len();
+        text.push_str(&String::from_utf8_lossy(facts.host));
+        ends[2] = text.len();
+        ends[3] = text.len();
+        Box::new(SpanRecord {
+            trace_id: hop.outgoing.trace_id,
+            span_id: hop.span_id,
+            parent: hop.caller_span,
+            flags: hop.outgoing.flags,
+            start: unix_nanos(),
+            text,
+            ends,
+            scheme: facts.scheme,
+            client: facts.client,
+            peer: facts.peer,
+            group: None,
+            traceparent_at: None,
+            tries: Vec::new(),
+            answer: None,
+        })
+    }
+
+    fn method(&self) -> &str {
+        &self.text[..self.ends[0]]
+    }
+
+    fn path(&self) -> &str {
+        &self.text[self.ends[0]..self.ends[1]]
+    }
+
+    fn host(&self) -> &str {
+        &self.text[self.ends[1]..self.ends[2]]
+    }
+
+    fn consumer(&self) -> &str {
+        &self.text[self.ends[2]..self.ends[3]]
+    }
+
+    /// The consumer an api-key or jwt filter named.
+    pub(crate) fn set_consumer(&mut self, name: &[u8]) {
+        self.text.truncate(self.ends[2]);
+        self.text.push_str(&String::from_utf8_lossy(name));
+        self.ends[3] = self.text.len();
+    }
+
     /// Takes the ids of the hop a trace-context filter made.
     pub(crate) fn take_ids(&mut self, hop: &shardgate_filters::traceparent::Hop) {
         self.trace_id = hop.outgoing.trace_id;
@@ -112,7 +179,8 @@ pub(crate) fn traceparent_offset(head: &[u8]) -> Option<usize> {
     Some(at + FIELD.len() + 33)
 }
 
-fn text(key: &str, value: impl Into<String>) -> KeyValue {
+/// An attribute key-value (OTLP `KeyValue` of a string or an int64).
+pub(crate) fn text(key: &str, value: impl Into<String>) -> KeyValue {
     KeyValue {
         key: key.into(),
         value: Some(AnyValue {
@@ -122,146 +190,266 @@ fn text(key: &str, value: impl Into<String>) -> KeyValue {
     }
 }
 
-fn int(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.into(),
-        value: Some(AnyValue {
-            value: Some(any_value::Value::IntValue(value)),
-        }),
-        ..Default::default()
+/// The protobuf of spans, written by hand into reused buffers (the field
+/// numbers are OTLP's `trace.proto` and `common.proto`; the tests decode
+/// it with the generated types): a span costs no allocation once the
+/// shard's buffers have grown.
+mod wire {
+    use prost::encoding::{WireType, encode_key, encode_varint, encoded_len_varint};
+
+    /// Length of field `tag`'s key.
+    fn key_len(tag: u32) -> usize {
+        encoded_len_varint(u64::from(tag << 3))
+    }
+
+    pub fn bytes(out: &mut Vec<u8>, tag: u32, b: &[u8]) {
+        encode_key(tag, WireType::LengthDelimited, out);
+        encode_varint(b.len() as u64, out);
+        out.extend_from_slice(b);
+    }
+
+    fn bytes_len(tag: u32, n: usize) -> usize {
+        key_len(tag) + encoded_len_varint(n as u64) + n
+    }
+
+    pub fn varint(out: &mut Vec<u8>, tag: u32, v: u64) {
+        encode_key(tag, WireType::Varint, out);
+        encode_varint(v, out);
+    }
+
+    pub fn fixed64(out: &mut Vec<u8>, tag: u32, v: u64) {
+        encode_key(tag, WireType::SixtyFourBit, out);
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+
+    pub fn fixed32(out: &mut Vec<u8>, tag: u32, v: u32) {
+        encode_key(tag, WireType::ThirtyTwoBit, out);
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+
+    /// A `KeyValue` with a string value, as field `tag`.
+    pub fn kv_str(out: &mut Vec<u8>, tag: u32, k: &str, v: &[u8]) {
+        let any = bytes_len(1, v.len());
+        let kv = bytes_len(1, k.len()) + bytes_len(2, any);
+        encode_key(tag, WireType::LengthDelimited, out);
+        encode_varint(kv as u64, out);
+        bytes(out, 1, k.as_bytes());
+        encode_key(2, WireType::LengthDelimited, out);
+        encode_varint(any as u64, out);
+        bytes(out, 1, v);
+    }
+
+    /// A `KeyValue` with an int64 value, as field `tag`.
+    pub fn kv_int(out: &mut Vec<u8>, tag: u32, k: &str, v: i64) {
+        let any = key_len(3) + encoded_len_varint(v as u64);
+        let kv = bytes_len(1, k.len()) + bytes_len(2, any);
+        encode_key(tag, WireType::LengthDelimited, out);
+        encode_varint(kv as u64, out);
+        bytes(out, 1, k.as_bytes());
+        encode_key(2, WireType::LengthDelimited, out);
+        encode_varint(any as u64, out);
+        varint(out, 3, v as u64);
+    }
+
+    /// A `Status` with code error and `message`, as field `tag`.
+    pub fn error_status(out: &mut Vec<u8>, tag: u32, message: &[u8]) {
+        let len = bytes_len(2, message.len()) + key_len(3) + 1;
+        encode_key(tag, WireType::LengthDelimited, out);
+        encode_varint(len as u64, out);
+        bytes(out, 2, message);
+        varint(out, 3, 2);
     }
 }
 
-/// `status.code`: error for a 5xx a server answered, or any failure of a
-/// client try (OpenTelemetry's HTTP conventions).
-fn error_status(message: String) -> Option<Status> {
-    Some(Status {
-        message,
-        code: status::StatusCode::Error as i32,
-    })
+/// `Span` fields (OTLP trace.proto).
+mod field {
+    pub const TRACE_ID: u32 = 1;
+    pub const SPAN_ID: u32 = 2;
+    pub const PARENT_SPAN_ID: u32 = 4;
+    pub const NAME: u32 = 5;
+    pub const KIND: u32 = 6;
+    pub const START: u32 = 7;
+    pub const END: u32 = 8;
+    pub const ATTRIBUTES: u32 = 9;
+    pub const EVENTS: u32 = 11;
+    pub const STATUS: u32 = 15;
+    pub const FLAGS: u32 = 16;
+    /// `Span.Event`.
+    pub const EVENT_TIME: u32 = 1;
+    pub const EVENT_NAME: u32 = 2;
+    pub const EVENT_ATTRIBUTES: u32 = 3;
+    /// `ScopeSpans.spans`.
+    pub const SCOPE_SPANS_SPAN: u32 = 2;
 }
+
+/// `SpanKind` values.
+const SERVER: u64 = 2;
+const CLIENT: u64 = 3;
+/// `SpanFlags`: the parent's remoteness is known, and it is remote.
+const HAS_IS_REMOTE: u32 = 0x100;
+const IS_REMOTE: u32 = 0x200;
 
 /// The names the spans of a request carry.
 pub(crate) struct Names<'a> {
     pub route: &'a str,
     pub tenant: &'a str,
+    pub group: &'a str,
+}
+
+/// Reused buffers for encoding one span.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    span: Vec<u8>,
+    nested: Vec<u8>,
+}
+
+/// A decimal number in a stack buffer.
+fn decimal(n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
 }
 
 /// Encodes the request's server span and its client spans onto `out`, each
 /// as a `ScopeSpans.spans` entry; returns how many.
-pub(crate) fn encode(rec: &SpanRecord, status: u16, names: &Names<'_>, out: &mut Vec<u8>) -> usize {
+pub(crate) fn encode(
+    rec: &SpanRecord,
+    status: u16,
+    names: &Names<'_>,
+    scratch: &mut Scratch,
+    out: &mut Vec<u8>,
+) -> usize {
+    use wire::*;
     let end = unix_nanos();
-    let mut attributes = vec![
-        text("http.request.method", rec.method.as_str()),
-        text("url.path", rec.path.as_str()),
-        text("url.scheme", rec.scheme),
-        int("http.response.status_code", i64::from(status)),
-        text("server.address", rec.host.as_str()),
-        text("client.address", rec.client.unwrap_or(rec.peer).to_string()),
-        text("network.peer.address", rec.peer.to_string()),
-    ];
+    let s = &mut scratch.span;
+    s.clear();
+    bytes(s, field::TRACE_ID, &rec.trace_id);
+    bytes(s, field::SPAN_ID, &rec.span_id);
+    if let Some(p) = &rec.parent {
+        bytes(s, field::PARENT_SPAN_ID, p);
+    }
+    let method = rec.method().as_bytes();
+    if names.route.is_empty() {
+        bytes(s, field::NAME, method);
+    } else {
+        let len = method.len() + 1 + names.route.len();
+        prost::encoding::encode_key(field::NAME, prost::encoding::WireType::LengthDelimited, s);
+        prost::encoding::encode_varint(len as u64, s);
+        s.extend_from_slice(method);
+        s.push(b' ');
+        s.extend_from_slice(names.route.as_bytes());
+    }
+    varint(s, field::KIND, SERVER);
+    fixed64(s, field::START, rec.start);
+    fixed64(s, field::END, end.max(rec.start));
+    let a = field::ATTRIBUTES;
+    kv_str(s, a, "http.request.method", method);
+    kv_str(s, a, "url.path", rec.path().as_bytes());
+    kv_str(s, a, "url.scheme", rec.scheme.as_bytes());
+    kv_int(s, a, "http.response.status_code", i64::from(status));
+    kv_str(s, a, "server.address", rec.host().as_bytes());
+    let client = rec.client.as_ref().unwrap_or(&rec.peer);
+    kv_str(s, a, "client.address", client.as_bytes());
+    kv_str(s, a, "network.peer.address", rec.peer.as_bytes());
     if !names.route.is_empty() {
-        attributes.push(text("http.route", names.route));
+        kv_str(s, a, "http.route", names.route.as_bytes());
     }
     if !names.tenant.is_empty() {
-        attributes.push(text("shardgate.tenant", names.tenant));
+        kv_str(s, a, "shardgate.tenant", names.tenant.as_bytes());
     }
-    if !rec.consumer.is_empty() {
-        attributes.push(text("shardgate.consumer", rec.consumer.as_str()));
+    if !rec.consumer().is_empty() {
+        kv_str(s, a, "shardgate.consumer", rec.consumer().as_bytes());
     }
-    if let Some(g) = &rec.group {
-        attributes.push(text("shardgate.upstream", g.as_str()));
+    if !names.group.is_empty() {
+        kv_str(s, a, "shardgate.upstream", names.group.as_bytes());
     }
-    let events = rec
-        .answer
-        .iter()
-        .map(|(by, reason)| span::Event {
-            time_unix_nano: end,
-            name: "gateway answer".into(),
-            attributes: vec![
-                text("shardgate.answered_by", *by),
-                text("shardgate.reason", reason.as_str()),
-                int("http.response.status_code", i64::from(status)),
-            ],
-            ..Default::default()
-        })
-        .collect();
-    let name = if names.route.is_empty() {
-        rec.method.clone()
-    } else {
-        format!("{} {}", rec.method, names.route)
-    };
-    let server = Span {
-        trace_id: rec.trace_id.to_vec(),
-        span_id: rec.span_id.to_vec(),
-        parent_span_id: rec.parent.map(|p| p.to_vec()).unwrap_or_default(),
-        flags: u32::from(rec.flags) | 0x100 | if rec.parent.is_some() { 0x200 } else { 0 },
-        name,
-        kind: span::SpanKind::Server as i32,
-        start_time_unix_nano: rec.start,
-        end_time_unix_nano: end.max(rec.start),
-        attributes,
-        events,
-        status: if status >= 500 {
-            error_status(format!("answered {status}"))
-        } else {
-            None
-        },
-        ..Default::default()
-    };
-    put(&server, out);
+    if let Some((by, reason)) = &rec.answer {
+        let e = &mut scratch.nested;
+        e.clear();
+        fixed64(e, field::EVENT_TIME, end);
+        bytes(e, field::EVENT_NAME, b"gateway answer");
+        kv_str(
+            e,
+            field::EVENT_ATTRIBUTES,
+            "shardgate.answered_by",
+            by.as_bytes(),
+        );
+        kv_str(
+            e,
+            field::EVENT_ATTRIBUTES,
+            "shardgate.reason",
+            reason.as_bytes(),
+        );
+        kv_int(
+            e,
+            field::EVENT_ATTRIBUTES,
+            "http.response.status_code",
+            i64::from(status),
+        );
+        bytes(s, field::EVENTS, e);
+    }
+    if status >= 500 {
+        let mut n = [0u8; 20];
+        let mut m = [0u8; 32];
+        m[..9].copy_from_slice(b"answered ");
+        let digits = decimal(u64::from(status), &mut n);
+        m[9..9 + digits.len()].copy_from_slice(digits);
+        error_status(s, field::STATUS, &m[..9 + digits.len()]);
+    }
+    let flags =
+        u32::from(rec.flags) | HAS_IS_REMOTE | if rec.parent.is_some() { IS_REMOTE } else { 0 };
+    fixed32(s, field::FLAGS, flags);
+    bytes(out, field::SCOPE_SPANS_SPAN, s);
+
     for (n, t) in rec.tries.iter().enumerate() {
-        let mut attributes = vec![
-            text("http.request.method", rec.method.as_str()),
-            text("server.address", t.endpoint.ip().to_string()),
-            int("server.port", i64::from(t.endpoint.port())),
-            text("network.peer.address", t.endpoint.ip().to_string()),
-        ];
+        let s = &mut scratch.span;
+        s.clear();
+        bytes(s, field::TRACE_ID, &rec.trace_id);
+        bytes(s, field::SPAN_ID, &t.span_id);
+        bytes(s, field::PARENT_SPAN_ID, &rec.span_id);
+        bytes(s, field::NAME, method);
+        varint(s, field::KIND, CLIENT);
+        fixed64(s, field::START, t.start);
+        fixed64(s, field::END, t.end.max(t.start));
+        let ip = IpText::new(t.endpoint.ip());
+        kv_str(s, a, "http.request.method", method);
+        kv_str(s, a, "server.address", ip.as_bytes());
+        kv_int(s, a, "server.port", i64::from(t.endpoint.port()));
+        kv_str(s, a, "network.peer.address", ip.as_bytes());
         if n > 0 {
-            attributes.push(int("http.request.resend_count", n as i64));
+            kv_int(s, a, "http.request.resend_count", n as i64);
         }
         if t.status != 0 {
-            attributes.push(int("http.response.status_code", i64::from(t.status)));
+            kv_int(s, a, "http.response.status_code", i64::from(t.status));
         }
         if let Some(e) = t.error {
-            attributes.push(text("error.type", e));
+            kv_str(s, a, "error.type", e.as_bytes());
         }
-        if let Some(g) = &rec.group {
-            attributes.push(text("shardgate.upstream", g.as_str()));
+        if !names.group.is_empty() {
+            kv_str(s, a, "shardgate.upstream", names.group.as_bytes());
         }
-        let status = match t.error {
-            Some(e) => error_status(e.into()),
-            None if t.status >= 500 => error_status(format!("answered {}", t.status)),
-            None => None,
-        };
-        let client = Span {
-            trace_id: rec.trace_id.to_vec(),
-            span_id: t.span_id.to_vec(),
-            parent_span_id: rec.span_id.to_vec(),
-            flags: u32::from(rec.flags) | 0x100,
-            name: rec.method.clone(),
-            kind: span::SpanKind::Client as i32,
-            start_time_unix_nano: t.start,
-            end_time_unix_nano: t.end.max(t.start),
-            attributes,
-            status,
-            ..Default::default()
-        };
-        put(&client, out);
+        match t.error {
+            Some(e) => error_status(s, field::STATUS, e.as_bytes()),
+            None if t.status >= 500 => error_status(s, field::STATUS, b"upstream answered 5xx"),
+            None => {}
+        }
+        fixed32(s, field::FLAGS, u32::from(rec.flags) | HAS_IS_REMOTE);
+        bytes(out, field::SCOPE_SPANS_SPAN, s);
     }
     1 + rec.tries.len()
-}
-
-/// `span` as field 2 of a `ScopeSpans`.
-fn put(span: &Span, out: &mut Vec<u8>) {
-    encode_key(2, WireType::LengthDelimited, out);
-    encode_varint(span.encoded_len() as u64, out);
-    span.encode_raw(out);
 }
 
 /// One shard's side: spans encoded here, handed to the exporter at ticks.
 pub(crate) struct ShardTraces {
     buf: RefCell<Vec<u8>>,
+    scratch: RefCell<Scratch>,
     spans: Cell<usize>,
     /// Most spans held between hand-overs.
     limit: usize,
@@ -273,6 +461,7 @@ impl ShardTraces {
     pub(crate) fn new(config: &Tracing, shards: usize, tx: SyncSender<SpanBatch>) -> Self {
         ShardTraces {
             buf: RefCell::new(Vec::new()),
+            scratch: RefCell::new(Scratch::default()),
             spans: Cell::new(0),
             limit: (config.queue / shards.max(1)).max(config.batch_size.min(config.queue)),
             tx: RefCell::new(Some(tx)),
@@ -289,7 +478,13 @@ impl ShardTraces {
                 .set(self.dropped.get() + 1 + rec.tries.len() as u64);
             return;
         }
-        let n = encode(rec, status, names, &mut self.buf.borrow_mut());
+        let n = encode(
+            rec,
+            status,
+            names,
+            &mut self.scratch.borrow_mut(),
+            &mut self.buf.borrow_mut(),
+        );
         self.spans.set(held + n);
     }
 
@@ -572,26 +767,41 @@ pub(crate) fn render_metrics(counts: &ExportCounts, shard_dropped: u64, out: &mu
 mod tests {
     use super::*;
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::trace::v1::{Span, span, status};
+    use prost::Message;
 
     fn record() -> SpanRecord {
-        SpanRecord {
-            trace_id: [7; 16],
+        let hop = shardgate_filters::traceparent::Hop {
+            outgoing: shardgate_filters::traceparent::TraceContext {
+                trace_id: [7; 16],
+                parent_id: [1; 8],
+                flags: 1,
+            },
             span_id: [1; 8],
-            parent: Some([9; 8]),
-            flags: 1,
-            start: 1_000,
-            method: "GET".into(),
-            path: "/a".into(),
-            host: "example.com".into(),
+            caller_span: Some([9; 8]),
+            keep_tracestate: true,
+        };
+        let facts = RequestFacts {
+            method: "GET",
+            path: b"/a",
+            host: b"example.com",
             scheme: "http",
             client: None,
-            peer: "127.0.0.1".parse().unwrap(),
-            consumer: "alice".into(),
-            group: Some("app".into()),
-            traceparent_at: None,
-            tries: Vec::new(),
-            answer: None,
-        }
+            peer: IpText::new("127.0.0.1".parse().unwrap()),
+        };
+        let mut rec = *SpanRecord::new(&hop, facts);
+        rec.start = 1_000;
+        rec.set_consumer(b"alice");
+        rec
+    }
+
+    fn attr(span: &Span, key: &str) -> Option<String> {
+        let kv = span.attributes.iter().find(|kv| kv.key == key)?;
+        Some(match kv.value.as_ref()?.value.as_ref()? {
+            any_value::Value::StringValue(s) => s.clone(),
+            any_value::Value::IntValue(i) => i.to_string(),
+            other => format!("{other:?}"),
+        })
     }
 
     #[test]
@@ -605,6 +815,7 @@ mod tests {
         .unwrap();
         let sink = Sink::new(&config).unwrap();
         let mut rec = record();
+        rec.answer = Some(("proxy", "circuit breaker open".into()));
         rec.tries.push(TrySpan {
             span_id: [2; 8],
             start: 1_100,
@@ -615,11 +826,13 @@ mod tests {
         });
         let names = Names {
             route: "r",
-            tenant: "",
+            tenant: "acme",
+            group: "app",
         };
         let (mut a, mut b) = (Vec::new(), Vec::new());
-        assert_eq!(encode(&rec, 502, &names, &mut a), 2);
-        assert_eq!(encode(&record(), 200, &names, &mut b), 1);
+        let mut scratch = Scratch::default();
+        assert_eq!(encode(&rec, 502, &names, &mut scratch, &mut a), 2);
+        assert_eq!(encode(&record(), 200, &names, &mut scratch, &mut b), 1);
         let req = ExportTraceServiceRequest::decode(&sink.request(&[a, b])[..]).unwrap();
         let rs = &req.resource_spans[0];
         let service = &rs.resource.as_ref().unwrap().attributes[0];
@@ -637,6 +850,49 @@ mod tests {
             spans[0].status.as_ref().unwrap().code,
             status::StatusCode::Error as i32
         );
+        // Every field the hand-written encoder writes, read back by the generated types.
+        let server = &spans[0];
+        assert_eq!(
+            (server.trace_id.clone(), server.span_id.clone()),
+            (vec![7; 16], vec![1; 8])
+        );
+        assert_eq!(server.name, "GET r");
+        assert_eq!(server.kind, span::SpanKind::Server as i32);
+        assert_eq!(server.start_time_unix_nano, 1_000);
+        assert!(server.end_time_unix_nano > 1_000);
+        assert_eq!(server.flags, 0x301);
+        assert_eq!(server.status.as_ref().unwrap().message, "answered 502");
+        for (k, v) in [
+            ("http.request.method", "GET"),
+            ("url.path", "/a"),
+            ("url.scheme", "http"),
+            ("http.response.status_code", "502"),
+            ("server.address", "example.com"),
+            ("client.address", "127.0.0.1"),
+            ("network.peer.address", "127.0.0.1"),
+            ("http.route", "r"),
+            ("shardgate.tenant", "acme"),
+            ("shardgate.consumer", "alice"),
+            ("shardgate.upstream", "app"),
+        ] {
+            assert_eq!(attr(server, k).as_deref(), Some(v), "{k}");
+        }
+        let event = &server.events[0];
+        assert_eq!(event.name, "gateway answer");
+        assert_eq!(event.attributes.len(), 3);
+        let client = &spans[1];
+        assert_eq!(
+            (client.start_time_unix_nano, client.end_time_unix_nano),
+            (1_100, 1_200)
+        );
+        assert_eq!(attr(client, "server.port").as_deref(), Some("9"));
+        assert_eq!(
+            attr(client, "error.type").as_deref(),
+            Some("connect_failed")
+        );
+        assert_eq!(client.status.as_ref().unwrap().message, "connect_failed");
+        assert_eq!(client.flags, 0x101);
+        assert!(spans[2].events.is_empty() && spans[2].status.is_none());
     }
 
     #[test]
