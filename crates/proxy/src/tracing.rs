@@ -494,7 +494,11 @@ impl ShardTraces {
         if spans == 0 {
             return;
         }
-        let batch = std::mem::take(&mut *self.buf.borrow_mut());
+        // The next buffer starts as large as this one grew, so it is not regrown.
+        let mut buf = self.buf.borrow_mut();
+        let next = Vec::with_capacity(buf.len());
+        let batch = std::mem::replace(&mut *buf, next);
+        drop(buf);
         let sent = match self.tx.borrow().as_ref() {
             Some(tx) => tx.try_send((batch, spans)),
             None => Err(TrySendError::Disconnected((batch, spans))),
@@ -634,22 +638,26 @@ impl Sink {
         })
     }
 
-    /// The `ExportTraceServiceRequest` around encoded spans.
+    /// The `ExportTraceServiceRequest` around encoded spans, written in
+    /// one pass (each span's bytes are copied once).
     fn request(&self, spans: &[Vec<u8>]) -> Vec<u8> {
+        use prost::encoding::encoded_len_varint;
         let spans_len: usize = spans.iter().map(Vec::len).sum();
         let scope_spans_len = self.scope.len() + spans_len;
-        let mut resource_spans = Vec::with_capacity(self.resource.len() + scope_spans_len + 16);
-        resource_spans.extend_from_slice(&self.resource);
-        encode_key(2, WireType::LengthDelimited, &mut resource_spans);
-        encode_varint(scope_spans_len as u64, &mut resource_spans);
-        resource_spans.extend_from_slice(&self.scope);
-        for s in spans {
-            resource_spans.extend_from_slice(s);
-        }
-        let mut out = Vec::with_capacity(resource_spans.len() + 8);
+        let resource_spans_len =
+            self.resource.len() + 1 + encoded_len_varint(scope_spans_len as u64) + scope_spans_len;
+        let mut out = Vec::with_capacity(
+            1 + encoded_len_varint(resource_spans_len as u64) + resource_spans_len,
+        );
         encode_key(1, WireType::LengthDelimited, &mut out);
-        encode_varint(resource_spans.len() as u64, &mut out);
-        out.extend_from_slice(&resource_spans);
+        encode_varint(resource_spans_len as u64, &mut out);
+        out.extend_from_slice(&self.resource);
+        encode_key(2, WireType::LengthDelimited, &mut out);
+        encode_varint(scope_spans_len as u64, &mut out);
+        out.extend_from_slice(&self.scope);
+        for s in spans {
+            out.extend_from_slice(s);
+        }
         out
     }
 
