@@ -283,6 +283,14 @@ impl Load {
     }
 }
 
+/// A load that is not finished (a test that failed midway) does not outlive the test.
+impl Drop for Load {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// One request on a new connection: (status, raw response).
 pub fn request(port: u16, method: &str, path: &str) -> (u16, String) {
     request_with(port, method, path, "")
