@@ -255,6 +255,9 @@ pub struct Listener {
     /// naming the client; without one it is closed. Off: a connection that
     /// starts with one is refused with 400.
     pub proxy_protocol: bool,
+    /// A connection that opens with the HTTP/2 client preface speaks HTTP/2
+    /// (cleartext, prior knowledge); others HTTP/1.1.
+    pub http2: bool,
     /// Which form of the request target goes upstream.
     pub forward_path: ForwardPath,
     /// TLS, when the listener terminates it.

@@ -97,6 +97,8 @@ pub struct RawListener {
     pub headers_with_underscores: Option<String>,
     /// Connections start with a PROXY protocol header (v1 or v2).
     pub proxy_protocol: Option<bool>,
+    /// Accept HTTP/2 with prior knowledge (the client preface) beside HTTP/1.1.
+    pub http2: Option<bool>,
     /// `normalized` or `as_received`.
     pub forward_path: Option<String>,
     /// TLS on this listener.

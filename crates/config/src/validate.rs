@@ -370,6 +370,7 @@ fn listeners(e: &mut Errors, raw: &RawConfig) -> Vec<Listener> {
                     paths: listener_paths(e, &path, l),
                     underscores,
                     proxy_protocol: l.proxy_protocol.unwrap_or(false),
+                    http2: l.http2.unwrap_or(false),
                     forward_path: match l.forward_path.as_deref() {
                         None | Some("normalized") => ForwardPath::Normalized,
                         Some("as_received") => ForwardPath::AsReceived,

@@ -56,6 +56,25 @@ pub(crate) fn serve(
                 }
             }
         }
+        let http2 = shard
+            .snapshot()
+            .listeners
+            .get(usize::from(listener))
+            .is_some_and(|l| l.http2 && l.tls.is_none());
+        if http2 && carried.is_empty() {
+            // Once per connection, and boxed: it does not widen the task.
+            let mut first = shard.buffers.take();
+            if Box::pin(crate::h2::sniff(&shard, &mut client, &mut first)).await {
+                Box::pin(crate::h2::serve(shard.clone(), client, first)).await;
+                shard.stats.open_connections.decr();
+                return;
+            }
+            if first.is_empty() {
+                shard.buffers.give(first);
+            } else {
+                carried = first;
+            }
+        }
         let mut fresh = true;
         loop {
             let buf = if carried.is_empty() {

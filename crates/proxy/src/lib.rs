@@ -24,6 +24,7 @@ mod driver;
 mod error;
 pub mod etcd_source;
 mod fleet;
+mod h2;
 mod handshakes;
 mod health;
 mod io;

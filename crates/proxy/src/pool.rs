@@ -123,7 +123,7 @@ impl Pools {
                 stack.clear();
                 break;
             }
-            if quiet(c.stream.socket()) {
+            if c.stream.socket().is_some_and(quiet) {
                 return Some(c);
             }
             // Bytes arrived while it was idle (a late body after a HEAD, 204 or

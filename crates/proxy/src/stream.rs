@@ -79,6 +79,8 @@ pub(crate) enum Transport {
     Plain(TcpStream),
     /// Boxed: a TLS session is large, and most connections are not TLS.
     Tls(Box<TlsStream>),
+    /// One stream of a downstream HTTP/2 connection (see `h2`).
+    H2(Box<crate::h2::StreamIo>),
 }
 
 impl Transport {
@@ -90,7 +92,7 @@ impl Transport {
     pub(crate) fn client_subject(&self) -> Option<&[u8]> {
         match self {
             Transport::Tls(s) => s.subject.as_deref(),
-            Transport::Plain(_) => None,
+            Transport::Plain(_) | Transport::H2(_) => None,
         }
     }
 
@@ -101,14 +103,16 @@ impl Transport {
         match self {
             Transport::Plain(s) => Some(s),
             Transport::Tls(s) => s.idle_socket(),
+            Transport::H2(_) => None,
         }
     }
 
-    /// The socket underneath.
-    pub(crate) fn socket(&self) -> &TcpStream {
+    /// The socket underneath (`None` for an HTTP/2 stream).
+    pub(crate) fn socket(&self) -> Option<&TcpStream> {
         match self {
-            Transport::Plain(s) => s,
-            Transport::Tls(s) => &s.tcp,
+            Transport::Plain(s) => Some(s),
+            Transport::Tls(s) => Some(&s.tcp),
+            Transport::H2(_) => None,
         }
     }
 
@@ -126,6 +130,7 @@ impl Stream for Transport {
         match self {
             Transport::Plain(s) => s.read_at(buf).await,
             Transport::Tls(s) => s.read_at(buf).await,
+            Transport::H2(s) => s.read_at(buf).await,
         }
     }
 
@@ -138,6 +143,10 @@ impl Stream for Transport {
         match self {
             Transport::Plain(s) => s.write_range(buf, from, end).await,
             Transport::Tls(s) => s.write_range(buf, from, end).await,
+            Transport::H2(s) => {
+                let r = s.write(&buf[from..end]).await;
+                (r, buf)
+            }
         }
     }
 
@@ -145,6 +154,7 @@ impl Stream for Transport {
         match self {
             Transport::Plain(s) => s.write_static(msg).await,
             Transport::Tls(s) => s.write_static(msg).await,
+            Transport::H2(s) => s.write(msg).await,
         }
     }
 
@@ -152,6 +162,8 @@ impl Stream for Transport {
         match self {
             Transport::Plain(s) => Stream::readable(s).await,
             Transport::Tls(s) => s.readable().await,
+            // A stream is never tunnelled: it waits for nothing else.
+            Transport::H2(_) => std::future::pending().await,
         }
     }
 
@@ -159,6 +171,10 @@ impl Stream for Transport {
         match self {
             Transport::Plain(s) => Stream::shutdown(s).await,
             Transport::Tls(s) => s.shutdown().await,
+            Transport::H2(s) => {
+                s.finish();
+                Ok(())
+            }
         }
     }
 }

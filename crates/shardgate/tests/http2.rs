@@ -1,0 +1,204 @@
+//! Downstream HTTP/2 with prior knowledge (h2c) on a listener with `http2 = true`, through
+//! `shardgate run`, with real clients: curl `--http2-prior-knowledge`, nghttp and h2load.
+//! The upstream is an HTTP/1.1 server in the test that records what it receives.
+
+#[allow(dead_code)]
+#[path = "ops/harness.rs"]
+mod harness;
+
+use harness::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+
+/// Each request an upstream received: its head and its body.
+type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// An HTTP/1.1 upstream that answers `seen <body length>` and records each head and body.
+fn recording_upstream() -> (String, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(conn.try_clone().unwrap());
+                let mut w = conn;
+                loop {
+                    let mut head = String::new();
+                    loop {
+                        let mut line = String::new();
+                        if r.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        head.push_str(&line);
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let lower = head.to_ascii_lowercase();
+                    let mut body = Vec::new();
+                    if let Some(n) = lower
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .and_then(|v| v.trim().parse::<usize>().ok())
+                    {
+                        body.resize(n, 0);
+                        r.read_exact(&mut body).unwrap();
+                    } else if lower.contains("transfer-encoding: chunked") {
+                        loop {
+                            let mut size = String::new();
+                            r.read_line(&mut size).unwrap();
+                            let n = usize::from_str_radix(size.trim(), 16).unwrap();
+                            let mut chunk = vec![0; n + 2];
+                            r.read_exact(&mut chunk).unwrap();
+                            if n == 0 {
+                                break;
+                            }
+                            body.extend_from_slice(&chunk[..n]);
+                        }
+                    }
+                    if head.starts_with("GET /slow") {
+                        std::thread::sleep(std::time::Duration::from_millis(2500));
+                    }
+                    let answer = format!("seen {}", body.len());
+                    sink.lock().unwrap().push((head, body));
+                    let _ = write!(
+                        w,
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nX-Up: 1\r\nConnection: keep-alive\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .expect("the client runs (apt-get install curl nghttp2-client)");
+    assert!(
+        out.status.success(),
+        "{:?}: {}",
+        cmd,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn http2_prior_knowledge_beside_http1_with_real_clients_on_io_uring() {
+    with_real_clients("uring");
+}
+
+#[test]
+fn http2_prior_knowledge_beside_http1_with_real_clients_on_epoll() {
+    with_real_clients("legacy");
+}
+
+fn with_real_clients(driver: &str) {
+    let (up, seen) = recording_upstream();
+    let ports = Ports::pick();
+    let cfg = ConfigFile::new(&format!("http2-{driver}"));
+    cfg.write(&format!(
+        "workers = 2\ndriver = \"{driver}\"\n[[listeners]]\naddress = \"127.0.0.1:{}\"\nhttp2 = true\n\
+         [admin]\naddress = \"127.0.0.1:{}\"\n\
+         [upstreams.app]\nendpoints = [\"{up}\"]\n\
+         [[routes]]\nname = \"all\"\nprefix = \"/\"\nupstream = \"app\"\n",
+        ports.listen, ports.admin
+    ));
+    let _gw = Gateway::start(&cfg, &ports);
+    let url = format!("http://127.0.0.1:{}/items?x=1", ports.listen);
+
+    // curl over HTTP/2, with cookies in two fields and a body.
+    let out = run(Command::new("curl").args([
+        "-s",
+        "--http2-prior-knowledge",
+        "-w",
+        " %{http_version} %{http_code}",
+        "-H",
+        "cookie: a=1",
+        "-H",
+        "cookie: b=2",
+        "-d",
+        "hello h2",
+        &url,
+    ]));
+    assert_eq!(out, "seen 8 2 200");
+    // The same listener still speaks HTTP/1.1.
+    let out = run(Command::new("curl").args(["-s", "-w", " %{http_version}", &url]));
+    assert_eq!(out, "seen 0 1.1");
+    // A HEAD over HTTP/2 has no body.
+    let out = run(Command::new("curl").args(["-sI", "--http2-prior-knowledge", &url]));
+    assert!(out.starts_with("HTTP/2 200"), "{out}");
+    assert!(out.contains("x-up: 1"), "{out}");
+    assert!(
+        !out.to_ascii_lowercase().contains("connection:"),
+        "no connection field in h2: {out}"
+    );
+
+    let requests = seen.lock().unwrap().clone();
+    let (head, body) = &requests[0];
+    assert!(head.starts_with("POST /items?x=1 HTTP/1.1\r\n"), "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        lower.contains(&format!("host: 127.0.0.1:{}\r\n", ports.listen)),
+        "{head}"
+    );
+    assert!(
+        lower.contains("cookie: a=1; b=2\r\n"),
+        "crumbs joined: {head}"
+    );
+    assert_eq!(body, b"hello h2");
+
+    // nghttp: a body without a content-length arrives chunked and whole.
+    let data =
+        std::env::temp_dir().join(format!("shardgate-h2-{}-{driver}.bin", std::process::id()));
+    std::fs::write(&data, vec![b'z'; 100_000]).unwrap();
+    let out = run(Command::new("nghttp").args(["-d", data.to_str().unwrap(), &url]));
+    assert_eq!(out, "seen 100000");
+    let _ = std::fs::remove_file(&data);
+
+    // h2load: many streams on few connections, every one answered.
+    let out = run(Command::new("h2load").args(["-c", "4", "-m", "10", "-n", "2000", &url]));
+    assert!(out.contains("2000 succeeded, 0 failed"), "{out}");
+}
+
+#[test]
+fn drain_sends_goaway_and_lets_open_streams_finish() {
+    let (up, _) = recording_upstream();
+    let ports = Ports::pick();
+    let cfg = ConfigFile::new("http2-drain");
+    cfg.write(&format!(
+        "workers = 1\n[[listeners]]\naddress = \"127.0.0.1:{}\"\nhttp2 = true\n\
+         [shutdown]\ndrain_timeout = \"5s\"\n\
+         [upstreams.app]\nendpoints = [\"{up}\"]\n\
+         [[routes]]\nname = \"all\"\nprefix = \"/\"\nupstream = \"app\"\n",
+        ports.listen
+    ));
+    let gw = Gateway::start(&cfg, &ports);
+    let url = format!("http://127.0.0.1:{}/slow", ports.listen);
+    let client = Command::new("nghttp")
+        .args(["-v", &url])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("nghttp (apt-get install nghttp2-client)");
+    // The stream is open upstream (the answer takes 2.5 s) when the drain begins (the
+    // signal is seen within a second).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    gw.signal("TERM");
+    let out = client.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("recv GOAWAY"), "GOAWAY: {text}");
+    assert!(
+        text.contains(":status: 200") && text.contains("seen 0"),
+        "the stream finished: {text}"
+    );
+    assert_eq!(gw.wait_exit(std::time::Duration::from_secs(10)), Some(true));
+}
