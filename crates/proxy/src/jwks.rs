@@ -241,34 +241,45 @@ pub(crate) fn sources(config: &Config) -> Vec<JwksSource> {
     out
 }
 
+/// The system's CA bundle (the first of `SYSTEM_CA_BUNDLES` there is).
+pub(crate) fn system_ca_pem() -> Result<String, String> {
+    let path = SYSTEM_CA_BUNDLES
+        .iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .ok_or("no system CA bundle found")?;
+    std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))
+}
+
+/// A ureq TLS configuration on our rustls and ring that trusts the
+/// certificates of `pem`.
+pub(crate) fn tls_config(pem: &[u8]) -> ureq::tls::TlsConfig {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
+    let roots: Vec<Certificate<'static>> = CertificateDer::pem_slice_iter(pem)
+        .filter_map(Result::ok)
+        .map(|der| Certificate::from_der(&der).to_owned())
+        .collect();
+    TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .root_certs(RootCerts::new_with_certs(&roots))
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .build()
+}
+
 /// One GET of a source's document, verified against its CA (or the
 /// system's roots), parsed into keys. A set with no usable key is a
 /// failure: adopting it would refuse every token.
 fn fetch(source: &JwksSource) -> Result<RemoteKeys, String> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
     let system;
     let pem = match &source.ca {
         Some(pem) => pem.as_str(),
         None => {
-            let path = SYSTEM_CA_BUNDLES
-                .iter()
-                .find(|p| std::path::Path::new(p).exists())
-                .ok_or("no system CA bundle found; give the key a ca")?;
-            system = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+            system = system_ca_pem()?;
             system.as_str()
         }
     };
-    let roots: Vec<Certificate<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .filter_map(Result::ok)
-        .map(|der| Certificate::from_der(&der).to_owned())
-        .collect();
-    let tls = TlsConfig::builder()
-        .provider(TlsProvider::Rustls)
-        .root_certs(RootCerts::new_with_certs(&roots))
-        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .build();
+    let tls = tls_config(pem.as_bytes());
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .tls_config(tls)
         .https_only(true)

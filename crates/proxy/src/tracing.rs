@@ -583,9 +583,6 @@ struct Sink {
 
 impl Sink {
     fn new(config: &Tracing) -> std::io::Result<Sink> {
-        use rustls_pki_types::CertificateDer;
-        use rustls_pki_types::pem::PemObject;
-        use ureq::tls::{Certificate, RootCerts, TlsConfig, TlsProvider};
         let mut attributes = vec![text("service.name", config.service_name.as_str())];
         attributes.extend(config.resource.iter().map(|(k, v)| text(k, v.as_str())));
         let resource = Resource {
@@ -602,25 +599,12 @@ impl Sink {
         let mut s = Vec::new();
         prost::encoding::message::encode(1, &scope, &mut s);
         // An https collector is verified against the system's CA bundle.
-        let mut roots: Vec<Certificate<'static>> = Vec::new();
-        if config.otlp_endpoint.starts_with("https://") {
-            let path = shardgate_config::SYSTEM_CA_BUNDLES
-                .iter()
-                .find(|p| std::path::Path::new(p).exists())
-                .ok_or_else(|| {
-                    std::io::Error::other("no system CA bundle for an https collector")
-                })?;
-            let pem = std::fs::read(path)?;
-            roots = CertificateDer::pem_slice_iter(&pem)
-                .filter_map(Result::ok)
-                .map(|der| Certificate::from_der(&der).to_owned())
-                .collect();
-        }
-        let tls = TlsConfig::builder()
-            .provider(TlsProvider::Rustls)
-            .root_certs(RootCerts::new_with_certs(&roots))
-            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .build();
+        let pem = if config.otlp_endpoint.starts_with("https://") {
+            crate::jwks::system_ca_pem().map_err(std::io::Error::other)?
+        } else {
+            String::new()
+        };
+        let tls = crate::jwks::tls_config(pem.as_bytes());
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .tls_config(tls)
             .http_status_as_error(false)
