@@ -275,7 +275,7 @@ fn fetch(source: &JwksSource) -> Result<RemoteKeys, String> {
     let pem = match &source.ca {
         Some(pem) => pem.as_str(),
         None => {
-            system = system_ca_pem()?;
+            system = system_ca_pem().map_err(|e| format!("{e}; give the key a ca"))?;
             system.as_str()
         }
     };
