@@ -56,6 +56,12 @@ pub(crate) fn serve(
                 }
             }
         }
+        // TLS: the client chose HTTP/2 by ALPN (offered when `http2` is on).
+        if matches!(&client.stream, Transport::Tls(t) if t.chose_h2()) {
+            Box::pin(crate::h2::serve(shard.clone(), client, carried)).await;
+            shard.stats.open_connections.decr();
+            return;
+        }
         let http2 = shard
             .snapshot()
             .listeners

@@ -36,6 +36,8 @@ pub(crate) const BREAKER_REJECTIONS: &str = "shardgate_upstream_breaker_rejectio
 pub(crate) const EJECTED: &str = "shardgate_upstream_ejected_endpoints";
 pub(crate) const UNHEALTHY: &str = "shardgate_upstream_unhealthy_endpoints";
 pub(crate) const RATE_LIMITED: &str = "shardgate_rate_limited_total";
+pub(crate) const HTTP2_CONNECTIONS: &str = "shardgate_http2_connections_total";
+pub(crate) const HTTP2_ABUSE: &str = "shardgate_http2_abuse_closed_connections_total";
 
 /// Histogram bucket upper bounds, seconds.
 pub(crate) const BUCKETS: [f64; 14] = [
@@ -258,6 +260,16 @@ pub struct ShardMetrics {
     pub handshake_limited_ticks: u64,
     /// Spans the shard's buffer had no room for.
     pub spans_dropped: u64,
+    /// HTTP/2 connections served, and those closed as abusive, by
+    /// [`crate::h2::Abuse`] index.
+    pub http2: Http2Counts,
+}
+
+/// A shard's downstream HTTP/2 counters.
+#[derive(Debug, Default, Clone)]
+pub struct Http2Counts {
+    pub connections: u64,
+    pub abuse: [u64; crate::h2::Abuse::ALL.len()],
 }
 
 /// Gateway-wide values the exposition adds to the shards' reports.
@@ -574,6 +586,24 @@ pub fn render(shards: &[ShardMetrics], facts: &GatewayFacts) -> String {
         "Accept failures, by shard.",
         |s| s.stats.accept_errors,
     );
+    per_shard(
+        &mut out,
+        shards,
+        HTTP2_CONNECTIONS,
+        "counter",
+        "Client connections that spoke HTTP/2, by shard.",
+        |s| s.http2.connections,
+    );
+    header(
+        &mut out,
+        HTTP2_ABUSE,
+        "counter",
+        "HTTP/2 connections closed with GOAWAY as abusive, by what they did.",
+    );
+    for kind in crate::h2::Abuse::ALL {
+        let n: u64 = shards.iter().map(|s| s.http2.abuse[kind.index()]).sum();
+        let _ = writeln!(out, "{HTTP2_ABUSE}{{reason=\"{}\"}} {n}", kind.label());
+    }
     header(
         &mut out,
         CONFIG_VERSION,
@@ -613,6 +643,7 @@ mod tests {
             log_dropped: 0,
             handshake_limited_ticks: 0,
             spans_dropped: 0,
+            http2: Http2Counts::default(),
         };
         let text = render(
             &[shard.clone(), shard],

@@ -46,6 +46,8 @@ pub(crate) struct Shard {
     pub drain: Drain,
     /// Holds TLS handshakes to a share of a busy shard (see `handshakes`).
     pub handshakes: crate::handshakes::HandshakeGate,
+    /// Downstream HTTP/2 counters.
+    pub http2: crate::h2::Counts,
     /// Connections in use per endpoint, when limited.
     pub limits: Rc<crate::limit::Limits>,
     /// The access log, when configured.
@@ -98,6 +100,7 @@ impl Shard {
             metrics,
             drain: Drain::default(),
             handshakes: crate::handshakes::HandshakeGate::new(),
+            http2: Default::default(),
             limits: Default::default(),
             log: config
                 .access_log
@@ -161,6 +164,10 @@ impl Shard {
             log_dropped: self.log.as_ref().map_or(0, |l| l.dropped.get()),
             handshake_limited_ticks: self.handshakes.limited_ticks.get(),
             spans_dropped: self.traces.as_ref().map_or(0, |t| t.dropped.get()),
+            http2: crate::metrics::Http2Counts {
+                connections: self.http2.connections.get(),
+                abuse: std::array::from_fn(|i| self.http2.abuse[i].get()),
+            },
         }
     }
 

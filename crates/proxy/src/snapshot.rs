@@ -318,7 +318,11 @@ impl Snapshot {
                     shardgate_tls::server_config(
                         &t.certs,
                         t.unknown_name,
-                        &[b"http/1.1"],
+                        if l.http2 {
+                            &[b"h2", b"http/1.1"]
+                        } else {
+                            &[b"http/1.1"]
+                        },
                         4096,
                         t.client_auth.as_ref(),
                     )

@@ -85,14 +85,19 @@ pub(crate) enum Transport {
 
 impl Transport {
     pub(crate) fn is_tls(&self) -> bool {
-        matches!(self, Transport::Tls(_))
+        match self {
+            Transport::Plain(_) => false,
+            Transport::Tls(_) => true,
+            Transport::H2(s) => s.tls.is_some(),
+        }
     }
 
     /// The verified client certificate's subject, if the client sent one.
     pub(crate) fn client_subject(&self) -> Option<&[u8]> {
         match self {
             Transport::Tls(s) => s.subject.as_deref(),
-            Transport::Plain(_) | Transport::H2(_) => None,
+            Transport::H2(s) => s.tls.as_ref().and_then(|t| t.as_deref()),
+            Transport::Plain(_) => None,
         }
     }
 
@@ -369,6 +374,20 @@ impl TlsStream {
     async fn write_static(&mut self, msg: &'static [u8]) -> io::Result<()> {
         let (r, _) = self.write_range(msg.to_vec(), 0, msg.len()).await;
         r
+    }
+
+    /// Whether the client chose HTTP/2 (ALPN `h2`).
+    pub(crate) fn chose_h2(&self) -> bool {
+        self.conn.alpn_protocol() == Some(b"h2")
+    }
+
+    /// The socket, the session, the TLS bytes read and not yet given to
+    /// rustls, and the client certificate's subject: for HTTP/2, which runs
+    /// the session over the poll-io socket.
+    pub(crate) fn into_parts(self) -> (TcpStream, Connection, Vec<u8>, Option<Box<[u8]>>) {
+        let mut records = self.rbuf;
+        records.drain(..self.rpos.min(records.len()));
+        (self.tcp, self.conn, records, self.subject)
     }
 
     /// `None` when rustls holds plaintext, undelivered records or an error

@@ -202,3 +202,185 @@ fn drain_sends_goaway_and_lets_open_streams_finish() {
     );
     assert_eq!(gw.wait_exit(std::time::Duration::from_secs(10)), Some(true));
 }
+
+// Raw-frame probes: each abuse ends its own connection with an ENHANCE_YOUR_CALM GOAWAY,
+// is counted by what it did, and leaves other connections alone.
+
+const DATA: u8 = 0;
+const HEADERS: u8 = 1;
+const PRIORITY: u8 = 2;
+const RST_STREAM: u8 = 3;
+const SETTINGS: u8 = 4;
+const PING: u8 = 6;
+const GOAWAY: u8 = 7;
+const CONTINUATION: u8 = 9;
+const END_STREAM: u8 = 1;
+const END_HEADERS: u8 = 4;
+const ENHANCE_YOUR_CALM: u32 = 0xb;
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len();
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// An HPACK block for `method` (0x82 GET, 0x83 POST) `/` over http, :authority a.test
+/// (static-table indexes and one literal without indexing).
+fn request_block(method: u8) -> Vec<u8> {
+    let mut b = vec![method, 0x86, 0x84, 0x01, 0x06];
+    b.extend_from_slice(b"a.test");
+    b
+}
+
+/// Sends the preface, an empty SETTINGS frame and `frames` on a new connection; returns the
+/// error code of the GOAWAY the gateway sent (`None`: the connection ended without one).
+fn probe(port: u16, frames: Vec<u8>) -> Option<u32> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut w = s.try_clone().unwrap();
+    // Written from another thread: the gateway may stop reading midway.
+    let writer = std::thread::spawn(move || {
+        let mut all = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+        all.extend(frame(SETTINGS, 0, 0, &[]));
+        all.extend(frames);
+        let _ = w.write_all(&all);
+    });
+    let mut got = Vec::new();
+    let mut buf = [0u8; 16384];
+    let code = loop {
+        // Frames read so far: find a GOAWAY.
+        let mut at = 0;
+        let mut found = None;
+        while got.len() >= at + 9 {
+            let len = (usize::from(got[at]) << 16)
+                | (usize::from(got[at + 1]) << 8)
+                | usize::from(got[at + 2]);
+            if got.len() < at + 9 + len {
+                break;
+            }
+            if got[at + 3] == GOAWAY && len >= 8 {
+                let p = &got[at + 9..];
+                found = Some(u32::from_be_bytes([p[4], p[5], p[6], p[7]]));
+            }
+            at += 9 + len;
+        }
+        if found.is_some() {
+            break found;
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break None,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    };
+    drop(s);
+    let _ = writer.join();
+    code
+}
+
+fn repeat(n: usize, f: impl Fn(u32) -> Vec<u8>) -> Vec<u8> {
+    (0..n as u32).flat_map(f).collect()
+}
+
+#[test]
+fn each_abuse_closes_only_its_connection_with_goaway_and_is_counted() {
+    let (up, _) = recording_upstream();
+    let ports = Ports::pick();
+    let cfg = ConfigFile::new("http2-abuse");
+    cfg.write(&format!(
+        "workers = 1\n[[listeners]]\naddress = \"127.0.0.1:{}\"\nhttp2 = true\n\
+         [admin]\naddress = \"127.0.0.1:{}\"\n\
+         [upstreams.app]\nendpoints = [\"{up}\"]\n\
+         [[routes]]\nname = \"all\"\nprefix = \"/\"\nupstream = \"app\"\n",
+        ports.listen, ports.admin
+    ));
+    let gw = Gateway::start(&cfg, &ports);
+    let port = ports.listen;
+    let url = format!("http://127.0.0.1:{port}/ok");
+    let get = request_block(0x82);
+    let post = request_block(0x83);
+    // A big header value in the dynamic table (literal with incremental indexing, new name),
+    // then referenced over and over: an HPACK bomb.
+    let mut bomb = vec![0x40, 0x01, b'x', 0x7f, 0xa1, 0x1e]; // value length 127 + 3873 = 4000
+    bomb.extend(std::iter::repeat_n(b'v', 4000));
+    bomb.extend(std::iter::repeat_n(0xbe, 12000)); // index 62: the entry just added
+    // A header value longer than it says, spread one byte per CONTINUATION frame.
+    let mut first = get.clone();
+    first.extend([0x00, 0x01, b'y', 0x7f, 0xff, 0x7f]); // value length 127 + 16383
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "rapid_reset",
+            repeat(500, |i| {
+                let id = 2 * i + 1;
+                let mut f = frame(HEADERS, END_HEADERS | END_STREAM, id, &get);
+                f.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes()));
+                f
+            }),
+        ),
+        (
+            "settings_flood",
+            repeat(200, |_| frame(SETTINGS, 0, 0, &[])),
+        ),
+        (
+            "ping_flood",
+            repeat(2000, |i| frame(PING, 0, 0, &u64::from(i).to_be_bytes())),
+        ),
+        (
+            "priority_flood",
+            repeat(2000, |i| frame(PRIORITY, 0, 2 * i + 1, &[0, 0, 0, 0, 16])),
+        ),
+        ("continuation_flood", {
+            let mut f = frame(HEADERS, END_STREAM, 1, &first);
+            f.extend(repeat(2000, |_| frame(CONTINUATION, 0, 1, b"y")));
+            f
+        }),
+        (
+            "header_list_too_large",
+            frame(HEADERS, END_HEADERS | END_STREAM, 1, &bomb),
+        ),
+        ("empty_data_flood", {
+            let mut f = frame(HEADERS, END_HEADERS, 1, &post);
+            f.extend(repeat(2000, |_| frame(DATA, 0, 1, &[])));
+            f
+        }),
+        (
+            "too_many_streams",
+            // Streams left open (a POST whose body never comes), far past the 128 allowed.
+            repeat(600, |i| frame(HEADERS, END_HEADERS, 2 * i + 1, &post)),
+        ),
+    ];
+    for (reason, frames) in cases {
+        // A well-behaved client on its own connection, before and after.
+        let ok = |when: &str| {
+            let out = run(Command::new("curl").args([
+                "-s",
+                "--http2-prior-knowledge",
+                "-w",
+                " %{http_code}",
+                &url,
+            ]));
+            assert_eq!(out, "seen 0 200", "{reason}, {when}");
+        };
+        ok("before");
+        assert_eq!(
+            probe(port, frames),
+            Some(ENHANCE_YOUR_CALM),
+            "{reason}: GOAWAY"
+        );
+        ok("after");
+        // Counted as the connection ends, just after its GOAWAY.
+        let line =
+            format!("shardgate_http2_abuse_closed_connections_total{{reason=\"{reason}\"}} 1");
+        let counted = wait_for(std::time::Duration::from_secs(3), || {
+            admin_get(&ports, "/metrics").contains(&line)
+        });
+        assert!(counted, "{line}; log: {}", gw.log.lock().unwrap());
+    }
+    let metrics = admin_get(&ports, "/metrics");
+    assert!(
+        metrics.contains("shardgate_http2_connections_total{shard=\"0\"} 24"),
+        "{metrics}"
+    );
+}

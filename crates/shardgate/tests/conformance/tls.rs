@@ -656,3 +656,83 @@ fn check_names_the_file_of_a_bad_certificate_or_key() {
         "{text}"
     );
 }
+
+/// What `curl --http2` over TLS gets: (HTTP version, status, body).
+fn curl_h2(
+    proxy: &Proxy,
+    ca: &Path,
+    client: Option<(&Path, &Path)>,
+    body: Option<&str>,
+) -> (String, String, String) {
+    let port = proxy.addr.port();
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-s",
+        "--http2",
+        "--max-time",
+        "5",
+        "-w",
+        "\n%{http_version} %{http_code}",
+    ])
+    .arg("--cacert")
+    .arg(ca)
+    .args(["--resolve", &format!("site.test:{port}:127.0.0.1")]);
+    if let Some((cert, key)) = client {
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+    }
+    if let Some(b) = body {
+        cmd.args(["--data-binary", b]);
+    }
+    let out = cmd
+        .arg(format!("https://site.test:{port}/h2"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", &text));
+    let (version, code) = tail.split_once(' ').unwrap_or((tail, ""));
+    (version.to_string(), code.to_string(), body.to_string())
+}
+
+both_drivers! {
+    fn http2_over_tls_is_chosen_by_alpn(d) {
+        let dir = temp_dir(&format!("h2-alpn-{d:?}"));
+        let site = make_cert(&dir, "site", "site", &["site.test"]);
+        let (ca, cert, key) = make_client_cert(&dir, "client-h2");
+        let up = Upstream::echo();
+        let tls = tls_table(
+            &[&site],
+            &format!(
+                "client_ca = \"{}\"\nclient_certificates = \"optional\"\nclient_subject_header = \"X-Client-Subject\"",
+                ca.display()
+            ),
+        );
+        let proxy = gateway(d, &up, &format!("http2 = true\n{tls}"));
+        let (v, code, body) = curl_h2(&proxy, &site.0, Some((&cert, &key)), None);
+        assert_eq!((v.as_str(), code.as_str(), body.as_str()), ("2", "200", "/h2"));
+        // A body larger than a TLS record, and one larger than the stream's first window.
+        let big = "b".repeat(120_000);
+        let (v, code, _) = curl_h2(&proxy, &site.0, None, Some(&big));
+        assert_eq!((v.as_str(), code.as_str()), ("2", "200"));
+        let seen = up.requests();
+        assert_eq!(seen[0].head.get("x-forwarded-proto"), Some("https"), "an h2 stream over TLS is https");
+        assert_eq!(seen[0].head.get("x-client-subject"), Some("CN=client-h2,O=Acme\\, Inc"), "the certificate's subject");
+        assert_eq!(seen[1].body.len(), 120_000);
+        assert_eq!(seen[1].head.get("x-client-subject"), None);
+        // The same listener serves a client that offers only HTTP/1.1.
+        assert_eq!(curl(&proxy, "site.test", "/one", &site.0), ("200".into(), "/one".into()));
+        // h2load: many streams over few TLS connections.
+        let out = Command::new("h2load")
+            .args(["-c", "4", "-m", "10", "-n", "2000"])
+            .arg(format!("https://127.0.0.1:{}/load", proxy.addr.port()))
+            .output()
+            .expect("h2load (apt-get install nghttp2-client)");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("2000 succeeded, 0 failed"), "{text}");
+        assert!(text.contains("Application protocol: h2"), "{text}");
+
+        // Without `http2`, h2 is not offered: curl falls back to HTTP/1.1.
+        let plain = gateway(d, &up, &tls_table(&[&site], ""));
+        let (v, code, _) = curl_h2(&plain, &site.0, None, None);
+        assert_eq!((v.as_str(), code.as_str()), ("1.1", "200"));
+    }
+}

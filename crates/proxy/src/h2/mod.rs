@@ -19,9 +19,14 @@ use h2::{RecvStream, SendStream};
 use shardgate_http::ChunkedDecoder;
 use std::future::poll_fn;
 use std::io;
-use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll};
+use translate::{CONNECTION_SPECIFIC, InBody, content_length, translate};
+
+mod guard;
+pub(crate) mod translate;
+mod wire;
+
+pub(crate) use guard::Abuse;
 
 /// What an HTTP/2 client sends first (RFC 9113 §3.4).
 pub(crate) const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -61,67 +66,20 @@ pub(crate) async fn sniff(shard: &Shard, client: &mut Client, buf: &mut Vec<u8>)
     }
 }
 
-/// The socket, with the bytes already read from it served first.
-struct Rewind {
-    pre: Vec<u8>,
-    at: usize,
-    io: monoio::net::tcp::stream_poll::TcpStreamPoll,
+/// A shard's downstream HTTP/2 counters (shown in `/metrics`).
+#[derive(Default)]
+pub(crate) struct Counts {
+    pub connections: std::cell::Cell<u64>,
+    pub abuse: [std::cell::Cell<u64>; Abuse::ALL.len()],
 }
 
-impl tokio::io::AsyncRead for Rewind {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.at < self.pre.len() {
-            let n = (self.pre.len() - self.at).min(buf.remaining());
-            let at = self.at;
-            buf.put_slice(&self.pre[at..at + n]);
-            self.at += n;
-            if self.at == self.pre.len() {
-                self.pre = Vec::new();
-                self.at = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
+/// How long a connection closed as abusive gets to take its GOAWAY.
+const GOAWAY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
-impl tokio::io::AsyncWrite for Rewind {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-}
-
-/// Serves an HTTP/2 connection whose first bytes (the preface, and maybe
-/// more) are in `read`. The caller counted the connection open and counts
-/// it closed when this returns.
+/// Serves an HTTP/2 connection: a plain one whose first bytes (the
+/// preface, and maybe more) are in `read`, or a TLS one that chose `h2`.
+/// The caller counted the connection open and counts it closed when this
+/// returns.
 pub(crate) async fn serve(shard: Rc<Shard>, client: Client, read: Vec<u8>) {
     let Client {
         stream,
@@ -129,16 +87,30 @@ pub(crate) async fn serve(shard: Rc<Shard>, client: Client, read: Vec<u8>) {
         ip,
         listener,
     } = client;
-    let Ok(tcp) = stream.take_plain() else {
-        return;
+    let tripwire = Rc::new(guard::Tripwire::default());
+    let mut tls_peer = None;
+    let guard = guard::Guard::new(tripwire.clone());
+    let wire = match stream {
+        Transport::Plain(tcp) => tcp
+            .try_into_poll_io()
+            .map(|io| wire::Wire::plain(io, read, guard)),
+        Transport::Tls(tls) => {
+            let (tcp, conn, records, subject) = tls.into_parts();
+            tls_peer = Some(subject.map(Rc::from));
+            tcp.try_into_poll_io()
+                .map(|io| wire::Wire::tls(io, conn, records, guard))
+        }
+        Transport::H2(_) => return,
     };
-    let io = match tcp.try_into_poll_io() {
-        Ok(io) => io,
+    let wire = match wire {
+        Ok(w) => w,
         Err((e, _)) => {
             log::debug!("shard {}: HTTP/2 from {addr}: {e}", shard.id);
             return;
         }
     };
+    let counts = &shard.http2;
+    counts.connections.set(counts.connections.get() + 1);
     let max_header_list = u32::try_from(shard.snapshot().limits.max_head).unwrap_or(u32::MAX);
     let handshake = h2::server::Builder::new()
         .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
@@ -146,11 +118,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, client: Client, read: Vec<u8>) {
         .max_local_error_reset_streams(Some(MAX_ERROR_RESETS))
         .max_header_list_size(max_header_list)
         .max_send_buffer_size(64 * 1024)
-        .handshake::<_, Bytes>(Rewind {
-            pre: read,
-            at: 0,
-            io,
-        });
+        .handshake::<_, Bytes>(wire);
     let deadline = shard.timers.now() + shard.timeouts().request_header;
     let mut conn = match shard.timers.within(deadline, handshake).await {
         Ok(Ok(c)) => c,
@@ -162,12 +130,13 @@ pub(crate) async fn serve(shard: Rc<Shard>, client: Client, read: Vec<u8>) {
     };
     let mut draining = false;
     let open = Rc::new(std::cell::Cell::new(0usize));
-    loop {
+    let abuse = loop {
         // A connection with no stream open for the idle timeout is closed
         // with GOAWAY, as an idle HTTP/1.1 connection is closed.
         let idle = shard.timers.now() + shard.timeouts().idle;
         let next = monoio::select! {
             biased;
+            why = tripwire.wait() => break Some(why),
             r = conn.accept() => Some(r),
             () = shard.drain.wait(), if !draining => None,
             () = idle_after(&shard, idle, &open), if !draining => None,
@@ -178,9 +147,14 @@ pub(crate) async fn serve(shard: Rc<Shard>, client: Client, read: Vec<u8>) {
                 draining = true;
                 conn.graceful_shutdown();
             }
-            Some(None) => break,
+            Some(None) => break None,
             Some(Some(Ok((req, respond)))) => {
-                let peer = Peer { addr, ip, listener };
+                let peer = Peer {
+                    addr,
+                    ip,
+                    listener,
+                    tls: tls_peer.clone(),
+                };
                 open.set(open.get() + 1);
                 let (shard, open) = (shard.clone(), open.clone());
                 monoio::spawn(async move {
@@ -189,10 +163,36 @@ pub(crate) async fn serve(shard: Rc<Shard>, client: Client, read: Vec<u8>) {
                 });
             }
             Some(Some(Err(e))) => {
-                log::debug!("shard {}: HTTP/2 from {addr}: {e}", shard.id);
-                break;
+                let why = tripwire.abuse();
+                if why.is_none() {
+                    log::debug!("shard {}: HTTP/2 from {addr}: {e}", shard.id);
+                }
+                break why;
             }
         }
+    };
+    let Some(why) = abuse else {
+        return;
+    };
+    let slot = &counts.abuse[why.index()];
+    slot.set(slot.get() + 1);
+    let peer = String::from_utf8_lossy(ip.as_bytes()).into_owned();
+    shard.log_limited(|| {
+        format!(
+            "{peer}: HTTP/2 connection closed with GOAWAY: {}",
+            why.label()
+        )
+    });
+    if tripwire.tripped().is_some() {
+        // Our own limit: h2 has not sent a GOAWAY yet.
+        conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+        let deadline = shard.timers.now() + GOAWAY_GRACE;
+        let _ = shard
+            .timers
+            .within(deadline, async {
+                while let Some(Ok(_)) = conn.accept().await {}
+            })
+            .await;
     }
 }
 
@@ -220,11 +220,12 @@ async fn idle_after(
 }
 
 /// Who a connection's streams come from.
-#[derive(Clone, Copy)]
 struct Peer {
     addr: std::net::IpAddr,
     ip: crate::request::IpText,
     listener: u8,
+    /// Over TLS: the verified client certificate's subject, if any.
+    tls: Option<Option<Rc<[u8]>>>,
 }
 
 /// One stream: translated, run through the pipeline, finished.
@@ -261,6 +262,7 @@ async fn serve_stream(
         ended: false,
         out: Out::Head(Vec::new(), Some(respond)),
         head_request,
+        tls: peer.tls,
     };
     let client = Client {
         stream: Transport::H2(Box::new(io)),
@@ -277,132 +279,6 @@ async fn serve_stream(
     if let Transport::H2(mut io) = client.stream {
         io.finish();
     }
-}
-
-/// The request's `content-length`: `Err` when it is not one number.
-fn content_length(headers: &http::HeaderMap) -> Result<Option<u64>, ()> {
-    let mut found = None;
-    for v in headers.get_all(http::header::CONTENT_LENGTH) {
-        let n: u64 = std::str::from_utf8(v.as_bytes())
-            .ok()
-            .filter(|t| !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|t| t.parse().ok())
-            .ok_or(())?;
-        if found.is_some_and(|f| f != n) {
-            return Err(());
-        }
-        found = Some(n);
-    }
-    Ok(found)
-}
-
-/// Fields that are the connection's in HTTP/1.1 and must not appear in an
-/// HTTP/2 request (RFC 9113 §8.2.2).
-const CONNECTION_SPECIFIC: [&str; 5] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-];
-
-/// Writes the HTTP/1.1 head of an HTTP/2 request, or says why it is
-/// malformed (RFC 9113 §8): connection-specific fields, `te` other than
-/// `trailers`, names that are not lowercase tokens, values with CR, LF or
-/// NUL, a `:path` that is not origin-form (or `*` for OPTIONS).
-fn translate(
-    parts: &http::request::Parts,
-    framing: &InBody,
-    out: &mut Vec<u8>,
-) -> Result<(), &'static str> {
-    let method = parts.method.as_str();
-    if parts.method == http::Method::CONNECT {
-        return Err("CONNECT is not proxied");
-    }
-    let path = parts.uri.path_and_query().map_or("", |p| p.as_str());
-    let origin_form = path.starts_with('/');
-    let asterisk = path == "*" && parts.method == http::Method::OPTIONS;
-    if !(origin_form || asterisk) {
-        return Err(":path is not origin-form");
-    }
-    if path.bytes().any(|b| b <= b' ' || b == 0x7f) {
-        return Err(":path has spaces or control characters");
-    }
-    let authority = parts.uri.authority().map(|a| a.as_str());
-    out.extend_from_slice(method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(path.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    let value_ok = |v: &[u8]| !v.iter().any(|&b| b == b'\r' || b == b'\n' || b == 0);
-    match authority {
-        Some(a) => {
-            if !value_ok(a.as_bytes()) {
-                return Err(":authority has CR, LF or NUL");
-            }
-            out.extend_from_slice(b"host: ");
-            out.extend_from_slice(a.as_bytes());
-            out.extend_from_slice(b"\r\n");
-        }
-        None if parts.headers.contains_key(http::header::HOST) => {}
-        None => return Err("no :authority and no host"),
-    }
-    let mut cookies: Vec<&[u8]> = Vec::new();
-    for (name, value) in &parts.headers {
-        let n = name.as_str();
-        let v = value.as_bytes();
-        if n.bytes().any(|b| b.is_ascii_uppercase()) {
-            return Err("an uppercase field name");
-        }
-        if CONNECTION_SPECIFIC.contains(&n) {
-            return Err("a connection-specific field");
-        }
-        if n == "te" && !v.eq_ignore_ascii_case(b"trailers") {
-            return Err("te other than trailers");
-        }
-        if !value_ok(v) {
-            return Err("a field value with CR, LF or NUL");
-        }
-        // The :authority is the host; a host field beside it is dropped.
-        if n == "host" && authority.is_some() {
-            continue;
-        }
-        // Cookie crumbs are joined into one field (RFC 9113 §8.2.3).
-        if n == "cookie" {
-            cookies.push(v);
-            continue;
-        }
-        if n == "te" {
-            continue;
-        }
-        out.extend_from_slice(n.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(v);
-        out.extend_from_slice(b"\r\n");
-    }
-    if !cookies.is_empty() {
-        out.extend_from_slice(b"cookie: ");
-        for (i, c) in cookies.iter().enumerate() {
-            if i > 0 {
-                out.extend_from_slice(b"; ");
-            }
-            out.extend_from_slice(c);
-        }
-        out.extend_from_slice(b"\r\n");
-    }
-    if matches!(framing, InBody::Chunked) {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    Ok(())
-}
-
-/// How the request body reaches the pipeline.
-enum InBody {
-    None,
-    /// As the DATA frames carry it, which must add up to the length.
-    Length(u64),
-    /// Chunked (the client gave no length).
-    Chunked,
 }
 
 /// Where the HTTP/1.1 response the pipeline writes is in its translation.
@@ -429,6 +305,8 @@ pub(crate) struct StreamIo {
     ended: bool,
     out: Out,
     head_request: bool,
+    /// Over TLS: the verified client certificate's subject, if any.
+    pub(crate) tls: Option<Option<Rc<[u8]>>>,
 }
 
 fn broken(what: &str) -> io::Error {
@@ -642,119 +520,4 @@ async fn send_data(send: &mut SendStream<Bytes>, mut data: &[u8], end: bool) -> 
         data = &data[n..];
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parts(method: &str, uri: &str, fields: &[(&str, &[u8])]) -> http::request::Parts {
-        let mut b = http::Request::builder().method(method).uri(uri);
-        for (n, v) in fields {
-            b = b.header(*n, http::HeaderValue::from_bytes(v).unwrap());
-        }
-        b.body(()).unwrap().into_parts().0
-    }
-
-    fn head(p: &http::request::Parts, framing: InBody) -> Result<String, &'static str> {
-        let mut out = Vec::new();
-        translate(p, &framing, &mut out).map(|()| String::from_utf8(out).unwrap())
-    }
-
-    #[test]
-    fn a_request_becomes_a_strict_http1_head() {
-        let p = parts(
-            "POST",
-            "https://api.test/orders?id=7",
-            &[
-                ("cookie", b"a=1"),
-                ("x-id", b"42"),
-                ("cookie", b"b=2"),
-                ("te", b"trailers"),
-                ("host", b"other.test"),
-            ],
-        );
-        let h = head(&p, InBody::Chunked).unwrap();
-        assert!(
-            h.starts_with("POST /orders?id=7 HTTP/1.1\r\nhost: api.test\r\n"),
-            "{h}"
-        );
-        assert!(h.contains("cookie: a=1; b=2\r\n"), "crumbs joined: {h}");
-        assert!(h.contains("x-id: 42\r\n"));
-        assert!(!h.contains("other.test"), ":authority wins over host");
-        assert!(!h.contains("te:"), "te: trailers is the hop's");
-        assert!(h.ends_with("transfer-encoding: chunked\r\n\r\n"));
-        let p = parts("OPTIONS", "*", &[("host", b"a")]);
-        assert!(
-            head(&p, InBody::None)
-                .unwrap()
-                .starts_with("OPTIONS * HTTP/1.1\r\n")
-        );
-    }
-
-    #[test]
-    fn downgrade_attacks_are_refused() {
-        let ok = "https://a.test/x";
-        type Fields<'a> = &'a [(&'a str, &'a [u8])];
-        let cases: &[(&str, &str, Fields<'_>, &str)] = &[
-            (
-                "GET",
-                ok,
-                &[("connection", b"close")],
-                "connection-specific",
-            ),
-            ("GET", ok, &[("keep-alive", b"1")], "connection-specific"),
-            (
-                "GET",
-                ok,
-                &[("proxy-connection", b"x")],
-                "connection-specific",
-            ),
-            (
-                "GET",
-                ok,
-                &[("upgrade", b"websocket")],
-                "connection-specific",
-            ),
-            (
-                "POST",
-                ok,
-                &[("transfer-encoding", b"chunked")],
-                "connection-specific",
-            ),
-            ("GET", ok, &[("te", b"gzip")], "te other than trailers"),
-            ("CONNECT", "a.test:443", &[], "CONNECT"),
-        ];
-        for (method, uri, fields, why) in cases {
-            let p = parts(method, uri, fields);
-            let e = head(&p, InBody::None).expect_err(why);
-            assert!(e.contains(why), "{method} {uri} {fields:?}: {e}");
-        }
-        // CR, LF and NUL in values, and uppercase names, never get this far: h2's HPACK
-        // decoder builds fields with the checked constructors, which refuse them (a
-        // malformed request; translate checks again).
-        for bad in [&b"1\r\nx-b: 2"[..], b"1\nx", b"1\0"] {
-            assert!(http::HeaderValue::from_bytes(bad).is_err());
-        }
-        assert!(http::HeaderName::from_lowercase(b"X-Upper").is_err());
-        // Nor does a :path with a space: h2 builds the URI with the checked parser.
-        assert!("/x y".parse::<http::uri::PathAndQuery>().is_err());
-    }
-
-    #[test]
-    fn content_length_must_be_one_number() {
-        let p = |v: &[&[u8]]| {
-            let mut h = http::HeaderMap::new();
-            for x in v {
-                h.append("content-length", http::HeaderValue::from_bytes(x).unwrap());
-            }
-            content_length(&h)
-        };
-        assert_eq!(p(&[]), Ok(None));
-        assert_eq!(p(&[b"12"]), Ok(Some(12)));
-        assert_eq!(p(&[b"12", b"12"]), Ok(Some(12)));
-        assert_eq!(p(&[b"12", b"13"]), Err(()));
-        assert_eq!(p(&[b"1 2"]), Err(()));
-        assert_eq!(p(&[b"-1"]), Err(()));
-    }
 }
