@@ -291,7 +291,7 @@ fn each_abuse_closes_only_its_connection_with_goaway_and_is_counted() {
     let cfg = ConfigFile::new("http2-abuse");
     cfg.write(&format!(
         "workers = 1\n[[listeners]]\naddress = \"127.0.0.1:{}\"\nhttp2 = true\n\
-         [admin]\naddress = \"127.0.0.1:{}\"\n\
+         [admin]\naddress = \"127.0.0.1:{}\"\n[timeouts]\nsend = \"1s\"\n\
          [upstreams.app]\nendpoints = [\"{up}\"]\n\
          [[routes]]\nname = \"all\"\nprefix = \"/\"\nupstream = \"app\"\n",
         ports.listen, ports.admin
@@ -346,6 +346,16 @@ fn each_abuse_closes_only_its_connection_with_goaway_and_is_counted() {
             f
         }),
         (
+            "stalled",
+            // The client's window is shut (SETTINGS_INITIAL_WINDOW_SIZE 0) and never opens:
+            // the answer's DATA cannot go, and the send timeout (1 s here) ends it.
+            [
+                frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]),
+                frame(HEADERS, END_HEADERS | END_STREAM, 1, &get),
+            ]
+            .concat(),
+        ),
+        (
             "too_many_streams",
             // Streams left open (a POST whose body never comes), far past the 128 allowed.
             repeat(600, |i| frame(HEADERS, END_HEADERS, 2 * i + 1, &post)),
@@ -380,7 +390,7 @@ fn each_abuse_closes_only_its_connection_with_goaway_and_is_counted() {
     }
     let metrics = admin_get(&ports, "/metrics");
     assert!(
-        metrics.contains("shardgate_http2_connections_total{shard=\"0\"} 24"),
+        metrics.contains("shardgate_http2_connections_total{shard=\"0\"} 27"),
         "{metrics}"
     );
 }

@@ -129,6 +129,8 @@ pub(crate) async fn serve(shard: Rc<Shard>, client: Client, read: Vec<u8>) {
         Err(_) => return,
     };
     let mut draining = false;
+    // Idle: the GOAWAY gets this long to go out before the socket closes.
+    let mut close_by = None;
     let open = Rc::new(std::cell::Cell::new(0usize));
     let abuse = loop {
         // A connection with no stream open for the idle timeout is closed
@@ -139,7 +141,12 @@ pub(crate) async fn serve(shard: Rc<Shard>, client: Client, read: Vec<u8>) {
             why = tripwire.wait() => break Some(why),
             r = conn.accept() => Some(r),
             () = shard.drain.wait(), if !draining => None,
-            () = idle_after(&shard, idle, &open), if !draining => None,
+            () = idle_after(&shard, idle, &open), if !draining => {
+                close_by = Some(shard.timers.now() + GOAWAY_GRACE);
+                None
+            }
+            _ = shard.timers.within(close_by.unwrap_or(idle), std::future::pending::<()>()),
+                if close_by.is_some() => break None,
         };
         match next {
             // Draining or idle: GOAWAY, and the open streams finish.
@@ -154,6 +161,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, client: Client, read: Vec<u8>) {
                     ip,
                     listener,
                     tls: tls_peer.clone(),
+                    wire: tripwire.clone(),
                 };
                 open.set(open.get() + 1);
                 let (shard, open) = (shard.clone(), open.clone());
@@ -226,6 +234,7 @@ struct Peer {
     listener: u8,
     /// Over TLS: the verified client certificate's subject, if any.
     tls: Option<Option<Rc<[u8]>>>,
+    wire: Rc<guard::Tripwire>,
 }
 
 /// One stream: translated, run through the pipeline, finished.
@@ -263,6 +272,8 @@ async fn serve_stream(
         out: Out::Head(Vec::new(), Some(respond)),
         head_request,
         tls: peer.tls,
+        wire: peer.wire,
+        waiting: false,
     };
     let client = Client {
         stream: Transport::H2(Box::new(io)),
@@ -307,6 +318,10 @@ pub(crate) struct StreamIo {
     head_request: bool,
     /// Over TLS: the verified client certificate's subject, if any.
     pub(crate) tls: Option<Option<Rc<[u8]>>>,
+    /// The connection's tripwire: a stream stalled at a zero window trips it.
+    wire: Rc<guard::Tripwire>,
+    /// A DATA frame is waiting for the client to open its window.
+    waiting: bool,
 }
 
 fn broken(what: &str) -> io::Error {
@@ -456,7 +471,7 @@ impl StreamIo {
                 let n = (data.len() as u64).min(*left) as usize;
                 *left -= n as u64;
                 let end = *left == 0;
-                send_data(send, &data[..n], end).await?;
+                send_data(send, &data[..n], end, &mut self.waiting).await?;
                 if end {
                     self.out = Out::Done;
                 }
@@ -467,14 +482,14 @@ impl StreamIo {
                     .feed(data, |r| ranges.push(r))
                     .map_err(|_| broken("bad chunked response"))?;
                 for r in ranges {
-                    send_data(send, &data[r], false).await?;
+                    send_data(send, &data[r], false, &mut self.waiting).await?;
                 }
                 if progress.done {
-                    send_data(send, &[], true).await?;
+                    send_data(send, &[], true, &mut self.waiting).await?;
                     self.out = Out::Done;
                 }
             }
-            OutBody::Close => send_data(send, data, false).await?,
+            OutBody::Close => send_data(send, data, false, &mut self.waiting).await?,
         }
         Ok(())
     }
@@ -482,6 +497,10 @@ impl StreamIo {
     /// The pipeline is done with the stream: a response cut short is reset,
     /// a close-delimited one ends.
     pub(crate) fn finish(&mut self) {
+        if std::mem::take(&mut self.waiting) {
+            // The send deadline passed with the client's window shut.
+            self.wire.trip(Abuse::Stalled);
+        }
         match std::mem::replace(&mut self.out, Out::Done) {
             Out::Done => {}
             Out::Head(_, Some(mut respond)) => respond.send_reset(h2::Reason::INTERNAL_ERROR),
@@ -495,7 +514,14 @@ impl StreamIo {
 }
 
 /// Sends `data` as DATA frames as the peer's window allows.
-async fn send_data(send: &mut SendStream<Bytes>, mut data: &[u8], end: bool) -> io::Result<()> {
+/// `waiting` is set while the peer's window is closed: a write cancelled
+/// then (by the pipeline's send deadline) was stalled by the client.
+async fn send_data(
+    send: &mut SendStream<Bytes>,
+    mut data: &[u8],
+    end: bool,
+    waiting: &mut bool,
+) -> io::Result<()> {
     if data.is_empty() {
         if end {
             send.send_data(Bytes::new(), true)
@@ -505,7 +531,9 @@ async fn send_data(send: &mut SendStream<Bytes>, mut data: &[u8], end: bool) -> 
     }
     while !data.is_empty() {
         send.reserve_capacity(data.len());
+        *waiting = true;
         let capacity = poll_fn(|cx| send.poll_capacity(cx)).await;
+        *waiting = false;
         let n = match capacity {
             Some(Ok(n)) => n.min(data.len()),
             Some(Err(e)) => return Err(io::Error::other(e)),
