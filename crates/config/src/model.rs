@@ -383,6 +383,25 @@ pub struct Upstream {
     pub tls: Option<UpstreamTls>,
     /// Endpoints also come from etcd registrations (`discovery = "etcd"`).
     pub discovery: bool,
+    /// What the group's endpoints speak.
+    pub protocol: UpstreamProtocol,
+}
+
+/// The protocol a group's endpoints speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    #[default]
+    H1,
+    /// HTTP/2 over TLS (ALPN `h2`).
+    H2,
+    /// HTTP/2 over cleartext, with prior knowledge.
+    H2c,
+}
+
+impl UpstreamProtocol {
+    pub fn is_h2(self) -> bool {
+        self != UpstreamProtocol::H1
+    }
 }
 
 /// TLS to a group's endpoints: always verified.

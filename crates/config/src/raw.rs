@@ -188,6 +188,9 @@ pub struct RawUpstream {
     pub retry: Option<RawRetry>,
     pub health: Option<RawHealth>,
     pub tls: Option<RawUpstreamTls>,
+    /// `h1` (default), `h2` (HTTP/2 over TLS, by ALPN) or `h2c` (HTTP/2
+    /// over cleartext, with prior knowledge).
+    pub protocol: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -870,8 +870,37 @@ fn upstreams(e: &mut Errors, raw: &RawConfig) -> Vec<Upstream> {
                 }
             }
         });
+        let protocol = match u.protocol.as_deref() {
+            None | Some("h1") => UpstreamProtocol::H1,
+            Some("h2") if tls.is_some() || u.tls.is_some() => UpstreamProtocol::H2,
+            Some("h2") => {
+                e.push(
+                    format!("{path}.protocol"),
+                    format!(
+                        "\"h2\" is HTTP/2 over TLS: add [{path}.tls], or use \"h2c\" for cleartext"
+                    ),
+                );
+                UpstreamProtocol::H1
+            }
+            Some("h2c") if u.tls.is_some() => {
+                e.push(
+                    format!("{path}.protocol"),
+                    "\"h2c\" is HTTP/2 over cleartext, and the group has [tls]: use \"h2\"",
+                );
+                UpstreamProtocol::H1
+            }
+            Some("h2c") => UpstreamProtocol::H2c,
+            Some(other) => {
+                e.push(
+                    format!("{path}.protocol"),
+                    format!("expected \"h1\", \"h2\" or \"h2c\", got {other:?}"),
+                );
+                UpstreamProtocol::H1
+            }
+        };
         let mut upstream = Upstream {
             tls,
+            protocol,
             name: name.clone(),
             sources,
             dns_refresh,

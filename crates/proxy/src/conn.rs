@@ -68,6 +68,22 @@ pub(crate) fn serve(
             .get(usize::from(listener))
             .is_some_and(|l| l.http2 && l.tls.is_none());
         if http2 && carried.is_empty() {
+            // No buffer is held until the client sends something.
+            let deadline = shard.timers.now() + shard.timeouts().idle;
+            let wait = async {
+                match client.stream.idle_socket() {
+                    Some(socket) => monoio::select! {
+                        biased;
+                        r = socket.readable(false) => r.is_ok(),
+                        () = shard.drain.wait() => true,
+                    },
+                    None => true,
+                }
+            };
+            if !matches!(shard.timers.within(deadline, wait).await, Ok(true)) {
+                shard.stats.open_connections.decr();
+                return;
+            }
             // Once per connection, and boxed: it does not widen the task.
             let mut first = shard.buffers.take();
             if Box::pin(crate::h2::sniff(&shard, &mut client, &mut first)).await {

@@ -60,7 +60,7 @@ type ProbeTls = (
 fn probe_tls(u: &shardgate_config::Upstream) -> Option<(shardgate_config::UpstreamTls, ProbeTls)> {
     let t = u.tls.as_ref()?;
     let names = crate::snapshot::tls_names(u)?;
-    match shardgate_tls::client_config(&t.ca, t.identity.as_ref()) {
+    match shardgate_tls::client_config(&t.ca, t.identity.as_ref(), crate::snapshot::alpn(u)) {
         Ok(config) => Some((t.clone(), (config, names))),
         Err(e) => {
             log::error!("upstream {:?}: health probes cannot speak TLS: {e}", u.name);

@@ -147,6 +147,9 @@ impl Pools {
         if !self.endpoints.borrow().get(ep).is_some_and(|e| e.live) {
             return; // removed by a reload: the connection closes
         }
+        if matches!(stream, Transport::H2Up(_)) {
+            return; // a stream: its connection stays with `h2::client::Conns`
+        }
         let mut idle = self.idle.borrow_mut();
         let Some(stack) = idle.get_mut(ep) else {
             return;

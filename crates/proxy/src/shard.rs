@@ -48,6 +48,8 @@ pub(crate) struct Shard {
     pub handshakes: crate::handshakes::HandshakeGate,
     /// Downstream HTTP/2 counters.
     pub http2: crate::h2::Counts,
+    /// Upstream HTTP/2 connections, by endpoint.
+    pub h2_up: crate::h2::client::Conns,
     /// Connections in use per endpoint, when limited.
     pub limits: Rc<crate::limit::Limits>,
     /// The access log, when configured.
@@ -101,6 +103,7 @@ impl Shard {
             drain: Drain::default(),
             handshakes: crate::handshakes::HandshakeGate::new(),
             http2: Default::default(),
+            h2_up: Default::default(),
             limits: Default::default(),
             log: config
                 .access_log

@@ -73,6 +73,17 @@ pub(crate) struct Group {
     pub endpoints: Vec<EndpointId>,
     pub state: GroupState,
     pub hash_key: Option<HashKey>,
+    /// The endpoints speak HTTP/2 (`h2` or `h2c`).
+    pub http2: bool,
+}
+
+/// What a group's TLS connections offer by ALPN.
+pub(crate) fn alpn(u: &Upstream) -> &'static [&'static [u8]] {
+    if u.protocol.is_h2() {
+        &[b"h2"]
+    } else {
+        &[b"http/1.1"]
+    }
 }
 
 /// For a TLS group, the name each endpoint is verified as: the configured
@@ -129,6 +140,7 @@ impl Group {
         };
         Ok(Group {
             tls: None,
+            http2: u.protocol.is_h2(),
             name: u.name.clone(),
             state: Rc::new(RefCell::new(state)),
             hash_key,
@@ -241,12 +253,11 @@ impl Snapshot {
             endpoints.extend_from_slice(&ids);
             let mut group = Group::build(u, ids, seed, now)?;
             if let (Some(t), Some(names)) = (&u.tls, names) {
-                let config = shardgate_tls::client_config(&t.ca, t.identity.as_ref()).map_err(
-                    |message| BuildError::Chain {
+                let config = shardgate_tls::client_config(&t.ca, t.identity.as_ref(), alpn(u))
+                    .map_err(|message| BuildError::Chain {
                         owner: format!("upstream {:?} tls", u.name),
                         message,
-                    },
-                )?;
+                    })?;
                 group.tls = Some((config, names));
             }
             groups.push(group);

@@ -81,12 +81,14 @@ pub(crate) enum Transport {
     Tls(Box<TlsStream>),
     /// One stream of a downstream HTTP/2 connection (see `h2`).
     H2(Box<crate::h2::StreamIo>),
+    /// One stream of an upstream HTTP/2 connection (see `h2::client`).
+    H2Up(Box<crate::h2::client::UpStream>),
 }
 
 impl Transport {
     pub(crate) fn is_tls(&self) -> bool {
         match self {
-            Transport::Plain(_) => false,
+            Transport::Plain(_) | Transport::H2Up(_) => false,
             Transport::Tls(_) => true,
             Transport::H2(s) => s.tls.is_some(),
         }
@@ -97,7 +99,7 @@ impl Transport {
         match self {
             Transport::Tls(s) => s.subject.as_deref(),
             Transport::H2(s) => s.tls.as_ref().and_then(|t| t.as_deref()),
-            Transport::Plain(_) => None,
+            Transport::Plain(_) | Transport::H2Up(_) => None,
         }
     }
 
@@ -108,7 +110,16 @@ impl Transport {
         match self {
             Transport::Plain(s) => Some(s),
             Transport::Tls(s) => s.idle_socket(),
-            Transport::H2(_) => None,
+            Transport::H2(_) | Transport::H2Up(_) => None,
+        }
+    }
+
+    /// When a gRPC client's `grpc-timeout` runs out: the upstream's answer
+    /// is waited for no longer.
+    pub(crate) fn grpc_deadline(&self) -> Option<std::time::Instant> {
+        match self {
+            Transport::H2(s) => s.grpc_deadline,
+            _ => None,
         }
     }
 
@@ -117,7 +128,7 @@ impl Transport {
         match self {
             Transport::Plain(s) => Some(s),
             Transport::Tls(s) => Some(&s.tcp),
-            Transport::H2(_) => None,
+            Transport::H2(_) | Transport::H2Up(_) => None,
         }
     }
 
@@ -136,6 +147,7 @@ impl Stream for Transport {
             Transport::Plain(s) => s.read_at(buf).await,
             Transport::Tls(s) => s.read_at(buf).await,
             Transport::H2(s) => s.read_at(buf).await,
+            Transport::H2Up(s) => s.read_at(buf).await,
         }
     }
 
@@ -152,6 +164,10 @@ impl Stream for Transport {
                 let r = s.write(&buf[from..end]).await;
                 (r, buf)
             }
+            Transport::H2Up(s) => {
+                let r = s.write(&buf[from..end]).await;
+                (r, buf)
+            }
         }
     }
 
@@ -160,6 +176,7 @@ impl Stream for Transport {
             Transport::Plain(s) => s.write_static(msg).await,
             Transport::Tls(s) => s.write_static(msg).await,
             Transport::H2(s) => s.write(msg).await,
+            Transport::H2Up(s) => s.write(msg).await,
         }
     }
 
@@ -168,7 +185,7 @@ impl Stream for Transport {
             Transport::Plain(s) => Stream::readable(s).await,
             Transport::Tls(s) => s.readable().await,
             // A stream is never tunnelled: it waits for nothing else.
-            Transport::H2(_) => std::future::pending().await,
+            Transport::H2(_) | Transport::H2Up(_) => std::future::pending().await,
         }
     }
 
@@ -180,6 +197,7 @@ impl Stream for Transport {
                 s.finish();
                 Ok(())
             }
+            Transport::H2Up(_) => Ok(()),
         }
     }
 }

@@ -31,6 +31,10 @@ struct TryFail {
     dead_pooled: bool,
     /// The request body has been read from the client in full.
     body_done: bool,
+    /// An HTTP/2 upstream refused the stream unprocessed (REFUSED_STREAM,
+    /// or past its GOAWAY), and the whole request is at hand: it may go
+    /// again on a fresh connection whatever its method.
+    unprocessed: bool,
 }
 
 /// Sends the request and reads the response head, trying again elsewhere
@@ -184,7 +188,10 @@ async fn exchange_tries(
                 drop(ex); // the connection closes; its response is not read
                 next
             }
-            Err(f) if f.dead_pooled && tries.replace_dead_connection(idempotent) => {
+            Err(f)
+                if (f.dead_pooled || f.unprocessed)
+                    && tries.replace_dead_connection(idempotent || f.unprocessed) =>
+            {
                 log::debug!(
                     "pooled connection to {} was dead; retrying",
                     shard.pools.addr(group.endpoints[index])
@@ -242,7 +249,13 @@ async fn try_once(
             outcome,
             dead_pooled,
             body_done,
+            unprocessed: false,
         };
+    // An HTTP/2 stream the upstream refused, with the whole request at hand.
+    let unprocessed = |conn: &UpConn, f: TryFail| TryFail {
+        unprocessed: body_done && matches!(&conn.stream, Transport::H2Up(s) if s.refused),
+        ..f
+    };
     if snap.pool.max_connections_per_endpoint > 0
         && b.rec.permit.as_ref().map(Permit::endpoint) != Some(endpoint)
     {
@@ -265,7 +278,8 @@ async fn try_once(
         b.rec.permit = Some(Permit::held(&shard.limits, endpoint));
     }
     let tls = group.tls.as_ref().map(|(c, names)| (c, &names[index]));
-    let (mut conn, reused) = match checkout_or_connect(shard, snap, endpoint, fresh, tls).await {
+    let connected = checkout_or_connect(shard, snap, endpoint, fresh, tls, group.http2).await;
+    let (mut conn, reused) = match connected {
         Ok(c) => {
             shard.stats.upstream_active.incr();
             b.rec.upstream_conns += 1;
@@ -281,12 +295,13 @@ async fn try_once(
         Ok(()) => {}
         Err(IoFail::Io(c)) => {
             let e = ProxyError::new(ErrorKind::UpstreamClosed).because(Some(c));
-            return Err(fail(
+            let f = fail(
                 e,
                 (!reused).then_some(Outcome::ResetBeforeResponse),
                 reused,
                 body_done,
-            ));
+            );
+            return Err(unprocessed(&conn, f));
         }
         Err(IoFail::Timeout) => {
             // The request (in `w`) went with the timed-out write: not retried.
@@ -313,6 +328,11 @@ async fn try_once(
         snap.timeouts.upstream_response,
         shard.timers.now(),
     );
+    // A gRPC client's own deadline comes first (within the route's).
+    let deadline = client
+        .stream
+        .grpc_deadline()
+        .map_or(deadline, |d| d.min(deadline));
     match read_response_head(shard, snap, &mut conn, b, fwd, deadline).await {
         Ok(response) => {
             let took = sent_at.elapsed();
@@ -336,7 +356,7 @@ async fn try_once(
                 _ => Some(Outcome::ResetAfterResponse),
             };
             let dead_pooled = reused && e.kind == ErrorKind::UpstreamClosed && e.retry_safe;
-            Err(fail(e, outcome, dead_pooled, true))
+            Err(unprocessed(&conn, fail(e, outcome, dead_pooled, true)))
         }
     }
 }
@@ -394,14 +414,33 @@ type TlsTo<'a> = (
 /// A pooled connection to `endpoint`, or a new one (over TLS when `tls`
 /// says so: the handshake is part of connecting, within its timeout, and a
 /// certificate that does not verify is a failed connect).
+///
+/// For an HTTP/2 group (`http2`), the connection is a stream on one of the
+/// shard's multiplexed connections to the endpoint with room for one, or on
+/// a new one; "reused" means an existing connection carries it.
 async fn checkout_or_connect(
     shard: &Shard,
     snap: &Snapshot,
     endpoint: EndpointId,
     fresh: bool,
     tls: Option<TlsTo<'_>>,
+    http2: bool,
 ) -> Result<(UpConn, bool), ProxyError> {
-    if !fresh
+    use crate::h2::client::UpStream;
+    if http2
+        && !fresh
+        && let Some(c) = shard.h2_up.pick(endpoint)
+    {
+        shard.stats.upstream_reuses.incr();
+        let conn = UpConn {
+            stream: Transport::H2Up(Box::new(UpStream::new(c, tls.is_some()))),
+            endpoint,
+            requests: 0,
+        };
+        return Ok((conn, true));
+    }
+    if !http2
+        && !fresh
         && let Some(p) = shard
             .pools
             .checkout(endpoint, snap.pool.idle_timeout, shard.timers.now())
@@ -419,6 +458,11 @@ async fn checkout_or_connect(
     let connect = async {
         let tcp = TcpStream::connect_addr(addr).await?;
         let _ = tcp.set_nodelay(true);
+        if http2 {
+            let idle = snap.pool.idle_timeout;
+            let c = crate::h2::client::open(&shard.h2_up, endpoint, tcp, tls, idle).await?;
+            return Ok(Transport::H2Up(Box::new(UpStream::new(c, tls.is_some()))));
+        }
         match tls {
             None => Ok(Transport::Plain(tcp)),
             Some((config, name)) => TlsStream::connect(tcp, config.clone(), name.clone())

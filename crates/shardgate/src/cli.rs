@@ -67,8 +67,14 @@ const COMMANDS: [(&str, &str); 6] = [
       --tls-cert FILE --tls-key FILE
                                     terminate TLS (PEM); give several pairs and SNI
                                     picks among them (the first is the default)
+      --upstream-protocol h1|h2|h2c what the upstreams speak (default h1): h2 is
+                                    HTTP/2 over TLS (verified with the system CAs,
+                                    or --upstream-ca FILE), h2c over cleartext
+      --upstream-ca FILE            CA bundle (PEM) upstream TLS is verified with
       --admin ADDR                  serve the admin API (metrics, /config, /ready)
-                                    on ADDR, e.g. 127.0.0.1:9901",
+                                    on ADDR, e.g. 127.0.0.1:9901
+  The listener speaks HTTP/1.1 and HTTP/2 (h2c with prior knowledge; h2 by ALPN
+  with --tls-cert).",
     ),
     (
         "doctor",
@@ -170,6 +176,8 @@ pub struct ProxyArgs {
     tls_certs: Vec<String>,
     tls_keys: Vec<String>,
     admin: Option<String>,
+    upstream_protocol: Option<String>,
+    upstream_ca: Option<String>,
 }
 
 impl ProxyArgs {
@@ -235,9 +243,11 @@ impl ProxyArgs {
                 .collect(),
             ..Default::default()
         });
+        // HTTP/2 beside HTTP/1.1: h2c with prior knowledge, h2 by ALPN.
         raw.listeners.push(RawListener {
             address: self.listen.clone().unwrap_or_default(),
             tls,
+            http2: Some(true),
             ..RawListener::default()
         });
         raw.timeouts.request_header = self.header_timeout.clone();
@@ -253,6 +263,13 @@ impl ProxyArgs {
             "backend".into(),
             RawUpstream {
                 endpoints: self.to.clone(),
+                protocol: self.upstream_protocol.clone(),
+                tls: (self.upstream_protocol.as_deref() == Some("h2")
+                    || self.upstream_ca.is_some())
+                .then(|| shardgate_config::raw::RawUpstreamTls {
+                    ca: self.upstream_ca.clone(),
+                    ..Default::default()
+                }),
                 ..RawUpstream::default()
             },
         );
@@ -291,6 +308,8 @@ fn flag_for(path: &str) -> String {
         p if p.starts_with("admin") => "--admin",
         p if p.starts_with("listeners[0].tls") => "--tls-cert/--tls-key",
         p if p.starts_with("listeners") => "--listen",
+        p if p.ends_with(".protocol") => "--upstream-protocol",
+        p if p.contains(".tls") => "--upstream-ca",
         p if p.starts_with("upstreams") => "--to",
         p => p,
     };
@@ -449,6 +468,8 @@ pub fn parse(args: &[String]) -> Result<Command, String> {
                     "--max-body" => &mut p.max_body,
                     "--pool-idle" => &mut p.pool_idle,
                     "--admin" => &mut p.admin,
+                    "--upstream-protocol" => &mut p.upstream_protocol,
+                    "--upstream-ca" => &mut p.upstream_ca,
                     "--tls-cert" => {
                         p.tls_certs.push(value()?);
                         return Ok(());

@@ -394,3 +394,46 @@ fn each_abuse_closes_only_its_connection_with_goaway_and_is_counted() {
         "{metrics}"
     );
 }
+
+/// A gRPC request's own `grpc-timeout` (300 ms), shorter than the upstream timeout (1 s),
+/// ends the wait for the upstream (one that does not enforce it, unlike a gRPC server); the
+/// gateway's 504 goes back as a Trailers-Only DEADLINE_EXCEEDED.
+#[test]
+fn grpc_timeout_is_honoured() {
+    let (up, _) = recording_upstream();
+    let ports = Ports::pick();
+    let cfg = ConfigFile::new("http2-grpc-timeout");
+    cfg.write(&format!(
+        "workers = 1\n[[listeners]]\naddress = \"127.0.0.1:{}\"\nhttp2 = true\n\
+         [timeouts]\nupstream_response = \"1s\"\n\
+         [upstreams.app]\nendpoints = [\"{up}\"]\n\
+         [[routes]]\nprefix = \"/\"\nupstream = \"app\"\n",
+        ports.listen
+    ));
+    let _gw = Gateway::start(&cfg, &ports);
+    let call = |timeout: &str| {
+        let started = std::time::Instant::now();
+        let out = run(Command::new("nghttp")
+            .args([
+                "-v",
+                "-H",
+                "content-type: application/grpc",
+                "-H",
+                "te: trailers",
+            ])
+            .args(["-H", &format!("grpc-timeout: {timeout}")])
+            .arg(format!("http://127.0.0.1:{}/slow", ports.listen)));
+        (started.elapsed(), out)
+    };
+    let (took, text) = call("300m");
+    assert!(text.contains("grpc-status: 4"), "DEADLINE_EXCEEDED: {text}");
+    assert!(text.contains(":status: 200"), "Trailers-Only: {text}");
+    assert!(
+        took < std::time::Duration::from_millis(900),
+        "answered after {took:?}: the 1 s upstream timeout, not the 300 ms grpc-timeout"
+    );
+    // A longer grpc-timeout is capped by the upstream timeout.
+    let (took, text) = call("10S");
+    assert!(text.contains("grpc-status: 4"), "{text}");
+    assert!(took < std::time::Duration::from_secs(2), "{took:?}");
+}

@@ -305,12 +305,13 @@ pub fn server_config(
 }
 
 /// A client configuration for a group's upstream connections: TLS 1.3 and
-/// 1.2, certificates verified against `ca`, ALPN `http/1.1`, sessions kept
+/// 1.2, certificates verified against `ca`, `alpn` offered, sessions kept
 /// for resumption (rustls's in-memory cache, per shard), and `identity`
 /// presented when the upstream asks for a client certificate.
 pub fn client_config(
     ca: &LoadedCa,
     identity: Option<&LoadedCert>,
+    alpn: &[&[u8]],
 ) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
@@ -323,7 +324,7 @@ pub fn client_config(
             rustls::sign::SingleCertAndKey::from(c.key.clone()),
         )),
     };
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
 

@@ -22,6 +22,8 @@ use std::io;
 use std::rc::Rc;
 use translate::{CONNECTION_SPECIFIC, InBody, content_length, translate};
 
+pub(crate) mod client;
+mod grpc;
 mod guard;
 pub(crate) mod translate;
 mod wire;
@@ -93,14 +95,14 @@ pub(crate) async fn serve(shard: Rc<Shard>, client: Client, read: Vec<u8>) {
     let wire = match stream {
         Transport::Plain(tcp) => tcp
             .try_into_poll_io()
-            .map(|io| wire::Wire::plain(io, read, guard)),
+            .map(|io| wire::Wire::plain(io, read, Some(guard))),
         Transport::Tls(tls) => {
             let (tcp, conn, records, subject) = tls.into_parts();
             tls_peer = Some(subject.map(Rc::from));
             tcp.try_into_poll_io()
-                .map(|io| wire::Wire::tls(io, conn, records, guard))
+                .map(|io| wire::Wire::tls(io, conn, records, Some(guard)))
         }
-        Transport::H2(_) => return,
+        Transport::H2(_) | Transport::H2Up(_) => return,
     };
     let wire = match wire {
         Ok(w) => w,
@@ -246,6 +248,13 @@ async fn serve_stream(
 ) {
     let (parts, body) = req.into_parts();
     let head_request = parts.method == http::Method::HEAD;
+    let is_grpc = grpc::is_grpc(&parts.headers);
+    let grpc_deadline = parts
+        .headers
+        .get("grpc-timeout")
+        .filter(|_| is_grpc)
+        .and_then(|v| grpc::parse_timeout(v.as_bytes()))
+        .map(|t| shard.timers.now() + t);
     let framing = if body.is_end_stream() {
         InBody::None
     } else {
@@ -274,6 +283,8 @@ async fn serve_stream(
         tls: peer.tls,
         wire: peer.wire,
         waiting: false,
+        grpc: is_grpc,
+        grpc_deadline,
     };
     let client = Client {
         stream: Transport::H2(Box::new(io)),
@@ -302,7 +313,8 @@ enum Out {
 
 enum OutBody {
     Length(u64),
-    Chunked(Box<ChunkedDecoder>),
+    /// With the trailer section's bytes so far.
+    Chunked(Box<ChunkedDecoder>, Vec<u8>),
     /// Until the pipeline closes the stream.
     Close,
 }
@@ -322,6 +334,10 @@ pub(crate) struct StreamIo {
     wire: Rc<guard::Tripwire>,
     /// A DATA frame is waiting for the client to open its window.
     waiting: bool,
+    /// The request is gRPC: a gateway answer goes back Trailers-Only.
+    grpc: bool,
+    /// When the client's `grpc-timeout` runs out.
+    pub(crate) grpc_deadline: Option<std::time::Instant>,
 }
 
 fn broken(what: &str) -> io::Error {
@@ -372,7 +388,21 @@ impl StreamIo {
                         InBody::Length(left) if *left > 0 => {
                             return (Err(broken("DATA short of content-length")), buf);
                         }
-                        InBody::Chunked => self.pending = Bytes::from_static(b"0\r\n\r\n"),
+                        InBody::Chunked => {
+                            // The client's trailers, as the chunked trailer section.
+                            let trailers = poll_fn(|cx| self.recv.poll_trailers(cx)).await;
+                            let mut end = b"0\r\n".to_vec();
+                            if let Ok(Some(fields)) = trailers {
+                                for (name, value) in &fields {
+                                    end.extend_from_slice(name.as_str().as_bytes());
+                                    end.extend_from_slice(b": ");
+                                    end.extend_from_slice(value.as_bytes());
+                                    end.extend_from_slice(b"\r\n");
+                                }
+                            }
+                            end.extend_from_slice(b"\r\n");
+                            self.pending = Bytes::from(end);
+                        }
                         _ => {}
                     }
                 }
@@ -415,6 +445,31 @@ impl StreamIo {
                 head.drain(..used);
                 continue;
             }
+            if self.grpc
+                && status != 200
+                && !parsed
+                    .headers
+                    .iter()
+                    .any(|f| f.name.eq_ignore_ascii_case("grpc-status"))
+            {
+                // A gateway answer (or an upstream's that is not gRPC), as the
+                // status a gRPC client reads.
+                let length = parsed
+                    .headers
+                    .iter()
+                    .find(|f| f.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|f| std::str::from_utf8(f.value).ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok());
+                let text = grpc::message(parsed.reason, &head[used..], length);
+                let Some(mut respond) = respond.take() else {
+                    return Err(broken("the response was sent"));
+                };
+                respond
+                    .send_response(grpc::trailers_only(status, &text), true)
+                    .map_err(io::Error::other)?;
+                self.out = Out::Done;
+                return Ok(Some(Vec::new()));
+            }
             let mut response = http::Response::builder().status(status);
             let mut length = None;
             let mut chunked = false;
@@ -448,7 +503,7 @@ impl StreamIo {
                 Out::Done
             } else if chunked {
                 let decoder = ChunkedDecoder::new(64 * 1024, None);
-                Out::Body(send, OutBody::Chunked(Box::new(decoder)))
+                Out::Body(send, OutBody::Chunked(Box::new(decoder), Vec::new()))
             } else if let Some(n) = length {
                 Out::Body(send, OutBody::Length(n))
             } else {
@@ -476,7 +531,7 @@ impl StreamIo {
                     self.out = Out::Done;
                 }
             }
-            OutBody::Chunked(decoder) => {
+            OutBody::Chunked(decoder, trailers) => {
                 let mut ranges = Vec::new();
                 let progress = decoder
                     .feed(data, |r| ranges.push(r))
@@ -484,8 +539,19 @@ impl StreamIo {
                 for r in ranges {
                     send_data(send, &data[r], false, &mut self.waiting).await?;
                 }
+                if let Some(at) = progress.trailers_at {
+                    trailers.extend_from_slice(&data[at..progress.consumed]);
+                } else if decoder.in_trailers() {
+                    trailers.extend_from_slice(&data[..progress.consumed]);
+                }
                 if progress.done {
-                    send_data(send, &[], true, &mut self.waiting).await?;
+                    // The upstream's trailers (gRPC's status) as trailing HEADERS.
+                    let fields = client::parse_fields(trailers);
+                    if fields.is_empty() {
+                        send_data(send, &[], true, &mut self.waiting).await?;
+                    } else {
+                        send.send_trailers(fields).map_err(io::Error::other)?;
+                    }
                     self.out = Out::Done;
                 }
             }
@@ -516,7 +582,7 @@ impl StreamIo {
 /// Sends `data` as DATA frames as the peer's window allows.
 /// `waiting` is set while the peer's window is closed: a write cancelled
 /// then (by the pipeline's send deadline) was stalled by the client.
-async fn send_data(
+pub(super) async fn send_data(
     send: &mut SendStream<Bytes>,
     mut data: &[u8],
     end: bool,

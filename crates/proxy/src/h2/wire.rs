@@ -19,7 +19,8 @@ pub(super) struct Wire {
     at: usize,
     tcp: TcpStreamPoll,
     tls: Option<Box<Tls>>,
-    pub(super) guard: Guard,
+    /// Downstream only: the abuse guard.
+    guard: Option<Guard>,
 }
 
 struct Tls {
@@ -29,7 +30,7 @@ struct Tls {
 }
 
 impl Wire {
-    pub(super) fn plain(tcp: TcpStreamPoll, read: Vec<u8>, guard: Guard) -> Wire {
+    pub(super) fn plain(tcp: TcpStreamPoll, read: Vec<u8>, guard: Option<Guard>) -> Wire {
         Wire {
             pre: read,
             at: 0,
@@ -44,7 +45,7 @@ impl Wire {
         tcp: TcpStreamPoll,
         conn: Connection,
         records: Vec<u8>,
-        guard: Guard,
+        guard: Option<Guard>,
     ) -> Wire {
         Wire {
             pre: records,
@@ -172,7 +173,7 @@ impl AsyncRead for Wire {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         // A tripped guard reads nothing more: the connection is going away.
-        if this.guard.tripped() {
+        if this.guard.as_ref().is_some_and(Guard::tripped) {
             return Poll::Pending;
         }
         let start = buf.filled().len();
@@ -183,8 +184,8 @@ impl AsyncRead for Wire {
         } else {
             Pin::new(&mut this.tcp).poll_read(cx, buf)
         };
-        if let Poll::Ready(Ok(())) = r {
-            this.guard.scan(&buf.filled()[start..]);
+        if let (Poll::Ready(Ok(())), Some(g)) = (&r, this.guard.as_mut()) {
+            g.scan(&buf.filled()[start..]);
         }
         r
     }
@@ -198,8 +199,8 @@ impl AsyncWrite for Wire {
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         let r = this.poll_write_plain(cx, data);
-        if let Poll::Ready(Ok(n)) = r {
-            this.guard.scan_written(&data[..n]);
+        if let (Poll::Ready(Ok(n)), Some(g)) = (&r, this.guard.as_mut()) {
+            g.scan_written(&data[..*n]);
         }
         r
     }
@@ -216,7 +217,9 @@ impl AsyncWrite for Wire {
                 let mut left = n;
                 for b in bufs {
                     let k = left.min(b.len());
-                    this.guard.scan_written(&b[..k]);
+                    if let Some(g) = this.guard.as_mut() {
+                        g.scan_written(&b[..k]);
+                    }
                     left -= k;
                     if left == 0 {
                         break;

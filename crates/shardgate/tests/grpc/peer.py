@@ -1,0 +1,106 @@
+"""A gRPC server and client for Shardgate's tests (Debian's python3-grpcio).
+
+Messages are raw bytes (no protobuf): the method handlers are generic.
+
+  peer.py server PORT            serve test.Echo (and the same methods under other
+                                 service names) on 127.0.0.1:PORT; prints "ready"
+  peer.py client HOST:PORT       run every case through the gateway at HOST:PORT and
+                                 print one line per case: "<case> <result>"
+"""
+import sys
+import threading
+import time
+from concurrent import futures
+
+import grpc
+
+BIG = 1 << 20  # bytes per message of the large stream
+BIG_COUNT = 24
+
+
+def unary(request, context):
+    if request == b"fail":
+        context.abort(grpc.StatusCode.NOT_FOUND, "no such thing")
+    if request == b"slow":
+        time.sleep(2)
+    context.set_trailing_metadata((("x-trailer", "yes"),))
+    return b"echo:" + request
+
+
+def count(request, context):
+    if request == b"big":
+        for _ in range(BIG_COUNT):
+            yield b"b" * BIG
+        return
+    for i in range(int(request)):
+        yield b"m%d" % i
+
+
+def chat(requests, context):
+    for r in requests:
+        yield b"re:" + r
+
+
+def serve(port):
+    handlers = {
+        "Unary": grpc.unary_unary_rpc_method_handler(unary),
+        "Count": grpc.unary_stream_rpc_method_handler(count),
+        "Chat": grpc.stream_stream_rpc_method_handler(chat),
+    }
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    for service in ("test.Echo", "test.Locked", "test.Limited"):
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_insecure_port("127.0.0.1:%d" % port)
+    server.start()
+    print("ready", flush=True)
+    # Stops when the test kills it, or when its stdin closes.
+    sys.stdin.read()
+    server.stop(0)
+
+
+def status_of(call):
+    try:
+        call()
+        return "OK"
+    except grpc.RpcError as e:
+        return "%s %s" % (e.code().name, e.details())
+
+
+def client(target):
+    ch = grpc.insecure_channel(target)
+    unary_call = ch.unary_unary("/test.Echo/Unary")
+    resp, call = unary_call.with_call(b"hi", timeout=10)
+    trailer = dict(call.trailing_metadata()).get("x-trailer", "-")
+    print("unary", resp.decode(), "trailer=" + trailer, flush=True)
+    print("error", status_of(lambda: unary_call(b"fail", timeout=10)), flush=True)
+    print("deadline", status_of(lambda: unary_call(b"slow", timeout=0.5)), flush=True)
+
+    count_call = ch.unary_stream("/test.Echo/Count")
+    got = list(count_call(b"1000", timeout=10))
+    print("stream", len(got), got[0].decode(), got[-1].decode(), flush=True)
+
+    # A large stream read slowly: the gateway must hold back rather than buffer it all.
+    total = 0
+    for m in count_call(b"big", timeout=60):
+        total += len(m)
+        time.sleep(0.05)
+    print("big", total, flush=True)
+
+    chat_call = ch.stream_stream("/test.Echo/Chat")
+    replies = [r.decode() for r in chat_call(iter([b"a%d" % i for i in range(100)]), timeout=10)]
+    ok = replies == ["re:a%d" % i for i in range(100)]
+    print("bidi", len(replies), "in-order" if ok else "OUT-OF-ORDER", flush=True)
+
+    print("unauthenticated", status_of(lambda: ch.unary_unary("/test.Locked/Unary")(b"x", timeout=10)), flush=True)
+    limited = ch.unary_unary("/test.Limited/Unary")
+    status_of(lambda: limited(b"x", timeout=10))
+    print("exhausted", status_of(lambda: limited(b"x", timeout=10)), flush=True)
+    print("unimplemented", status_of(lambda: ch.unary_unary("/other.Svc/Unary")(b"x", timeout=10)), flush=True)
+    print("unavailable", status_of(lambda: ch.unary_unary("/test.Dead/Unary")(b"x", timeout=10)), flush=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "server":
+        serve(int(sys.argv[2]))
+    else:
+        client(sys.argv[2])
