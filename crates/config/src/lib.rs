@@ -24,7 +24,8 @@ pub use error::{ConfigError, ConfigErrors};
 pub use model::{
     AccessLog, Admin, Config, Driver, EndpointSource, Fleet, ForwardPath, Limits, Listener,
     ListenerTls, LogFormat, PathMatch, PoolSettings, RetrySettings, Route, SYSTEM_CA_BUNDLES,
-    Tenant, TenantId, Timeouts, Tracing, Underscores, Upstream, UpstreamId, UpstreamTls, Workers,
+    Tenant, TenantId, Timeouts, Tracing, Underscores, Upstream, UpstreamId, UpstreamProtocol,
+    UpstreamTls, Workers,
 };
 pub use reload::{Reloaded, reload_toml};
 pub use shardgate_common::units::{parse_duration, parse_size};

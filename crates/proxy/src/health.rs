@@ -48,6 +48,8 @@ struct Checked {
     /// The group's TLS, as configured and as probes speak it (a client
     /// configuration and each endpoint's verified name).
     tls: Option<(shardgate_config::UpstreamTls, ProbeTls)>,
+    /// The group speaks HTTP/2: so do its probes.
+    http2: bool,
 }
 
 type ProbeTls = (
@@ -87,6 +89,7 @@ fn run(handle: &GatewayHandle, stop: &AtomicBool) {
                         && g.endpoints == u.endpoints
                         && g.health.spec() == spec
                         && g.tls.as_ref().map(|t| &t.0) == u.tls.as_ref()
+                        && g.http2 == u.protocol.is_h2()
                 });
                 next.push(match kept {
                     Some(i) => groups.swap_remove(i),
@@ -95,6 +98,7 @@ fn run(handle: &GatewayHandle, stop: &AtomicBool) {
                         endpoints: u.endpoints.clone(),
                         health: GroupHealth::new(spec.clone(), u.endpoints.len(), now),
                         tls: probe_tls(u),
+                        http2: u.protocol.is_h2(),
                     },
                 });
             }
@@ -122,7 +126,11 @@ fn run(handle: &GatewayHandle, stop: &AtomicBool) {
                             .tls
                             .as_ref()
                             .map(|(_, (c, names))| (c.clone(), names[i].clone()));
-                        s.spawn(move || probe(addr, &spec, tls))
+                        let http2 = g.http2;
+                        s.spawn(move || match http2 {
+                            true => probe_h2(addr, &spec, tls),
+                            false => probe(addr, &spec, tls),
+                        })
                     })
                     .collect();
                 probes
@@ -188,6 +196,41 @@ fn probe(
             Err(_) => ProbeResult::ConnectFailed,
         },
     }
+}
+
+/// [`probe`] for a group that speaks HTTP/2: the same request on a new
+/// HTTP/2 connection (h2c, or TLS with ALPN `h2`), run on a small runtime
+/// of the probe's own thread.
+fn probe_h2(
+    addr: SocketAddr,
+    spec: &ProbeSpec,
+    tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls_pki_types::ServerName<'static>,
+    )>,
+) -> ProbeResult {
+    let Ok(mut rt) = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+    else {
+        return ProbeResult::ConnectFailed;
+    };
+    rt.block_on(async {
+        let ask = async {
+            let tcp = monoio::net::TcpStream::connect_addr(addr)
+                .await
+                .map_err(|_| ProbeResult::ConnectFailed)?;
+            let tls = tls.as_ref().map(|(c, n)| (c, n));
+            crate::h2::client::probe(tcp, tls, &addr.to_string(), &spec.path)
+                .await
+                .map_err(|_| ProbeResult::Malformed)
+        };
+        match monoio::time::timeout(spec.timeout, ask).await {
+            Ok(Ok(status)) => ProbeResult::Status(status),
+            Ok(Err(r)) => r,
+            Err(_) => ProbeResult::Timeout,
+        }
+    })
 }
 
 /// The probe's request and the status of its answer.

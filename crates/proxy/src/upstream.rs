@@ -427,10 +427,18 @@ async fn checkout_or_connect(
     http2: bool,
 ) -> Result<(UpConn, bool), ProxyError> {
     use crate::h2::client::UpStream;
-    if http2
-        && !fresh
-        && let Some(c) = shard.h2_up.pick(endpoint)
-    {
+    let mut found = None;
+    if http2 && !fresh {
+        loop {
+            found = shard.h2_up.pick(endpoint);
+            // A connection being opened may have room: wait for it (once
+            // it is open, or has failed, look again).
+            if found.is_some() || !shard.h2_up.wait_opening(endpoint).await {
+                break;
+            }
+        }
+    }
+    if let Some(c) = found {
         shard.stats.upstream_reuses.incr();
         let conn = UpConn {
             stream: Transport::H2Up(Box::new(UpStream::new(c, tls.is_some()))),
@@ -455,6 +463,7 @@ async fn checkout_or_connect(
     }
     shard.stats.upstream_connects.incr();
     let addr = shard.pools.addr(endpoint);
+    let _opening = http2.then(|| shard.h2_up.opening(endpoint));
     let connect = async {
         let tcp = TcpStream::connect_addr(addr).await?;
         let _ = tcp.set_nodelay(true);

@@ -271,3 +271,36 @@ fn example_config_is_valid() {
         assert!(used.contains(name), "configs/example.toml shows no {name}");
     }
 }
+
+#[test]
+fn upstream_protocol_is_checked_against_tls() {
+    let with = |extra: &str| {
+        from_toml(&MINIMAL.replace(
+            "endpoints = [\"127.0.0.1:9000\"]",
+            &format!("endpoints = [\"127.0.0.1:9000\"]\n{extra}"),
+        ))
+    };
+    for (extra, want) in [
+        ("protocol = \"h3\"", "expected \"h1\", \"h2\" or \"h2c\""),
+        (
+            "protocol = \"h2\"",
+            "HTTP/2 over TLS: add [upstreams.app.tls]",
+        ),
+        (
+            "protocol = \"h2c\"\n[upstreams.app.tls]\nca = \"/etc/ssl/certs/ca-certificates.crt\"",
+            "use \"h2\"",
+        ),
+    ] {
+        let errs = with(extra).expect_err(extra).to_string();
+        assert!(
+            errs.contains("upstreams.app.protocol") && errs.contains(want),
+            "{extra}: {errs}"
+        );
+    }
+    let c = with("protocol = \"h2c\"").unwrap();
+    assert_eq!(c.upstreams[0].protocol, crate::UpstreamProtocol::H2c);
+    assert_eq!(
+        from_toml(MINIMAL).unwrap().upstreams[0].protocol,
+        crate::UpstreamProtocol::H1
+    );
+}

@@ -47,6 +47,10 @@ impl Conn {
 #[derive(Default)]
 pub(crate) struct Conns {
     by_endpoint: RefCell<HashMap<EndpointId, Vec<Rc<Conn>>>>,
+    /// Endpoints a connection is being opened to, with the requests
+    /// waiting for it: a burst of requests opens one connection, not one
+    /// each.
+    opening: RefCell<HashMap<EndpointId, Vec<std::task::Waker>>>,
 }
 
 impl Conns {
@@ -58,6 +62,45 @@ impl Conns {
         list.iter().find(|c| c.has_room()).cloned()
     }
 
+    /// Whether a connection to `ep` is being opened; if so, waits until
+    /// that ends (opened or failed).
+    pub(crate) async fn wait_opening(&self, ep: EndpointId) -> bool {
+        if !self.opening.borrow().contains_key(&ep) {
+            return false;
+        }
+        // Once woken (or polled again), the caller looks again: a pending
+        // result must always leave a waker behind.
+        let mut registered = false;
+        poll_fn(|cx| {
+            if registered {
+                return std::task::Poll::Ready(());
+            }
+            match self.opening.borrow_mut().get_mut(&ep) {
+                Some(waiters) => {
+                    waiters.push(cx.waker().clone());
+                    registered = true;
+                    std::task::Poll::Pending
+                }
+                None => std::task::Poll::Ready(()),
+            }
+        })
+        .await;
+        true
+    }
+
+    /// Marks a connection to `ep` as being opened, until the guard drops.
+    pub(crate) fn opening(&self, ep: EndpointId) -> Opening<'_> {
+        self.opening.borrow_mut().entry(ep).or_default();
+        Opening(self, ep)
+    }
+
+    fn end_opening(&self, ep: EndpointId) {
+        let waiters = self.opening.borrow_mut().remove(&ep);
+        for w in waiters.into_iter().flatten() {
+            w.wake();
+        }
+    }
+
     fn add(&self, ep: EndpointId, conn: Rc<Conn>) {
         self.by_endpoint
             .borrow_mut()
@@ -67,23 +110,30 @@ impl Conns {
     }
 }
 
+/// While a connection is being opened (see [`Conns::opening`]).
+pub(crate) struct Opening<'a>(&'a Conns, EndpointId);
+
+impl Drop for Opening<'_> {
+    fn drop(&mut self) {
+        self.0.end_opening(self.1);
+    }
+}
+
 /// Streams asked of a peer before it says how many it allows.
 const INITIAL_MAX_STREAMS: usize = 100;
 
-/// Opens an HTTP/2 connection to `ep` over `tcp` (TLS when `tls`; the
-/// caller bounds the time) and adds it to `conns`. Its driver runs as a
-/// task of its own until the peer ends it, or until it has carried no
-/// stream for `idle`.
-pub(crate) async fn open(
-    conns: &Conns,
-    ep: EndpointId,
+/// TLS to an endpoint: the group's client configuration and the name the
+/// endpoint is verified as.
+type TlsTo<'a> = (
+    &'a std::sync::Arc<rustls::ClientConfig>,
+    &'a rustls_pki_types::ServerName<'static>,
+);
+
+/// The HTTP/2 handshake over `tcp` (after TLS with ALPN `h2` when `tls`).
+async fn handshake(
     tcp: monoio::net::TcpStream,
-    tls: Option<(
-        &std::sync::Arc<rustls::ClientConfig>,
-        &rustls_pki_types::ServerName<'static>,
-    )>,
-    idle: Duration,
-) -> io::Result<Rc<Conn>> {
+    tls: Option<TlsTo<'_>>,
+) -> io::Result<(SendRequest<Bytes>, h2::client::Connection<Wire, Bytes>)> {
     let wire = match tls {
         None => Wire::plain(poll_io(tcp)?, Vec::new(), None),
         Some((config, name)) => {
@@ -95,19 +145,33 @@ pub(crate) async fn open(
             Wire::tls(poll_io(tcp)?, conn, records, None)
         }
     };
-    let (send, connection) = h2::client::Builder::new()
+    h2::client::Builder::new()
         .initial_max_send_streams(INITIAL_MAX_STREAMS)
         .max_send_buffer_size(64 * 1024)
         .handshake::<_, Bytes>(wire)
         .await
-        .map_err(io::Error::other)?;
+        .map_err(io::Error::other)
+}
+
+/// Opens an HTTP/2 connection to `ep` over `tcp` (TLS when `tls`; the
+/// caller bounds the time) and adds it to `conns`. Its driver runs as a
+/// task of its own until the peer ends it, or until it has carried no
+/// stream for `idle`.
+pub(crate) async fn open(
+    conns: &Conns,
+    ep: EndpointId,
+    tcp: monoio::net::TcpStream,
+    tls: Option<TlsTo<'_>>,
+    idle: Duration,
+) -> io::Result<Rc<Conn>> {
+    let (send, mut connection) = handshake(tcp, tls).await?;
+    let mut ping = connection.ping_pong();
     let conn = Rc::new(Conn {
         send,
         streams: Cell::new(0),
         idle_since: Cell::new(Instant::now()),
         closed: Cell::new(false),
     });
-    conns.add(ep, conn.clone());
     let watched = conn.clone();
     monoio::spawn(async move {
         let mut connection = std::pin::pin!(connection);
@@ -129,7 +193,37 @@ pub(crate) async fn open(
         }
         watched.closed.set(true);
     });
+    // The peer's SETTINGS come before its answer to a PING: once it is in,
+    // its stream limit is known, and requests waiting on this connection
+    // take no more streams than it allows.
+    if let Some(p) = ping.as_mut() {
+        p.ping(h2::Ping::opaque()).await.map_err(io::Error::other)?;
+    }
+    conns.add(ep, conn.clone());
     Ok(conn)
+}
+
+/// A health probe over HTTP/2: `GET path` on a new connection, and the
+/// status of the answer (the caller bounds the time).
+pub(crate) async fn probe(
+    tcp: monoio::net::TcpStream,
+    tls: Option<TlsTo<'_>>,
+    authority: &str,
+    path: &str,
+) -> io::Result<u16> {
+    let (send, connection) = handshake(tcp, tls).await?;
+    let driver = monoio::spawn(connection);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let request = http::Request::get(format!("{scheme}://{authority}{path}"))
+        .header("user-agent", "shardgate-health")
+        .body(())
+        .map_err(io::Error::other)?;
+    let mut send = send.ready().await.map_err(io::Error::other)?;
+    let (response, _) = send.send_request(request, true).map_err(io::Error::other)?;
+    let status = response.await.map_err(io::Error::other)?.status().as_u16();
+    drop(send);
+    drop(driver);
+    Ok(status)
 }
 
 fn poll_io(
