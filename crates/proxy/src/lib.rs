@@ -52,4 +52,21 @@ pub use control::{Adjust, ConfigInfo, GatewayHandle, ReloadError, config_hash};
 pub use dns::{Resolver, system_resolver};
 pub use driver::{DriverChoice, DriverError, resolve_driver};
 pub use stats::StatsSnapshot;
+
+/// The HTTP/2-to-HTTP/1.1 request translation, for its fuzz target
+/// (`crates/proxy/fuzz`): the HTTP/1.1 head of an HTTP/2 request (`chunked`:
+/// its body had no length), or why it is refused.
+#[doc(hidden)]
+pub fn translate_h2_request(
+    parts: &http::request::Parts,
+    chunked: bool,
+) -> Result<Vec<u8>, &'static str> {
+    let framing = if chunked {
+        h2::translate::InBody::Chunked
+    } else {
+        h2::translate::InBody::None
+    };
+    let mut out = Vec::new();
+    h2::translate::translate(parts, &framing, &mut out).map(|()| out)
+}
 pub use supervisor::{Gateway, GatewayError, GatewayOptions, ShardStartError};

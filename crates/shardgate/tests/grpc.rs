@@ -35,9 +35,10 @@ impl Drop for Server {
     }
 }
 
-fn grpc_server(port: u16) -> Server {
+fn grpc_server(port: u16, cancel_mark: &std::path::Path) -> Server {
     let mut child = Command::new(python())
         .args([&peer_script(), "server", &port.to_string()])
+        .env("GRPC_CANCEL_MARK", cancel_mark)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -53,7 +54,10 @@ fn grpc_server(port: u16) -> Server {
 #[test]
 fn grpc_calls_pass_through_and_gateway_answers_are_grpc_statuses() {
     let up_port = free_port();
-    let _server = grpc_server(up_port);
+    let mark =
+        std::env::temp_dir().join(format!("shardgate-grpc-{}.cancelled", std::process::id()));
+    let _ = std::fs::remove_file(&mark);
+    let _server = grpc_server(up_port, &mark);
     let ports = Ports::pick();
     let cfg = ConfigFile::new("grpc");
     cfg.write(&format!(
@@ -102,6 +106,13 @@ fn grpc_calls_pass_through_and_gateway_answers_are_grpc_statuses() {
     assert_eq!(case("stream"), "1000 m0 m999");
     assert_eq!(case("big"), (24 << 20).to_string());
     assert_eq!(case("bidi"), "100 in-order");
+    // The client's reset reached the server, through the gateway.
+    assert_eq!(case("cancel"), "3");
+    assert!(
+        wait_for(std::time::Duration::from_secs(5), || mark.exists()),
+        "the server never saw the client's cancel"
+    );
+    let _ = std::fs::remove_file(&mark);
     // The gateway's own answers, Trailers-Only, each with a message.
     for (name, status) in [
         ("unauthenticated", "UNAUTHENTICATED"),

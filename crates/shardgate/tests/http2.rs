@@ -437,3 +437,92 @@ fn grpc_timeout_is_honoured() {
     assert!(text.contains("grpc-status: 4"), "{text}");
     assert!(took < std::time::Duration::from_secs(2), "{took:?}");
 }
+
+/// An HTTP/2 upstream from raw frames: it answers SETTINGS and PING, and every stream with
+/// HEADERS `:status 200`, one DATA frame "part1", then RST_STREAM(CANCEL) — a response the
+/// upstream cut short.
+fn resetting_upstream() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().map_while(Result::ok) {
+            std::thread::spawn(move || {
+                let mut r = conn.try_clone().unwrap();
+                let mut w = conn;
+                let mut preface = [0u8; 24];
+                if r.read_exact(&mut preface).is_err() {
+                    return;
+                }
+                let _ = w.write_all(&frame(SETTINGS, 0, 0, &[]));
+                loop {
+                    let mut head = [0u8; 9];
+                    if r.read_exact(&mut head).is_err() {
+                        return;
+                    }
+                    let len = (usize::from(head[0]) << 16)
+                        | (usize::from(head[1]) << 8)
+                        | usize::from(head[2]);
+                    let mut payload = vec![0; len];
+                    if r.read_exact(&mut payload).is_err() {
+                        return;
+                    }
+                    let (kind, flags) = (head[3], head[4]);
+                    let stream =
+                        u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+                    let answer = match kind {
+                        SETTINGS if flags & 1 == 0 => frame(SETTINGS, 1, 0, &[]),
+                        PING if flags & 1 == 0 => frame(PING, 1, 0, &payload),
+                        HEADERS => [
+                            frame(HEADERS, END_HEADERS, stream, &[0x88]), // :status 200
+                            frame(DATA, 0, stream, b"part1"),
+                            frame(RST_STREAM, 0, stream, &8u32.to_be_bytes()), // CANCEL
+                        ]
+                        .concat(),
+                        _ => continue,
+                    };
+                    if w.write_all(&answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A stream the upstream resets after its response began is reset downstream too: the
+/// client sees RST_STREAM, never a response that looks whole.
+#[test]
+fn an_upstream_reset_midway_resets_the_client_stream() {
+    let up = resetting_upstream();
+    let ports = Ports::pick();
+    let cfg = ConfigFile::new("http2-upstream-reset");
+    cfg.write(&format!(
+        "workers = 1\n[[listeners]]\naddress = \"127.0.0.1:{}\"\nhttp2 = true\n\
+         [upstreams.app]\nendpoints = [\"127.0.0.1:{up}\"]\nprotocol = \"h2c\"\n\
+         [[routes]]\nprefix = \"/\"\nupstream = \"app\"\n",
+        ports.listen
+    ));
+    let _gw = Gateway::start(&cfg, &ports);
+    let out = Command::new("nghttp")
+        .args(["-v", &format!("http://127.0.0.1:{}/cut", ports.listen)])
+        .output()
+        .expect("nghttp");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("recv RST_STREAM"),
+        "the client's stream is reset: {text}"
+    );
+    assert!(
+        !text.contains("recv DATA frame <length=0, flags=0x01"),
+        "no clean end: {text}"
+    );
+    // An HTTP/1.1 client of the same response gets a connection closed short of the body's
+    // end (no terminating chunk), never a body that looks complete.
+    let (_, raw) = raw_get(ports.listen, "/cut");
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(
+        raw.ends_with("5\r\npart1\r\n"),
+        "the part that came, unended: {raw:?}"
+    );
+}

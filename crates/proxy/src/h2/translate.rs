@@ -85,6 +85,11 @@ pub(crate) fn translate(
         if !value_ok(v) {
             return Err("a field value with CR, LF or NUL");
         }
+        // RFC 9113 §8.2.1: malformed (HTTP/1.1 would trim it, so the two
+        // hops would see different values).
+        if matches!(v.first(), Some(b' ' | b'\t')) || matches!(v.last(), Some(b' ' | b'\t')) {
+            return Err("a field value with leading or trailing whitespace");
+        }
         // The :authority is the host; a host field beside it is dropped.
         if n == "host" && authority.is_some() {
             continue;
@@ -208,6 +213,18 @@ mod tests {
             ),
             ("GET", ok, &[("te", b"gzip")], "te other than trailers"),
             ("CONNECT", "a.test:443", &[], "CONNECT"),
+            (
+                "GET",
+                ok,
+                &[("x-a", b"\t=2")],
+                "leading or trailing whitespace",
+            ),
+            (
+                "GET",
+                ok,
+                &[("x-a", b"2 ")],
+                "leading or trailing whitespace",
+            ),
         ];
         for (method, uri, fields, why) in cases {
             let p = parts(method, uri, fields);

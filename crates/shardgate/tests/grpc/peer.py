@@ -7,6 +7,7 @@ Messages are raw bytes (no protobuf): the method handlers are generic.
   peer.py client HOST:PORT       run every case through the gateway at HOST:PORT and
                                  print one line per case: "<case> <result>"
 """
+import os
 import sys
 import threading
 import time
@@ -36,6 +37,23 @@ def count(request, context):
         yield b"m%d" % i
 
 
+def forever(request, context):
+    """Streams until the call is cancelled; then writes $GRPC_CANCEL_MARK."""
+    mark = os.environ.get("GRPC_CANCEL_MARK")
+
+    def on_done():
+        if mark and not context.is_active():
+            with open(mark, "w") as f:
+                f.write("cancelled\n")
+
+    context.add_callback(on_done)
+    i = 0
+    while context.is_active():
+        yield b"f%d" % i
+        i += 1
+        time.sleep(0.02)
+
+
 def chat(requests, context):
     for r in requests:
         yield b"re:" + r
@@ -46,6 +64,7 @@ def serve(port):
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
         "Count": grpc.unary_stream_rpc_method_handler(count),
         "Chat": grpc.stream_stream_rpc_method_handler(chat),
+        "Forever": grpc.unary_stream_rpc_method_handler(forever),
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     for service in ("test.Echo", "test.Locked", "test.Limited"):
@@ -90,6 +109,12 @@ def client(target):
     replies = [r.decode() for r in chat_call(iter([b"a%d" % i for i in range(100)]), timeout=10)]
     ok = replies == ["re:a%d" % i for i in range(100)]
     print("bidi", len(replies), "in-order" if ok else "OUT-OF-ORDER", flush=True)
+
+    # The client cancels a stream midway: the reset goes through to the server.
+    forever_call = ch.unary_stream("/test.Echo/Forever")(b"", timeout=30)
+    seen = [next(forever_call) for _ in range(3)]
+    forever_call.cancel()
+    print("cancel", len(seen), flush=True)
 
     print("unauthenticated", status_of(lambda: ch.unary_unary("/test.Locked/Unary")(b"x", timeout=10)), flush=True)
     limited = ch.unary_unary("/test.Limited/Unary")
