@@ -403,8 +403,12 @@ impl TlsStream {
     /// rustls, and the client certificate's subject: for HTTP/2, which runs
     /// the session over the poll-io socket.
     pub(crate) fn into_parts(self) -> (TcpStream, Connection, Vec<u8>, Option<Box<[u8]>>) {
-        let mut records = self.rbuf;
-        records.drain(..self.rpos.min(records.len()));
+        // Only what is left, in a buffer of its size: the record buffer's
+        // capacity would otherwise stay with the connection for its life.
+        let records = self
+            .rbuf
+            .get(self.rpos..)
+            .map_or_else(Vec::new, <[u8]>::to_vec);
         (self.tcp, self.conn, records, self.subject)
     }
 

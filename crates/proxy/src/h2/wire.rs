@@ -27,6 +27,10 @@ struct Tls {
     conn: Connection,
     /// close_notify is queued.
     closing: bool,
+    /// Decrypted bytes rustls holds, as of the last records processed.
+    plain: usize,
+    /// The peer sent close_notify.
+    closed: bool,
 }
 
 impl Wire {
@@ -43,10 +47,15 @@ impl Wire {
     /// `records`: TLS bytes read past the handshake, not yet given to rustls.
     pub(super) fn tls(
         tcp: TcpStreamPoll,
-        conn: Connection,
+        mut conn: Connection,
         records: Vec<u8>,
         guard: Option<Guard>,
     ) -> Wire {
+        // What rustls holds already (plaintext sent with the handshake's last
+        // flight); an error shows again at the first read.
+        let (plain, closed) = conn.process_new_packets().map_or((0, false), |s| {
+            (s.plaintext_bytes_to_read(), s.peer_has_closed())
+        });
         Wire {
             pre: records,
             at: 0,
@@ -54,6 +63,8 @@ impl Wire {
             tls: Some(Box::new(Tls {
                 conn,
                 closing: false,
+                plain,
+                closed,
             })),
             guard,
         }
@@ -83,9 +94,19 @@ impl Wire {
             let Some(tls) = self.tls.as_mut() else {
                 return Poll::Ready(Ok(()));
             };
-            match tls.conn.reader().read(buf.initialize_unfilled()) {
+            // Only as many bytes as rustls holds are zeroed before it fills
+            // them: the rest of h2's read buffer stays untouched (and out of
+            // an idle connection's resident memory).
+            let want = tls.plain.min(buf.remaining());
+            let r = if want > 0 || tls.closed {
+                tls.conn.reader().read(buf.initialize_unfilled_to(want))
+            } else {
+                Err(io::ErrorKind::WouldBlock.into())
+            };
+            match r {
                 Ok(n) => {
                     buf.advance(n);
+                    tls.plain -= n.min(tls.plain);
                     return Poll::Ready(Ok(()));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -119,10 +140,16 @@ impl Wire {
                     Err(e) => return Poll::Ready(Err(e)),
                 }
             }
-            if let Err(e) = tls.conn.process_new_packets() {
-                // The alert saying why goes out if it can.
-                let _ = self.poll_send_tls(cx);
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+            match tls.conn.process_new_packets() {
+                Ok(state) => {
+                    tls.plain = state.plaintext_bytes_to_read();
+                    tls.closed = state.peer_has_closed();
+                }
+                Err(e) => {
+                    // The alert saying why goes out if it can.
+                    let _ = self.poll_send_tls(cx);
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+                }
             }
         }
     }
