@@ -104,6 +104,7 @@ fn grpc_calls_pass_through_and_gateway_answers_are_grpc_statuses() {
     // The route's upstream timeout (1 s) caps the call: the gateway's 504, as a status.
     assert!(case("deadline").starts_with("DEADLINE_EXCEEDED"), "{text}");
     assert_eq!(case("stream"), "1000 m0 m999");
+    assert_eq!(case("tiny"), "5000");
     assert_eq!(case("big"), (24 << 20).to_string());
     assert_eq!(case("bidi"), "100 in-order");
     // The client's reset reached the server, through the gateway.

@@ -439,9 +439,8 @@ fn grpc_timeout_is_honoured() {
 }
 
 /// An HTTP/2 upstream from raw frames: it answers SETTINGS and PING, and every stream with
-/// HEADERS `:status 200`, one DATA frame "part1", then RST_STREAM(CANCEL) — a response the
-/// upstream cut short.
-fn resetting_upstream() -> u16 {
+/// what `answer` gives for its id.
+fn raw_h2_upstream(answer: fn(u32) -> Vec<u8>) -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     std::thread::spawn(move || {
@@ -472,12 +471,7 @@ fn resetting_upstream() -> u16 {
                     let answer = match kind {
                         SETTINGS if flags & 1 == 0 => frame(SETTINGS, 1, 0, &[]),
                         PING if flags & 1 == 0 => frame(PING, 1, 0, &payload),
-                        HEADERS => [
-                            frame(HEADERS, END_HEADERS, stream, &[0x88]), // :status 200
-                            frame(DATA, 0, stream, b"part1"),
-                            frame(RST_STREAM, 0, stream, &8u32.to_be_bytes()), // CANCEL
-                        ]
-                        .concat(),
+                        HEADERS => answer(stream),
                         _ => continue,
                     };
                     if w.write_all(&answer).is_err() {
@@ -494,7 +488,15 @@ fn resetting_upstream() -> u16 {
 /// client sees RST_STREAM, never a response that looks whole.
 #[test]
 fn an_upstream_reset_midway_resets_the_client_stream() {
-    let up = resetting_upstream();
+    // :status 200, one DATA frame "part1", then RST_STREAM(CANCEL): a response cut short.
+    let up = raw_h2_upstream(|stream| {
+        [
+            frame(HEADERS, END_HEADERS, stream, &[0x88]),
+            frame(DATA, 0, stream, b"part1"),
+            frame(RST_STREAM, 0, stream, &8u32.to_be_bytes()),
+        ]
+        .concat()
+    });
     let ports = Ports::pick();
     let cfg = ConfigFile::new("http2-upstream-reset");
     cfg.write(&format!(
@@ -525,4 +527,183 @@ fn an_upstream_reset_midway_resets_the_client_stream() {
         raw.ends_with("5\r\npart1\r\n"),
         "the part that came, unended: {raw:?}"
     );
+}
+
+/// An HPACK literal field without indexing, with a new name (no Huffman).
+fn literal(name: &[u8], value: &[u8]) -> Vec<u8> {
+    assert!(name.len() < 127 && value.len() < 127);
+    let mut b = vec![0x00, name.len() as u8];
+    b.extend_from_slice(name);
+    b.push(value.len() as u8);
+    b.extend_from_slice(value);
+    b
+}
+
+/// Sends the preface, SETTINGS and `frames`; returns the first answer about stream 1: its
+/// RST_STREAM's error code as `Err`, or `Ok(())` when it got a response HEADERS (a GOAWAY's
+/// error code counts as a reset).
+fn stream_answer(port: u16, frames: Vec<u8>) -> Result<(), u32> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut all = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    all.extend(frame(SETTINGS, 0, 0, &[]));
+    all.extend(frames);
+    s.write_all(&all).unwrap();
+    loop {
+        let mut head = [0u8; 9];
+        s.read_exact(&mut head)
+            .expect("an answer before the connection ends");
+        let len = (usize::from(head[0]) << 16) | (usize::from(head[1]) << 8) | usize::from(head[2]);
+        let mut payload = vec![0; len];
+        s.read_exact(&mut payload).unwrap();
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        match head[3] {
+            RST_STREAM if stream == 1 => {
+                return Err(u32::from_be_bytes([
+                    payload[0], payload[1], payload[2], payload[3],
+                ]));
+            }
+            GOAWAY => {
+                return Err(u32::from_be_bytes([
+                    payload[4], payload[5], payload[6], payload[7],
+                ]));
+            }
+            HEADERS if stream == 1 => return Ok(()),
+            _ => {}
+        }
+    }
+}
+
+/// Every h2-to-h1 downgrade attack, as raw frames: each stream is refused with
+/// PROTOCOL_ERROR and the upstream never sees a request; a well-formed one is answered.
+#[test]
+fn downgrade_attacks_are_refused_on_the_wire() {
+    let (up, seen) = recording_upstream();
+    let ports = Ports::pick();
+    let cfg = ConfigFile::new("http2-downgrade");
+    cfg.write(&format!(
+        "workers = 1\n[[listeners]]\naddress = \"127.0.0.1:{}\"\nhttp2 = true\n\
+         [upstreams.app]\nendpoints = [\"{up}\"]\n\
+         [[routes]]\nprefix = \"/\"\nupstream = \"app\"\n",
+        ports.listen
+    ));
+    let _gw = Gateway::start(&cfg, &ports);
+    const PROTOCOL_ERROR: u32 = 1;
+    // :method GET, :scheme http, :path /, then :authority a.test.
+    let pseudo = |path: &[u8]| -> Vec<u8> {
+        let mut b = vec![0x82, 0x86];
+        b.extend(literal(b":path", path));
+        b.extend([0x01, 0x06]);
+        b.extend_from_slice(b"a.test");
+        b
+    };
+    let get = |extra: Vec<u8>| {
+        let mut b = pseudo(b"/");
+        b.extend(extra);
+        frame(HEADERS, END_HEADERS | END_STREAM, 1, &b)
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("connection", get(literal(b"connection", b"close"))),
+        ("keep-alive", get(literal(b"keep-alive", b"timeout=5"))),
+        (
+            "proxy-connection",
+            get(literal(b"proxy-connection", b"keep-alive")),
+        ),
+        ("upgrade", get(literal(b"upgrade", b"h2c"))),
+        (
+            "transfer-encoding",
+            get(literal(b"transfer-encoding", b"chunked")),
+        ),
+        ("te other than trailers", get(literal(b"te", b"gzip"))),
+        ("CR LF in a value", get(literal(b"x-a", b"1\r\nx-b: 2"))),
+        ("NUL in a value", get(literal(b"x-a", b"1\0"))),
+        ("an uppercase name", get(literal(b"X-Upper", b"1"))),
+        ("leading whitespace", get(literal(b"x-a", b" 1"))),
+        (
+            "a :path with a space",
+            frame(HEADERS, END_HEADERS | END_STREAM, 1, &pseudo(b"/a b")),
+        ),
+        (
+            "a :path not origin-form",
+            frame(
+                HEADERS,
+                END_HEADERS | END_STREAM,
+                1,
+                &pseudo(b"http://evil.test/x"),
+            ),
+        ),
+        (
+            "a relative :path",
+            frame(HEADERS, END_HEADERS | END_STREAM, 1, &pseudo(b"x")),
+        ),
+        (
+            "a duplicate pseudo-header",
+            get(literal(b":path", b"/again")),
+        ),
+        ("a pseudo-header after a field", {
+            let mut b = vec![0x82, 0x86, 0x84];
+            b.extend(literal(b"x-a", b"1"));
+            b.extend([0x01, 0x06]);
+            b.extend_from_slice(b"a.test");
+            frame(HEADERS, END_HEADERS | END_STREAM, 1, &b)
+        }),
+        ("a content-length the DATA disagrees with", {
+            let mut b = vec![0x83, 0x86, 0x84, 0x01, 0x06];
+            b.extend_from_slice(b"a.test");
+            b.extend(literal(b"content-length", b"5"));
+            let mut f = frame(HEADERS, END_HEADERS, 1, &b);
+            f.extend(frame(DATA, END_STREAM, 1, b"abc"));
+            f
+        }),
+    ];
+    for (what, frames) in cases {
+        assert_eq!(
+            stream_answer(ports.listen, frames),
+            Err(PROTOCOL_ERROR),
+            "{what}"
+        );
+    }
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "the upstream saw a request"
+    );
+    // The same frames, well formed, are answered.
+    assert_eq!(
+        stream_answer(ports.listen, get(literal(b"x-a", b"1"))),
+        Ok(())
+    );
+    assert_eq!(seen.lock().unwrap().len(), 1);
+}
+
+/// An upstream that streams its answer in 3,000 one-byte DATA frames, all at once (gRPC
+/// servers send small messages so): the gateway buffers them faster than it relays them,
+/// which h2's default small-frame budget takes for a flood and ends the connection. The
+/// upstream budget is sized for it: the whole answer arrives.
+#[test]
+fn an_upstream_streaming_tiny_frames_is_not_a_flood() {
+    let up = raw_h2_upstream(|stream| {
+        let mut f = frame(HEADERS, END_HEADERS, stream, &[0x88]);
+        for _ in 0..3000 {
+            f.extend(frame(DATA, 0, stream, b"x"));
+        }
+        f.extend(frame(DATA, END_STREAM, stream, &[]));
+        f
+    });
+    let ports = Ports::pick();
+    let cfg = ConfigFile::new("http2-upstream-tiny");
+    cfg.write(&format!(
+        "workers = 1\n[[listeners]]\naddress = \"127.0.0.1:{}\"\n\
+         [upstreams.app]\nendpoints = [\"127.0.0.1:{up}\"]\nprotocol = \"h2c\"\n\
+         [upstreams.app.retry]\nattempts = 1\n\
+         [[routes]]\nprefix = \"/\"\nupstream = \"app\"\n",
+        ports.listen
+    ));
+    let _gw = Gateway::start(&cfg, &ports);
+    let (status, raw) = raw_get(ports.listen, "/tiny");
+    assert_eq!(status, 200, "{raw}");
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let xs = body.bytes().filter(|&b| b == b'x').count();
+    assert_eq!(xs, 3000, "the whole answer: {raw:?}");
+    assert!(raw.ends_with("0\r\n\r\n"), "and its end");
 }

@@ -119,6 +119,14 @@ impl Drop for Opening<'_> {
     }
 }
 
+/// h2's budget for small DATA frames buffered unread (each costs it 256
+/// bytes less its payload). Its default (about 130 tiny frames) is meant for
+/// peers that may be hostile; an upstream streaming small gRPC messages
+/// faster than the client reads them (1,000 of 5 bytes, in the tests) would
+/// trip it. At this size the flow-control window bounds the frames instead
+/// (65,535 at most, at the default 64 KiB).
+const UPSTREAM_DATA_FRAME_BUDGET: usize = 16 << 20;
+
 /// Streams asked of a peer before it says how many it allows.
 const INITIAL_MAX_STREAMS: usize = 100;
 
@@ -148,6 +156,7 @@ async fn handshake(
     h2::client::Builder::new()
         .initial_max_send_streams(INITIAL_MAX_STREAMS)
         .max_send_buffer_size(64 * 1024)
+        .data_frame_budget(UPSTREAM_DATA_FRAME_BUDGET)
         .handshake::<_, Bytes>(wire)
         .await
         .map_err(io::Error::other)

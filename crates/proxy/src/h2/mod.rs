@@ -39,6 +39,11 @@ const MAX_CONCURRENT_STREAMS: u32 = 128;
 /// Reset, CVE-2023-44487), and streams it may make the gateway reset.
 const MAX_PENDING_RESETS: usize = 32;
 const MAX_ERROR_RESETS: usize = 256;
+/// h2's budget for small DATA frames buffered unread (each costs it 256
+/// bytes less its payload): about 1,000 tiny frames, so a gRPC client
+/// streaming small messages to a slow upstream is not taken for a flood;
+/// empty frames keep h2's own limit of 100.
+const DATA_FRAME_BUDGET: usize = 256 * 1024;
 
 /// Reads a new connection's first bytes: `Ok(true)` when they are the
 /// HTTP/2 preface (then serve it with [`serve`]), `Ok(false)` when they
@@ -120,6 +125,7 @@ pub(crate) async fn serve(shard: Rc<Shard>, client: Client, read: Vec<u8>) {
         .max_local_error_reset_streams(Some(MAX_ERROR_RESETS))
         .max_header_list_size(max_header_list)
         .max_send_buffer_size(64 * 1024)
+        .data_frame_budget(DATA_FRAME_BUDGET)
         .handshake::<_, Bytes>(wire);
     let deadline = shard.timers.now() + shard.timeouts().request_header;
     let mut conn = match shard.timers.within(deadline, handshake).await {

@@ -98,6 +98,12 @@ def client(target):
     got = list(count_call(b"1000", timeout=10))
     print("stream", len(got), got[0].decode(), got[-1].decode(), flush=True)
 
+    # Many tiny messages that pile up while the client waits: small DATA frames the
+    # gateway buffers from its upstream, which h2's default budget would take for a flood.
+    tiny = count_call(b"5000", timeout=20)
+    time.sleep(0.5)
+    print("tiny", sum(1 for _ in tiny), flush=True)
+
     # A large stream read slowly: the gateway must hold back rather than buffer it all.
     total = 0
     for m in count_call(b"big", timeout=60):
