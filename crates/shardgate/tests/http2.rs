@@ -707,3 +707,41 @@ fn an_upstream_streaming_tiny_frames_is_not_a_flood() {
     assert_eq!(xs, 3000, "the whole answer: {raw:?}");
     assert!(raw.ends_with("0\r\n\r\n"), "and its end");
 }
+
+/// An upstream that refuses the first stream it is sent (RST_STREAM REFUSED_STREAM: not
+/// processed) and answers the rest: a POST, which is not idempotent, still succeeds, with
+/// retries off, because a refused stream may go again on a fresh connection.
+#[test]
+fn a_refused_stream_goes_again_whatever_its_method() {
+    static REFUSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let up = raw_h2_upstream(|stream| {
+        if !REFUSED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return frame(RST_STREAM, 0, stream, &7u32.to_be_bytes()); // REFUSED_STREAM
+        }
+        // :status 200, content-length 2 (literal, indexed name 28), "ok".
+        let mut h = vec![0x88, 0x0f, 0x0d, 0x01];
+        h.extend_from_slice(b"2");
+        [
+            frame(HEADERS, END_HEADERS, stream, &h),
+            frame(DATA, END_STREAM, stream, b"ok"),
+        ]
+        .concat()
+    });
+    let ports = Ports::pick();
+    let cfg = ConfigFile::new("http2-upstream-refused");
+    cfg.write(&format!(
+        "workers = 1\n[[listeners]]\naddress = \"127.0.0.1:{}\"\n\
+         [upstreams.app]\nendpoints = [\"127.0.0.1:{up}\"]\nprotocol = \"h2c\"\n\
+         [upstreams.app.retry]\nattempts = 1\n\
+         [[routes]]\nprefix = \"/\"\nupstream = \"app\"\n",
+        ports.listen
+    ));
+    let _gw = Gateway::start(&cfg, &ports);
+    let (status, raw) = request(ports.listen, "POST", "/order");
+    assert_eq!(status, 200, "{raw}");
+    assert!(raw.ends_with("ok"), "{raw}");
+    assert!(
+        REFUSED.load(std::sync::atomic::Ordering::SeqCst),
+        "the first stream was refused"
+    );
+}
