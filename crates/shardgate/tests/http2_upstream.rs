@@ -190,6 +190,9 @@ fn groups_speak_h2c_with_more_connections_at_the_stream_limit_and_through_goaway
             .unwrap()
             .contains(&format!(":{wide} endpoint #1 healthy -> unhealthy"))
     );
+    // The verdict reaches the shards a moment after it is logged.
+    let by_wide = || raw_get(ports.listen, "/sick").1.ends_with("te=trailers\n");
+    assert!(wait_for(std::time::Duration::from_secs(3), || by_wide() && by_wide()));
     for _ in 0..20 {
         let (status, text) = raw_get(ports.listen, "/sick");
         assert_eq!(status, 200);

@@ -12,13 +12,12 @@
 //! one, chunked otherwise, with the upstream's trailers as the chunked
 //! trailer section.
 
-use super::send_data;
 use super::wire::Wire;
+use super::{Framing, send_body};
 use crate::pool::EndpointId;
 use bytes::Bytes;
 use h2::client::{ResponseFuture, SendRequest};
 use h2::{RecvStream, SendStream};
-use shardgate_http::ChunkedDecoder;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -245,8 +244,7 @@ fn poll_io(
 enum ReqBody {
     /// The head is still coming (in `UpStream::head`).
     Head,
-    Length(u64),
-    Chunked(Box<ChunkedDecoder>, Vec<u8>),
+    Framed(Framing),
     Done,
 }
 
@@ -385,9 +383,9 @@ impl UpStream {
         self.req = if end {
             ReqBody::Done
         } else if chunked {
-            ReqBody::Chunked(Box::new(ChunkedDecoder::new(64 * 1024, None)), Vec::new())
+            ReqBody::Framed(Framing::chunked())
         } else {
-            ReqBody::Length(length.unwrap_or(0))
+            ReqBody::Framed(Framing::Length(length.unwrap_or(0)))
         };
         Ok(Some(used))
     }
@@ -401,40 +399,10 @@ impl UpStream {
         let Some(send) = self.send.as_mut() else {
             return Ok(());
         };
-        match &mut self.req {
-            ReqBody::Head | ReqBody::Done => {}
-            ReqBody::Length(left) => {
-                let n = (data.len() as u64).min(*left) as usize;
-                *left -= n as u64;
-                let end = *left == 0;
-                send_data(send, &data[..n], end, &mut self.waiting).await?;
-                if end {
-                    self.req = ReqBody::Done;
-                }
-            }
-            ReqBody::Chunked(decoder, trailers) => {
-                let mut ranges = Vec::new();
-                let progress = decoder
-                    .feed(data, |r| ranges.push(r))
-                    .map_err(|_| bad("bad chunked request body"))?;
-                for r in ranges {
-                    send_data(send, &data[r], false, &mut self.waiting).await?;
-                }
-                if let Some(at) = progress.trailers_at {
-                    trailers.extend_from_slice(&data[at..progress.consumed]);
-                } else if decoder.in_trailers() {
-                    trailers.extend_from_slice(&data[..progress.consumed]);
-                }
-                if progress.done {
-                    let fields = parse_fields(trailers);
-                    if fields.is_empty() {
-                        send_data(send, &[], true, &mut self.waiting).await?;
-                    } else {
-                        send.send_trailers(fields).map_err(io::Error::other)?;
-                    }
-                    self.req = ReqBody::Done;
-                }
-            }
+        if let ReqBody::Framed(framing) = &mut self.req
+            && send_body(send, framing, data, &mut self.waiting).await?
+        {
+            self.req = ReqBody::Done;
         }
         Ok(())
     }

@@ -318,11 +318,66 @@ enum Out {
 }
 
 enum OutBody {
+    Framed(Framing),
+    /// Until the pipeline closes the stream.
+    Close,
+}
+
+/// How an HTTP/1.1 body being turned into DATA frames is framed.
+pub(super) enum Framing {
     Length(u64),
     /// With the trailer section's bytes so far.
     Chunked(Box<ChunkedDecoder>, Vec<u8>),
-    /// Until the pipeline closes the stream.
-    Close,
+}
+
+impl Framing {
+    pub(super) fn chunked() -> Framing {
+        Framing::Chunked(Box::new(ChunkedDecoder::new(64 * 1024, None)), Vec::new())
+    }
+}
+
+/// Sends `data`, the next bytes of an HTTP/1.1 body framed as `framing`, as
+/// DATA frames within the peer's window; a chunked trailer section goes as
+/// trailing HEADERS. `Ok(true)` once the body has ended (and so the stream).
+pub(super) async fn send_body(
+    send: &mut SendStream<Bytes>,
+    framing: &mut Framing,
+    data: &[u8],
+    waiting: &mut bool,
+) -> io::Result<bool> {
+    match framing {
+        Framing::Length(left) => {
+            let n = (data.len() as u64).min(*left) as usize;
+            *left -= n as u64;
+            let end = *left == 0;
+            send_data(send, &data[..n], end, waiting).await?;
+            Ok(end)
+        }
+        Framing::Chunked(decoder, trailers) => {
+            let mut ranges = Vec::new();
+            let progress = decoder
+                .feed(data, |r| ranges.push(r))
+                .map_err(|_| broken("a bad chunked body"))?;
+            for r in ranges {
+                send_data(send, &data[r], false, waiting).await?;
+            }
+            if let Some(at) = progress.trailers_at {
+                trailers.extend_from_slice(&data[at..progress.consumed]);
+            } else if decoder.in_trailers() {
+                trailers.extend_from_slice(&data[..progress.consumed]);
+            }
+            if progress.done {
+                // The trailers (gRPC's status among them) as trailing HEADERS.
+                let fields = client::parse_fields(trailers);
+                if fields.is_empty() {
+                    send_data(send, &[], true, waiting).await?;
+                } else {
+                    send.send_trailers(fields).map_err(io::Error::other)?;
+                }
+            }
+            Ok(progress.done)
+        }
+    }
 }
 
 /// One stream, as the pipeline's client transport.
@@ -508,10 +563,9 @@ impl StreamIo {
             self.out = if no_body {
                 Out::Done
             } else if chunked {
-                let decoder = ChunkedDecoder::new(64 * 1024, None);
-                Out::Body(send, OutBody::Chunked(Box::new(decoder), Vec::new()))
+                Out::Body(send, OutBody::Framed(Framing::chunked()))
             } else if let Some(n) = length {
-                Out::Body(send, OutBody::Length(n))
+                Out::Body(send, OutBody::Framed(Framing::Length(n)))
             } else {
                 Out::Body(send, OutBody::Close)
             };
@@ -528,36 +582,8 @@ impl StreamIo {
             return Ok(());
         };
         match body {
-            OutBody::Length(left) => {
-                let n = (data.len() as u64).min(*left) as usize;
-                *left -= n as u64;
-                let end = *left == 0;
-                send_data(send, &data[..n], end, &mut self.waiting).await?;
-                if end {
-                    self.out = Out::Done;
-                }
-            }
-            OutBody::Chunked(decoder, trailers) => {
-                let mut ranges = Vec::new();
-                let progress = decoder
-                    .feed(data, |r| ranges.push(r))
-                    .map_err(|_| broken("bad chunked response"))?;
-                for r in ranges {
-                    send_data(send, &data[r], false, &mut self.waiting).await?;
-                }
-                if let Some(at) = progress.trailers_at {
-                    trailers.extend_from_slice(&data[at..progress.consumed]);
-                } else if decoder.in_trailers() {
-                    trailers.extend_from_slice(&data[..progress.consumed]);
-                }
-                if progress.done {
-                    // The upstream's trailers (gRPC's status) as trailing HEADERS.
-                    let fields = client::parse_fields(trailers);
-                    if fields.is_empty() {
-                        send_data(send, &[], true, &mut self.waiting).await?;
-                    } else {
-                        send.send_trailers(fields).map_err(io::Error::other)?;
-                    }
+            OutBody::Framed(framing) => {
+                if send_body(send, framing, data, &mut self.waiting).await? {
                     self.out = Out::Done;
                 }
             }
