@@ -333,7 +333,17 @@ async fn try_once(
         .stream
         .grpc_deadline()
         .map_or(deadline, |d| d.min(deadline));
-    match read_response_head(shard, snap, &mut conn, b, fwd, deadline).await {
+    let head = read_response_head(shard, snap, &mut conn, b, fwd, deadline);
+    // An HTTP/2 client that resets its stream while the upstream thinks is
+    // gone: the wait ends, and the upstream's stream is reset with it.
+    let head = match &mut client.stream {
+        Transport::H2(io) => monoio::select! {
+            r = head => r,
+            () = io.reset() => Err(ProxyError::new(ErrorKind::ClientGone)),
+        },
+        _ => head.await,
+    };
+    match head {
         Ok(response) => {
             let took = sent_at.elapsed();
             b.rec.upstream = Some(endpoint);
@@ -353,6 +363,8 @@ async fn try_once(
                     Some(Outcome::ResetBeforeResponse)
                 }
                 ErrorKind::UpstreamClosed if e.retry_safe => None,
+                // Not the endpoint's doing.
+                ErrorKind::ClientGone => None,
                 _ => Some(Outcome::ResetAfterResponse),
             };
             let dead_pooled = reused && e.kind == ErrorKind::UpstreamClosed && e.retry_safe;

@@ -56,7 +56,9 @@ fn grpc_calls_pass_through_and_gateway_answers_are_grpc_statuses() {
     let up_port = free_port();
     let mark =
         std::env::temp_dir().join(format!("shardgate-grpc-{}.cancelled", std::process::id()));
+    let unary_mark = mark.with_extension("cancelled.unary");
     let _ = std::fs::remove_file(&mark);
+    let _ = std::fs::remove_file(&unary_mark);
     let _server = grpc_server(up_port, &mark);
     let ports = Ports::pick();
     let cfg = ConfigFile::new("grpc");
@@ -82,6 +84,7 @@ fn grpc_calls_pass_through_and_gateway_answers_are_grpc_statuses() {
             "client",
             &format!("127.0.0.1:{}", ports.listen),
         ])
+        .env("GRPC_CANCEL_MARK", &mark)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -114,6 +117,16 @@ fn grpc_calls_pass_through_and_gateway_answers_are_grpc_statuses() {
         "the server never saw the client's cancel"
     );
     let _ = std::fs::remove_file(&mark);
+    // Also while the server is still working on a unary call (it answers after 5 s): the
+    // gateway stops waiting and resets the upstream stream.
+    // (The client waits for the server's mark with its connection open.)
+    assert_eq!(
+        case("cancel_unary"),
+        "True seen",
+        "gateway: {}",
+        gw.log.lock().unwrap()
+    );
+    let _ = std::fs::remove_file(&unary_mark);
     // The gateway's own answers, Trailers-Only, each with a message.
     for (name, status) in [
         ("unauthenticated", "UNAUTHENTICATED"),

@@ -20,6 +20,7 @@ use shardgate_http::ChunkedDecoder;
 use std::future::poll_fn;
 use std::io;
 use std::rc::Rc;
+use std::task::Poll;
 use translate::{CONNECTION_SPECIFIC, InBody, content_length, translate};
 
 pub(crate) mod client;
@@ -590,6 +591,16 @@ impl StreamIo {
             OutBody::Close => send_data(send, data, false, &mut self.waiting).await?,
         }
         Ok(())
+    }
+
+    /// Resolves when the client resets the stream (or it ends otherwise)
+    /// before the response has begun; pending for good once it has.
+    pub(crate) async fn reset(&mut self) {
+        poll_fn(|cx| match &mut self.out {
+            Out::Head(_, Some(respond)) => respond.poll_reset(cx).map(|_| ()),
+            _ => Poll::Pending,
+        })
+        .await
     }
 
     /// The pipeline is done with the stream: a response cut short is reset,

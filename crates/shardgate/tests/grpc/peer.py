@@ -54,6 +54,20 @@ def forever(request, context):
         time.sleep(0.02)
 
 
+def wait(request, context):
+    """Answers after 5 s, unless the call is cancelled first: then writes
+    $GRPC_CANCEL_MARK.unary."""
+    for _ in range(250):
+        if not context.is_active():
+            mark = os.environ.get("GRPC_CANCEL_MARK")
+            if mark:
+                with open(mark + ".unary", "w") as f:
+                    f.write("cancelled\n")
+            return b""
+        time.sleep(0.02)
+    return b"waited"
+
+
 def chat(requests, context):
     for r in requests:
         yield b"re:" + r
@@ -65,6 +79,7 @@ def serve(port):
         "Count": grpc.unary_stream_rpc_method_handler(count),
         "Chat": grpc.stream_stream_rpc_method_handler(chat),
         "Forever": grpc.unary_stream_rpc_method_handler(forever),
+        "Wait": grpc.unary_unary_rpc_method_handler(wait),
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     for service in ("test.Echo", "test.Locked", "test.Limited"):
@@ -121,6 +136,19 @@ def client(target):
     seen = [next(forever_call) for _ in range(3)]
     forever_call.cancel()
     print("cancel", len(seen), flush=True)
+
+    # The client cancels a unary call the server is still thinking about.
+    # The connection stays open meanwhile, and the server must see the cancel within
+    # 0.4 s: before the gateway's own upstream timeout (1 s in the test) would reset it.
+    waiting = ch.unary_unary("/test.Echo/Wait").future(b"", timeout=30)
+    time.sleep(0.3)
+    cancelled = waiting.cancel()
+    mark = os.environ.get("GRPC_CANCEL_MARK", "") + ".unary"
+    deadline = time.time() + 0.4
+    while not os.path.exists(mark) and time.time() < deadline:
+        time.sleep(0.02)
+    seen = "seen" if os.path.exists(mark) else "not-seen"
+    print("cancel_unary", cancelled, seen, flush=True)
 
     print("unauthenticated", status_of(lambda: ch.unary_unary("/test.Locked/Unary")(b"x", timeout=10)), flush=True)
     limited = ch.unary_unary("/test.Limited/Unary")
