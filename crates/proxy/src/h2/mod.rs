@@ -1,14 +1,22 @@
-//! Downstream HTTP/2: the `h2` crate speaks the protocol over monoio's
-//! poll-io socket; each stream becomes one HTTP/1.1 request that runs
-//! through the same pipeline as any other (routing, filters, limits,
-//! retries, metrics, logs), so nothing above the codec knows the protocol.
+//! HTTP/2, downstream and upstream. The `h2` crate speaks the protocol over
+//! monoio's poll-io socket (`wire`: plain, or the rustls session the
+//! handshake set up); each downstream stream becomes one HTTP/1.1 request
+//! that runs through the same pipeline as any other (routing, filters,
+//! limits, retries, metrics, logs), so nothing above the codec knows the
+//! protocol.
 //!
-//! A stream's request head is translated strictly (RFC 9113 §8): fields a
-//! downgrade could abuse are refused with a stream reset, never copied into
-//! the HTTP/1.1 head. The pipeline reads the body and writes the response
-//! through [`StreamIo`], which turns DATA frames into a body (chunked when
-//! the client gave no length) and the HTTP/1.1 response back into HEADERS
-//! and DATA frames, within the stream's flow-control window.
+//! - A stream's request head is translated strictly (`translate`, RFC 9113
+//!   §8): fields a downgrade could abuse are refused with a stream reset,
+//!   never copied into the HTTP/1.1 head.
+//! - The pipeline reads the body and writes the response through
+//!   [`StreamIo`], which turns DATA frames into a body (chunked when the
+//!   client gave no length, with its trailers) and the HTTP/1.1 response
+//!   back into HEADERS, DATA and trailing HEADERS, within the stream's
+//!   flow-control window; a gateway answer to a gRPC request goes back
+//!   Trailers-Only (`grpc`).
+//! - `guard` follows the frame headers both ways and closes an abusive
+//!   connection with GOAWAY; `client` is the upstream side, the mirror of
+//!   [`StreamIo`].
 
 use crate::request::{Client, Next};
 use crate::shard::Shard;
