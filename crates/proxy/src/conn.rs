@@ -58,10 +58,7 @@ pub(crate) fn serve(
         }
         // TLS: the client chose HTTP/2 by ALPN (offered when `http2` is on).
         if matches!(&client.stream, Transport::Tls(t) if t.chose_h2()) {
-            let serving = Box::pin(crate::h2::handshake(&shard, client, carried)).await;
-            if let Some(serving) = serving {
-                serving.await;
-            }
+            crate::h2::run(shard.clone(), client, carried).await;
             shard.stats.open_connections.decr();
             return;
         }
@@ -90,10 +87,7 @@ pub(crate) fn serve(
             // Once per connection, and boxed: it does not widen the task.
             let mut first = shard.buffers.take();
             if Box::pin(crate::h2::sniff(&shard, &mut client, &mut first)).await {
-                let serving = Box::pin(crate::h2::handshake(&shard, client, first)).await;
-                if let Some(serving) = serving {
-                    serving.await;
-                }
+                crate::h2::run(shard.clone(), client, first).await;
                 shard.stats.open_connections.decr();
                 return;
             }

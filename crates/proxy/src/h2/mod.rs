@@ -55,7 +55,7 @@ const MAX_ERROR_RESETS: usize = 256;
 const DATA_FRAME_BUDGET: usize = 256 * 1024;
 
 /// Reads a new connection's first bytes: `Ok(true)` when they are the
-/// HTTP/2 preface (then set it up with [`handshake`]), `Ok(false)` when they
+/// HTTP/2 preface (then serve it with [`run`]), `Ok(false)` when they
 /// are anything else (HTTP/1.1), with what was read in `buf` either way.
 pub(crate) async fn sniff(shard: &Shard, client: &mut Client, buf: &mut Vec<u8>) -> bool {
     let deadline = shard.timers.now() + shard.timeouts().request_header;
@@ -104,18 +104,53 @@ struct Open {
 }
 
 /// What serves an HTTP/2 connection until it closes.
-pub(crate) type Serving = std::pin::Pin<Box<dyn Future<Output = ()>>>;
+type Serving = std::pin::Pin<Box<dyn Future<Output = ()>>>;
 
-/// Sets up an HTTP/2 connection: a plain one whose first bytes (the
-/// preface, and maybe more) are in `read`, or a TLS one that chose `h2`.
-/// Gives what serves it, or `None` when the handshake fails. The caller
-/// counted the connection open and counts it closed when that returns.
+/// Serves an HTTP/2 connection to its end: a plain one whose first bytes
+/// (the preface, and maybe more) are in `read`, or a TLS one that chose
+/// `h2`. The caller counted the connection open and counts it closed when
+/// this returns.
 ///
-/// Two futures, so that an idle connection keeps only the second: the
-/// handshake's state (1.4 KiB, h2's and the session's on the way) is gone
-/// once the connection is open, and the connection itself (1.6 KiB) lives
-/// in the serving future alone, never also in the caller's task.
-pub(crate) async fn handshake(shard: &Rc<Shard>, client: Client, read: Vec<u8>) -> Option<Serving> {
+/// Two boxed futures, one after the other, so that an idle connection keeps
+/// only the second: the handshake's state (1.4 KiB, h2's and the session's
+/// on the way) is freed once the connection is open, and the connection
+/// itself (1.6 KiB) lives in the serving future alone. The caller's task
+/// holds one pointer to whichever runs.
+pub(crate) fn run(shard: Rc<Shard>, client: Client, read: Vec<u8>) -> Run {
+    Run::Handshake(Box::pin(handshake(shard, client, read)))
+}
+
+/// The future [`run`] gives.
+pub(crate) enum Run {
+    Handshake(std::pin::Pin<Box<dyn Future<Output = Option<Serving>>>>),
+    Serving(Serving),
+    Done,
+}
+
+impl Future for Run {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        loop {
+            match &mut *self {
+                Run::Handshake(h) => match std::task::ready!(h.as_mut().poll(cx)) {
+                    Some(serving) => *self = Run::Serving(serving),
+                    None => break,
+                },
+                Run::Serving(s) => {
+                    std::task::ready!(s.as_mut().poll(cx));
+                    break;
+                }
+                Run::Done => break,
+            }
+        }
+        *self = Run::Done;
+        Poll::Ready(())
+    }
+}
+
+/// Sets up the connection [`run`] serves; `None` when that fails.
+async fn handshake(shard: Rc<Shard>, client: Client, read: Vec<u8>) -> Option<Serving> {
     let Client {
         stream,
         addr,
@@ -166,7 +201,7 @@ pub(crate) async fn handshake(shard: &Rc<Shard>, client: Client, read: Vec<u8>) 
                 ip,
                 listener,
             };
-            Some(Box::pin(serve(shard.clone(), c)))
+            Some(Box::pin(serve(shard, c)))
         }
         Ok(Err(e)) => {
             log::debug!("shard {}: HTTP/2 handshake from {addr}: {e}", shard.id);
