@@ -481,7 +481,9 @@ async fn checkout_or_connect(
         let _ = tcp.set_nodelay(true);
         if http2 {
             let idle = snap.pool.idle_timeout;
-            let c = crate::h2::client::open(&shard.h2_up, endpoint, tcp, tls, idle).await?;
+            // Boxed: its 3.4 KiB would otherwise widen every request's future.
+            let open = crate::h2::client::open(&shard.h2_up, endpoint, tcp, tls, idle);
+            let c = Box::pin(open).await?;
             return Ok(Transport::H2Up(Box::new(UpStream::new(c, tls.is_some()))));
         }
         match tls {

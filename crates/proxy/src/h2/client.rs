@@ -286,6 +286,17 @@ fn bad(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.to_string())
 }
 
+/// A request head, parsed and translated (see [`UpStream::parse_head`]).
+struct Head {
+    request: http::Request<()>,
+    /// The HTTP/1.1 head's length.
+    used: usize,
+    /// Its `content-length`.
+    length: Option<u64>,
+    /// Its body is chunked.
+    chunked: bool,
+}
+
 impl UpStream {
     pub(crate) fn new(conn: Rc<Conn>, tls: bool) -> UpStream {
         conn.streams.set(conn.streams.get() + 1);
@@ -330,6 +341,41 @@ impl UpStream {
 
     /// Once the head is whole: sends HEADERS and returns the head's length.
     async fn start(&mut self) -> io::Result<Option<usize>> {
+        // Parsed apart: the 4 KiB of field slots are not kept across the
+        // wait below, which would widen every write future of a request.
+        let Some(Head {
+            request,
+            used,
+            length,
+            chunked,
+        }) = self.parse_head()?
+        else {
+            return Ok(None);
+        };
+        let end = !chunked && length.unwrap_or(0) == 0;
+        let mut send = self.conn.send.clone();
+        if let Err(e) = poll_fn(|cx| send.poll_ready(cx)).await {
+            return Err(self.fail(e));
+        }
+        let (response, stream) = match send.send_request(request, end) {
+            Ok(x) => x,
+            Err(e) => return Err(self.fail(e)),
+        };
+        self.response = Some(response);
+        self.send = Some(stream);
+        self.req = if end {
+            ReqBody::Done
+        } else if chunked {
+            ReqBody::Framed(Framing::chunked())
+        } else {
+            ReqBody::Framed(Framing::Length(length.unwrap_or(0)))
+        };
+        Ok(Some(used))
+    }
+
+    /// The HTTP/2 request the HTTP/1.1 head in `self.head` becomes;
+    /// `None` while the head is partial.
+    fn parse_head(&mut self) -> io::Result<Option<Head>> {
         let mut fields = [httparse::EMPTY_HEADER; 128];
         let mut parsed = httparse::Request::new(&mut fields);
         let used = match parsed.parse(&self.head) {
@@ -369,25 +415,12 @@ impl UpStream {
             .header("te", "trailers")
             .body(())
             .map_err(|_| bad("the request head does not translate"))?;
-        let end = !chunked && length.unwrap_or(0) == 0;
-        let mut send = self.conn.send.clone();
-        if let Err(e) = poll_fn(|cx| send.poll_ready(cx)).await {
-            return Err(self.fail(e));
-        }
-        let (response, stream) = match send.send_request(request, end) {
-            Ok(x) => x,
-            Err(e) => return Err(self.fail(e)),
-        };
-        self.response = Some(response);
-        self.send = Some(stream);
-        self.req = if end {
-            ReqBody::Done
-        } else if chunked {
-            ReqBody::Framed(Framing::chunked())
-        } else {
-            ReqBody::Framed(Framing::Length(length.unwrap_or(0)))
-        };
-        Ok(Some(used))
+        Ok(Some(Head {
+            request,
+            used,
+            length,
+            chunked,
+        }))
     }
 
     /// Request body bytes as DATA frames (a chunked trailer section as
