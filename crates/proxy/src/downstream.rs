@@ -255,7 +255,7 @@ pub(crate) async fn relay(
         };
         if let Err(e) = r {
             if matches!(e, IoFail::Timeout) {
-                log::debug!("client {} stopped reading", client.ip);
+                log::debug!("client {} stopped reading", client.addr);
             }
             return BROKEN;
         }

@@ -62,7 +62,7 @@ async fn handle_inner(shard: &Shard, client: &mut Client, c: Vec<u8>) -> Next {
         u: Vec::new(),
         w: shard.buffers.take(),
         x: Vec::new(),
-        rec: Record::new(),
+        rec: Record::new(client.addr),
     };
     let next = run(shard, &snap, client, &mut bufs).await;
     // The record's guards (in-flight count, pool slot, breaker admission)
@@ -79,7 +79,7 @@ async fn handle_inner(shard: &Shard, client: &mut Client, c: Vec<u8>) -> Next {
         if let Some(log) = &shard.log {
             let route = rec.route.map_or("", |r| snap.route_names[r].as_str());
             let tenant = rec.route.map_or("", |r| snap.tenant_of(r));
-            let ip = rec.client.as_ref().unwrap_or(&client.ip);
+            let ip = rec.client.as_ref().unwrap_or(&rec.peer);
             log.append(rec, ip, tenant, route, &shard.pools);
         }
         if let (Some(span), Some(traces)) = (&rec.trace, &shard.traces) {
@@ -226,7 +226,7 @@ fn prepare(
     client: &Client,
     b: &mut Bufs,
 ) -> Result<Option<Plan>, ProxyError> {
-    let ip = &client.ip;
+    let ip = b.rec.peer;
     let mut headers = empty_headers();
     let req = match parse_request(&b.c, &mut headers, &snap.http_limits) {
         Ok(Some(r)) => r,
@@ -271,7 +271,7 @@ fn prepare(
             shard.ids.borrow_mut().rng(),
             |id| sampler.sample(id),
         );
-        b.rec.trace = span_record(&hop, &req, client, client_addr);
+        b.rec.trace = span_record(&hop, &req, client, client_addr, ip);
     }
     b.rec.method = metrics::method_index(req.method.as_bytes());
     b.rec.bytes_in = info.head_len as u64;
@@ -462,7 +462,7 @@ fn prepare(
         {
             match &mut b.rec.trace {
                 Some(span) if hop.sampled() => span.take_ids(&hop),
-                _ => b.rec.trace = span_record(&hop, &req, client, client_addr),
+                _ => b.rec.trace = span_record(&hop, &req, client, client_addr, ip),
             }
         }
         if let Some(span) = &mut b.rec.trace {
@@ -578,6 +578,7 @@ fn span_record(
     req: &shardgate_http::Request<'_, '_>,
     client: &Client,
     client_addr: IpAddr,
+    peer: IpText,
 ) -> Option<Box<crate::tracing::SpanRecord>> {
     if !hop.sampled() {
         return None;
@@ -592,7 +593,7 @@ fn span_record(
             "http"
         },
         client: (client_addr != client.addr).then(|| IpText::new(client_addr)),
-        peer: client.ip,
+        peer,
     };
     Some(crate::tracing::SpanRecord::new(hop, facts))
 }
@@ -674,7 +675,7 @@ pub(crate) async fn respond_error(
         return Next::Close;
     };
     match e.side() {
-        Side::Client => log::debug!("shard {}: {} from {}: {status}", shard.id, e, client.ip),
+        Side::Client => log::debug!("shard {}: {} from {}: {status}", shard.id, e, client.addr),
         Side::Upstream => shard.log_limited(|| format!("{e}: answering {status}")),
     }
     shard.stats.record_status(status);

@@ -29,7 +29,6 @@ pub(crate) type GroupState = Rc<RefCell<shardgate_upstream::Group>>;
 pub(crate) struct Client {
     pub stream: crate::stream::Transport,
     pub addr: IpAddr,
-    pub ip: IpText,
     /// The configured listener (its index) the connection came in on.
     pub listener: u8,
 }
@@ -87,6 +86,9 @@ pub(crate) struct Record {
     pub permit: Option<Permit>,
     /// What the access log needs of the head (captured only when logging).
     pub head: LogHead,
+    /// The peer's address as text, made once per request (not kept on the
+    /// connection, whose idle state it would widen).
+    pub peer: IpText,
     /// The client a trusted proxy reported, when it is not the peer.
     pub client: Option<IpText>,
     /// What an upstream's `101` must say, when the request asks to upgrade.
@@ -261,9 +263,34 @@ impl IpText {
             v4 => v4,
         };
         let mut buf = [0u8; 45];
-        let mut cursor = &mut buf[..];
-        let _ = write!(cursor, "{ip}");
-        let len = 45 - cursor.len();
+        let len = match ip {
+            // By hand, as this runs for every request.
+            IpAddr::V4(v4) => {
+                let mut n = 0;
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        buf[n] = b'.';
+                        n += 1;
+                    }
+                    if octet >= 100 {
+                        buf[n] = b'0' + octet / 100;
+                        n += 1;
+                    }
+                    if octet >= 10 {
+                        buf[n] = b'0' + octet / 10 % 10;
+                        n += 1;
+                    }
+                    buf[n] = b'0' + octet % 10;
+                    n += 1;
+                }
+                n
+            }
+            IpAddr::V6(_) => {
+                let mut cursor = &mut buf[..];
+                let _ = write!(cursor, "{ip}");
+                45 - cursor.len()
+            }
+        };
         IpText {
             buf,
             len: len as u8,
@@ -317,8 +344,9 @@ pub(crate) struct ResponsePlan {
 
 impl Record {
     /// The record of a request that starts now.
-    pub(crate) fn new() -> Record {
+    pub(crate) fn new(peer: IpAddr) -> Record {
         Record {
+            peer: IpText::new(peer),
             started: Instant::now(),
             route: None,
             method: metrics::METHODS.len() - 1,
@@ -442,5 +470,32 @@ impl Drop for Admitted {
         {
             log::warn!("shard {}: {t}", self.shard);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IpText;
+    use std::net::IpAddr;
+
+    /// The hand-written IPv4 text is what `Display` writes; an IPv4-mapped
+    /// IPv6 address is written as IPv4.
+    #[test]
+    fn ip_text_matches_display() {
+        for a in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "9.10.99.100",
+            "127.0.0.1",
+            "255.255.255.255",
+            "10.200.7.65",
+        ] {
+            let ip: IpAddr = a.parse().unwrap();
+            assert_eq!(IpText::new(ip).as_bytes(), a.as_bytes());
+        }
+        let mapped: IpAddr = "::ffff:192.168.0.9".parse().unwrap();
+        assert_eq!(IpText::new(mapped).as_bytes(), b"192.168.0.9");
+        let v6: IpAddr = "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
+        assert_eq!(IpText::new(v6).to_string(), v6.to_string());
     }
 }

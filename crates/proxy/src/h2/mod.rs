@@ -54,30 +54,24 @@ const MAX_ERROR_RESETS: usize = 256;
 /// empty frames keep h2's own limit of 100.
 const DATA_FRAME_BUDGET: usize = 256 * 1024;
 
-/// Reads a new connection's first bytes: `Ok(true)` when they are the
-/// HTTP/2 preface (then serve it with [`run`]), `Ok(false)` when they
-/// are anything else (HTTP/1.1), with what was read in `buf` either way.
-pub(crate) async fn sniff(shard: &Shard, client: &mut Client, buf: &mut Vec<u8>) -> bool {
+/// Reads a new connection's first bytes into `buf`: `true` when they are
+/// the HTTP/2 preface (then serve it with [`run`]), `false` when they are
+/// anything else (HTTP/1.1); gives back what was read either way.
+pub(crate) async fn sniff(shard: &Shard, client: &mut Client, mut buf: Vec<u8>) -> (bool, Vec<u8>) {
     let deadline = shard.timers.now() + shard.timeouts().request_header;
     loop {
         let n = buf.len().min(PREFACE.len());
         if buf[..n] != PREFACE[..n] {
-            return false;
+            return (false, buf);
         }
         if n == PREFACE.len() {
-            return true;
+            return (true, buf);
         }
-        let (r, b) = crate::io::read_more(
-            &shard.timers,
-            &mut client.stream,
-            std::mem::take(buf),
-            deadline,
-        )
-        .await;
-        *buf = b;
+        let (r, b) = crate::io::read_more(&shard.timers, &mut client.stream, buf, deadline).await;
+        buf = b;
         // A close or a timeout: the HTTP/1.1 path answers what there is.
         if !matches!(r, Ok(n) if n > 0) {
-            return false;
+            return (false, buf);
         }
     }
 }
@@ -99,7 +93,6 @@ struct Open {
     /// Over TLS: the verified client certificate's subject, if any.
     tls_peer: Option<Option<Rc<[u8]>>>,
     addr: std::net::IpAddr,
-    ip: crate::request::IpText,
     listener: u8,
 }
 
@@ -154,7 +147,6 @@ async fn handshake(shard: Rc<Shard>, client: Client, read: Vec<u8>) -> Option<Se
     let Client {
         stream,
         addr,
-        ip,
         listener,
     } = client;
     let tripwire = Rc::new(guard::Tripwire::default());
@@ -198,7 +190,6 @@ async fn handshake(shard: Rc<Shard>, client: Client, read: Vec<u8>) -> Option<Se
                 tripwire,
                 tls_peer,
                 addr,
-                ip,
                 listener,
             };
             Some(Box::pin(serve(shard, c)))
@@ -250,7 +241,6 @@ fn serve(shard: Rc<Shard>, mut c: Open) -> impl Future<Output = ()> {
                 Some(Some(Ok((req, respond)))) => {
                     let peer = Peer {
                         addr: c.addr,
-                        ip: c.ip,
                         listener: c.listener,
                         tls: c.tls_peer.clone(),
                         wire: c.tripwire.clone(),
@@ -276,7 +266,7 @@ fn serve(shard: Rc<Shard>, mut c: Open) -> impl Future<Output = ()> {
         };
         let slot = &counts.abuse[why.index()];
         slot.set(slot.get() + 1);
-        let peer = String::from_utf8_lossy(c.ip.as_bytes()).into_owned();
+        let peer = c.addr;
         shard.log_limited(|| {
             format!(
                 "{peer}: HTTP/2 connection closed with GOAWAY: {}",
@@ -329,7 +319,6 @@ async fn idle_after(
 /// Who a connection's streams come from.
 struct Peer {
     addr: std::net::IpAddr,
-    ip: crate::request::IpText,
     listener: u8,
     /// Over TLS: the verified client certificate's subject, if any.
     tls: Option<Option<Rc<[u8]>>>,
@@ -386,7 +375,6 @@ async fn serve_stream(
     let client = Client {
         stream: Transport::H2(Box::new(io)),
         addr: peer.addr,
-        ip: peer.ip,
         listener: peer.listener,
     };
     let mut buf = shard.buffers.take();
