@@ -24,37 +24,23 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SHARDGATE=${SHARDGATE_BIN:-$ROOT/target/release/shardgate}
 LOADTEST=${LOADTEST_BIN:-$ROOT/target/release/loadtest}
 
-die() { echo "hold-bench: $*" >&2; exit 1; }
+TAG=hold-bench
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
 command -v python3 >/dev/null || die "needs python3"
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-[[ -x $NGINX ]] || die "needs nginx (apt-get install -y nginx)"
+NGINX=$(find_nginx)
 [[ -x $SHARDGATE && -x $LOADTEST ]] ||
     die "needs $SHARDGATE and $LOADTEST (cargo build --release -p shardgate -p loadtest)"
 
-WORK=$(mktemp -d /tmp/shardgate-hold-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    [[ -f $WORK/backend.pid ]] && kill "$(cat "$WORK/backend.pid")" 2>/dev/null || true
-    wait 2>/dev/null || true
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+work_dir hold-bench
 
 UP=$BASE_PORT
 PORT=$((BASE_PORT + 1))
 ADMIN=$((BASE_PORT + 2))
-cat >"$WORK/backend.conf" <<EOF
-worker_processes 1; daemon off; error_log $WORK/backend.err; pid $WORK/backend.pid;
-events { worker_connections 4096; }
-http { access_log off; server { listen 127.0.0.1:$UP; keepalive_requests 1000000;
-  location / { return 200 "0123456789012345678901234567890123456789012345678901234567890123"; } } }
-EOF
+backend_conf "$WORK" "$UP"
 "$NGINX" -c "$WORK/backend.conf" -p "$WORK" &
 sleep 0.5
 
-rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 json() { python3 -c "import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))" "$@"; }
 
 # hold DRIVER SECONDS INTERVAL: starts the proxy and a holder; sets PROXY, HOLDER.
@@ -64,7 +50,7 @@ hold() {
     PROXY=$!
     PIDS+=("$PROXY")
     sleep 1
-    BEFORE=$(rss "$PROXY")
+    BEFORE=$(rss_kib "$PROXY")
     rm -f "$WORK/ready"
     "$LOADTEST" hold -t 1 -c "$CONNS" -k "$3" -d "$2" --no-progress --ready-file "$WORK/ready" \
         --json "$WORK/hold.json" "http://127.0.0.1:$PORT/" >/dev/null 2>"$WORK/hold.err" &
@@ -80,7 +66,7 @@ hold() {
 
 for driver in $DRIVERS; do
     hold "$driver" "${HOLD_S}s" 10s
-    held=$(rss "$PROXY")
+    held=$(rss_kib "$PROXY")
     accepted=$(curl -s -H "Host: 127.0.0.1:$ADMIN" "http://127.0.0.1:$ADMIN/metrics" |
         awk '/^shardgate_accepted_connections_total/ {printf "%s%s", sep, $2; sep = " / "}')
     wait "$HOLDER" || true
@@ -93,20 +79,20 @@ for driver in $DRIVERS; do
         "$(python3 -c "print(round(($held - $BEFORE) / $CONNS, 3))") KiB per connection"
 
     hold "$driver" 6s 300s
-    held=$(rss "$PROXY")
+    held=$(rss_kib "$PROXY")
     peak=$held
     while kill -0 "$HOLDER" 2>/dev/null; do
-        r=$(rss "$PROXY")
+        r=$(rss_kib "$PROXY")
         ((r > peak)) && peak=$r
         sleep 0.02
     done
     for _ in $(seq 50); do
-        r=$(rss "$PROXY")
+        r=$(rss_kib "$PROXY")
         ((r > peak)) && peak=$r
         sleep 0.02
     done
     sleep 1
-    after=$(rss "$PROXY")
+    after=$(rss_kib "$PROXY")
     echo "$driver, burst: RSS $((held / 1024)) MiB with $CONNS held, peak $((peak / 1024)) MiB as they closed at once, $((after / 1024)) MiB a second later"
 
     # A reconnect storm: all of them come back at once (one request each), stay 3 s, leave.
@@ -114,14 +100,14 @@ for driver in $DRIVERS; do
         --json "$WORK/storm.json" "http://127.0.0.1:$PORT/" >/dev/null 2>"$WORK/storm.err" &
     HOLDER=$!
     PIDS+=("$HOLDER")
-    storm=$(rss "$PROXY")
+    storm=$(rss_kib "$PROXY")
     while kill -0 "$HOLDER" 2>/dev/null; do
-        r=$(rss "$PROXY")
+        r=$(rss_kib "$PROXY")
         ((r > storm)) && storm=$r
         sleep 0.02
     done
     sleep 1
-    end=$(rss "$PROXY")
+    end=$(rss_kib "$PROXY")
     kill "$PROXY"
     wait "$PROXY" 2>/dev/null || true
     echo "$driver, reconnect storm: $(json "$WORK/storm.json" "j['alive']") reconnected at once, peak $((storm / 1024)) MiB (held before: $((held / 1024)) MiB), $((end / 1024)) MiB after they left"

@@ -33,3 +33,33 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 # The median of the numbers given.
 median() { python3 -c "import statistics,sys; print(statistics.median(map(float, sys.argv[1:])))" "$@"; }
+
+# Writes $1/backend.conf: the benchmarks' backend, one nginx worker on 127.0.0.1:$2 answering
+# every request with the same 64-byte body; its pid file is $1/backend.pid.
+backend_conf() {
+    cat >"$1/backend.conf" <<EOC
+worker_processes 1; daemon off; error_log $1/backend.err; pid $1/backend.pid;
+events { worker_connections 4096; }
+http { access_log off; server { listen 127.0.0.1:$2; keepalive_requests 1000000;
+  location / { return 200 "0123456789012345678901234567890123456789012345678901234567890123"; } } }
+EOC
+}
+
+# Resident memory of process $1, in KiB.
+rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+
+# Makes WORK, a temporary directory named after $1, and PIDS; on exit, stops the processes in
+# PIDS and the nginx whose pid file is WORK/backend.pid, then removes WORK.
+work_dir() {
+    WORK=$(mktemp -d "/tmp/shardgate-$1.XXXXXX")
+    PIDS=()
+    trap stop_all EXIT
+    trap 'exit 130' INT TERM
+}
+stop_all() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    [[ -f $WORK/backend.pid ]] && kill "$(cat "$WORK/backend.pid")" 2>/dev/null || true
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
