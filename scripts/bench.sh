@@ -291,12 +291,7 @@ measure_memory() {
         >/dev/null &
     hold_pid=$!
     PIDS+=("$hold_pid")
-    local _
-    for _ in $(seq 600); do
-        [[ -e $ready ]] && break
-        kill -0 "$hold_pid" 2>/dev/null || break
-        sleep 0.1
-    done
+    wait_ready "$ready" "$hold_pid" || true
     sleep 1
     after=$(rss_kib "$pid")
     wait "$hold_pid" || true

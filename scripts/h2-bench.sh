@@ -58,7 +58,6 @@ GRPC_UP=$((BASE_PORT + 3))
 SG_GRPC=$((BASE_PORT + 4))
 NG_GRPC=$((BASE_PORT + 5))
 TCK=$(getconf CLK_TCK)
-rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=bench \
     -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null

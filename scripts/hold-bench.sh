@@ -56,11 +56,7 @@ hold() {
         --json "$WORK/hold.json" "http://127.0.0.1:$PORT/" >/dev/null 2>"$WORK/hold.err" &
     HOLDER=$!
     PIDS+=("$HOLDER")
-    for _ in $(seq 900); do
-        [[ -e $WORK/ready ]] && break
-        kill -0 "$HOLDER" 2>/dev/null || die "the holder stopped: $(cat "$WORK/hold.err")"
-        sleep 0.1
-    done
+    wait_ready "$WORK/ready" "$HOLDER" 90 || die "the holder stopped: $(cat "$WORK/hold.err")"
     sleep 2
 }
 

@@ -63,11 +63,7 @@ for round in $(seq "$ROUNDS"); do
             --ready-file "$WORK/ready" --json "$WORK/hold.json" "http://127.0.0.1:$PORT/" \
             >/dev/null 2>&1 &
         hold=$!
-        for _ in $(seq 900); do
-            [[ -e $WORK/ready ]] && break
-            kill -0 "$hold" 2>/dev/null || break
-            sleep 0.1
-        done
+        wait_ready "$WORK/ready" "$hold" 90 || true
         sleep 2
         after=$(rss_kib "$pid")
         wait "$hold" || true

@@ -63,3 +63,14 @@ stop_all() {
     wait 2>/dev/null || true
     rm -rf "$WORK"
 }
+
+# Waits up to $3 seconds (60) for file $1 to appear while process $2 runs; fails if the process
+# exits first.
+wait_ready() {
+    local _
+    for _ in $(seq $((${3:-60} * 10))); do
+        [[ -e $1 ]] && return 0
+        kill -0 "$2" 2>/dev/null || return 1
+        sleep 0.1
+    done
+}
