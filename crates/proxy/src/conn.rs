@@ -7,6 +7,7 @@
 //! pipeline) lives in a heap slot borrowed from the shard for the length of
 //! one request and reused by the next, never inline in this task.
 
+use crate::park::{PARK_AFTER, Resume};
 use crate::pipeline;
 use crate::request::{Client, Next};
 use crate::shard::Shard;
@@ -33,18 +34,45 @@ pub(crate) fn serve(
     peer: SocketAddr,
     listener: u8,
 ) -> impl Future<Output = ()> {
-    let mut client = Client {
+    let client = Client {
         stream: Transport::Plain(stream),
         addr: peer.ip(),
         listener,
     };
+    connection(shard, client, None)
+}
+
+/// Gives a parked connection (see [`crate::park`]) a task again.
+pub(crate) fn resume(
+    shard: Rc<Shard>,
+    client: Client,
+    fresh: bool,
+    how: Resume,
+) -> impl Future<Output = ()> {
+    connection(shard, client, Some((fresh, how)))
+}
+
+/// A connection's task: a new one (`resumed` is `None`) starts with the
+/// listener's setup, a parked one (whether it had sent a request, and how it
+/// came back) in its keep-alive loop. One future type for both, so the
+/// setup's state shares the task's bytes with the loop's.
+fn connection(
+    shard: Rc<Shard>,
+    mut client: Client,
+    resumed: Option<(bool, Resume)>,
+) -> impl Future<Output = ()> {
+    let (mut fresh, mut resumed) = match resumed {
+        Some((fresh, how)) => (fresh, Some(how)),
+        None => (true, None),
+    };
     async move {
         let mut carried = Vec::new();
-        let setup = shard
-            .snapshot()
-            .listeners
-            .get(usize::from(client.listener))
-            .is_some_and(|l| l.proxy_protocol || l.tls.is_some());
+        let setup = resumed.is_none()
+            && shard
+                .snapshot()
+                .listeners
+                .get(usize::from(client.listener))
+                .is_some_and(|l| l.proxy_protocol || l.tls.is_some());
         if setup {
             // Once per connection, and boxed: it does not widen the task.
             match Box::pin(start(&shard, client)).await {
@@ -61,17 +89,18 @@ pub(crate) fn serve(
             shard.stats.open_connections.decr();
             return;
         }
-        let http2 = shard
-            .snapshot()
-            .listeners
-            .get(usize::from(client.listener))
-            .is_some_and(|l| l.http2 && l.tls.is_none());
+        let http2 = resumed.is_none()
+            && shard
+                .snapshot()
+                .listeners
+                .get(usize::from(client.listener))
+                .is_some_and(|l| l.http2 && l.tls.is_none());
         if http2 && carried.is_empty() {
             // No buffer is held until the client sends something.
             let deadline = shard.timers.now() + shard.timeouts().idle;
             let woke = match client.stream.idle_socket() {
                 Some(socket) => {
-                    let wait = readable_or_drain(socket, &shard.drain);
+                    let wait = readable_or_drain(socket.readable(false), &shard.drain);
                     let woke = shard.timers.within(deadline, wait).await;
                     woke.map(|w| w.unwrap_or(true))
                 }
@@ -95,28 +124,51 @@ pub(crate) fn serve(
                 carried = first;
             }
         }
-        let mut fresh = true;
         loop {
             let buf = if carried.is_empty() {
                 // Idle: no buffer is held while waiting.
-                let idle = shard.timeouts().idle;
-                let deadline = shard.timers.now() + idle;
-                let woke = match client.stream.idle_socket() {
-                    None => Ok(true), // bytes are waiting already (TLS)
-                    Some(socket) => {
-                        let wait = readable_or_drain(socket, &shard.drain);
-                        let woke = shard.timers.within(deadline, wait).await;
-                        woke.map(|w| w.unwrap_or(false))
+                let mut may_park = shard.parking.is_some();
+                let woke = loop {
+                    let woke = match (resumed.take(), client.stream.idle_socket()) {
+                        (Some(how), _) => Woke::from(how),
+                        (None, None) => Woke::Readable, // bytes are waiting already (TLS)
+                        (None, Some(socket)) => {
+                            let until = shard.timers.now() + idle_wait(&shard, may_park).0;
+                            let wait = readable_or_drain(socket.readable(false), &shard.drain);
+                            match shard.timers.within(until, wait).await {
+                                Ok(Some(true)) => Woke::Readable,
+                                Ok(None) => Woke::Drain,
+                                Err(_) if idle_wait(&shard, may_park).1 => Woke::Park,
+                                Ok(Some(false)) | Err(_) => Woke::Close,
+                            }
+                        }
+                    };
+                    if woke != Woke::Park {
+                        break woke;
+                    }
+                    let Some(parking) = shard.parking.as_ref() else {
+                        break Woke::Close;
+                    };
+                    // It has waited PARK_AFTER of its idle timeout.
+                    let deadline =
+                        shard.timers.now() + shard.timeouts().idle.saturating_sub(PARK_AFTER);
+                    // The parking lot holds the connection from here on.
+                    match parking.park(&shard, client, fresh, deadline) {
+                        Ok(()) => return,
+                        Err(back) => {
+                            client = back;
+                            may_park = false;
+                        }
                     }
                 };
                 match woke {
-                    Ok(true) => shard.buffers.take(),
+                    Woke::Readable => shard.buffers.take(),
                     // Draining: a request may be on its way (the client cannot
                     // know yet); give it a moment, answer it with
                     // `Connection: close`, else close. A connection that has
                     // not sent its first request was opened to send one: it
                     // gets longer.
-                    Ok(false) if shard.drain.is_on() => {
+                    Woke::Drain if shard.drain.is_on() => {
                         let grace = shard.timers.now()
                             + if fresh {
                                 FIRST_REQUEST_GRACE
@@ -170,6 +222,41 @@ pub(crate) fn serve(
             }
         }
         shard.stats.open_connections.decr();
+    }
+}
+
+/// How long an idle connection waits in its task, and whether it parks
+/// then: for [`PARK_AFTER`] when it may park and its idle timeout is longer,
+/// else for the whole timeout. (A function: a `Duration` compared in the
+/// task's body would be kept in the task.)
+fn idle_wait(shard: &Shard, may_park: bool) -> (std::time::Duration, bool) {
+    let idle = shard.timeouts().idle;
+    if may_park && PARK_AFTER < idle {
+        (PARK_AFTER, true)
+    } else {
+        (idle, false)
+    }
+}
+
+/// How an idle connection's wait ended.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Woke {
+    Readable,
+    Drain,
+    /// Idle for [`PARK_AFTER`], with more of its idle timeout to go.
+    Park,
+    /// The idle timeout passed, or the wait failed.
+    Close,
+}
+
+impl From<Resume> for Woke {
+    fn from(how: Resume) -> Woke {
+        match how {
+            Resume::Readable => Woke::Readable,
+            Resume::Drain => Woke::Drain,
+            // Not parked again: the parking lot stopped.
+            Resume::Wait => Woke::Park,
+        }
     }
 }
 
@@ -341,22 +428,22 @@ pin_project_lite::pin_project! {
     /// socket is readable (`Some(false)` if the wait failed), `None` once the
     /// shard drains; readability first. A `select!` of the two would hold 56
     /// more bytes in every idle connection's task.
-    struct ReadableOrDrain<'a, R> {
+    pub(crate) struct ReadableOrDrain<'a, R> {
         #[pin]
         readable: R,
         drain: crate::drain::DrainWait<'a>,
     }
 }
 
-/// See [`ReadableOrDrain`]. Not "relaxed": on the epoll driver a relaxed
-/// wait trusts readiness left over from the last read, and would pin a
-/// buffer on an idle connection.
-fn readable_or_drain<'a>(
-    socket: &'a TcpStream,
-    drain: &'a crate::drain::Drain,
-) -> ReadableOrDrain<'a, impl Future<Output = std::io::Result<()>> + 'a> {
+/// See [`ReadableOrDrain`]. Pass a socket's `readable(false)`: on the
+/// epoll driver a relaxed wait trusts readiness left over from the last
+/// read, and would pin a buffer on an idle connection.
+pub(crate) fn readable_or_drain<R: Future<Output = std::io::Result<()>>>(
+    readable: R,
+    drain: &crate::drain::Drain,
+) -> ReadableOrDrain<'_, R> {
     ReadableOrDrain {
-        readable: socket.readable(false),
+        readable,
         drain: drain.wait(),
     }
 }

@@ -32,6 +32,7 @@ mod jwks;
 mod limit;
 mod listener;
 pub mod metrics;
+mod park;
 mod pipeline;
 mod pool;
 mod rates;
@@ -51,6 +52,7 @@ pub use access_log::civil_time;
 pub use control::{Adjust, ConfigInfo, GatewayHandle, ReloadError, config_hash};
 pub use dns::{Resolver, system_resolver};
 pub use driver::{DriverChoice, DriverError, resolve_driver};
+pub use park::set_memory_trim;
 pub use stats::StatsSnapshot;
 
 /// The HTTP/2-to-HTTP/1.1 request translation, for its fuzz target

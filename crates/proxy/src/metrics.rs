@@ -23,6 +23,7 @@ pub(crate) const POOL_REUSE_RATIO: &str = "shardgate_upstream_pool_reuse_ratio";
 pub(crate) const POOL_IDLE: &str = "shardgate_upstream_pool_idle_connections";
 pub(crate) const POOL_ACTIVE: &str = "shardgate_upstream_active_connections";
 pub(crate) const OPEN_CONNECTIONS: &str = "shardgate_open_connections";
+pub(crate) const PARKED_CONNECTIONS: &str = "shardgate_parked_connections";
 pub(crate) const ACCEPTED: &str = "shardgate_accepted_connections_total";
 pub(crate) const HANDSHAKE_LIMITED: &str = "shardgate_tls_handshake_limited_ticks_total";
 pub(crate) const ACCEPT_ERRORS: &str = "shardgate_accept_errors_total";
@@ -561,6 +562,14 @@ pub fn render(shards: &[ShardMetrics], facts: &GatewayFacts) -> String {
         "gauge",
         "Open client connections, by shard.",
         |s| s.stats.open_connections,
+    );
+    per_shard(
+        &mut out,
+        shards,
+        PARKED_CONNECTIONS,
+        "gauge",
+        "Open client connections idle long enough to be held without a task, by shard.",
+        |s| s.stats.parked_connections,
     );
     per_shard(
         &mut out,

@@ -44,6 +44,9 @@ pub(crate) struct Shard {
     pub timers: Timers,
     pub metrics: Registry,
     pub drain: Drain,
+    /// Long-idle connections held without a task (`None` if the shard could
+    /// not make its epoll set: connections then wait in their tasks).
+    pub parking: Option<crate::park::Parking>,
     /// Holds TLS handshakes to a share of a busy shard (see `handshakes`).
     pub handshakes: crate::handshakes::HandshakeGate,
     /// Downstream HTTP/2 counters.
@@ -101,6 +104,9 @@ impl Shard {
             timers: Timers::new(),
             metrics,
             drain: Drain::default(),
+            parking: crate::park::Parking::new()
+                .map_err(|e| log::warn!("shard {id}: idle connections will not be parked: {e}"))
+                .ok(),
             handshakes: crate::handshakes::HandshakeGate::new(),
             http2: Default::default(),
             h2_up: Default::default(),

@@ -20,6 +20,8 @@ pub(crate) struct ShardStats {
     pub upstream_connect_errors: Counter,
     pub accept_errors: Counter,
     pub upstream_active: Counter,
+    /// Idle connections held without a task (see `park`).
+    pub parked_connections: Counter,
 }
 
 /// A counter written by one thread only.
@@ -69,6 +71,7 @@ impl ShardStats {
             upstream_connect_errors: self.upstream_connect_errors.get(),
             accept_errors: self.accept_errors.get(),
             upstream_active: self.upstream_active.get(),
+            parked_connections: self.parked_connections.get(),
         }
     }
 }
@@ -89,6 +92,7 @@ pub struct StatsSnapshot {
     pub upstream_connect_errors: u64,
     pub accept_errors: u64,
     pub upstream_active: u64,
+    pub parked_connections: u64,
 }
 
 impl StatsSnapshot {
@@ -107,6 +111,7 @@ impl StatsSnapshot {
         self.upstream_connect_errors += o.upstream_connect_errors;
         self.accept_errors += o.accept_errors;
         self.upstream_active += o.upstream_active;
+        self.parked_connections += o.parked_connections;
     }
 
     /// Share of upstream requests sent on a pooled connection.

@@ -35,6 +35,14 @@ mod memory {
         let _ = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     }
 
+    /// Gives what the calling thread freed back to the system now (`mi_collect`): a shard
+    /// calls it after it has parked connections (their tasks freed), since an idle shard
+    /// makes no call that would run a purge that is due.
+    pub fn trim() {
+        // SAFETY: mi_collect takes a flag; it works on the calling thread's heap.
+        unsafe { mi_collect(false) };
+    }
+
     /// `mi_option_purge_delay` in mimalloc 3's `mi_option_t` (libmimalloc-sys names no
     /// constant for it); the test below checks that it is the option whose default is 1 s.
     const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
@@ -42,6 +50,7 @@ mod memory {
     unsafe extern "C" {
         // mimalloc's own, linked in with the allocator.
         fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+        fn mi_collect(force: bool);
         #[cfg(test)]
         fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
     }
@@ -73,6 +82,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     memory::tune();
+    shardgate_proxy::set_memory_trim(memory::trim);
     let args: Vec<String> = std::env::args().skip(1).collect();
     let command = match cli::parse(&args) {
         Ok(c) => c,
