@@ -286,13 +286,14 @@ measure_memory() {
     local ready="$WORK/$name.ready"
     before=$(rss_kib "$pid")
     rm -f "$ready"
-    "${LOAD_CPU[@]}" "$LOADTEST" hold -t 1 -c "$MEM_CONNS" -k 300s -d 4s --no-progress \
+    "${LOAD_CPU[@]}" "$LOADTEST" hold -t 1 -c "$MEM_CONNS" -k 300s -d 6s --no-progress \
         --ready-file "$ready" --json "$WORK/$name-hold.json" "http://127.0.0.1:$port/" \
         >/dev/null &
     hold_pid=$!
     PIDS+=("$hold_pid")
     wait_ready "$ready" "$hold_pid" || true
-    sleep 1
+    # Idle for 3 s: past the second after which Shardgate parks an idle connection.
+    sleep 3
     after=$(rss_kib "$pid")
     wait "$hold_pid" || true
     held=$(json_get "$WORK/$name-hold.json" alive)

@@ -5,8 +5,10 @@
 //! wait (on io_uring, a poll in flight). Most of an idle keep-alive
 //! connection's life comes long after its last request, so once it has been
 //! idle for [`PARK_AFTER`] its task hands the client to the shard's parking
-//! lot and ends. The lot keeps the client in a slab slot and its socket in an
-//! epoll set of its own (level-triggered, one shot per parking). One task per
+//! lot and ends. The lot keeps a copy of a plain socket's descriptor (the
+//! monoio stream and its driver state go) with the client's address in a
+//! 40-byte slab slot, and the socket in an epoll set of its own
+//! (level-triggered, one shot per parking). One task per
 //! shard waits on that epoll descriptor through the driver, whichever it is;
 //! when a parked socket turns readable the connection gets a new task that
 //! goes on where the old one stopped. A client that closed while parked is
@@ -521,4 +523,18 @@ async fn yield_once() {
         std::task::Poll::Pending
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A parked connection costs its slot (and 8 bytes beside it): keep it
+    /// small.
+    #[test]
+    fn a_parked_connection_is_small() {
+        let size = std::mem::size_of::<Option<Parked>>();
+        println!("parked connection: {size} bytes");
+        assert!(size <= 40, "a parked connection grew to {size} bytes");
+    }
 }

@@ -15,9 +15,10 @@ pub const UPSTREAM_SHARE_PERCENT: u64 = 10;
 pub const UPSTREAM_MIN: u64 = 1024;
 /// Kernel memory of an idle TCP socket (struct sock, dentry, file, epoll/uring entry), bytes.
 pub const KERNEL_BYTES_PER_IDLE_CONN: u64 = 4 * 1024;
-/// Shardgate's own memory per idle connection, bytes: `scripts/hold-bench.sh` measured 0.83
-/// to 0.87 KiB with 19,000 connections through 2 shards (2026-12-07), rounded up.
-pub const USER_BYTES_PER_IDLE_CONN: u64 = 896;
+/// Shardgate's own memory per idle connection, bytes: `scripts/hold-bench.sh` measured 0.36
+/// to 0.52 KiB with 19,000 connections through 2 shards, most of them parked between
+/// heartbeats (2026-12-08), rounded up.
+pub const USER_BYTES_PER_IDLE_CONN: u64 = 576;
 /// Listen backlog that absorbs connection bursts at high connection counts.
 pub const RECOMMENDED_BACKLOG: u64 = 4096;
 /// Kernel release from which io_uring memory is charged to the cgroup, not RLIMIT_MEMLOCK.
@@ -512,7 +513,7 @@ mod tests {
     fn ten_thousand_fit_here() {
         assert_eq!(fds_needed(10_000), 10_000 + 1024 + FD_BASE);
         assert_eq!(fds_needed(100_000), 100_000 + 10_000 + FD_BASE);
-        assert_eq!(memory_needed(1000), 1000 * (4096 + 896));
+        assert_eq!(memory_needed(1000), 1000 * (4096 + 576));
         let f = findings(&typical(), 10_000);
         assert!(f.iter().all(|x| x.status != Status::Short), "{f:#?}");
         assert_eq!(by_check(&f, "SYN queue").status, Status::Warn);

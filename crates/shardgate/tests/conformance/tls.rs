@@ -67,9 +67,14 @@ fn tls_table(pairs: &[&(PathBuf, PathBuf)], extra: &str) -> String {
 }
 
 fn gateway(d: crate::harness::Driver, up: &Upstream, tls: &str) -> Proxy {
+    gateway_with(d, up, tls, "")
+}
+
+/// [`gateway`] with `top` (top-level keys and tables such as `[admin]`) first.
+fn gateway_with(d: crate::harness::Driver, up: &Upstream, tls: &str, top: &str) -> Proxy {
     Proxy::start_config_with(
         d,
-        "",
+        top,
         &format!(
             "{tls}\n[upstreams.app]\nendpoints = [\"{}\"]\n\n[[routes]]\nprefix = \"/\"\nupstream = \"app\"\n",
             up.addr
@@ -126,6 +131,69 @@ fn curl(proxy: &Proxy, host: &str, path: &str, ca: &Path) -> (String, String) {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
     (code.to_string(), body.to_string())
+}
+
+/// A Python `ssl` client on one connection to `port`: GET /before and print its status, wait
+/// for a line on stdin, then GET /after on the same connection and print its status.
+struct KeptOpen {
+    py: std::process::Child,
+    out: std::io::BufReader<std::process::ChildStdout>,
+}
+
+impl KeptOpen {
+    /// Starts the client; returns it with the first request's status.
+    fn start(ca: &Path, port: u16) -> (KeptOpen, String) {
+        let mut py = Command::new("python3")
+            .args(["-c", &kept_open_script(ca, port)])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("python3");
+        let out = std::io::BufReader::new(py.stdout.take().unwrap());
+        let mut client = KeptOpen { py, out };
+        let status = client.status();
+        (client, status)
+    }
+
+    fn status(&mut self) -> String {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut self.out, &mut line).unwrap();
+        line.trim().to_string()
+    }
+
+    /// Sends the second request; its status.
+    fn again(&mut self) -> String {
+        self.py.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+        self.status()
+    }
+}
+
+impl Drop for KeptOpen {
+    fn drop(&mut self) {
+        let _ = self.py.kill();
+        let _ = self.py.wait();
+    }
+}
+
+fn kept_open_script(ca: &Path, port: u16) -> String {
+    format!(
+        "import socket, ssl, sys\n\
+         ctx = ssl.create_default_context(cafile='{}')\n\
+         s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {port})), server_hostname='site.test')\n\
+         def get(path):\n\
+         \x20   s.sendall(('GET %s HTTP/1.1\\r\\nHost: site.test\\r\\n\\r\\n' % path).encode())\n\
+         \x20   data = b''\n\
+         \x20   while not data.endswith(path.encode()):\n\
+         \x20       chunk = s.recv(4096)\n\
+         \x20       if not chunk: return 'closed'\n\
+         \x20       data += chunk\n\
+         \x20   return data.split(b' ')[1].decode()\n\
+         print(get('/before'), flush=True)\n\
+         sys.stdin.readline()\n\
+         print(get('/after'), flush=True)\n",
+        ca.display()
+    )
 }
 
 both_drivers! {
@@ -269,40 +337,41 @@ both_drivers! {
         }
     }
 
+    fn a_parked_tls_connection_is_served_again(d) {
+        let dir = temp_dir(&format!("park-{d:?}"));
+        let site = make_cert(&dir, "site", "site", &["site.test"]);
+        let up = Upstream::echo();
+        let admin = crate::harness::bind_listener().local_addr().unwrap();
+        let top = format!("[admin]\naddress = \"{admin}\"");
+        let proxy = gateway_with(d, &up, &tls_table(&[&site], ""), &top);
+        let (mut client, first) = KeptOpen::start(&site.0, proxy.addr.port());
+        assert_eq!(first, "200", "the first request");
+        // Idle for a second: the gateway parks the connection, TLS session and all.
+        let parked = |n: &str| {
+            let out = Command::new("curl")
+                .args(["-s", &format!("http://{admin}/metrics")])
+                .output()
+                .expect("curl");
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .any(|l| l == format!("shardgate_parked_connections{{shard=\"0\"}} {n}"))
+        };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !parked("1") {
+            assert!(Instant::now() < deadline, "the idle TLS connection was never parked");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(client.again(), "200", "the request on the parked connection");
+        assert!(parked("0"));
+    }
+
     fn a_reload_swaps_the_certificate_and_open_connections_carry_on(d) {
         let dir = temp_dir(&format!("reload-{d:?}"));
         let site = make_cert(&dir, "site", "before", &["site.test"]);
         let up = Upstream::echo();
         let proxy = gateway(d, &up, &tls_table(&[&site], ""));
-        let script = format!(
-            "import socket, ssl, sys\n\
-             ctx = ssl.create_default_context(cafile='{}')\n\
-             s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {})), server_hostname='site.test')\n\
-             def get(path):\n\
-             \x20   s.sendall(('GET %s HTTP/1.1\\r\\nHost: site.test\\r\\n\\r\\n' % path).encode())\n\
-             \x20   data = b''\n\
-             \x20   while not data.endswith(path.encode()):\n\
-             \x20       chunk = s.recv(4096)\n\
-             \x20       if not chunk: return 'closed'\n\
-             \x20       data += chunk\n\
-             \x20   return data.split(b' ')[1].decode()\n\
-             print(get('/before'), flush=True)\n\
-             sys.stdin.readline()\n\
-             print(get('/after'), flush=True)\n",
-            site.0.display(),
-            proxy.addr.port()
-        );
-        let mut py = Command::new("python3")
-            .args(["-c", &script])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("python3");
-        let mut out = std::io::BufReader::new(py.stdout.take().unwrap());
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-        assert_eq!(line.trim(), "200", "before the reload");
+        let (mut client, first) = KeptOpen::start(&site.0, proxy.addr.port());
+        assert_eq!(first, "200", "before the reload");
         assert_eq!(presented_cn(&proxy, Some("site.test")).as_deref(), Some("before"));
         // New files in the same places, then SIGHUP.
         make_cert(&dir, "site", "after", &["site.test"]);
@@ -313,12 +382,11 @@ both_drivers! {
             assert!(Instant::now() < deadline, "the new certificate never served");
             std::thread::sleep(Duration::from_millis(100));
         }
-        let mut stdin = py.stdin.take().unwrap();
-        stdin.write_all(b"go\n").unwrap();
-        line.clear();
-        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
-        assert_eq!(line.trim(), "200", "the connection opened before the reload carries on");
-        let _ = py.wait();
+        assert_eq!(
+            client.again(),
+            "200",
+            "the connection opened before the reload carries on"
+        );
     }
 }
 
