@@ -73,7 +73,8 @@ enum Held {
     /// descriptor, 64 bytes, and on epoll its registration) is given up
     /// while it is parked, and made again when it comes back.
     Socket(OwnedFd),
-    /// Anything else (TLS), whole.
+    /// Anything else, whole: TLS, or a plain stream whose descriptor could
+    /// not be copied (out of descriptors).
     Stream(Box<Transport>),
 }
 
